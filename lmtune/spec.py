@@ -1,0 +1,219 @@
+"""The job spec: the single definition of a fine-tuning job.
+
+The same model is the API body, a YAML preset, the stored row and the trainer's input. Unknown keys
+are refused everywhere so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+# What "auto" resolves to; see `resolve_hyperparameters` and README.md.
+AUTO_EPOCHS = 3
+AUTO_MIN_EXAMPLES_SEEN = 100
+AUTO_MAX_EXAMPLES_SEEN = 25_000
+AUTO_MAX_EPOCHS = 25
+AUTO_BATCH_FRACTION = 0.002
+MAX_BATCH_SIZE = 256
+BASE_LEARNING_RATE_FULL = 2e-5
+BASE_LEARNING_RATE_LORA = 2e-4
+
+
+class SpecError(ValueError):
+    """A job spec that cannot be used; the message names each bad field."""
+
+
+def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool = False):
+    """A validator for fields that take "auto" or a number in a range, with a message that says so."""
+    bounds = f"{'above' if low_exclusive else 'from'} {low} {'up ' if low_exclusive else ''}to {high}"
+    expected = f'"auto" or {"an integer" if kind is int else "a number"} {bounds}'
+
+    def check(value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be {expected}, got {value!r}")
+        if kind is int and value != int(value):
+            raise ValueError(f"must be {expected}, got {value!r}")
+        too_low = value <= low if low_exclusive else value < low
+        if too_low or value > high or not math.isfinite(value):
+            raise ValueError(f"must be {expected}, got {value!r}")
+        return kind(value)
+
+    return BeforeValidator(check)
+
+
+Epochs = Annotated[int | Literal["auto"], _auto_or_number(int, 1, 50)]
+BatchSize = Annotated[int | Literal["auto"], _auto_or_number(int, 1, MAX_BATCH_SIZE)]
+LrMultiplier = Annotated[
+    float | Literal["auto"], _auto_or_number(float, 0, 10, low_exclusive=True)
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hyperparameters(_Strict):
+    """OpenAI's hyperparameters; each is "auto" or a value."""
+
+    n_epochs: Epochs = "auto"
+    batch_size: BatchSize = "auto"
+    """Examples per optimizer step, over all micro-batches and processes (OpenAI's meaning)."""
+    learning_rate_multiplier: LrMultiplier = "auto"
+
+
+class LoraSettings(_Strict):
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+
+
+class TrainingSettings(_Strict):
+    """lmtune's own settings, all optional."""
+
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier."""
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the global gradient norm to this; null turns clipping off (the norm is still logged)."""
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    max_seq_length: int = Field(512, ge=8, le=1_048_576)
+    shuffle: bool = True
+    max_steps: int | None = Field(None, ge=1)
+    eval_every_steps: int = Field(10, ge=1)
+    eval_sample_size: int = Field(64, ge=1)
+    """How many validation examples the periodic `valid_loss` is measured on (a fixed sample)."""
+    checkpoint_every_steps: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    packing: bool = False
+    lora: LoraSettings | None = None
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+
+
+class JobSpec(_Strict):
+    model: str = Field(min_length=1)
+    """A hub id or a local folder (the API maps catalogue names to these)."""
+    training_file: str = Field(min_length=1)
+    validation_file: str | None = None
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    hyperparameters: Hyperparameters = Hyperparameters()
+    training: TrainingSettings = TrainingSettings()
+
+
+class ResolvedHyperparameters(_Strict):
+    """The values a run actually uses, after every "auto" is decided."""
+
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    learning_rate: float
+    micro_batch_size: int
+    total_steps: int
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per bad field: `hyperparameters.n_epochs: must be ... got 0`."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"] if not _is_union_branch(part))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; remove it or check its spelling"
+        lines.append(f"{where or 'spec'}: {message}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _is_union_branch(part: Any) -> bool:
+    # pydantic names the union member it tried (`int`, `literal['auto']`); users never wrote those
+    return isinstance(part, str) and (part in {"int", "float"} or part.startswith(("literal[", "function-")))
+
+
+def parse_spec(data: Any) -> JobSpec:
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(describe_validation_error(error)) from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Load a spec from YAML or JSON; relative file paths are taken relative to the spec's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(f"cannot read spec {path}: {error.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise SpecError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the spec must be a mapping of fields, got {type(data).__name__}")
+    spec = parse_spec(data)
+    return spec.model_copy(update=_paths_relative_to(spec, path.parent))
+
+
+def _paths_relative_to(spec: JobSpec, folder: Path) -> dict[str, str]:
+    update = {}
+    for field in ("training_file", "validation_file"):
+        value = getattr(spec, field)
+        if value and not Path(value).is_absolute():
+            update[field] = str((folder / value).resolve())
+    # a model is a local folder only when that folder exists; otherwise it is a hub id
+    if (folder / spec.model).is_dir() and not Path(spec.model).is_absolute():
+        update["model"] = str((folder / spec.model).resolve())
+    return update
+
+
+def auto_epochs(n_examples: int) -> int:
+    """OpenAI's rule of thumb: 3 epochs, more for tiny sets and fewer for huge ones."""
+    if n_examples * AUTO_EPOCHS < AUTO_MIN_EXAMPLES_SEEN:
+        return min(AUTO_MAX_EPOCHS, math.ceil(AUTO_MIN_EXAMPLES_SEEN / n_examples))
+    if n_examples * AUTO_EPOCHS > AUTO_MAX_EXAMPLES_SEEN:
+        return max(1, AUTO_MAX_EXAMPLES_SEEN // n_examples)
+    return AUTO_EPOCHS
+
+
+def auto_batch_size(n_examples: int, granularity: int) -> int:
+    """About 0.2% of the examples, between 1 and 256, rounded up to a whole number of micro-batches."""
+    size = min(MAX_BATCH_SIZE, max(1, math.ceil(n_examples * AUTO_BATCH_FRACTION)))
+    return math.ceil(size / granularity) * granularity
+
+
+def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1) -> ResolvedHyperparameters:
+    """Decide every "auto" for a dataset of `n_examples` trained on `world_size` processes."""
+    training = spec.training
+    slices = training.gradient_accumulation_steps * world_size
+    hp = spec.hyperparameters
+    n_epochs = auto_epochs(n_examples) if hp.n_epochs == "auto" else hp.n_epochs
+    batch_size = auto_batch_size(n_examples, slices) if hp.batch_size == "auto" else hp.batch_size
+    if batch_size % slices:
+        raise SpecError(
+            f"hyperparameters.batch_size: {batch_size} examples per step cannot be split evenly into "
+            f"{training.gradient_accumulation_steps} accumulation steps x {world_size} processes; "
+            f"use a multiple of {slices}"
+        )
+    multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
+    base = BASE_LEARNING_RATE_LORA if training.lora else BASE_LEARNING_RATE_FULL
+    learning_rate = training.learning_rate if training.learning_rate is not None else base * multiplier
+    total_steps = math.ceil(n_examples / batch_size) * n_epochs
+    if training.max_steps is not None:
+        total_steps = min(total_steps, training.max_steps)
+    return ResolvedHyperparameters(
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        learning_rate_multiplier=multiplier,
+        learning_rate=learning_rate,
+        micro_batch_size=batch_size // slices,
+        total_steps=total_steps,
+    )

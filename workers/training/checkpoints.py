@@ -1,0 +1,105 @@
+"""Checkpoint folders: written aside, hashed, and renamed into place whole.
+
+OUTPUT/checkpoints/step-000120/
+    model.safetensors, config.json, tokenizer files   the model in Hugging Face format
+    (adapter_model.safetensors, adapter_config.json   instead, for a LoRA run)
+    training_state/                                    Accelerate's save_state: optimizer, scheduler, RNG
+    trainer_state.json                                 step, epoch, tokens, elapsed time
+    manifest.json                                      each file's size and sha256; written last
+A folder is complete when it carries its final name; a crash leaves only `.partial-*` folders,
+which are never read and are removed by the next write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+TRAINER_STATE = "trainer_state.json"
+TRAINING_STATE_DIR = "training_state"
+_NAME = re.compile(r"^step-(\d{6,})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def partial_folder(parent: Path, name: str) -> Path:
+    return parent / f".partial-{name}"
+
+
+def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = _NAME.match(child.name)
+        if match and (child / MANIFEST).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    checkpoints = complete_checkpoints(folder)
+    return checkpoints[-1] if checkpoints else None
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    for _, path in complete_checkpoints(folder)[:-keep]:
+        shutil.rmtree(path)
+
+
+def remove_partials(folder: Path) -> None:
+    if folder.is_dir():
+        for child in folder.glob(".partial-*"):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> dict:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {
+        "files": [
+            {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
+            for p in files
+        ]
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def publish(partial: Path, final: Path) -> None:
+    """fsync every file, then rename the folder into place: the name appears only when all is on disk."""
+    for path in partial.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    if final.exists():  # a repeated delivery redoing a step: the new copy replaces the old whole
+        shutil.rmtree(final)
+    os.rename(partial, final)
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_trainer_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / TRAINER_STATE).read_text())
