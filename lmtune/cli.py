@@ -85,5 +85,18 @@ def make_tiny_model_command(folder: str, seed: int) -> None:
     click.echo(f"tiny model (random weights) written to {path}")
 
 
+@main.command("make-sample-data")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--examples", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--spread", default=0.6, show_default=True, help="Sigma of the log-normal length spread.")
+def make_sample_data_command(path: str, examples: int, seed: int, spread: float) -> None:
+    """Write a generated chat dataset (answer in capitals) to PATH as JSONL."""
+    from lmtune.sample_data import chat_examples, write_jsonl
+
+    write_jsonl(chat_examples(examples, seed=seed, spread=spread), path)
+    click.echo(f"{examples} chat examples written to {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -79,8 +79,9 @@ class LoraSettings(_Strict):
 class TrainingSettings(_Strict):
     """lmtune's own settings, all optional."""
 
-    learning_rate: float | None = Field(None, gt=0, le=1)
-    """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier."""
+    learning_rate: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier. No upper bound:
+    a rate that diverges stops the run at the step where the loss or gradient stops being finite."""
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny random model built once per session, and generated datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lmtune.sample_data import chat_examples, write_jsonl
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from workers.training.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def chat_file(tmp_path) -> Path:
+    return write_jsonl(chat_examples(32, seed=1, spread=0.5), tmp_path / "train.jsonl")
+
+
+@pytest.fixture
+def valid_file(tmp_path) -> Path:
+    return write_jsonl(chat_examples(12, seed=2, spread=0.5), tmp_path / "valid.jsonl")
+
+
+@pytest.fixture
+def make_spec(tiny_model):
+    """A JobSpec for the tiny model; keyword arguments go to `training` unless they are top-level."""
+    from lmtune.spec import parse_spec
+
+    def build(training_file, validation_file=None, *, epochs=2, batch_size=8, seed=0, **training):
+        training = {"learning_rate": 3e-3, "shuffle": False, **training}
+        return parse_spec({
+            "model": str(tiny_model),
+            "training_file": str(training_file),
+            "validation_file": str(validation_file) if validation_file else None,
+            "seed": seed,
+            "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
+            "training": training,
+        })
+
+    return build
