@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -57,21 +56,13 @@ def _is_main_process() -> bool:
 
 
 def _launch_processes(spec_path: str, output_dir: str, num_processes: int) -> int:
-    """Start N copies of this command under torchrun; Accelerate reads the process group from its env."""
-    env = dict(os.environ)
-    try:
-        import torch
+    """N copies of this command, one per rank; Accelerate reads the process group from the env."""
+    import torch
 
-        if not torch.cuda.is_available():
-            env["ACCELERATE_USE_CPU"] = "1"  # gloo on CPU
-    except ImportError:
-        pass
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}",
-        "-m", "lmtune.cli", "train", spec_path, "--output", output_dir,
-    ]  # fmt: skip
-    completed = subprocess.run(command, env=env)
-    return completed.returncode
+    from lmtune.launcher import launch
+
+    command = [sys.executable, "-m", "lmtune.cli", "train", spec_path, "--output", output_dir]
+    return launch(command, num_processes, paused_status=EXIT_PAUSED, use_cpu=not torch.cuda.is_available())
 
 
 @main.command("make-tiny-model")
