@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
@@ -56,6 +57,9 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
         return TrainingResult.read(layout)
 
     settings = spec.training
+    # train() may run many times in one process (tests, notebooks); each run sets its own precision.
+    # The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=_precision(settings.mixed_precision),
@@ -255,7 +259,8 @@ def _forward(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, to
     """Summed next-token cross-entropy, correct predictions and target count of one micro-batch."""
     inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
     labels = batch["labels"][:, 1:].to(device)
-    logits = model(**inputs).logits[:, :-1].float()
+    # no KV cache: with one, transformers would not build the packed block-diagonal mask
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
     loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
     mask = labels != IGNORE_INDEX
     correct = ((logits.argmax(-1) == labels) & mask).sum().float()

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmtune.spec import LoraSettings, TrainingSettings
+from lmtune.spec import TrainingSettings
 from workers.training.errors import ModelLoadError
 
 ADAPTER_DIR = "adapter"
@@ -32,20 +32,21 @@ def load_model(name_or_path: str, settings: TrainingSettings, resume_from: Path 
     except (OSError, ValueError) as error:
         raise ModelLoadError(_cannot_load(str(start), error)) from None
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     if settings.lora is not None:
-        model = _with_lora(model, settings.lora, resume_from)
+        model = _with_lora(model, settings, resume_from)
     return model
 
 
-def _with_lora(model, lora: LoraSettings, resume_from: Path | None):
+def _with_lora(model, settings: TrainingSettings, resume_from: Path | None):
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    if settings.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need an input that carries grad
     if resume_from is not None:
         return PeftModel.from_pretrained(model, resume_from, is_trainable=True)
-    if getattr(model, "is_gradient_checkpointing", False):
-        model.enable_input_require_grads()  # checkpointed blocks need an input that carries grad
+    lora = settings.lora
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
