@@ -84,7 +84,8 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
     set_seed(spec.seed)
     resume = ckpt.latest_checkpoint(layout.checkpoints)
     model = load_model(spec.model, settings, resume[1] if resume else None)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=hp.learning_rate)
+    # fused: one kernel for all parameters, as transformers.Trainer uses by default
+    optimizer = torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=hp.learning_rate, fused=True)
     scheduler = get_scheduler(
         settings.lr_scheduler,
         optimizer,
@@ -258,12 +259,15 @@ def _targets(batch: dict) -> int:
 def _forward(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy, correct predictions and target count of one micro-batch."""
     inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
-    labels = batch["labels"][:, 1:].to(device)
+    # shift the labels, not the logits: slicing the logits would copy the largest tensor of the step
+    labels = F.pad(batch["labels"], (0, 1), value=IGNORE_INDEX)[:, 1:].to(device)
     # no KV cache: with one, transformers would not build the packed block-diagonal mask
-    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
-    loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    logits = model(**inputs, use_cache=False).logits
+    loss_sum = F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
     mask = labels != IGNORE_INDEX
-    correct = ((logits.argmax(-1) == labels) & mask).sum().float()
+    correct = (logits.detach()[mask].argmax(-1) == labels[mask]).sum().float()
     return loss_sum, correct, mask.sum().float()
 
 

@@ -53,12 +53,14 @@ def make_tiny_model(
     num_heads: int = 4,
     intermediate_size: int = 176,
     max_positions: int = 2048,
+    vocab_size: int | None = None,
     seed: int = 0,
 ) -> Path:
+    """`vocab_size` above the tokenizer's (261) adds unused rows, for a realistic embedding cost."""
     folder = Path(folder)
     tokenizer = build_byte_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,

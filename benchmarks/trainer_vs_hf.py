@@ -1,0 +1,111 @@
+"""lmtune (padding), lmtune (packing) and transformers.Trainer on the same work, side by side.
+
+One run, alternating the three in rounds so that machine noise hits them alike. Each trains the
+same randomly initialised Llama-style model on the same generated chat dataset, whose lengths
+follow a log-normal spread (many short examples, a few long ones). Reports non-padding tokens per
+second of training-loop time (lmtune: `elapsed_seconds` at the last step; Trainer: its
+`train_runtime`), the ratios to Trainer, and the largest per-step loss difference between lmtune
+(padding) and Trainer.
+
+    python benchmarks/trainer_vs_hf.py [--rounds 3] [--examples 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from lmtune.sample_data import chat_examples, write_jsonl  # noqa: E402
+from lmtune.spec import parse_spec  # noqa: E402
+from lmtune.training_data import validate_jsonl_file  # noqa: E402
+from workers.training.data import tokenize_rows  # noqa: E402
+from workers.training.hf_reference import run_hf_trainer  # noqa: E402
+from workers.training.loop import train  # noqa: E402
+from workers.training.metrics import MetricsLog  # noqa: E402
+from workers.training.tiny_model import make_tiny_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-seq-length", type=int, default=1024)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="lmtune-bench-"))
+    model = make_tiny_model(
+        work / "model", hidden_size=args.hidden_size, num_layers=args.layers,
+        num_heads=max(1, args.hidden_size // 64), intermediate_size=args.hidden_size * 8 // 3,
+    )  # fmt: skip
+    data = write_jsonl(chat_examples(args.examples, seed=0, median_words=16, spread=0.8), work / "train.jsonl")
+
+    def spec(packing: bool):
+        return parse_spec({
+            "model": str(model), "training_file": str(data), "seed": 0,
+            "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
+            "training": {"learning_rate": 1e-3, "shuffle": False, "packing": packing,
+                         "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 10**9},
+        })  # fmt: skip
+
+    speeds: dict[str, list[float]] = {"trainer": [], "padding": [], "packing": []}
+    largest_loss_gap = 0.0
+    runners = ["trainer", "padding", "packing"]
+    for round_number in range(args.rounds):
+        reference = None
+        # rotate who goes first, so that warm-up or drift does not favour one runner
+        for name in runners[round_number % 3 :] + runners[: round_number % 3]:
+            output = work / f"{name}-{round_number}"
+            if name == "trainer":
+                reference = run_hf_trainer(spec(False), output)
+                speeds[name].append(reference.non_padding_tokens / reference.train_seconds)
+            else:
+                train(spec(name == "packing"), output)
+                speeds[name].append(_non_padding_tokens(spec(False)) / _loop_seconds(output))
+        padded = [row["train_loss"] for row in MetricsLog(work / f"padding-{round_number}" / "metrics.jsonl").read()]
+        largest_loss_gap = max(largest_loss_gap, *(abs(a - b) for a, b in zip(padded, reference.losses, strict=True)))
+        print(f"round {round_number + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} tok/s" for k, v in speeds.items()), flush=True)
+
+    median = {name: statistics.median(values) for name, values in speeds.items()}
+    lengths = _lengths(spec(False))
+    print()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
+    print(f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, random weights; "
+          f"{args.examples} chat examples, about {min(lengths)}-{max(lengths)} tokens (median {statistics.median(lengths):.0f}); "
+          f"batch {args.batch_size}, max_seq_length {args.max_seq_length}; median of {args.rounds} rounds")
+    # the ratio within each round pairs runs made minutes apart, which cancels slow drift
+    paired = {name: statistics.median(v / t for v, t in zip(values, speeds["trainer"])) for name, values in speeds.items()}
+    print(f"{'runner':<22}{'non-padding tok/s':>18}{'vs Trainer':>12}{'paired ratio':>14}")
+    for name, label in (("trainer", "transformers.Trainer"), ("padding", "lmtune (padding)"), ("packing", "lmtune (packing)")):
+        print(f"{label:<22}{median[name]:>18,.0f}{median[name] / median['trainer']:>11.2f}x{paired[name]:>13.2f}x")
+    print(f"largest per-step loss difference, lmtune (padding) vs Trainer: {largest_loss_gap:.2e}")
+
+
+def _lengths(spec) -> list[int]:
+    tokenizer = AutoTokenizer.from_pretrained(spec.model)
+    examples = tokenize_rows(validate_jsonl_file(spec.training_file), tokenizer, spec.training.max_seq_length).examples
+    return [len(ids) for ids in examples["input_ids"]]
+
+
+def _non_padding_tokens(spec) -> int:
+    return sum(_lengths(spec))  # one epoch: every example once
+
+
+def _loop_seconds(output: Path) -> float:
+    return MetricsLog(output / "metrics.jsonl").read()[-1]["elapsed_seconds"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Every shipped YAML file parses, and every preset is a valid job spec."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmtune.spec import load_spec
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("preset", sorted((CONFIGS / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_is_a_valid_job_spec(preset):
+    spec = load_spec(preset)
+    assert spec.training_file.endswith(".jsonl")
+
+
+@pytest.mark.parametrize("config", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_accelerate_config_loads_in_accelerate(config):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    loaded = ClusterConfig.from_yaml_file(config)  # refuses unknown types and fields
+    assert loaded.distributed_type.value == yaml.safe_load(config.read_text())["distributed_type"]
+    assert loaded.num_processes >= 1
