@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from lmtune.layout import RunLayout
+from lmtune.settings import load_settings
 from lmtune.spec import SpecError, load_spec
 
 # Exit status of a run stopped by SIGTERM after writing its checkpoint (sysexits' EX_TEMPFAIL):
@@ -44,11 +47,30 @@ def train(spec_path: str, output_dir: str, num_processes: int) -> None:
         click.echo(f"paused at step {paused.step}; run the same command again to resume", err=True)
         sys.exit(EXIT_PAUSED)
     except (TrainingError, SpecError) as error:
+        _record_error(output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error))
         raise click.ClickException(str(error)) from None
+    except Exception as error:
+        if type(error).__name__ != "OutOfMemoryError":
+            _record_error(output_dir, "internal_error", f"{type(error).__name__}: {error}")
+            raise  # a bug: the traceback goes to the log
+        message = (
+            "out of memory; lower hyperparameters.batch_size or training.max_seq_length, or set "
+            "training.gradient_checkpointing, training.lora or more training.gradient_accumulation_steps"
+        )
+        _record_error(output_dir, "out_of_memory", message)
+        raise click.ClickException(message) from None
     if _is_main_process():
         click.echo(
             f"done: {result.steps} steps, {result.trained_tokens} target tokens; model in {result.final_dir}"
         )
+
+
+def _record_error(output_dir: str, code: str, message: str) -> None:
+    """For the worker, which reports the failure to the user with this code."""
+    if _is_main_process():
+        path = RunLayout(Path(output_dir)).error
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"code": code, "message": message}))
 
 
 def _is_main_process() -> bool:
@@ -87,6 +109,37 @@ def make_sample_data_command(path: str, examples: int, seed: int, spread: float)
 
     write_jsonl(chat_examples(examples, seed=seed, spread=spread), path)
     click.echo(f"{examples} chat examples written to {path}")
+
+
+@main.command()
+@click.option("--gpus", type=click.IntRange(0), default=None, help="GPUs this worker has; default: all it sees.")
+@click.option("--queue", "queues", multiple=True, help="Queue to take jobs from; default: the one for its GPU count.")
+def worker(gpus: int | None, queues: tuple[str, ...]) -> None:
+    """Run a worker that takes jobs from the broker and trains them, one at a time."""
+    from workers.celery_worker import run_worker
+
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    run_worker(load_settings(), gpus, list(queues) or None)
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.argument("name")
+def keys_create(name: str) -> None:
+    """Create an API key; its secret is printed once and stored only as a hash."""
+    from lmtune.store.database import open_database
+    from lmtune.store.keys import create_key
+
+    key_id, secret = create_key(open_database(load_settings().database_url), name)
+    click.echo(f"created {key_id} ({name}); keep this secret, it is not shown again:", err=True)
+    click.echo(secret)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ status, so that "every rank paused" is told apart from "a rank failed".
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ def launch(command: list[str], num_processes: int, paused_status: int, use_cpu: 
         )  # fmt: skip
         if use_cpu:
             env["ACCELERATE_USE_CPU"] = "1"  # gloo process group on the CPU
-        ranks.append(subprocess.Popen(command, env=env))
+        ranks.append(subprocess.Popen(command, env=env, preexec_fn=die_with_parent))
 
     def forward(signum, frame):
         for process in ranks:
@@ -65,6 +66,12 @@ def _stop(ranks: list[subprocess.Popen]) -> None:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec: SIGKILL it when its parent dies, so no training outlives a lost worker."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port() -> int:

@@ -47,3 +47,36 @@ def make_spec(tiny_model):
         })
 
     return build
+
+
+POSTGRES_ADMIN_URL = os.environ.get("LMTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def database_url(request, tmp_path):
+    """A fresh, empty database: SQLite by default; PostgreSQL for tests parametrised with it."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'lmtune.db'}"
+        return
+    import secrets
+
+    import sqlalchemy
+
+    name = f"lmtune_test_{secrets.token_hex(6)}"
+    admin = sqlalchemy.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
+@pytest.fixture
+def db(database_url):
+    from lmtune.store.database import open_database
+
+    database = open_database(database_url)
+    yield database
+    database.engine.dispose()

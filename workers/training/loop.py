@@ -207,6 +207,7 @@ def _load_data(path: str, tokenizer, max_seq_length: int, min_examples: int | No
 def _prepare_output(layout: RunLayout, spec: JobSpec, hp: ResolvedHyperparameters, train_data, valid_data, world: int):
     layout.checkpoints.mkdir(parents=True, exist_ok=True)
     ckpt.remove_partials(layout.checkpoints)  # left by a crash mid-write; never read
+    layout.error.unlink(missing_ok=True)  # from an earlier attempt
     given = spec.model_dump(mode="json")
     if layout.spec.exists() and json.loads(layout.spec.read_text()) != given:
         raise OutputConflictError(

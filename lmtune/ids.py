@@ -1,0 +1,12 @@
+"""Object ids with OpenAI's prefixes (file-…, ftjob-…, ftevent-…, ftckpt-…).
+
+The part after the prefix starts with the creation time in microseconds, in fixed-width hex, so
+ids sort in creation order: lists page by id alone, with no ties.
+"""
+
+import secrets
+import time
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"

@@ -1,0 +1,39 @@
+"""Uploaded files: rows here, bytes in the data folder under a server-made name."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from lmtune.store.database import Database
+from lmtune.store.jobs import now
+from lmtune.store.models import File
+
+
+def add_file(db: Database, *, file_id: str, owner: str, filename: str, purpose: str, size: int, sha256: str,
+             examples: int, path: str) -> File:  # fmt: skip
+    row = File(id=file_id, owner=owner, filename=filename, purpose=purpose, bytes=size, sha256=sha256,
+               examples=examples, path=path, created_at=now())  # fmt: skip
+    with db.session() as session:
+        session.add(row)
+    return row
+
+
+def get_file(db: Database, file_id: str, owner: str | None = None) -> File | None:
+    with db.session() as session:
+        row = session.get(File, file_id)
+    return row if row is not None and (owner is None or row.owner == owner) else None
+
+
+def list_files(db: Database, owner: str, purpose: str | None = None) -> list[File]:
+    with db.session() as session:
+        query = select(File).where(File.owner == owner).order_by(File.id.desc())
+        if purpose:
+            query = query.where(File.purpose == purpose)
+        return list(session.scalars(query).all())
+
+
+def delete_file(db: Database, file_id: str) -> None:
+    with db.session() as session:
+        row = session.get(File, file_id)
+        if row is not None:
+            session.delete(row)

@@ -1,0 +1,33 @@
+"""Fine-tuned models: a succeeded job's `final/` folder, usable as the base of later jobs."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from lmtune.store.database import Database
+from lmtune.store.jobs import now
+from lmtune.store.models import FineTunedModel
+
+
+def add_fine_tuned_model(db: Database, *, model_id: str, owner: str, base_model: str, job_id: str, path: str) -> None:
+    with db.session() as session:
+        if session.get(FineTunedModel, model_id) is None:  # a repeated finish records it once
+            session.add(FineTunedModel(id=model_id, owner=owner, base_model=base_model, job_id=job_id, path=path, created_at=now()))
+
+
+def get_fine_tuned_model(db: Database, model_id: str, owner: str | None = None) -> FineTunedModel | None:
+    with db.session() as session:
+        row = session.get(FineTunedModel, model_id)
+    return row if row is not None and (owner is None or row.owner == owner) else None
+
+
+def list_fine_tuned_models(db: Database, owner: str) -> list[FineTunedModel]:
+    with db.session() as session:
+        return list(session.scalars(select(FineTunedModel).where(FineTunedModel.owner == owner).order_by(FineTunedModel.created_at)).all())
+
+
+def delete_fine_tuned_model(db: Database, model_id: str) -> None:
+    with db.session() as session:
+        row = session.get(FineTunedModel, model_id)
+        if row is not None:
+            session.delete(row)

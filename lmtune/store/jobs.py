@@ -1,0 +1,236 @@
+"""A job's life in the store: created, queued, claimed by one attempt, followed, finished.
+
+Delivery is at least once; outcomes are exactly once by fencing. A worker claims a job and gets
+an attempt number and a lease it must renew; every later write names that attempt and is refused
+(StaleAttempt) once another attempt holds the job. A worker whose lease lapses is presumed lost:
+the sweep puts its job back in the queue (resuming from its checkpoint) until attempts run out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select, update
+
+from lmtune.ids import new_id
+from lmtune.store.database import Database
+from lmtune.store.models import Job
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class StaleAttempt(Exception):
+    """This attempt no longer holds the job: stop without writing anything more."""
+
+
+class WrongState(Exception):
+    def __init__(self, job: Job, action: str):
+        super().__init__(f"cannot {action} job {job.id}: it is {job.status}")
+        self.job = job
+
+
+@dataclass(frozen=True)
+class Control:
+    """What the client asked of a running job, read at each heartbeat."""
+
+    cancel: bool
+    pause: bool
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def queue_name(gpus: int, prefix: str = "") -> str:
+    return f"{prefix}{'cpu' if gpus == 0 else f'gpu-{gpus}'}"
+
+
+def create_job(db: Database, *, owner: str, spec: dict, queue: str, gpus: int = 0, suffix: str | None = None,
+               metadata: dict | None = None) -> Job:  # fmt: skip
+    job = Job(
+        id=new_id("ftjob"), owner=owner, spec=spec, suffix=suffix, job_metadata=metadata, gpus=gpus,
+        queue=queue, status="queued", created_at=now(), attempt=0, step=0,
+        cancel_requested=False, pause_requested=False,
+    )  # fmt: skip
+    with db.session() as session:
+        session.add(job)
+    return job
+
+
+def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        return job if job is not None and (owner is None or job.owner == owner) else None
+
+
+def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None):
+    """Newest first, cursor after a job id; (jobs, has_more)."""
+    with db.session() as session:
+        query = select(Job).where(Job.owner == owner).order_by(Job.id.desc())  # ids sort by creation time
+        if after:
+            query = query.where(Job.id < after)
+        jobs = session.scalars(query).all()
+    if metadata:  # JSON filtering differs between SQLite and PostgreSQL; a job list is small per key
+        jobs = [job for job in jobs if all((job.job_metadata or {}).get(k) == v for k, v in metadata.items())]
+    return jobs[:limit], len(jobs) > limit
+
+
+def queue_position(db: Database, job: Job) -> int | None:
+    """1 for the next job its queue will start; None unless it is queued."""
+    if job.status != "queued":
+        return None
+    with db.session() as session:
+        ahead = session.scalars(
+            select(Job.id).where(Job.queue == job.queue, Job.status == "queued", Job.id < job.id)
+        ).all()
+    return len(ahead) + 1
+
+
+def mark_enqueued(db: Database, job_id: str) -> None:
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=time.time()))
+
+
+def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_attempts: int) -> int | None:
+    """Take a queued job (or one whose holder's lease lapsed) for a new attempt; None if not ours to run."""
+    moment = time.time()
+    with db.session() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status in TERMINAL or job.status == "paused":
+            return None
+        if job.status == "running" and (job.lease_expires_at or 0) > moment:
+            return None  # a live attempt holds it: this delivery is a duplicate
+        if job.cancel_requested:
+            _finish(job, "cancelled")
+            return None
+        if job.attempt >= max_attempts:
+            _finish(job, "failed", error_code="attempts_exhausted",
+                    error_message=f"the job was started {job.attempt} times without finishing; last error: "
+                                  f"{job.error_message or 'the worker was lost'}")  # fmt: skip
+            return None
+        job.attempt += 1
+        job.status = "running"
+        job.lease_owner = worker
+        job.lease_expires_at = moment + lease_seconds
+        job.started_at = job.started_at or int(moment)
+        return job.attempt
+
+
+def _fenced(session, job_id: str, attempt: int) -> Job:
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.attempt != attempt or job.status != "running":
+        raise StaleAttempt(f"attempt {attempt} of job {job_id} no longer holds it")
+    return job
+
+
+def heartbeat(db: Database, job_id: str, attempt: int, lease_seconds: float) -> Control:
+    with db.session() as session:
+        job = _fenced(session, job_id, attempt)
+        job.lease_expires_at = time.time() + lease_seconds
+        return Control(cancel=job.cancel_requested, pause=job.pause_requested)
+
+
+def record_progress(db: Database, job_id: str, attempt: int, *, metrics: dict, estimated_finish: int | None,
+                    hyperparameters: dict | None = None) -> None:  # fmt: skip
+    with db.session() as session:
+        job = _fenced(session, job_id, attempt)
+        job.step = metrics["step"]
+        job.total_steps = metrics["total_steps"]
+        job.trained_tokens = metrics["tokens"]
+        job.latest_metrics = metrics
+        job.estimated_finish = estimated_finish
+        if hyperparameters is not None:
+            job.hyperparameters = hyperparameters
+
+
+def finish_attempt(db: Database, job_id: str, attempt: int, status: str, **fields) -> Job:
+    """End this attempt: a final status, `paused`, or `queued` again for a retry."""
+    with db.session() as session:
+        job = _fenced(session, job_id, attempt)
+        _finish(job, status, **fields)
+        return job
+
+
+def _finish(job: Job, status: str, **fields) -> None:
+    job.status = status
+    for key, value in fields.items():
+        setattr(job, key, value)
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.pause_requested = False
+    if status in TERMINAL:
+        job.finished_at = now()
+        job.estimated_finish = None
+
+
+def request_cancel(db: Database, job_id: str, owner: str) -> Job:
+    with db.session() as session:
+        job = _owned(session, job_id, owner)
+        if job.status in TERMINAL:
+            raise WrongState(job, "cancel")
+        if job.status == "running":
+            job.cancel_requested = True  # the worker stops the trainer within the grace period
+        else:
+            job.cancel_requested = True
+            _finish(job, "cancelled")  # queued or paused: it never starts again
+        return job
+
+
+def request_pause(db: Database, job_id: str, owner: str) -> Job:
+    with db.session() as session:
+        job = _owned(session, job_id, owner)
+        if job.status == "queued":
+            _finish(job, "paused")
+        elif job.status == "running":
+            job.pause_requested = True  # the worker asks the trainer to checkpoint and stop
+        else:
+            raise WrongState(job, "pause")
+        return job
+
+
+def resume_job(db: Database, job_id: str, owner: str) -> Job:
+    with db.session() as session:
+        job = _owned(session, job_id, owner)
+        if job.status != "paused":
+            raise WrongState(job, "resume")
+        job.status = "queued"
+        return job
+
+
+def _owned(session, job_id: str, owner: str) -> Job:
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.owner != owner:
+        raise LookupError(job_id)
+    return job
+
+
+def requeue_lost_jobs(db: Database, max_attempts: int) -> list[str]:
+    """Running jobs whose lease lapsed go back to `queued` (or fail once out of attempts); their ids."""
+    moment = time.time()
+    requeued = []
+    with db.session() as session:
+        lost = session.scalars(
+            select(Job).where(Job.status == "running", Job.lease_expires_at < moment).with_for_update()
+        ).all()
+        for job in lost:
+            if job.cancel_requested:
+                _finish(job, "cancelled")
+            elif job.attempt >= max_attempts:
+                _finish(job, "failed", error_code="worker_lost",
+                        error_message=f"the worker running attempt {job.attempt} of {max_attempts} was lost")  # fmt: skip
+            else:
+                _finish(job, "queued", error_message="the worker was lost")
+                requeued.append(job.id)
+    return requeued
+
+
+def unheld_queued_jobs(db: Database, older_than_seconds: float) -> list[Job]:
+    """Queued jobs whose message may be gone (a broker restart empties Redis): to send again."""
+    cutoff = time.time() - older_than_seconds
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(Job).where(Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
+            ).all()
+        )

@@ -1,0 +1,39 @@
+"""API keys: the secret is shown once; only its sha256 is stored, and compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+
+from lmtune.ids import new_id
+from lmtune.store.database import Database
+from lmtune.store.jobs import now
+from lmtune.store.models import ApiKey
+
+SECRET_PREFIX = "lmt-"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(db: Database, name: str) -> tuple[str, str]:
+    """(key id, secret)."""
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(id=new_id("key"), name=name, hashed=_digest(secret), created_at=now())
+    with db.session() as session:
+        session.add(key)
+    return key.id, secret
+
+
+def authenticate(db: Database, secret: str) -> str | None:
+    """The key id for a presented secret, or None."""
+    digest = _digest(secret)
+    with db.session() as session:
+        key = session.scalar(select(ApiKey).where(ApiKey.hashed == digest))
+    if key is None or not hmac.compare_digest(key.hashed, digest):
+        return None
+    return key.id

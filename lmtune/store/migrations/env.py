@@ -1,0 +1,17 @@
+"""Alembic environment: migrations run on the engine the application hands over."""
+
+from alembic import context
+
+from lmtune.store.database import engine_of
+from lmtune.store.models import Base
+
+config = context.config
+
+with engine_of(config).connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,105 @@
+"""The tables: the truth about every file, job, event, checkpoint, API key and fine-tuned model.
+
+Timestamps are Unix seconds (as the API shows them). Every object belongs to the API key that
+made it (`owner`), and every query for a client is scoped by it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    hashed: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the secret; the secret is never stored
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class File(Base):
+    __tablename__ = "files"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    filename: Mapped[str] = mapped_column(String(500))
+    purpose: Mapped[str] = mapped_column(String(40))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    examples: Mapped[int] = mapped_column(Integer, default=0)
+    path: Mapped[str] = mapped_column(String(500))  # relative to the data folder
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    spec: Mapped[dict] = mapped_column(JSON)  # lmtune.spec.JobSpec, with the model name and file ids as given
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    queue: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_param: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hyperparameters: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # resolved, once known
+    result_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # delivery and fencing: each run of the job is an attempt; only the current one may write
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # progress
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    estimated_finish: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    latest_metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("job_id", "type", "step", name="one_metrics_event_per_step"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # newest first by seq
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    level: Mapped[str] = mapped_column(String(10))
+    type: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set on metrics events only
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step", name="one_checkpoint_per_step"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(500))  # relative to the data folder
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class FineTunedModel(Base):
+    __tablename__ = "fine_tuned_models"
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # ft:<base>:<suffix>:<job id>
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    base_model: Mapped[str] = mapped_column(String(300))
+    job_id: Mapped[str] = mapped_column(String(40))
+    path: Mapped[str] = mapped_column(String(500))  # relative to the data folder
+    created_at: Mapped[int] = mapped_column(BigInteger)

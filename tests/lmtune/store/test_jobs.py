@@ -1,0 +1,129 @@
+"""The job store on SQLite and on PostgreSQL."""
+
+import time
+
+import pytest
+from sqlalchemy import inspect
+
+from lmtune.store import records
+from lmtune.store.database import open_database
+from lmtune.store.jobs import (
+    StaleAttempt, WrongState, claim_job, create_job, finish_attempt, get_job, heartbeat, list_jobs,
+    queue_position, request_cancel, request_pause, requeue_lost_jobs, resume_job,
+)  # fmt: skip
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+SPEC = {"model": "lmtune-tiny", "training_file": "file-abc"}
+
+
+def new_job(db, owner="key-a", **fields):
+    return create_job(db, owner=owner, spec=SPEC, queue="cpu", **fields)
+
+
+def test_migrations_create_every_table_and_can_run_again(db, database_url):
+    open_database(database_url)  # a second process starting: nothing to do, nothing broken
+    assert {"api_keys", "files", "jobs", "events", "checkpoints", "fine_tuned_models"} <= set(inspect(db.engine).get_table_names())
+
+
+def test_a_duplicate_delivery_of_a_held_job_is_refused(db):
+    job = new_job(db)
+    assert claim_job(db, job.id, "worker-1", lease_seconds=60, max_attempts=3) == 1
+    assert claim_job(db, job.id, "worker-2", lease_seconds=60, max_attempts=3) is None
+    assert get_job(db, job.id).lease_owner == "worker-1"
+
+
+def test_a_lost_workers_job_is_requeued_and_its_stale_attempt_fenced_off(db):
+    job = new_job(db)
+    assert claim_job(db, job.id, "worker-1", lease_seconds=0.05, max_attempts=3) == 1
+    time.sleep(0.1)
+    assert requeue_lost_jobs(db, max_attempts=3) == [job.id]
+    assert claim_job(db, job.id, "worker-2", lease_seconds=60, max_attempts=3) == 2
+    with pytest.raises(StaleAttempt):
+        heartbeat(db, job.id, 1, lease_seconds=60)
+    with pytest.raises(StaleAttempt):
+        records.add_event(db, job.id, "late news from attempt 1", attempt=1)
+    with pytest.raises(StaleAttempt):
+        finish_attempt(db, job.id, 1, "succeeded")
+    assert finish_attempt(db, job.id, 2, "succeeded").status == "succeeded"
+
+
+def test_attempts_are_capped_and_the_job_fails_with_the_reason(db):
+    job = new_job(db)
+    claim_job(db, job.id, "worker-1", lease_seconds=0.01, max_attempts=1)
+    time.sleep(0.05)
+    assert requeue_lost_jobs(db, max_attempts=1) == []
+    failed = get_job(db, job.id)
+    assert (failed.status, failed.error_code) == ("failed", "worker_lost")
+    assert failed.finished_at is not None
+
+
+def test_a_cancelled_queued_job_never_starts(db):
+    job = new_job(db)
+    assert request_cancel(db, job.id, "key-a").status == "cancelled"
+    assert claim_job(db, job.id, "worker-1", 60, 3) is None
+    with pytest.raises(WrongState, match="it is cancelled"):
+        request_cancel(db, job.id, "key-a")
+
+
+def test_a_running_job_is_asked_to_cancel_or_pause_through_its_heartbeat(db):
+    job = new_job(db)
+    claim_job(db, job.id, "worker-1", 60, 3)
+    request_pause(db, job.id, "key-a")
+    assert heartbeat(db, job.id, 1, 60).pause
+    request_cancel(db, job.id, "key-a")
+    assert heartbeat(db, job.id, 1, 60).cancel
+
+
+def test_pause_and_resume(db):
+    job = new_job(db)
+    claim_job(db, job.id, "worker-1", 60, 3)
+    request_pause(db, job.id, "key-a")
+    finish_attempt(db, job.id, 1, "paused")
+    with pytest.raises(WrongState):
+        request_pause(db, job.id, "key-a")
+    assert resume_job(db, job.id, "key-a").status == "queued"
+    assert claim_job(db, job.id, "worker-2", 60, 3) == 2
+    with pytest.raises(WrongState, match="cannot resume .* it is running"):
+        resume_job(db, job.id, "key-a")
+
+
+def test_jobs_of_another_key_are_not_found(db):
+    job = new_job(db, owner="key-a")
+    assert get_job(db, job.id, owner="key-b") is None
+    with pytest.raises(LookupError):
+        request_cancel(db, job.id, "key-b")
+    assert list_jobs(db, "key-b", after=None, limit=10) == ([], False)
+
+
+def test_jobs_list_newest_first_with_paging_and_metadata(db):
+    jobs = [new_job(db, metadata={"team": "a" if i % 2 else "b"}) for i in range(5)]
+    page, more = list_jobs(db, "key-a", after=None, limit=2)
+    assert [j.id for j in page] == [jobs[4].id, jobs[3].id] and more
+    page, more = list_jobs(db, "key-a", after=page[-1].id, limit=10)
+    assert [j.id for j in page] == [jobs[2].id, jobs[1].id, jobs[0].id] and not more
+    filtered, _ = list_jobs(db, "key-a", after=None, limit=10, metadata={"team": "a"})
+    assert [j.id for j in filtered] == [jobs[3].id, jobs[1].id]
+    assert queue_position(db, get_job(db, jobs[0].id)) == 1
+
+
+def test_metrics_events_are_recorded_once_per_step_and_listed_newest_first(db):
+    job = new_job(db)
+    claim_job(db, job.id, "worker-1", 60, 3)
+    for step in (1, 2, 2, 3):  # a resumed run replays step 2
+        records.add_event(db, job.id, f"Step {step}", attempt=1, type="metrics", step=step, data={"step": step})
+    records.add_event(db, job.id, "note")
+    events, more = records.list_events(db, job.id, after=None, limit=3)
+    assert [e.message for e in events] == ["note", "Step 3", "Step 2"] and more
+    rest, more = records.list_events(db, job.id, after=events[-1].id, limit=10)
+    assert [e.message for e in rest] == ["Step 1"] and not more
+
+
+def test_checkpoints_are_unique_per_step_and_forgotten_when_pruned(db):
+    job = new_job(db)
+    claim_job(db, job.id, "worker-1", 60, 3)
+    for step in (10, 20, 20, 30):
+        records.add_checkpoint(db, job.id, 1, step=step, path=f"jobs/{job.id}/checkpoints/step-{step:06d}", metrics=None)
+    records.forget_checkpoints(db, job.id, 1, keep_steps={20, 30})
+    rows, more = records.list_checkpoints(db, job.id)
+    assert [row.step for row in rows] == [30, 20] and not more

@@ -1,0 +1,45 @@
+"""Reading a trainer's run folder while it is written: new metric rows and checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmtune.layout import RunLayout
+from workers.training.checkpoints import complete_checkpoints
+
+
+class RunFollower:
+    def __init__(self, layout: RunLayout):
+        self.layout = layout
+        self.rows_by_step: dict[int, dict] = {}
+        self._offset = 0
+        self._partial = b""
+        self._checkpoints: dict[int, Path] = {}
+
+    def new_metrics(self) -> list[dict]:
+        """Rows appended since the last call. A resumed trainer rewrites the file shorter: start over
+        (the store skips steps it already has)."""
+        path = self.layout.metrics
+        if not path.exists():
+            return []
+        if path.stat().st_size < self._offset:
+            self._offset, self._partial = 0, b""
+        with path.open("rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read()
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()  # an unfinished last line waits for its newline
+        rows = [json.loads(line) for line in lines if line.strip()]
+        self.rows_by_step.update((row["step"], row) for row in rows)
+        return rows
+
+    def checkpoint_changes(self) -> tuple[dict[int, Path], set[int]] | None:
+        """(new checkpoints, steps still on disk) when the set changed since the last call, else None."""
+        on_disk = dict(complete_checkpoints(self.layout.checkpoints))
+        if on_disk.keys() == self._checkpoints.keys():
+            return None
+        new = {step: path for step, path in on_disk.items() if step not in self._checkpoints}
+        self._checkpoints = on_disk
+        return new, set(on_disk)
