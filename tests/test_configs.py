@@ -23,3 +23,11 @@ def test_every_accelerate_config_loads_in_accelerate(config):
     loaded = ClusterConfig.from_yaml_file(config)  # refuses unknown types and fields
     assert loaded.distributed_type.value == yaml.safe_load(config.read_text())["distributed_type"]
     assert loaded.num_processes >= 1
+
+
+def test_the_model_catalogue_loads_with_the_builtin_tiny_model():
+    from lmtune.catalogue import load_catalogue
+
+    catalogue = load_catalogue(CONFIGS / "models.yaml")
+    assert catalogue["lmtune-tiny"].builtin == "tiny"
+    assert all(entry.source or entry.builtin for entry in catalogue.values())

@@ -31,8 +31,9 @@ from lmtune.store import files as file_store
 from lmtune.store import records
 from lmtune.store.database import Database
 from lmtune.store.fine_tuned import add_fine_tuned_model, get_fine_tuned_model
-from lmtune.store.jobs import StaleAttempt, claim_job, finish_attempt, get_job, heartbeat, record_progress
+from lmtune.store.jobs import StaleAttempt, claim_job, finish_attempt, get_job, record_progress
 from lmtune.store.models import Job
+from workers.lease_keeper import LeaseKeeper
 from workers.run_follower import RunFollower
 from workers.training.checkpoints import file_sha256
 from workers.training.metrics import MetricsLog
@@ -66,12 +67,13 @@ def run_job(ctx: WorkerContext, job_id: str) -> None:
         log.info("job %s is not ours to run (finished, paused, or held by a live attempt)", job_id)
         return
     try:
-        _run_attempt(ctx, get_job(ctx.db, job_id), attempt)
+        with LeaseKeeper(ctx.db, job_id, attempt, ctx.settings.lease_seconds) as lease:
+            _run_attempt(ctx, get_job(ctx.db, job_id), attempt, lease)
     except StaleAttempt:
         log.warning("attempt %d of job %s was superseded; stopped", attempt, job_id)
 
 
-def _run_attempt(ctx: WorkerContext, job: Job, attempt: int) -> None:
+def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper) -> None:
     records.add_event(ctx.db, job.id, f"Fine-tuning job started (attempt {attempt})", attempt=attempt)
     try:
         trainer_spec = _trainer_spec(ctx, job)
@@ -88,7 +90,7 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int) -> None:
     with ctx.data.trainer_log(job.id).open("ab") as trainer_log:
         trainer = subprocess.Popen(command, stdout=trainer_log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         try:
-            stop_reason = _follow(ctx, job, attempt, trainer, RunFollower(run))
+            stop_reason = _follow(ctx, job, attempt, trainer, RunFollower(run), lease)
         finally:
             if trainer.poll() is None:  # this attempt was superseded or the worker is stopping
                 trainer.kill()
@@ -139,22 +141,21 @@ def _ensure_builtin_model(data: DataLayout, name: str) -> Path:
     return folder
 
 
-def _follow(ctx: WorkerContext, job: Job, attempt: int, trainer: subprocess.Popen, follower: RunFollower) -> str | None:
-    """Heartbeats, progress, events and checkpoints until the trainer exits; why it was stopped, if it was."""
-    stop_reason, signalled_at, last_beat = None, 0.0, 0.0
+def _follow(ctx: WorkerContext, job: Job, attempt: int, trainer: subprocess.Popen, follower: RunFollower,
+            lease: LeaseKeeper) -> str | None:  # fmt: skip
+    """Progress, events and checkpoints until the trainer exits; why it was stopped, if it was."""
+    stop_reason, signalled_at = None, 0.0
     while True:
         exited = trainer.poll() is not None
         _report(ctx, job, attempt, follower)
         if exited:
             return stop_reason
-        if time.monotonic() - last_beat >= min(5.0, ctx.settings.lease_seconds / 4):
-            control = heartbeat(ctx.db, job.id, attempt, ctx.settings.lease_seconds)
-            last_beat = time.monotonic()
-            wanted = "cancel" if control.cancel else "pause" if control.pause else None
-            if wanted and stop_reason != wanted:
-                # SIGTERM: the trainer finishes its step, writes a checkpoint and exits
-                stop_reason, signalled_at = wanted, time.monotonic()
-                trainer.send_signal(signal.SIGTERM)
+        control = lease.check()
+        wanted = "cancel" if control.cancel else "pause" if control.pause else None
+        if wanted and stop_reason != wanted:
+            # SIGTERM: the trainer finishes its step, writes a checkpoint and exits
+            stop_reason, signalled_at = wanted, time.monotonic()
+            trainer.send_signal(signal.SIGTERM)
         if stop_reason:
             grace = ctx.settings.cancel_grace_seconds if stop_reason == "cancel" else ctx.settings.pause_grace_seconds
             if time.monotonic() - signalled_at > grace:

@@ -1,0 +1,90 @@
+"""A deployment for integration tests: real Redis, real PostgreSQL, real `lmtune worker` processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lmtune.sample_data import chat_examples, write_jsonl
+from lmtune.services import store_upload, submit_job
+from lmtune.settings import Settings, load_settings
+from lmtune.spec import parse_spec
+from lmtune.store.database import Database, open_database
+from lmtune.store.jobs import get_job
+from lmtune.store.models import Job
+
+OWNER = "key-test"
+
+
+@dataclass
+class Deployment:
+    env: dict
+    settings: Settings
+    db: Database
+    root: Path
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_worker(self) -> subprocess.Popen:
+        log = (self.root / f"worker-{len(self.workers)}.log").open("wb")
+        process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "worker", "--gpus", "0"], env=self.env,
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.workers.append(process)
+        return process
+
+    def upload(self, rows: list[dict]) -> str:
+        path = write_jsonl(rows, self.root / f"upload-{secrets.token_hex(4)}.jsonl")
+        with path.open("rb") as stream:
+            return store_upload(self.settings, self.db, OWNER, path.name, "fine-tune", stream).id
+
+    def submit(self, *, examples: int = 40, epochs: int = 4, batch_size: int = 4, **training) -> Job:
+        spec = parse_spec({
+            "model": "lmtune-tiny", "training_file": self.upload(chat_examples(examples, seed=11, spread=0.5)),
+            "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
+            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, **training},
+        })  # fmt: skip
+        return submit_job(self.settings, self.db, OWNER, spec)
+
+    def job(self, job_id: str) -> Job:
+        return get_job(self.db, job_id)
+
+    def wait_for(self, job_id: str, condition, timeout: float = 180, what: str = "the condition") -> Job:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if condition(job):
+                return job
+            time.sleep(0.2)
+        logs = "\n".join(p.read_text()[-3000:] for p in sorted(self.root.glob("*.log")))
+        raise AssertionError(f"job {job_id} never reached {what}; it is {self.job(job_id).status}\n{logs}")
+
+
+@pytest.fixture
+def deployment(tmp_path, database_url):
+    data = tmp_path / "data"
+    env = dict(os.environ)
+    env.update(
+        LMTUNE_DATA_DIR=str(data), DATABASE_URL=database_url, REDIS_URL="redis://127.0.0.1:6379/0",
+        LMTUNE_QUEUE_PREFIX=f"test-{secrets.token_hex(4)}-",  # isolates this test's queues in the shared Redis
+        LMTUNE_LEASE_SECONDS="4", LMTUNE_SWEEP_SECONDS="1", LMTUNE_CANCEL_GRACE_SECONDS="3",
+        HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+    )  # fmt: skip
+    saved = dict(os.environ)
+    os.environ.update(env)
+    settings = load_settings()
+    deployment = Deployment(env, settings, open_database(settings.database_url), tmp_path)
+    yield deployment
+    os.environ.clear()
+    os.environ.update(saved)
+    for process in deployment.workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    deployment.db.engine.dispose()

@@ -1,0 +1,45 @@
+"""Renews an attempt's lease from claim to finish, in a thread, whatever the attempt is busy with."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from lmtune.store.database import Database
+from lmtune.store.jobs import Control, StaleAttempt, heartbeat
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    def __init__(self, db: Database, job_id: str, attempt: int, lease_seconds: float):
+        self.db, self.job_id, self.attempt, self.lease_seconds = db, job_id, attempt, lease_seconds
+        self.control = Control(cancel=False, pause=False)
+        self.stale = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job_id}")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.control = heartbeat(self.db, self.job_id, self.attempt, self.lease_seconds)
+            except StaleAttempt:
+                self.stale = True
+                return
+            except Exception:  # a database blip: the lease has slack for a few missed beats
+                log.exception("heartbeat of job %s failed", self.job_id)
+            self._stop.wait(self.lease_seconds / 4)
+
+    def check(self) -> Control:
+        """What the client asked; raises StaleAttempt once another attempt holds the job."""
+        if self.stale:
+            raise StaleAttempt(f"attempt {self.attempt} of job {self.job_id} lost its lease")
+        return self.control
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
