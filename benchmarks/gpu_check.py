@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from lmtune.sample_data import WORDS  # noqa: E402
 from lmtune.spec import parse_spec  # noqa: E402
 from workers.training.loop import train  # noqa: E402
-from workers.training.metrics import MetricsLog  # noqa: E402
+from lmtune.metrics_log import MetricsLog  # noqa: E402
 from workers.training.tiny_model import make_tiny_model  # noqa: E402
 
 # dense bf16 peak, FLOP/s, from the vendors' datasheets

@@ -125,6 +125,42 @@ def worker(gpus: int | None, queues: tuple[str, ...]) -> None:
     run_worker(load_settings(), gpus, list(queues) or None)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Run the HTTP API alone (workers run elsewhere, sharing the database, broker and data folder)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(load_settings()), host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--gpus", type=click.IntRange(0), default=None, help="GPUs for the worker; default: all it sees.")
+def up(host: str, port: int, gpus: int | None) -> None:
+    """Run the API and one worker on this machine. With no REDIS_URL and DATABASE_URL it needs no
+    service at all: SQLite, the local data folder and an embedded broker."""
+    import subprocess
+
+    from lmtune.launcher import die_with_parent
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"data folder {settings.data_dir}; database {settings.database_url.split('@')[-1]}; broker "
+               f"{'Redis' if settings.redis_url else 'embedded (SQLite)'}", err=True)  # fmt: skip
+    worker_command = [sys.executable, "-m", "lmtune.cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
+    worker_process = subprocess.Popen(worker_command, preexec_fn=die_with_parent)
+    try:
+        serve.callback(host=host, port=port)
+    finally:
+        worker_process.terminate()
+        worker_process.wait()
+
+
 @main.group()
 def keys() -> None:
     """API keys."""

@@ -19,7 +19,8 @@ RUN_JOB_TASK = "lmtune.run_job"
 
 def create_celery(settings: Settings) -> Celery:
     app = Celery("lmtune", broker=settings.broker_url)
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    # Redis only: the embedded (SQLAlchemy) transport hands its options to create_engine
+    transport = {"visibility_timeout": settings.visibility_timeout} if settings.redis_url else {}
     app.conf.update(
         # acknowledge a job's message only when its attempt ends, so a lost worker's job comes back
         task_acks_late=True,

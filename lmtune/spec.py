@@ -124,15 +124,24 @@ class ResolvedHyperparameters(_Strict):
 
 
 def describe_validation_error(error: ValidationError) -> str:
+    return describe_errors(error.errors())
+
+
+def describe_errors(errors: list[dict]) -> str:
     """One line per bad field: `hyperparameters.n_epochs: must be ... got 0`."""
     lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"] if not _is_union_branch(part))
+    for item in errors:
+        where = error_location(item)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field; remove it or check its spelling"
         lines.append(f"{where or 'spec'}: {message}")
     return "\n".join(dict.fromkeys(lines))
+
+
+def error_location(item: dict) -> str:
+    """The field path a user wrote, without pydantic's union branches or FastAPI's `body`/`query`."""
+    return ".".join(str(part) for part in item["loc"] if not _is_union_branch(part) and part not in ("body", "query", "path"))
 
 
 def _is_union_branch(part: Any) -> bool:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from lmtune.layout import RunLayout
-from workers.training.metrics import MetricsLog
+from lmtune.metrics_log import MetricsLog
 
 
 def metric_rows(output: Path) -> list[dict]:

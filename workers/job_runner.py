@@ -36,7 +36,7 @@ from lmtune.store.models import Job
 from workers.lease_keeper import LeaseKeeper
 from workers.run_follower import RunFollower
 from workers.training.checkpoints import file_sha256
-from workers.training.metrics import MetricsLog
+from lmtune.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5

@@ -29,7 +29,8 @@ from lmtune.training_data import DatasetError, validate_jsonl_file
 from workers.training import checkpoints as ckpt
 from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, collate_padded, tokenize_rows
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
-from workers.training.metrics import MetricsLog, plot_loss
+from lmtune.metrics_log import MetricsLog
+from workers.training.metrics import plot_loss
 from workers.training.model_loading import is_lora, load_model, load_tokenizer, save_final, save_model
 from workers.training.observer import Observer
 from workers.training.step_plan import StepPlan

@@ -1,0 +1,29 @@
+"""OUTPUT/metrics.jsonl, read and written by the trainer, the worker and the API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class MetricsLog:
+    """OUTPUT/metrics.jsonl: one JSON object per optimizer step, appended as training goes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self.path.open() as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows after `step`: a resumed run writes them again."""
+        kept = [row for row in self.read() if row["step"] <= step]
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+    def append(self, row: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()

@@ -1,0 +1,37 @@
+"""Request dependencies: one per wired thing."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from lmtune.services import RequestError
+from lmtune.settings import Settings
+from lmtune.store.database import Database
+from lmtune.store.keys import authenticate
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_owner(request: Request, db: Annotated[Database, Depends(get_db)]) -> str:
+    """The caller's API key id, from `Authorization: Bearer <key>`."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise RequestError(401, "missing API key: send `Authorization: Bearer <key>` (create one with `lmtune keys create NAME`)",
+                           code="missing_api_key")  # fmt: skip
+    owner = authenticate(db, secret.strip())
+    if owner is None:
+        raise RequestError(401, "invalid API key", code="invalid_api_key")
+    return owner
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+OwnerDep = Annotated[str, Depends(get_owner)]

@@ -1,0 +1,64 @@
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from lmtune.services import RequestError
+from lmtune.spec import describe_errors, error_location
+
+log = logging.getLogger(__name__)
+TYPES = {401: "authentication_error", 500: "server_error"}
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    body = ErrorBody(message=message, type=TYPES.get(status, "invalid_request_error"), param=param, code=code)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": body.model_dump()}, status_code=status, headers=headers)
+
+
+def not_found(what: str, object_id: str) -> RequestError:
+    # also for objects of other keys: never reveal that they exist
+    return RequestError(404, f"no {what} with id {object_id!r}", code=f"{what.replace(' ', '_')}_not_found")
+
+
+def documented(*statuses: int) -> dict:
+    """`responses=` for a route: the error statuses it can answer, all in the same shape."""
+    return {status: {"model": ErrorResponse} for status in (401, *statuses)}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, error: RequestError):
+        return error_response(error.status, error.message, error.param, error.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        param = error_location(error.errors()[0]) or None
+        return error_response(400, describe_errors(error.errors()), param=param, code="invalid_value")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return error_response(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error; the server log has the details")

@@ -1,0 +1,115 @@
+"""Checkpoints of a job, and downloads of them and of the final model: whole (tar) or file by file
+(HTTP Range, sha256).
+
+OpenAI never lets anyone download weights; lmtune does. Only files listed in the folder's manifest
+(written by the trainer) are served, so a client-given path never reaches the filesystem as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+
+from lmtune.layout import DataLayout
+from lmtune.services import RequestError
+from lmtune.store import records
+from service.deps import DbDep, OwnerDep, SettingsDep
+from service.errors import documented, not_found
+from service.routes.jobs import owned_job
+from service.schemas import JobCheckpoint, ListResponse, ManifestEntry
+from service.streaming import tar_stream
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["checkpoints and downloads"])
+MANIFEST = "manifest.json"
+
+
+@router.get("/checkpoints", response_model=ListResponse[JobCheckpoint], responses=documented(404))
+def list_checkpoints(job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=100)] = 10) -> ListResponse[JobCheckpoint]:  # fmt: skip
+    """Newest first; the trainer keeps the newest `training.keep_checkpoints` on disk."""
+    job = owned_job(db, job_id, owner)
+    rows, more = records.list_checkpoints(db, job_id, after=after, limit=limit)
+    return ListResponse(data=[JobCheckpoint.of(row, job) for row in rows], has_more=more)
+
+
+@router.get("/checkpoints/{checkpoint_id}/content", response_class=StreamingResponse, responses=documented(404))
+def checkpoint_archive(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    """The whole checkpoint as a tar archive (model, tokenizer, training state, manifest.json)."""
+    folder = _checkpoint_folder(job_id, checkpoint_id, owner, db, settings)
+    return _archive(folder, f"{job_id}-{folder.name}")
+
+
+@router.get("/checkpoints/{checkpoint_id}/files", response_model=ListResponse[ManifestEntry], responses=documented(404))
+def checkpoint_files(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    """Each file of the checkpoint with its size, sha256 and download URL."""
+    folder = _checkpoint_folder(job_id, checkpoint_id, owner, db, settings)
+    return _listing(folder, f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files")
+
+
+@router.get("/checkpoints/{checkpoint_id}/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
+def checkpoint_file(job_id: str, checkpoint_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    """One file; supports `Range: bytes=...`; its sha256 is in the `X-Checksum-SHA256` header."""
+    return _file(_checkpoint_folder(job_id, checkpoint_id, owner, db, settings), path)
+
+
+@router.get("/final/content", response_class=StreamingResponse, responses=documented(404))
+def final_archive(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    """The fine-tuned model as a tar archive (for LoRA: the merged model and `adapter/`)."""
+    return _archive(_final_folder(job_id, owner, db, settings), f"{job_id}-final")
+
+
+@router.get("/final/files", response_model=ListResponse[ManifestEntry], responses=documented(404))
+def final_files(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    return _listing(_final_folder(job_id, owner, db, settings), f"/v1/fine_tuning/jobs/{job_id}/final/files")
+
+
+@router.get("/final/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
+def final_file(job_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    return _file(_final_folder(job_id, owner, db, settings), path)
+
+
+def _checkpoint_folder(job_id, checkpoint_id, owner, db, settings) -> Path:
+    owned_job(db, job_id, owner)
+    row = records.get_checkpoint(db, job_id, checkpoint_id)
+    folder = DataLayout(settings.data_dir).resolve(row.path) if row else None
+    if folder is None or not (folder / MANIFEST).exists():
+        raise not_found("checkpoint", checkpoint_id)
+    return folder
+
+
+def _final_folder(job_id, owner, db, settings) -> Path:
+    owned_job(db, job_id, owner)
+    folder = DataLayout(settings.data_dir).job(job_id).final
+    if not (folder / MANIFEST).exists():
+        raise RequestError(404, f"job {job_id} has no final model yet: it is written when the job succeeds", code="not_ready")
+    return folder
+
+
+def _manifest(folder: Path) -> dict[str, dict]:
+    return {entry["path"]: entry for entry in json.loads((folder / MANIFEST).read_text())["files"]}
+
+
+def _archive(folder: Path, name: str) -> StreamingResponse:
+    paths = [*sorted(_manifest(folder)), MANIFEST]
+    return StreamingResponse(tar_stream(folder, paths, name), media_type="application/x-tar",
+                             headers={"Content-Disposition": f'attachment; filename="{name}.tar"'})  # fmt: skip
+
+
+def _listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
+    entries = [ManifestEntry(path=p, bytes=e["bytes"], sha256=e["sha256"], url=f"{base_url}/{p}") for p, e in sorted(_manifest(folder).items())]
+    return ListResponse(data=entries)
+
+
+def _file(folder: Path, path: str) -> FileResponse:
+    entry = _manifest(folder).get(path)
+    if entry is None:
+        raise RequestError(404, f"no file {path!r} in this folder; GET .../files lists them", code="file_not_found")
+    digest = base64.b64encode(bytes.fromhex(entry["sha256"])).decode()
+    return FileResponse(folder / entry["path"], filename=Path(path).name, media_type="application/octet-stream",
+                        headers={"X-Checksum-SHA256": entry["sha256"], "Repr-Digest": f"sha-256=:{digest}:"})  # fmt: skip

@@ -1,0 +1,56 @@
+"""/v1/files: upload (validated, size-capped, streamed to disk), list, get, content, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, UploadFile
+from fastapi.responses import FileResponse
+
+from lmtune.layout import DataLayout
+from lmtune.services import store_upload
+from lmtune.store import files as file_store
+from service.deps import DbDep, OwnerDep, SettingsDep
+from service.errors import documented, not_found
+from service.schemas import Deleted, FileObject, ListResponse
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("", response_model=FileObject, responses=documented(400, 413))
+def upload_file(file: UploadFile, purpose: Annotated[str, Form()], owner: OwnerDep, db: DbDep,
+                settings: SettingsDep) -> FileObject:  # fmt: skip
+    """Upload a JSONL training file; every line is validated and a bad one is refused with its line number."""
+    return FileObject.of(store_upload(settings, db, owner, file.filename or "upload.jsonl", purpose, file.file))
+
+
+@router.get("", response_model=ListResponse[FileObject], responses=documented())
+def list_files(owner: OwnerDep, db: DbDep, purpose: str | None = None) -> ListResponse[FileObject]:
+    return ListResponse(data=[FileObject.of(row) for row in file_store.list_files(db, owner, purpose)])
+
+
+@router.get("/{file_id}", response_model=FileObject, responses=documented(404))
+def get_file(file_id: str, owner: OwnerDep, db: DbDep) -> FileObject:
+    return FileObject.of(_owned_file(db, file_id, owner))
+
+
+@router.get("/{file_id}/content", response_class=FileResponse, responses=documented(404))
+def file_content(file_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FileResponse:
+    row = _owned_file(db, file_id, owner)
+    media = "text/csv" if row.filename.endswith(".csv") else "application/jsonl"
+    return FileResponse(DataLayout(settings.data_dir).resolve(row.path), media_type=media, filename=row.filename)
+
+
+@router.delete("/{file_id}", response_model=Deleted, responses=documented(404))
+def delete_file(file_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> Deleted:
+    row = _owned_file(db, file_id, owner)
+    file_store.delete_file(db, row.id)
+    DataLayout(settings.data_dir).resolve(row.path).unlink(missing_ok=True)
+    return Deleted(id=row.id, object="file")
+
+
+def _owned_file(db, file_id: str, owner: str):
+    row = file_store.get_file(db, file_id, owner)
+    if row is None:
+        raise not_found("file", file_id)
+    return row

@@ -1,0 +1,155 @@
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events, metrics, loss curve."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from lmtune.dispatch import enqueue_job
+from lmtune.layout import DataLayout
+from lmtune.services import RequestError, submit_job
+from lmtune.metrics_log import MetricsLog
+from lmtune.spec import Hyperparameters, JobSpec, describe_validation_error, error_location
+from lmtune.store import jobs as job_store
+from lmtune.store import records
+from lmtune.store.jobs import TERMINAL, WrongState
+from lmtune.store.models import Job
+from service.deps import DbDep, OwnerDep, SettingsDep
+from service.errors import documented, not_found
+from service.schemas import FineTuningJob, JobCreate, JobEvent, ListResponse
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
+STREAM_POLL_SECONDS = 0.5
+
+
+@router.post("", response_model=FineTuningJob, responses=documented(400, 404))
+def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FineTuningJob:
+    """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields."""
+    hyperparameters = body.hyperparameters
+    if body.method and body.method.supervised:
+        hyperparameters = body.method.supervised.hyperparameters
+    try:
+        spec = JobSpec.model_validate({
+            "model": body.model, "training_file": body.training_file, "validation_file": body.validation_file,
+            "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
+            "hyperparameters": (hyperparameters or Hyperparameters()).model_dump(),
+            "training": body.training.model_dump(),
+        })  # fmt: skip
+    except ValidationError as error:
+        raise RequestError(400, describe_validation_error(error), param=error_location(error.errors()[0])) from None
+    job = submit_job(settings, db, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus)
+    return _present(db, job)
+
+
+@router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
+def list_jobs(request: Request, owner: OwnerDep, db: DbDep, after: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ListResponse[FineTuningJob]:  # fmt: skip
+    """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that pair (as OpenAI)."""
+    wanted = {key[9:-1]: value for key, value in request.query_params.items() if key.startswith("metadata[") and key.endswith("]")}
+    jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None)
+    return ListResponse(data=[_present(db, job) for job in jobs], has_more=more)
+
+
+@router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
+def retrieve_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
+    return _present(db, owned_job(db, job_id, owner))
+
+
+@router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))
+def cancel_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
+    """A queued or paused job is cancelled at once; a running one within seconds (its trainer is stopped)."""
+    return _present(db, _transition(job_store.request_cancel, db, job_id, owner))
+
+
+@router.post("/{job_id}/pause", response_model=FineTuningJob, responses=documented(404, 409))
+def pause_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
+    """The trainer finishes its step, writes a checkpoint and stops; the status becomes `paused`."""
+    return _present(db, _transition(job_store.request_pause, db, job_id, owner))
+
+
+@router.post("/{job_id}/resume", response_model=FineTuningJob, responses=documented(404, 409))
+def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FineTuningJob:
+    """Queue a paused job again; it continues from its pause checkpoint."""
+    job = _transition(job_store.resume_job, db, job_id, owner)
+    enqueue_job(settings, db, job)
+    return _present(db, job)
+
+
+def _transition(action, db, job_id: str, owner: str) -> Job:
+    try:
+        return action(db, job_id, owner)
+    except LookupError:
+        raise not_found("fine-tuning job", job_id) from None
+    except WrongState as error:
+        raise RequestError(409, str(error), code="invalid_state") from None
+
+
+@router.get("/{job_id}/events", response_model=ListResponse[JobEvent], responses=documented(404))
+async def list_events(job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 20, stream: bool = False):  # fmt: skip
+    """Newest first. With `stream=true`: server-sent events, oldest first, each new event as it is
+    written, until the job ends."""
+    owned_job(db, job_id, owner)
+    if stream:
+        return StreamingResponse(_event_stream(db, job_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+    events, more = records.list_events(db, job_id, after=after, limit=limit)
+    return ListResponse(data=[JobEvent.of(event) for event in events], has_more=more)
+
+
+async def _event_stream(db, job_id: str):
+    sent = 0
+    while True:
+        finished = job_store.get_job(db, job_id).status in TERMINAL  # read before the events: none is missed
+        for event in await asyncio.to_thread(records.events_after_seq, db, job_id, sent):
+            sent = event.seq
+            yield f"id: {event.id}\ndata: {JobEvent.of(event).model_dump_json()}\n\n"
+        if finished:
+            yield "data: [DONE]\n\n"
+            return
+        await asyncio.sleep(STREAM_POLL_SECONDS)
+
+
+@router.get("/{job_id}/metrics", responses={**documented(404), 200: {"content": {"application/json": {}, "text/csv": {}}}})
+def job_metrics(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep,
+                format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Response:  # fmt: skip
+    """Every step's metrics (lmtune): JSON `{object: list, data: [...]}`, or CSV with `format=csv`."""
+    owned_job(db, job_id, owner)
+    rows = MetricsLog(DataLayout(settings.data_dir).job(job_id).metrics).read()
+    if format == "json":
+        return Response(json.dumps({"object": "list", "data": rows, "has_more": False}), media_type="application/json")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(buffer.getvalue(), media_type="text/csv")
+
+
+@router.get("/{job_id}/loss.png", response_class=FileResponse, responses=documented(404))
+def loss_plot(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FileResponse:
+    """The loss curve (lmtune), redrawn at every checkpoint."""
+    owned_job(db, job_id, owner)
+    path = DataLayout(settings.data_dir).job(job_id).loss_plot
+    if not path.exists():
+        raise RequestError(404, "no loss curve yet: it is drawn at the first checkpoint", code="not_ready")
+    return FileResponse(path, media_type="image/png")
+
+
+def owned_job(db, job_id: str, owner: str) -> Job:
+    job = job_store.get_job(db, job_id, owner)
+    if job is None:
+        raise not_found("fine-tuning job", job_id)
+    return job
+
+
+def _present(db, job: Job) -> FineTuningJob:
+    return FineTuningJob.of(job, job_store.queue_position(db, job))

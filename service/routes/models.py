@@ -1,0 +1,48 @@
+"""/v1/models: the catalogue and the caller's fine-tuned models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from lmtune.catalogue import DEFAULT_FILE, load_catalogue
+from lmtune.services import RequestError
+from lmtune.store.fine_tuned import delete_fine_tuned_model, get_fine_tuned_model, list_fine_tuned_models
+from service.deps import DbDep, OwnerDep
+from service.errors import documented, not_found
+from service.schemas import Deleted, ListResponse, ModelObject
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _catalogue_models() -> dict[str, ModelObject]:
+    created = int(DEFAULT_FILE.stat().st_mtime)
+    return {name: ModelObject(id=name, created=created, owned_by="lmtune") for name in load_catalogue()}
+
+
+@router.get("", response_model=ListResponse[ModelObject], responses=documented())
+def list_models(owner: OwnerDep, db: DbDep) -> ListResponse[ModelObject]:
+    """Catalogue models (any of them can be a job's `model`) and this key's fine-tuned models."""
+    tuned = [ModelObject.of_fine_tuned(row) for row in list_fine_tuned_models(db, owner)]
+    return ListResponse(data=[*_catalogue_models().values(), *tuned])
+
+
+@router.get("/{model_id:path}", response_model=ModelObject, responses=documented(404))
+def retrieve_model(model_id: str, owner: OwnerDep, db: DbDep) -> ModelObject:
+    catalogue = _catalogue_models()
+    if model_id in catalogue:
+        return catalogue[model_id]
+    row = get_fine_tuned_model(db, model_id, owner)
+    if row is None:
+        raise not_found("model", model_id)
+    return ModelObject.of_fine_tuned(row)
+
+
+@router.delete("/{model_id:path}", response_model=Deleted, responses=documented(400, 404))
+def delete_model(model_id: str, owner: OwnerDep, db: DbDep) -> Deleted:
+    """Delete a fine-tuned model from the catalogue (its job's files stay until the job is removed)."""
+    if model_id in _catalogue_models():
+        raise RequestError(400, f"{model_id!r} is a catalogue model; only fine-tuned models can be deleted", param="model")
+    if get_fine_tuned_model(db, model_id, owner) is None:
+        raise not_found("model", model_id)
+    delete_fine_tuned_model(db, model_id)
+    return Deleted(id=model_id, object="model")

@@ -1,0 +1,195 @@
+"""OpenAI-shaped request and response bodies, with lmtune's additions as extra fields."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lmtune.spec import Hyperparameters, TrainingSettings
+from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job
+
+T = TypeVar("T")
+ORGANIZATION = "org-lmtune"
+
+
+class ListResponse(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool = False
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"] = "processed"
+    sha256: str = Field(description="lmtune: the sha256 of the content")
+    examples: int = Field(description="lmtune: training examples in the file (0 for result files)")
+
+    @classmethod
+    def of(cls, row: File) -> "FileObject":
+        return cls(id=row.id, bytes=row.bytes, created_at=row.created_at, filename=row.filename, purpose=row.purpose,
+                   sha256=row.sha256, examples=row.examples)  # fmt: skip
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+class SupervisedMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: Hyperparameters = Hyperparameters()
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["supervised"] = Field(description="Only supervised fine-tuning is supported.")
+    supervised: SupervisedMethod | None = None
+
+
+class JobCreate(BaseModel):
+    """OpenAI's job body; `training` and `gpus` are lmtune's (send them with the SDK's `extra_body`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
+    validation_file: str | None = None
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    suffix: str | None = Field(None, max_length=64)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    integrations: list[dict] | None = None
+    training: TrainingSettings = TrainingSettings()
+    gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None):
+        if value is not None and (len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())):
+            raise ValueError("at most 16 pairs, keys up to 64 characters and values up to 512")
+        return value
+
+    @field_validator("integrations")
+    @classmethod
+    def _no_integrations(cls, value: list[dict] | None):
+        if value:
+            raise ValueError("integrations are not supported by lmtune; follow metrics with GET .../metrics")
+        return value
+
+
+class ErrorObject(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int | None
+
+
+class FineTuningJob(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    finished_at: int | None
+    model: str
+    fine_tuned_model: str | None
+    organization_id: str = ORGANIZATION
+    status: str = Field(description="OpenAI's statuses, plus `paused` (lmtune)")
+    error: ErrorObject | None
+    hyperparameters: dict[str, Any]
+    method: dict[str, Any]
+    seed: int
+    training_file: str
+    validation_file: str | None
+    result_files: list[str]
+    trained_tokens: int | None
+    estimated_finish: int | None
+    integrations: list = []
+    metadata: dict[str, str] | None
+    user_provided_suffix: str | None
+    # lmtune's additions
+    training: dict[str, Any] = Field(description="lmtune: the training settings")
+    progress: Progress = Field(description="lmtune: the last finished step")
+    metrics: dict[str, Any] | None = Field(description="lmtune: the latest step's metrics")
+    queue_position: int | None = Field(description="lmtune: 1 = next to start, while queued")
+    attempt: int = Field(description="lmtune: how many times a worker has started the job")
+
+    @classmethod
+    def of(cls, job: Job, queue_position: int | None) -> "FineTuningJob":
+        spec = job.spec
+        hyperparameters = job.hyperparameters or spec["hyperparameters"]
+        shown = {k: hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        error = ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param) if job.status == "failed" else None
+        return cls(
+            id=job.id, created_at=job.created_at, finished_at=job.finished_at, model=spec["model"],
+            fine_tuned_model=job.fine_tuned_model, status=job.status, error=error, hyperparameters=shown,
+            method={"type": "supervised", "supervised": {"hyperparameters": shown}}, seed=spec["seed"],
+            training_file=spec["training_file"], validation_file=spec.get("validation_file"),
+            result_files=[job.result_file_id] if job.result_file_id else [], trained_tokens=job.trained_tokens,
+            estimated_finish=job.estimated_finish if job.status == "running" else None,
+            metadata=job.job_metadata, user_provided_suffix=job.suffix, training=spec["training"],
+            progress=Progress(step=job.step, total_steps=job.total_steps), metrics=job.latest_metrics,
+            queue_position=queue_position, attempt=job.attempt,
+        )  # fmt: skip
+
+
+class JobEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    type: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, event: Event) -> "JobEvent":
+        return cls(id=event.id, created_at=event.created_at, level=event.level, message=event.message, type=event.type, data=event.data)
+
+
+class JobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, Any]
+    download_url: str = Field(description="lmtune: the whole checkpoint as a tar archive")
+
+    @classmethod
+    def of(cls, row: Checkpoint, job: Job) -> "JobCheckpoint":
+        base = job.spec["model"]
+        prefix = f"ft:{base}:{job.suffix}:{job.id}" if job.suffix else f"ft:{base}:{job.id}"
+        return cls(
+            id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=f"{prefix}:ckpt-step-{row.step}",
+            fine_tuning_job_id=job.id, step_number=row.step, metrics=row.metrics or {"step": row.step},
+            download_url=f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{row.id}/content",
+        )  # fmt: skip
+
+
+class ManifestEntry(BaseModel):
+    path: str
+    bytes: int
+    sha256: str
+    url: str
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+    @classmethod
+    def of_fine_tuned(cls, row: FineTunedModel) -> "ModelObject":
+        return cls(id=row.id, created=row.created_at, owned_by=ORGANIZATION)
