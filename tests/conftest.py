@@ -80,3 +80,11 @@ def db(database_url):
     database = open_database(database_url)
     yield database
     database.engine.dispose()
+
+
+@pytest.fixture
+def deployment(tmp_path, database_url):
+    from tests.deployment import open_deployment
+
+    with open_deployment(tmp_path, database_url) as running:
+        yield running

@@ -1,17 +1,18 @@
-"""A deployment for integration tests: real Redis, real PostgreSQL, real `lmtune worker` processes."""
+"""A deployment for integration tests: real Redis, real PostgreSQL, real `lmtune worker` and
+`lmtune serve` processes."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.services import store_upload, submit_job
@@ -30,14 +31,30 @@ class Deployment:
     settings: Settings
     db: Database
     root: Path
-    workers: list[subprocess.Popen] = field(default_factory=list)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def _start(self, name: str, *args: str) -> subprocess.Popen:
+        log = (self.root / f"{name}-{len(self.processes)}.log").open("wb")
+        process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
 
     def start_worker(self) -> subprocess.Popen:
-        log = (self.root / f"worker-{len(self.workers)}.log").open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "worker", "--gpus", "0"], env=self.env,
-                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        self.workers.append(process)
-        return process
+        return self._start("worker", "worker", "--gpus", "0")
+
+    def start_server(self) -> str:
+        """`lmtune serve` on a free port; its base URL once it answers."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        process = self._start("server", "serve", "--port", str(port))
+        wait_until_listening(port, process)
+        return f"http://127.0.0.1:{port}"
+
+    def create_key(self, name: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", name], env=self.env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return done.stdout.strip()
 
     def upload(self, rows: list[dict]) -> str:
         path = write_jsonl(rows, self.root / f"upload-{secrets.token_hex(4)}.jsonl")
@@ -66,8 +83,8 @@ class Deployment:
         raise AssertionError(f"job {job_id} never reached {what}; it is {self.job(job_id).status}\n{logs}")
 
 
-@pytest.fixture
-def deployment(tmp_path, database_url):
+@contextmanager
+def open_deployment(tmp_path: Path, database_url: str):
     data = tmp_path / "data"
     env = dict(os.environ)
     env.update(
@@ -80,11 +97,24 @@ def deployment(tmp_path, database_url):
     os.environ.update(env)
     settings = load_settings()
     deployment = Deployment(env, settings, open_database(settings.database_url), tmp_path)
-    yield deployment
-    os.environ.clear()
-    os.environ.update(saved)
-    for process in deployment.workers:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-    deployment.db.engine.dispose()
+    try:
+        yield deployment
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        for process in deployment.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+        deployment.db.engine.dispose()
+
+
+def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited at start"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on port {port}")

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lmtune.sample_data import chat_examples
+from lmtune.settings import Settings
+from lmtune.store.keys import create_key
+from service.app import create_app
+
+
+@dataclass
+class Api:
+    client: TestClient
+    settings: Settings
+    alice: dict
+    bob: dict
+
+    def upload(self, headers: dict, content: bytes, filename: str = "train.jsonl"):
+        return self.client.post("/v1/files", headers=headers, files={"file": (filename, content)}, data={"purpose": "fine-tune"})
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+GOOD_FILE = jsonl(chat_examples(12, seed=3))
+
+
+@pytest.fixture
+def api(tmp_path):
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'lmtune.db'}",
+        redis_url="redis://127.0.0.1:6379/0", queue_prefix=f"api-test-{secrets.token_hex(4)}-",  # no worker listens
+        max_upload_bytes=64 * 1024, max_attempts=3, lease_seconds=60, sweep_seconds=30,
+        cancel_grace_seconds=5, pause_grace_seconds=60, visibility_timeout=3600,
+    )  # fmt: skip
+    app = create_app(settings)
+    keys = [create_key(app.state.db, name)[1] for name in ("alice", "bob")]
+    with TestClient(app) as client:
+        yield Api(client, settings, *({"Authorization": f"Bearer {key}"} for key in keys))

@@ -1,0 +1,130 @@
+"""Every bad request gets OpenAI's error shape, the right status and a message naming the problem."""
+
+import pytest
+
+from lmtune.store.jobs import claim_job, finish_attempt
+from tests.service.conftest import GOOD_FILE, jsonl
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"}
+    assert "Traceback" not in body["message"]
+    return body
+
+
+def create_job(api, headers, **body):
+    file_id = api.upload(headers, GOOD_FILE).json()["id"]
+    return api.client.post("/v1/fine_tuning/jobs", headers=headers, json={"model": "lmtune-tiny", "training_file": file_id, **body})
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer lmt-wrong"}, {"Authorization": "Basic abc"}])
+def test_a_missing_or_wrong_key_is_401(api, headers):
+    body = error_of(api.client.get("/v1/fine_tuning/jobs", headers=headers), 401)
+    assert body["type"] == "authentication_error"
+
+
+def test_a_bad_jsonl_upload_is_refused_with_its_lines_and_nothing_is_stored(api):
+    bad = GOOD_FILE.decode().splitlines()
+    bad[2] = '{"messages": [{"role": "user", "content": "hi"}]}'
+    bad[6] = "{not json"
+    body = error_of(api.upload(api.alice, "\n".join(bad).encode()), 400)
+    assert "line 3: at least one message with the assistant role is required" in body["message"]
+    assert "line 7: invalid JSON" in body["message"]
+    assert body["param"] == "file"
+    assert api.client.get("/v1/files", headers=api.alice).json()["data"] == []
+    assert not list((api.settings.data_dir / "files").glob("*.jsonl"))
+
+
+def test_an_upload_over_the_limit_is_413_and_not_stored(api):
+    big = jsonl([{"text": "x" * 1000}] * 100)  # about 100 KiB > 64 KiB
+    body = error_of(api.upload(api.alice, big), 413)
+    assert "larger than the limit of 65536 bytes" in body["message"]
+    assert api.client.get("/v1/files", headers=api.alice).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "body, param, words",
+    [
+        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs", 'must be "auto" or an integer from 1 to 50'),
+        ({"hyperparameters": {"batch_size": "big"}}, "hyperparameters.batch_size", "got 'big'"),
+        ({"training": {"lr_scheduler": "exp"}}, "training.lr_scheduler", "cosine"),
+        ({"training": {"learnin_rate": 1}}, "training.learnin_rate", "unknown field"),
+        ({"suffix": "x" * 65}, "suffix", "at most 64 characters"),
+        ({"method": {"type": "dpo"}}, "method.type", "supervised"),
+    ],
+)
+def test_bad_job_settings_name_the_field(api, body, param, words):
+    error = error_of(create_job(api, api.alice, **body), 400)
+    assert error["param"] == param
+    assert words in error["message"]
+
+
+def test_an_unknown_model_or_file_is_404_naming_it(api):
+    file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
+    body = error_of(api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "gpt-9", "training_file": file_id}), 404)
+    assert body["param"] == "model" and "'gpt-9' is not in the catalogue" in body["message"]
+    body = error_of(api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": "file-nope"}), 404)
+    assert body["param"] == "training_file" and "file-nope" in body["message"]
+
+
+def test_cancel_of_a_finished_job_is_409(api):
+    job = create_job(api, api.alice).json()
+    db = api.client.app.state.db
+    attempt = claim_job(db, job["id"], "test", 60, 3)
+    finish_attempt(db, job["id"], attempt, "succeeded")
+    body = error_of(api.client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=api.alice), 409)
+    assert "it is succeeded" in body["message"]
+    error_of(api.client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=api.alice), 409)
+
+
+def test_a_queued_job_shows_its_place_and_is_cancelled_at_once(api):
+    first, second = create_job(api, api.alice).json(), create_job(api, api.alice).json()
+    assert (first["status"], first["queue_position"], second["queue_position"]) == ("queued", 1, 2)
+    assert first["hyperparameters"] == {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    cancelled = api.client.post(f"/v1/fine_tuning/jobs/{first['id']}/cancel", headers=api.alice).json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"]
+    assert api.client.get(f"/v1/fine_tuning/jobs/{second['id']}", headers=api.alice).json()["queue_position"] == 1
+
+
+def test_jobs_list_pages_and_filters_by_metadata(api):
+    ids = [create_job(api, api.alice, metadata={"team": t}).json()["id"] for t in ("a", "b", "a")]
+    page = api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"limit": 2}).json()
+    assert [j["id"] for j in page["data"]] == [ids[2], ids[1]] and page["has_more"]
+    rest = api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"after": ids[1]}).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and not rest["has_more"]
+    team_a = api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"metadata[team]": "a"}).json()
+    assert [j["id"] for j in team_a["data"]] == [ids[2], ids[0]]
+
+
+def test_two_keys_never_see_each_others_objects(api):
+    file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
+    job_id = create_job(api, api.alice).json()["id"]
+    routes = [
+        ("get", f"/v1/files/{file_id}"), ("get", f"/v1/files/{file_id}/content"), ("delete", f"/v1/files/{file_id}"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}"), ("post", f"/v1/fine_tuning/jobs/{job_id}/cancel"),
+        ("post", f"/v1/fine_tuning/jobs/{job_id}/pause"), ("post", f"/v1/fine_tuning/jobs/{job_id}/resume"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/events"), ("get", f"/v1/fine_tuning/jobs/{job_id}/checkpoints"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/metrics"), ("get", f"/v1/fine_tuning/jobs/{job_id}/loss.png"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/final/content"), ("get", f"/v1/fine_tuning/jobs/{job_id}/final/files"),
+    ]  # fmt: skip
+    for method, path in routes:
+        body = error_of(getattr(api.client, method)(path, headers=api.bob), 404)
+        assert "no " in body["message"], path
+    assert api.client.get("/v1/files", headers=api.bob).json()["data"] == []
+    assert api.client.get("/v1/fine_tuning/jobs", headers=api.bob).json()["data"] == []
+    # bob cannot train on alice's file either
+    error_of(api.client.post("/v1/fine_tuning/jobs", headers=api.bob, json={"model": "lmtune-tiny", "training_file": file_id}), 404)
+    assert api.client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=api.alice).status_code == 200
+
+
+def test_the_openapi_docs_list_every_route_with_its_errors(api):
+    assert api.client.get("/docs").status_code == 200
+    spec = api.client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert "401" in operation["responses"], f"{method} {path}"
+    create = spec["paths"]["/v1/fine_tuning/jobs"]["post"]
+    assert {"400", "404"} <= set(create["responses"])
+    assert {"training", "gpus"} <= set(spec["components"]["schemas"]["JobCreate"]["properties"])
