@@ -1,0 +1,44 @@
+"""`lmtune up` on a fresh data folder with no external service: SQLite and the embedded broker."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import openai
+
+from lmtune.sample_data import chat_examples
+from tests.deployment import wait_until_listening
+from tests.service.conftest import jsonl
+
+
+def test_lmtune_up_runs_a_job_to_the_end_with_no_services(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(LMTUNE_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1")
+    key = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", "me"], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_until_listening(port, up)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        training = client.files.create(file=("train.jsonl", jsonl(chat_examples(24, seed=9))), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="lmtune-tiny", training_file=training.id,
+                                             hyperparameters={"n_epochs": 2, "batch_size": 8})  # fmt: skip
+        deadline = time.monotonic() + 180
+        while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert job.status == "succeeded", job.error
+        assert job.trained_tokens > 0
+        assert (tmp_path / "data" / "lmtune.db").exists() and (tmp_path / "data" / "broker.sqlite").exists()
+        assert (tmp_path / "data" / "jobs" / job.id / "final" / "model.safetensors").exists()
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(timeout=30)
