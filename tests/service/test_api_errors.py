@@ -128,3 +128,26 @@ def test_the_openapi_docs_list_every_route_with_its_errors(api):
     create = spec["paths"]["/v1/fine_tuning/jobs"]["post"]
     assert {"400", "404"} <= set(create["responses"])
     assert {"training", "gpus"} <= set(spec["components"]["schemas"]["JobCreate"]["properties"])
+
+
+def test_only_fine_tuned_models_can_be_deleted_and_only_by_their_owner(api):
+    from lmtune.store.fine_tuned import add_fine_tuned_model
+    from lmtune.store.keys import authenticate
+
+    db = api.client.app.state.db
+    alice = authenticate(db, api.alice["Authorization"].split()[1])
+    add_fine_tuned_model(db, model_id="ft:lmtune-tiny:ftjob-1", owner=alice, base_model="lmtune-tiny", job_id="ftjob-1", path="jobs/ftjob-1/final")
+    assert "ft:lmtune-tiny:ftjob-1" in [m["id"] for m in api.client.get("/v1/models", headers=api.alice).json()["data"]]
+    assert "ft:lmtune-tiny:ftjob-1" not in [m["id"] for m in api.client.get("/v1/models", headers=api.bob).json()["data"]]
+    error_of(api.client.delete("/v1/models/ft:lmtune-tiny:ftjob-1", headers=api.bob), 404)
+    assert error_of(api.client.delete("/v1/models/lmtune-tiny", headers=api.alice), 400)["param"] == "model"
+    assert api.client.delete("/v1/models/ft:lmtune-tiny:ftjob-1", headers=api.alice).json() == {
+        "id": "ft:lmtune-tiny:ftjob-1", "object": "model", "deleted": True}
+    error_of(api.client.get("/v1/models/ft:lmtune-tiny:ftjob-1", headers=api.alice), 404)
+
+
+def test_a_job_asking_for_gpus_goes_to_the_queue_of_that_shape(api):
+    job = create_job(api, api.alice, gpus=2).json()
+    from lmtune.store.jobs import get_job
+
+    assert get_job(api.client.app.state.db, job["id"]).queue == f"{api.settings.queue_prefix}gpu-2"

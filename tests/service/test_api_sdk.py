@@ -101,6 +101,9 @@ def test_the_openai_sdk_drives_a_whole_fine_tune(live, tmp_path):
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "search"}).data] == [job.id]
 
     _download_and_load_a_checkpoint(http, job.id, checkpoints[0].id, tmp_path)
+    final = {e["path"] for e in http.get(f"/v1/fine_tuning/jobs/{job.id}/final/files").json()["data"]}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= final
+    assert http.get(f"/v1/fine_tuning/jobs/{job.id}/final/content").headers["content-type"] == "application/x-tar"
 
 
 def _download_and_load_a_checkpoint(http, job_id, checkpoint_id, tmp_path):

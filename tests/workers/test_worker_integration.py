@@ -95,3 +95,12 @@ def test_the_same_job_delivered_twice_runs_once(deployment):
     messages = [e.message for e in events_of(deployment, job.id)]
     assert messages.count("Fine-tuning job started (attempt 1)") == 1
     assert messages.count("The job has successfully completed") == 1
+
+
+def test_a_diverging_job_fails_with_a_code_and_a_message_to_act_on(deployment):
+    job = deployment.submit(epochs=20, learning_rate=1e5, max_grad_norm=None)
+    deployment.start_worker()
+    failed = deployment.wait_for(job.id, lambda j: j.status in ("failed", "succeeded"), what="an end")
+    assert (failed.status, failed.error_code) == ("failed", "training_diverged")
+    assert "Lower the learning rate" in failed.error_message and failed.attempt == 1  # final: not retried
+    assert events_of(deployment, job.id)[0].level == "error"
