@@ -1,7 +1,7 @@
 """bf16 training throughput and model FLOPs utilisation of a ~0.5B-parameter model with packing.
 
 Builds a randomly initialised Llama-style model (hidden 1024, 24 layers, vocabulary 32k: about
-0.47B parameters), trains it for a few dozen steps on generated text with `training.packing`, and
+0.44B parameters), trains it for a few dozen steps on generated text with `training.packing`, and
 prints tokens per second (after warm-up) and MFU against the GPU's dense bf16 peak.
 
     python benchmarks/gpu_check.py            # defaults sized for one H100/H200-class GPU
@@ -85,7 +85,7 @@ def main() -> None:
     print(f"model: {parameters / 1e9:.2f}B parameters (random), {args.layers} layers, hidden {args.hidden_size}")
     print(f"steps: {result.steps}, batch {args.batch_size} examples packed into rows of {args.max_seq_length}, "
           f"mean example {mean_length:.0f} tokens")
-    print(f"tokens per second (bf16, packing): {tokens_per_second:,.0f}")
+    print(f"tokens per second ({precision}, packing): {tokens_per_second:,.0f}")
     achieved = tokens_per_second * flops_per_token
     print(f"model FLOP/s: {achieved / 1e12:.1f} TFLOP/s" + (f"; MFU: {achieved / peak:.1%} of {peak / 1e12:.0f}" if peak else ""))
 

@@ -41,6 +41,13 @@ class Database:
         command.upgrade(config, "head")
 
 
+def get_owned(db: Database, model, object_id: str, owner: str | None):
+    """The row with this id, if `owner` (an API key id) owns it; every key sees only its own."""
+    with db.session() as session:
+        row = session.get(model, object_id)
+    return row if row is not None and (owner is None or row.owner == owner) else None
+
+
 def _sqlite_pragmas(connection, _record) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer

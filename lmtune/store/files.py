@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from lmtune.store.database import Database
+from lmtune.store.database import Database, get_owned
 from lmtune.store.jobs import now
 from lmtune.store.models import File
 
@@ -19,9 +19,7 @@ def add_file(db: Database, *, file_id: str, owner: str, filename: str, purpose: 
 
 
 def get_file(db: Database, file_id: str, owner: str | None = None) -> File | None:
-    with db.session() as session:
-        row = session.get(File, file_id)
-    return row if row is not None and (owner is None or row.owner == owner) else None
+    return get_owned(db, File, file_id, owner)
 
 
 def list_files(db: Database, owner: str, purpose: str | None = None) -> list[File]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from lmtune.store.database import Database
+from lmtune.store.database import Database, get_owned
 from lmtune.store.jobs import now
 from lmtune.store.models import FineTunedModel
 
@@ -16,9 +16,7 @@ def add_fine_tuned_model(db: Database, *, model_id: str, owner: str, base_model:
 
 
 def get_fine_tuned_model(db: Database, model_id: str, owner: str | None = None) -> FineTunedModel | None:
-    with db.session() as session:
-        row = session.get(FineTunedModel, model_id)
-    return row if row is not None and (owner is None or row.owner == owner) else None
+    return get_owned(db, FineTunedModel, model_id, owner)
 
 
 def list_fine_tuned_models(db: Database, owner: str) -> list[FineTunedModel]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 
 from lmtune.ids import new_id
-from lmtune.store.database import Database
+from lmtune.store.database import Database, get_owned
 from lmtune.store.models import Job
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -59,9 +59,7 @@ def create_job(db: Database, *, owner: str, spec: dict, queue: str, gpus: int = 
 
 
 def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
-    with db.session() as session:
-        job = session.get(Job, job_id)
-        return job if job is not None and (owner is None or job.owner == owner) else None
+    return get_owned(db, Job, job_id, owner)
 
 
 def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None):

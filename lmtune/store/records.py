@@ -29,14 +29,19 @@ def add_event(db: Database, job_id: str, message: str, *, attempt: int | None = 
 
 def list_events(db: Database, job_id: str, *, after: str | None, limit: int) -> tuple[list[Event], bool]:
     """Newest first; `after` is the id of the last event the client saw."""
+    return _newest_first(db, Event, Event.seq, job_id, after, limit)
+
+
+def _newest_first(db: Database, model, order, job_id: str, after: str | None, limit: int):
+    """A page of a job's rows, newest first by `order`, after the row with id `after`; (rows, has_more)."""
     with db.session() as session:
-        query = select(Event).where(Event.job_id == job_id).order_by(Event.seq.desc())
+        query = select(model).where(model.job_id == job_id).order_by(order.desc())
         if after:
-            anchor = session.scalar(select(Event.seq).where(Event.id == after, Event.job_id == job_id))
+            anchor = session.scalar(select(order).where(model.id == after, model.job_id == job_id))
             if anchor is not None:
-                query = query.where(Event.seq < anchor)
-        events = session.scalars(query.limit(limit + 1)).all()
-    return list(events[:limit]), len(events) > limit
+                query = query.where(order < anchor)
+        rows = session.scalars(query.limit(limit + 1)).all()
+    return list(rows[:limit]), len(rows) > limit
 
 
 def events_after_seq(db: Database, job_id: str, seq: int) -> list[Event]:
@@ -63,14 +68,7 @@ def forget_checkpoints(db: Database, job_id: str, attempt: int, keep_steps: set[
 
 
 def list_checkpoints(db: Database, job_id: str, *, after: str | None = None, limit: int = 10) -> tuple[list[Checkpoint], bool]:
-    with db.session() as session:
-        query = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
-        if after:
-            anchor = session.scalar(select(Checkpoint.step).where(Checkpoint.id == after, Checkpoint.job_id == job_id))
-            if anchor is not None:
-                query = query.where(Checkpoint.step < anchor)
-        rows = session.scalars(query.limit(limit + 1)).all()
-    return list(rows[:limit]), len(rows) > limit
+    return _newest_first(db, Checkpoint, Checkpoint.step, job_id, after, limit)
 
 
 def get_checkpoint(db: Database, job_id: str, checkpoint_id: str) -> Checkpoint | None:

@@ -108,7 +108,8 @@ async def list_events(job_id: str, owner: OwnerDep, db: DbDep, after: str | None
 async def _event_stream(db, job_id: str):
     sent = 0
     while True:
-        finished = job_store.get_job(db, job_id).status in TERMINAL  # read before the events: none is missed
+        job = await asyncio.to_thread(job_store.get_job, db, job_id)
+        finished = job.status in TERMINAL  # read before the events, so none written before the end is missed
         for event in await asyncio.to_thread(records.events_after_seq, db, job_id, sent):
             sent = event.seq
             yield f"id: {event.id}\ndata: {JobEvent.of(event).model_dump_json()}\n\n"

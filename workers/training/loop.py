@@ -25,7 +25,7 @@ from transformers.utils import logging as transformers_logging
 
 from lmtune.layout import RunLayout
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
-from lmtune.training_data import DatasetError, validate_jsonl_file
+from lmtune.training_data import MIN_EXAMPLES, DatasetError, validate_jsonl_file
 from workers.training import checkpoints as ckpt
 from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, collate_padded, tokenize_rows
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
@@ -69,7 +69,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
 
     # data: validated whole before any compute
     tokenizer = load_tokenizer(spec.model)
-    train_data = _load_data(spec.training_file, tokenizer, settings.max_seq_length, min_examples=None)
+    train_data = _load_data(spec.training_file, tokenizer, settings.max_seq_length, min_examples=MIN_EXAMPLES)
     valid_data = (
         _load_data(spec.validation_file, tokenizer, settings.max_seq_length, min_examples=1)
         if spec.validation_file
@@ -187,16 +187,15 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
     return result
 
 
-
 def _precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def _load_data(path: str, tokenizer, max_seq_length: int, min_examples: int | None) -> TokenizedData:
+def _load_data(path: str, tokenizer, max_seq_length: int, min_examples: int) -> TokenizedData:
     try:
-        rows = validate_jsonl_file(path) if min_examples is None else validate_jsonl_file(path, min_examples)
+        rows = validate_jsonl_file(path, min_examples)
     except DatasetError as error:
         raise InvalidDataError(f"{path}:\n{error}") from None
     data = tokenize_rows(rows, tokenizer, max_seq_length)

@@ -1,6 +1,5 @@
 """A run killed or stopped mid-way and started again gives the numbers of an uninterrupted run."""
 
-import os
 import signal
 import subprocess
 import sys
