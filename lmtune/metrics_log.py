@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -19,9 +20,12 @@ class MetricsLog:
             return [json.loads(line) for line in handle if line.strip()]
 
     def truncate_after(self, step: int) -> None:
-        """Drop rows after `step`: a resumed run writes them again."""
+        """Drop rows after `step`: a resumed run writes them again. The file is replaced whole (a new
+        inode), so a reader following it by offset sees that it must start over."""
         kept = [row for row in self.read() if row["step"] <= step]
-        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        partial = self.path.with_suffix(".jsonl.partial")
+        partial.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        os.replace(partial, self.path)
 
     def append(self, row: dict) -> None:
         with self.path.open("a") as handle:

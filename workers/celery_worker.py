@@ -15,6 +15,7 @@ import threading
 import time
 
 from celery import Celery
+from celery.signals import worker_shutting_down
 
 from lmtune.dispatch import RUN_JOB_TASK, create_celery, enqueue_job
 from lmtune.settings import Settings
@@ -34,6 +35,11 @@ def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
     @app.task(name=RUN_JOB_TASK, ignore_result=True)
     def run_job_task(job_id: str) -> None:
         run_job(context, job_id)
+
+    @worker_shutting_down.connect(weak=False)
+    def on_shutdown(**_) -> None:
+        # Celery's warm shutdown would wait for the job to end, hours away: hand it back instead
+        context.shutting_down.set()
 
     return app, context
 

@@ -15,8 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtune.catalogue import load_catalogue
@@ -49,6 +50,9 @@ class WorkerContext:
     db: Database
     worker_id: str
     gpus: int
+    # set when the worker is asked to stop (SIGTERM: docker stop, pre-emption): the running job is
+    # checkpointed and handed back to the queue
+    shutting_down: threading.Event = field(default_factory=threading.Event)
 
     @property
     def data(self) -> DataLayout:
@@ -71,6 +75,9 @@ def run_job(ctx: WorkerContext, job_id: str) -> None:
             _run_attempt(ctx, get_job(ctx.db, job_id), attempt, lease)
     except StaleAttempt:
         log.warning("attempt %d of job %s was superseded; stopped", attempt, job_id)
+    except Exception as error:  # a fault of the worker, not of the job: end the attempt explicitly
+        log.exception("attempt %d of job %s failed in the worker", attempt, job_id)
+        _retry_or_fail(ctx, get_job(ctx.db, job_id), attempt, f"the worker failed: {type(error).__name__}: {error}")
 
 
 def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper) -> None:
@@ -151,12 +158,12 @@ def _follow(ctx: WorkerContext, job: Job, attempt: int, trainer: subprocess.Pope
         if exited:
             return stop_reason
         control = lease.check()
-        wanted = "cancel" if control.cancel else "pause" if control.pause else None
+        wanted = "cancel" if control.cancel else "pause" if control.pause else "shutdown" if ctx.shutting_down.is_set() else None
         if wanted and stop_reason != wanted:
             # SIGTERM: the trainer finishes its step, writes a checkpoint and exits
             stop_reason, signalled_at = wanted, time.monotonic()
             trainer.send_signal(signal.SIGTERM)
-        if stop_reason:
+        if stop_reason:  # a pause or a shutdown waits for the checkpoint; a cancel does not wait long
             grace = ctx.settings.cancel_grace_seconds if stop_reason == "cancel" else ctx.settings.pause_grace_seconds
             if time.monotonic() - signalled_at > grace:
                 trainer.kill()
@@ -205,19 +212,29 @@ def _record_outcome(ctx: WorkerContext, job: Job, attempt: int, code: int, stop_
     elif stop_reason == "cancel":
         finish_attempt(ctx.db, job.id, attempt, "cancelled")
         records.add_event(ctx.db, job.id, "Fine-tuning job cancelled")
+    elif stop_reason == "shutdown":
+        step = get_job(ctx.db, job.id).step
+        finish_attempt(ctx.db, job.id, attempt, "queued")
+        records.add_event(ctx.db, job.id, f"The worker is shutting down; the job is queued again and continues from step {step}", level="warn")
+        enqueue_job(ctx.settings, ctx.db, get_job(ctx.db, job.id))
     elif code == EXIT_PAUSED or (stop_reason == "pause" and code != 0):
         finish_attempt(ctx.db, job.id, attempt, "paused")
         records.add_event(ctx.db, job.id, f"Fine-tuning job paused at step {get_job(ctx.db, job.id).step}; resume continues from there")
     elif run.error.exists():
         error = json.loads(run.error.read_text())
         _fail(ctx, job, attempt, error["code"], error["message"], _param_of(error["code"]))
-    elif attempt < ctx.settings.max_attempts:
-        message = f"the trainer exited with status {code} ({ctx.data.relative(ctx.data.trainer_log(job.id))} has its output)"
+    else:
+        _retry_or_fail(ctx, job, attempt, f"the trainer exited with status {code} ({ctx.data.relative(ctx.data.trainer_log(job.id))} has its output)")
+
+
+def _retry_or_fail(ctx: WorkerContext, job: Job, attempt: int, message: str) -> None:
+    """A crash that may not happen again: queue the job again from its checkpoint, until attempts run out."""
+    if attempt < ctx.settings.max_attempts:
         finish_attempt(ctx.db, job.id, attempt, "queued", error_message=message)
         records.add_event(ctx.db, job.id, f"Attempt {attempt} failed: {message}; retrying from the last checkpoint", level="warn")
         enqueue_job(ctx.settings, ctx.db, get_job(ctx.db, job.id))
     else:
-        _fail(ctx, job, attempt, "trainer_crashed", f"the trainer exited with status {code} on the last of {attempt} attempts", None)
+        _fail(ctx, job, attempt, "trainer_crashed", f"{message}; it was the last of {attempt} attempts", None)
 
 
 def _param_of(code: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from lmtune.layout import RunLayout
@@ -13,19 +14,22 @@ class RunFollower:
     def __init__(self, layout: RunLayout):
         self.layout = layout
         self.rows_by_step: dict[int, dict] = {}
+        self._inode: int | None = None
         self._offset = 0
         self._partial = b""
         self._checkpoints: dict[int, Path] = {}
 
     def new_metrics(self) -> list[dict]:
-        """Rows appended since the last call. A resumed trainer rewrites the file shorter: start over
-        (the store skips steps it already has)."""
-        path = self.layout.metrics
-        if not path.exists():
+        """Rows appended since the last call. A resumed trainer replaces the file: start over (the
+        store skips steps it already has)."""
+        try:
+            handle = self.layout.metrics.open("rb")
+        except FileNotFoundError:
             return []
-        if path.stat().st_size < self._offset:
-            self._offset, self._partial = 0, b""
-        with path.open("rb") as handle:
+        with handle:
+            inode = os.fstat(handle.fileno()).st_ino
+            if inode != self._inode:
+                self._inode, self._offset, self._partial = inode, 0, b""
             handle.seek(self._offset)
             chunk = handle.read()
         self._offset += len(chunk)

@@ -104,3 +104,19 @@ def test_a_diverging_job_fails_with_a_code_and_a_message_to_act_on(deployment):
     assert (failed.status, failed.error_code) == ("failed", "training_diverged")
     assert "Lower the learning rate" in failed.error_message and failed.attempt == 1  # final: not retried
     assert events_of(deployment, job.id)[0].level == "error"
+
+
+def test_a_worker_asked_to_stop_hands_its_job_back_and_another_finishes_it(deployment):
+    job = deployment.submit(epochs=10)
+    first = deployment.start_worker()
+    deployment.wait_for(job.id, lambda j: j.status == "running" and j.step >= 3, what="running")
+    first.send_signal(signal.SIGTERM)  # docker stop, pre-emption
+    assert first.wait(timeout=60) == 0
+    handed_back = deployment.job(job.id)
+    assert handed_back.status == "queued" and 3 <= handed_back.step < 100
+    assert records.list_checkpoints(deployment.db, job.id)[0][0].step == handed_back.step
+
+    deployment.start_worker()
+    done = deployment.wait_for(job.id, lambda j: j.status == "succeeded", what="succeeded")
+    assert done.attempt == 2
+    assert [row["step"] for row in metric_rows(deployment.settings.data_dir / "jobs" / job.id)] == list(range(1, 101))
