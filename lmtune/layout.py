@@ -58,8 +58,12 @@ class DataLayout:
 
     root: Path
 
+    @property
+    def files(self) -> Path:
+        return self.root / "files"
+
     def file(self, file_id: str) -> Path:
-        return self.root / "files" / f"{file_id}.jsonl"
+        return self.files / f"{file_id}.jsonl"
 
     def job(self, job_id: str) -> RunLayout:
         return RunLayout(self.root / "jobs" / job_id)

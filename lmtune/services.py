@@ -42,7 +42,7 @@ def store_upload(settings: Settings, db: Database, owner: str, filename: str, pu
     if purpose not in PURPOSES:
         raise RequestError(400, f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
     data = DataLayout(settings.data_dir)
-    folder = data.file("x").parent
+    folder = data.files
     folder.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".upload-", delete=False) as partial:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 
 class Observer:
-    """Does nothing; subclasses override what they need. Called on the main process only for files,
-    on every process for these hooks (a subclass checks the rank if it matters)."""
+    """Does nothing; subclasses override what they need. Every process calls these hooks; a subclass
+    that writes or prints checks that it is on the main process."""
 
     def on_start(self, total_steps: int, start_step: int) -> None:
         pass
