@@ -14,7 +14,7 @@ class Settings(BaseModel):
     redis_url: str | None = Field(description="REDIS_URL: the broker; unset means the embedded broker")
     queue_prefix: str = Field(description="LMTUNE_QUEUE_PREFIX: isolates deployments sharing one Redis")
     max_upload_bytes: int = Field(description="LMTUNE_MAX_UPLOAD_BYTES: larger uploads get 413")
-    max_attempts: int = Field(description="LMTUNE_MAX_ATTEMPTS: runs of one job before it fails")
+    max_attempts: int = Field(description="LMTUNE_MAX_ATTEMPTS: failed runs of one job before it fails for good")
     lease_seconds: float = Field(description="LMTUNE_LEASE_SECONDS: a worker silent this long is lost")
     sweep_seconds: float = Field(description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs")
     cancel_grace_seconds: float = Field(description="LMTUNE_CANCEL_GRACE_SECONDS: SIGTERM to SIGKILL")

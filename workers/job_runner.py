@@ -228,13 +228,16 @@ def _record_outcome(ctx: WorkerContext, job: Job, attempt: int, code: int, stop_
 
 
 def _retry_or_fail(ctx: WorkerContext, job: Job, attempt: int, message: str) -> None:
-    """A crash that may not happen again: queue the job again from its checkpoint, until attempts run out."""
-    if attempt < ctx.settings.max_attempts:
-        finish_attempt(ctx.db, job.id, attempt, "queued", error_message=message)
+    """A crash that may not happen again: queue the job again from its checkpoint, until failures run out."""
+    failures = get_job(ctx.db, job.id).failures + 1
+    if failures < ctx.settings.max_attempts:
+        finish_attempt(ctx.db, job.id, attempt, "queued", error_message=message, failures=failures)
         records.add_event(ctx.db, job.id, f"Attempt {attempt} failed: {message}; retrying from the last checkpoint", level="warn")
         enqueue_job(ctx.settings, ctx.db, get_job(ctx.db, job.id))
     else:
-        _fail(ctx, job, attempt, "trainer_crashed", f"{message}; it was the last of {attempt} attempts", None)
+        finish_attempt(ctx.db, job.id, attempt, "failed", error_code="trainer_crashed", failures=failures,
+                       error_message=f"{message}; it was the last of {failures} failed attempts allowed")  # fmt: skip
+        records.add_event(ctx.db, job.id, f"Fine-tuning job failed: {message}", level="error")
 
 
 def _param_of(code: str) -> str | None:

@@ -102,10 +102,9 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
         if job.cancel_requested:
             _finish(job, "cancelled")
             return None
-        if job.attempt >= max_attempts:
+        if job.failures >= max_attempts:
             _finish(job, "failed", error_code="attempts_exhausted",
-                    error_message=f"the job was started {job.attempt} times without finishing; last error: "
-                                  f"{job.error_message or 'the worker was lost'}")  # fmt: skip
+                    error_message=f"{job.failures} attempts failed; the last: {job.error_message or 'the worker was lost'}")  # fmt: skip
             return None
         job.attempt += 1
         job.status = "running"
@@ -214,11 +213,11 @@ def requeue_lost_jobs(db: Database, max_attempts: int) -> list[str]:
         for job in lost:
             if job.cancel_requested:
                 _finish(job, "cancelled")
-            elif job.attempt >= max_attempts:
-                _finish(job, "failed", error_code="worker_lost",
-                        error_message=f"the worker running attempt {job.attempt} of {max_attempts} was lost")  # fmt: skip
+            elif job.failures + 1 >= max_attempts:
+                _finish(job, "failed", error_code="worker_lost", failures=job.failures + 1,
+                        error_message=f"the worker running attempt {job.attempt} was lost, the last of {max_attempts} failures allowed")  # fmt: skip
             else:
-                _finish(job, "queued", error_message="the worker was lost")
+                _finish(job, "queued", error_message="the worker was lost", failures=job.failures + 1)
                 requeued.append(job.id)
     return requeued
 

@@ -57,6 +57,8 @@ class Job(Base):
     result_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # delivery and fencing: each run of the job is an attempt; only the current one may write
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # attempts that crashed or lost their worker; hand-backs (pause, worker shutdown) do not count
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)

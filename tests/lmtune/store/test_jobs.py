@@ -127,3 +127,38 @@ def test_checkpoints_are_unique_per_step_and_forgotten_when_pruned(db):
     records.forget_checkpoints(db, job.id, 1, keep_steps={20, 30})
     rows, more = records.list_checkpoints(db, job.id)
     assert [row.step for row in rows] == [30, 20] and not more
+
+
+def test_hand_backs_do_not_use_up_the_attempts_only_failures_do(db):
+    job = new_job(db)
+    for attempt in range(1, 5):  # paused or pre-empted four times
+        assert claim_job(db, job.id, "worker", 60, max_attempts=2) == attempt
+        finish_attempt(db, job.id, attempt, "queued")
+    assert claim_job(db, job.id, "worker", 60, max_attempts=2) == 5
+    finish_attempt(db, job.id, 5, "queued", failures=2, error_message="trainer crashed")
+    assert claim_job(db, job.id, "worker", 60, max_attempts=2) is None
+    failed = get_job(db, job.id)
+    assert (failed.status, failed.error_code) == ("failed", "attempts_exhausted")
+    assert "trainer crashed" in failed.error_message
+
+
+def test_a_database_made_by_an_older_release_is_migrated_with_its_jobs(database_url):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from lmtune.store.database import MIGRATIONS, Database
+
+    old = Database(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = old.engine
+    command.upgrade(config, "0001")
+    with old.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO jobs (id, owner, spec, gpus, queue, status, created_at, attempt, cancel_requested, "
+            "pause_requested, step) VALUES ('ftjob-old', 'key-a', '{}', 0, 'cpu', 'queued', 1, 2, false, false, 0)"
+        ))  # fmt: skip
+    migrated = open_database(database_url)
+    job = get_job(migrated, "ftjob-old")
+    assert (job.attempt, job.failures, job.status) == (2, 0, "queued")
