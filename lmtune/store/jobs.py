@@ -63,15 +63,15 @@ def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
 
 
 def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None):
-    """Newest first, cursor after a job id; (jobs, has_more)."""
+    """Newest first, cursor after a job id, optionally only jobs whose metadata has these pairs; (jobs, has_more)."""
+    query = select(Job).where(Job.owner == owner).order_by(Job.id.desc())  # ids sort by creation time
+    if after:
+        query = query.where(Job.id < after)
+    for key, value in (metadata or {}).items():
+        query = query.where(Job.job_metadata[key].as_string() == value)
     with db.session() as session:
-        query = select(Job).where(Job.owner == owner).order_by(Job.id.desc())  # ids sort by creation time
-        if after:
-            query = query.where(Job.id < after)
-        jobs = session.scalars(query).all()
-    if metadata:  # JSON filtering differs between SQLite and PostgreSQL; a job list is small per key
-        jobs = [job for job in jobs if all((job.job_metadata or {}).get(k) == v for k, v in metadata.items())]
-    return jobs[:limit], len(jobs) > limit
+        jobs = session.scalars(query.limit(limit + 1)).all()
+    return list(jobs[:limit]), len(jobs) > limit
 
 
 def queue_position(db: Database, job: Job) -> int | None:
