@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from lmtune.launcher import Supervisor, launch
 from lmtune.layout import RunLayout
 from lmtune.settings import load_settings
 from lmtune.spec import SpecError, load_spec
@@ -81,8 +82,6 @@ def _launch_processes(spec_path: str, output_dir: str, num_processes: int) -> in
     """N copies of this command, one per rank; Accelerate reads the process group from the env."""
     import torch
 
-    from lmtune.launcher import launch
-
     command = [sys.executable, "-m", "lmtune.cli", "train", spec_path, "--output", output_dir]
     return launch(command, num_processes, paused_status=EXIT_PAUSED, use_cpu=not torch.cuda.is_available())
 
@@ -144,21 +143,16 @@ def serve(host: str, port: int) -> None:
 def up(host: str, port: int, gpus: int | None) -> None:
     """Run the API and one worker on this machine. With no REDIS_URL and DATABASE_URL it needs no
     service at all: SQLite, the local data folder and an embedded broker."""
-    import subprocess
-
-    from lmtune.launcher import die_with_parent
-
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"data folder {settings.data_dir}; database {settings.database_url.split('@')[-1]}; broker "
                f"{'Redis' if settings.redis_url else 'embedded (SQLite)'}", err=True)  # fmt: skip
     worker_command = [sys.executable, "-m", "lmtune.cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
-    worker_process = subprocess.Popen(worker_command, preexec_fn=die_with_parent)
+    worker = Supervisor(worker_command, on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))
     try:
         serve.callback(host=host, port=port)
     finally:
-        worker_process.terminate()
-        worker_process.wait()
+        worker.stop()
 
 
 @main.group()

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 GRACE_SECONDS = 30
@@ -66,6 +67,35 @@ def _stop(ranks: list[subprocess.Popen]) -> None:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+class Supervisor:
+    """Keeps one child process alive (the worker beside `lmtune up`): one that dies is started
+    again; its job continues from its last checkpoint once the new worker sees the lapsed lease."""
+
+    def __init__(self, command: list[str], on_restart=None):
+        self.command = command
+        self.on_restart = on_restart or (lambda code: None)
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.process = subprocess.Popen(command, preexec_fn=die_with_parent)
+        threading.Thread(target=self._watch, daemon=True, name="supervisor").start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                if self._stopping:
+                    return
+                if self.process.poll() is not None:
+                    self.on_restart(self.process.returncode)
+                    self.process = subprocess.Popen(self.command, preexec_fn=die_with_parent)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self.process.terminate()  # a worker hands its running job back on SIGTERM
+        self.process.wait()
 
 
 def die_with_parent() -> None:

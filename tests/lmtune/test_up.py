@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import openai
 
@@ -14,9 +15,21 @@ from tests.deployment import wait_until_listening
 from tests.service.conftest import jsonl
 
 
-def test_lmtune_up_runs_a_job_to_the_end_with_no_services(tmp_path):
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_lmtune_up_runs_a_job_to_the_end_even_when_its_worker_is_killed(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(LMTUNE_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1")
+    env.update(LMTUNE_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1", LMTUNE_LEASE_SECONDS="4", LMTUNE_SWEEP_SECONDS="1")
     key = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", "me"], env=env, capture_output=True,
                          text=True, check=True).stdout.strip()  # fmt: skip
     with socket.socket() as probe:
@@ -30,13 +43,23 @@ def test_lmtune_up_runs_a_job_to_the_end_with_no_services(tmp_path):
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         training = client.files.create(file=("train.jsonl", jsonl(chat_examples(24, seed=9))), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(model="lmtune-tiny", training_file=training.id,
-                                             hyperparameters={"n_epochs": 2, "batch_size": 8})  # fmt: skip
+                                             hyperparameters={"n_epochs": 10, "batch_size": 4},
+                                             extra_body={"training": {"checkpoint_every_steps": 5}})  # fmt: skip
+
+        deadline = time.monotonic() + 120
+        while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(0.2)
+        (worker,) = children_of(up.pid)
+        os.kill(worker, signal.SIGKILL)  # `up` starts another; the job continues from its checkpoint
+
         deadline = time.monotonic() + 180
         while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed"):
             assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
             time.sleep(0.5)
         assert job.status == "succeeded", job.error
-        assert job.trained_tokens > 0
+        assert job.model_extra["attempt"] == 2 and job.model_extra["progress"]["step"] == 60
+        assert any("was lost" in event.message for event in client.fine_tuning.jobs.list_events(job.id, limit=100))
         assert (tmp_path / "data" / "lmtune.db").exists() and (tmp_path / "data" / "broker.sqlite").exists()
         assert (tmp_path / "data" / "jobs" / job.id / "final" / "model.safetensors").exists()
     finally:
