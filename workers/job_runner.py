@@ -109,13 +109,13 @@ def _trainer_spec(ctx: WorkerContext, job: Job) -> JobSpec:
     """The stored spec with the model name and file ids turned into local paths."""
     spec = JobSpec.model_validate(job.spec)
     update = {"model": _model_source(ctx, spec.model, job.owner)}
-    for field in ("training_file", "validation_file"):
-        file_id = getattr(spec, field)
+    for name in ("training_file", "validation_file"):
+        file_id = getattr(spec, name)
         if file_id:
             row = file_store.get_file(ctx.db, file_id, job.owner)
             if row is None:
-                raise InputError("file_not_found", f"{field} {file_id} no longer exists", field)
-            update[field] = str(ctx.data.resolve(row.path))
+                raise InputError("file_not_found", f"{name} {file_id} no longer exists", name)
+            update[name] = str(ctx.data.resolve(row.path))
     return spec.model_copy(update=update)
 
 
