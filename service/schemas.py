@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmtune.spec import Hyperparameters, TrainingSettings
+from lmtune.store.fine_tuned import fine_tuned_model_id
 from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job
 
 T = TypeVar("T")
@@ -168,10 +169,9 @@ class JobCheckpoint(BaseModel):
 
     @classmethod
     def of(cls, row: Checkpoint, job: Job) -> "JobCheckpoint":
-        base = job.spec["model"]
-        prefix = f"ft:{base}:{job.suffix}:{job.id}" if job.suffix else f"ft:{base}:{job.id}"
+        model = fine_tuned_model_id(job.spec["model"], job.suffix, job.id)
         return cls(
-            id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=f"{prefix}:ckpt-step-{row.step}",
+            id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=f"{model}:ckpt-step-{row.step}",
             fine_tuning_job_id=job.id, step_number=row.step, metrics=row.metrics or {"step": row.step},
             download_url=f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{row.id}/content",
         )  # fmt: skip

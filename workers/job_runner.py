@@ -31,7 +31,7 @@ from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
 from lmtune.store import records
 from lmtune.store.database import Database
-from lmtune.store.fine_tuned import add_fine_tuned_model, get_fine_tuned_model
+from lmtune.store.fine_tuned import add_fine_tuned_model, fine_tuned_model_id, get_fine_tuned_model
 from lmtune.store.jobs import StaleAttempt, claim_job, finish_attempt, get_job, record_progress
 from lmtune.store.models import Job
 from workers.lease_keeper import LeaseKeeper
@@ -235,17 +235,16 @@ def _retry_or_fail(ctx: WorkerContext, job: Job, attempt: int, message: str) -> 
         records.add_event(ctx.db, job.id, f"Attempt {attempt} failed: {message}; retrying from the last checkpoint", level="warn")
         enqueue_job(ctx.settings, ctx.db, get_job(ctx.db, job.id))
     else:
-        finish_attempt(ctx.db, job.id, attempt, "failed", error_code="trainer_crashed", failures=failures,
-                       error_message=f"{message}; it was the last of {failures} failed attempts allowed")  # fmt: skip
-        records.add_event(ctx.db, job.id, f"Fine-tuning job failed: {message}", level="error")
+        _fail(ctx, job, attempt, "trainer_crashed", f"{message}; it was the last of {failures} failed attempts allowed",
+              None, failures=failures)  # fmt: skip
 
 
 def _param_of(code: str) -> str | None:
     return {"invalid_training_file": "training_file", "model_not_found": "model", "invalid_hyperparameters": "hyperparameters"}.get(code)
 
 
-def _fail(ctx: WorkerContext, job: Job, attempt: int, code: str, message: str, param: str | None) -> None:
-    finish_attempt(ctx.db, job.id, attempt, "failed", error_code=code, error_message=message, error_param=param)
+def _fail(ctx: WorkerContext, job: Job, attempt: int, code: str, message: str, param: str | None, **fields) -> None:
+    finish_attempt(ctx.db, job.id, attempt, "failed", error_code=code, error_message=message, error_param=param, **fields)
     records.add_event(ctx.db, job.id, f"Fine-tuning job failed: {message}", level="error")
 
 
@@ -253,7 +252,7 @@ def _succeed(ctx: WorkerContext, job: Job, attempt: int) -> None:
     run = ctx.data.job(job.id)
     result = json.loads(run.result.read_text())
     base = JobSpec.model_validate(job.spec).model
-    model_id = f"ft:{base}:{job.suffix}:{job.id}" if job.suffix else f"ft:{base}:{job.id}"
+    model_id = fine_tuned_model_id(base, job.suffix, job.id)
     results_file = _write_results_file(ctx, job, run)
     add_fine_tuned_model(ctx.db, model_id=model_id, owner=job.owner, base_model=base, job_id=job.id, path=ctx.data.relative(run.final))
     finish_attempt(ctx.db, job.id, attempt, "succeeded", fine_tuned_model=model_id, trained_tokens=result["trained_tokens"],

@@ -9,6 +9,11 @@ from lmtune.store.jobs import now
 from lmtune.store.models import FineTunedModel
 
 
+def fine_tuned_model_id(base_model: str, suffix: str | None, job_id: str) -> str:
+    """OpenAI's shape, `ft:<base>:<suffix>:<job id>` (no suffix part when none was given)."""
+    return f"ft:{base_model}:{suffix}:{job_id}" if suffix else f"ft:{base_model}:{job_id}"
+
+
 def add_fine_tuned_model(db: Database, *, model_id: str, owner: str, base_model: str, job_id: str, path: str) -> None:
     with db.session() as session:
         if session.get(FineTunedModel, model_id) is None:  # a repeated finish records it once

@@ -11,13 +11,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import ValidationError
 
 from lmtune.dispatch import enqueue_job
 from lmtune.layout import DataLayout
 from lmtune.services import RequestError, submit_job
 from lmtune.metrics_log import MetricsLog
-from lmtune.spec import Hyperparameters, JobSpec, describe_validation_error, error_location
+from lmtune.spec import Hyperparameters, JobSpec
 from lmtune.store import jobs as job_store
 from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
@@ -36,15 +35,12 @@ def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDe
     hyperparameters = body.hyperparameters
     if body.method and body.method.supervised:
         hyperparameters = body.method.supervised.hyperparameters
-    try:
-        spec = JobSpec.model_validate({
-            "model": body.model, "training_file": body.training_file, "validation_file": body.validation_file,
-            "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
-            "hyperparameters": (hyperparameters or Hyperparameters()).model_dump(),
-            "training": body.training.model_dump(),
-        })  # fmt: skip
-    except ValidationError as error:
-        raise RequestError(400, describe_validation_error(error), param=error_location(error.errors()[0])) from None
+    # every field was validated as the body was parsed, against the same types the spec uses
+    spec = JobSpec(
+        model=body.model, training_file=body.training_file, validation_file=body.validation_file,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+        hyperparameters=hyperparameters or Hyperparameters(), training=body.training,
+    )  # fmt: skip
     job = submit_job(settings, db, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus)
     return _present(db, job)
 

@@ -31,7 +31,7 @@ from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, c
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
 from lmtune.metrics_log import MetricsLog
 from workers.training.metrics import plot_loss
-from workers.training.model_loading import is_lora, load_model, load_tokenizer, save_final, save_model
+from workers.training.model_loading import load_model, load_tokenizer, save_final, save_model
 from workers.training.observer import Observer
 from workers.training.step_plan import StepPlan
 
@@ -324,11 +324,7 @@ def _export_final(accelerator: Accelerator, model, tokenizer, layout: RunLayout,
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         partial = ckpt.partial_folder(layout.root, "final")
-        unwrapped = accelerator.unwrap_model(model)
-        if is_lora(unwrapped):
-            save_final(unwrapped, tokenizer, partial)
-        else:
-            save_model(unwrapped, tokenizer, partial, state_dict=state_dict)
+        save_final(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
         ckpt.write_manifest(partial)
         ckpt.publish(partial, layout.final)
         plot_loss(history, layout.loss_plot)

@@ -67,14 +67,14 @@ def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -
     tokenizer.save_pretrained(folder)
 
 
-def save_final(model, tokenizer, folder: Path) -> None:
+def save_final(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
     """Full fine-tuning: the model. LoRA: the adapter in `adapter/` and the merged model beside it."""
     if is_lora(model):
         save_model(model, tokenizer, folder / ADAPTER_DIR)
         # merge a copy, so the trained PEFT model in memory stays as it was
         save_model(copy.deepcopy(model).merge_and_unload(), tokenizer, folder)
     else:
-        save_model(model, tokenizer, folder)
+        save_model(model, tokenizer, folder, state_dict=state_dict)
 
 
 def _cannot_load(name: str, error: Exception) -> str:
