@@ -8,7 +8,7 @@ from lmtune.sample_data import chat_examples, write_jsonl
 from tests.helpers import metric_rows, train_losses
 
 
-@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_give_the_losses_of_one(tmp_path, tiny_model):
     # 36 examples with batch 8: the last batch of each epoch has 4, split unevenly over 2 x 2 slices
     write_jsonl(chat_examples(36, seed=4, spread=0.6), tmp_path / "train.jsonl")

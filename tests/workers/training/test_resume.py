@@ -88,7 +88,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_with_the_paused_status(j
     assert [row["step"] for row in metric_rows(run)] == list(range(1, STEPS + 1))
 
 
-@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_sigterm_pauses_every_process_of_a_two_process_run(job, tmp_path):
     run = tmp_path / "run"
     process = start(job, run, "--num-processes", "2")
