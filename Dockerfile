@@ -1,5 +1,7 @@
-# One image for the API and the workers. The default torch wheel on Linux x86_64 carries CUDA.
-FROM python:3.11-slim
+# Two images from one file, as the layers install apart:
+#   docker build --target api -t lmtune-api .        the HTTP API: no torch, small, starts fast
+#   docker build --target worker -t lmtune-worker .  the trainer; the default torch wheel on Linux x86_64 carries CUDA
+FROM python:3.11-slim AS base
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -7,5 +9,16 @@ COPY lmtune lmtune
 COPY service service
 COPY workers workers
 COPY configs configs
-RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e .
 ENV LMTUNE_DATA_DIR=/data
+# the service's files are private to its user
+RUN useradd --create-home --uid 1000 lmtune && mkdir /data && chown lmtune /data
+
+FROM base AS api
+RUN pip install --no-cache-dir -e ".[api]"   # editable: configs/ is read from /app
+USER lmtune
+CMD ["lmtune", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM base AS worker
+RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker]"
+USER lmtune
+CMD ["lmtune", "worker"]

@@ -10,13 +10,9 @@ from pathlib import Path
 import click
 
 from lmtune.launcher import Supervisor, launch
-from lmtune.layout import RunLayout
-from lmtune.settings import load_settings
+from lmtune.layout import EXIT_PAUSED, RunLayout
+from lmtune.settings import Settings, SettingsError, load_settings
 from lmtune.spec import SpecError, load_spec
-
-# Exit status of a run stopped by SIGTERM after writing its checkpoint (sysexits' EX_TEMPFAIL):
-# run the same command again to resume.
-EXIT_PAUSED = 75
 
 
 @click.group()
@@ -64,6 +60,13 @@ def train(spec_path: str, output_dir: str, num_processes: int) -> None:
         click.echo(
             f"done: {result.steps} steps, {result.trained_tokens} target tokens; model in {result.final_dir}"
         )
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise click.ClickException(f"bad settings in the environment:\n{error}") from None
 
 
 def _record_error(output_dir: str, code: str, message: str) -> None:
@@ -121,7 +124,7 @@ def worker(gpus: int | None, queues: tuple[str, ...]) -> None:
         import torch
 
         gpus = torch.cuda.device_count()
-    run_worker(load_settings(), gpus, list(queues) or None)
+    run_worker(_settings(), gpus, list(queues) or None)
 
 
 @main.command()
@@ -133,7 +136,7 @@ def serve(host: str, port: int) -> None:
 
     from service.app import create_app
 
-    uvicorn.run(create_app(load_settings()), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
 
 
 @main.command()
@@ -143,7 +146,7 @@ def serve(host: str, port: int) -> None:
 def up(host: str, port: int, gpus: int | None) -> None:
     """Run the API and one worker on this machine. With no REDIS_URL and DATABASE_URL it needs no
     service at all: SQLite, the local data folder and an embedded broker."""
-    settings = load_settings()
+    settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"data folder {settings.data_dir}; database {settings.database_url.split('@')[-1]}; broker "
                f"{'Redis' if settings.redis_url else 'embedded (SQLite)'}", err=True)  # fmt: skip
@@ -167,7 +170,7 @@ def keys_create(name: str) -> None:
     from lmtune.store.database import open_database
     from lmtune.store.keys import create_key
 
-    key_id, secret = create_key(open_database(load_settings().database_url), name)
+    key_id, secret = create_key(open_database(_settings().database_url), name)
     click.echo(f"created {key_id} ({name}); keep this secret, it is not shown again:", err=True)
     click.echo(secret)
 

@@ -1,11 +1,13 @@
 """The Celery app and sending jobs to it. The message carries the job id only; the store has the rest.
 
-The long-job settings below are deliberate; ../shared/guides/RELIABILITY.md says why each matters.
+The long-job settings below are deliberate (see docs/architecture.md, "A job's life"): each guards
+against a way Celery on Redis loses or doubles a long job by default.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Protocol
 
 from celery import Celery
 
@@ -47,6 +49,23 @@ def create_celery(settings: Settings) -> Celery:
 @lru_cache(maxsize=4)
 def _producer(broker_url: str, settings_json: str) -> Celery:
     return create_celery(Settings.model_validate_json(settings_json))
+
+
+class JobQueue(Protocol):
+    """Where the API sends a stored job to be run. The database row is the truth; sending only
+    tells a worker to look at it, so a repeated send is harmless."""
+
+    def send(self, job: Job) -> None: ...
+
+
+class CeleryJobQueue:
+    """The production queue: a Celery message on the job's broker queue."""
+
+    def __init__(self, settings: Settings, db: Database):
+        self.settings, self.db = settings, db
+
+    def send(self, job: Job) -> None:
+        enqueue_job(self.settings, self.db, job)
 
 
 def enqueue_job(settings: Settings, db: Database, job: Job) -> None:

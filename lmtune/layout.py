@@ -1,9 +1,57 @@
-"""Where a training run keeps its files. Shared by the trainer, the worker and the API."""
+"""The run-folder contract: where a training run keeps its files, how its checkpoints are named and
+found complete, how files are hashed, and how the trainer says "paused". Shared by the trainer, the
+worker and the API, so that each reads what the other writes the same way.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# Exit status of a trainer stopped by SIGTERM after writing its checkpoint (sysexits' EX_TEMPFAIL):
+# running the same command again resumes.
+EXIT_PAUSED = 75
+# In every checkpoint and final folder, written last: each file's path, size and sha256. A folder
+# with its final name and a manifest is complete.
+MANIFEST = "manifest.json"
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint in a run's checkpoints folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = _CHECKPOINT_NAME.match(child.name)
+        if match and (child / MANIFEST).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    checkpoints = complete_checkpoints(folder)
+    return checkpoints[-1] if checkpoints else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, dict]:
+    """The manifest's entries by relative path: {path: {path, bytes, sha256}}."""
+    return {entry["path"]: entry for entry in json.loads((folder / MANIFEST).read_text())["files"]}
 
 
 @dataclass(frozen=True)

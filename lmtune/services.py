@@ -12,7 +12,7 @@ import tempfile
 from typing import BinaryIO
 
 from lmtune.catalogue import load_catalogue
-from lmtune.dispatch import enqueue_job
+from lmtune.dispatch import JobQueue
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
 from lmtune.settings import Settings
@@ -70,8 +70,8 @@ def store_upload(settings: Settings, db: Database, owner: str, filename: str, pu
                                sha256=digest.hexdigest(), examples=len(rows), path=data.relative(path))  # fmt: skip
 
 
-def submit_job(settings: Settings, db: Database, owner: str, spec: JobSpec, *, suffix: str | None = None,
-               metadata: dict | None = None, gpus: int = 0) -> Job:  # fmt: skip
+def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, spec: JobSpec, *,
+               suffix: str | None = None, metadata: dict | None = None, gpus: int = 0) -> Job:  # fmt: skip
     """Check that the model and files exist for this key, store the job, and queue it."""
     _check_model(db, spec.model, owner)
     for field in ("training_file", "validation_file"):
@@ -80,7 +80,7 @@ def submit_job(settings: Settings, db: Database, owner: str, spec: JobSpec, *, s
             raise RequestError(404, f"no file with id {file_id!r}", param=field, code="file_not_found")
     job = create_job(db, owner=owner, spec=spec.model_dump(mode="json"), queue=queue_name(gpus, settings.queue_prefix),
                      gpus=gpus, suffix=suffix, metadata=metadata)  # fmt: skip
-    enqueue_job(settings, db, job)
+    queue.send(job)
     return job
 
 

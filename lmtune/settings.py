@@ -1,25 +1,48 @@
-"""Settings from the environment, read when asked for (never at import), so tests can set them."""
+"""Settings from the environment, validated when asked for (never at import), so tests can set them.
+
+Every variable is `LMTUNE_<FIELD>` except the two that name other services (`DATABASE_URL`,
+`REDIS_URL`). A bad value is refused at start with the variable's name and the allowed range.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LMTUNE_"
 
 
-class Settings(BaseModel):
-    data_dir: Path = Field(description="LMTUNE_DATA_DIR: uploads, job outputs and the SQLite files")
-    database_url: str = Field(description="DATABASE_URL: SQLite in the data folder unless set")
-    redis_url: str | None = Field(description="REDIS_URL: the broker; unset means the embedded broker")
-    queue_prefix: str = Field(description="LMTUNE_QUEUE_PREFIX: isolates deployments sharing one Redis")
-    max_upload_bytes: int = Field(description="LMTUNE_MAX_UPLOAD_BYTES: larger uploads get 413")
-    max_attempts: int = Field(description="LMTUNE_MAX_ATTEMPTS: failed runs of one job before it fails for good")
-    lease_seconds: float = Field(description="LMTUNE_LEASE_SECONDS: a worker silent this long is lost")
-    sweep_seconds: float = Field(description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs")
-    cancel_grace_seconds: float = Field(description="LMTUNE_CANCEL_GRACE_SECONDS: SIGTERM to SIGKILL")
-    pause_grace_seconds: float = Field(description="LMTUNE_PAUSE_GRACE_SECONDS: time to write the pause checkpoint")
-    visibility_timeout: int = Field(description="LMTUNE_VISIBILITY_TIMEOUT: longer than the longest job")
+class SettingsError(ValueError):
+    """One line per bad variable: `NAME=value: what is wrong`."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(Path("lmtune-data"), description="LMTUNE_DATA_DIR: uploads, job outputs and the SQLite files")
+    database_url: str = Field("", validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+                              description="DATABASE_URL: SQLite in the data folder unless set")  # fmt: skip
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+                                  description="REDIS_URL: the broker; unset means the embedded broker")  # fmt: skip
+    queue_prefix: str = Field("", max_length=64, description="LMTUNE_QUEUE_PREFIX: isolates deployments sharing one Redis")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, le=1 << 40, description="LMTUNE_MAX_UPLOAD_BYTES: larger uploads get 413")
+    max_attempts: int = Field(3, ge=1, le=100, description="LMTUNE_MAX_ATTEMPTS: failed runs of one job before it fails for good")
+    lease_seconds: float = Field(60, ge=1, le=86400, description="LMTUNE_LEASE_SECONDS: a worker silent this long is lost")
+    sweep_seconds: float = Field(30, gt=0, le=3600, description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs")
+    cancel_grace_seconds: float = Field(5, ge=0, le=3600, description="LMTUNE_CANCEL_GRACE_SECONDS: SIGTERM to SIGKILL")
+    pause_grace_seconds: float = Field(300, ge=0, le=86400, description="LMTUNE_PAUSE_GRACE_SECONDS: time to write the pause checkpoint")
+    visibility_timeout: int = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600,
+                                    description="LMTUNE_VISIBILITY_TIMEOUT: longer than the longest job")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        self.data_dir = self.data_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'lmtune.db'}"
+        self.redis_url = self.redis_url or None
+        return self
 
     @property
     def embedded_broker_url(self) -> str:
@@ -30,19 +53,37 @@ class Settings(BaseModel):
         return self.redis_url or self.embedded_broker_url
 
 
-def load_settings() -> Settings:
-    env = os.environ
-    data_dir = Path(env.get("LMTUNE_DATA_DIR", "lmtune-data")).resolve()
-    return Settings(
-        data_dir=data_dir,
-        database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'lmtune.db'}",
-        redis_url=env.get("REDIS_URL") or None,
-        queue_prefix=env.get("LMTUNE_QUEUE_PREFIX", ""),
-        max_upload_bytes=int(env.get("LMTUNE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
-        max_attempts=int(env.get("LMTUNE_MAX_ATTEMPTS", 3)),
-        lease_seconds=float(env.get("LMTUNE_LEASE_SECONDS", 60)),
-        sweep_seconds=float(env.get("LMTUNE_SWEEP_SECONDS", 30)),
-        cancel_grace_seconds=float(env.get("LMTUNE_CANCEL_GRACE_SECONDS", 5)),
-        pause_grace_seconds=float(env.get("LMTUNE_PAUSE_GRACE_SECONDS", 300)),
-        visibility_timeout=int(env.get("LMTUNE_VISIBILITY_TIMEOUT", 7 * 24 * 3600)),
-    )
+def env_name(field: str) -> str:
+    return {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}.get(field, ENV_PREFIX + field.upper())
+
+
+def load_settings(**overrides) -> Settings:
+    """The settings from the environment (and `overrides`), or SettingsError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError("\n".join(_describe(problem) for problem in error.errors())) from None
+
+
+def _describe(problem: dict) -> str:
+    field = str(problem["loc"][0]) if problem["loc"] else ""
+    name = env_name(field) if field in Settings.model_fields else field
+    value = str(problem.get("input", ""))[:80]
+    bounds = _bounds(field)
+    return f"{name}={value}: {problem['msg'].lower()}" + (f" (allowed: {bounds})" if bounds else "")
+
+
+def _bounds(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return ""
+    low = high = None
+    for rule in info.metadata:
+        low = getattr(rule, "ge", None) if getattr(rule, "ge", None) is not None else low
+        low = f"more than {rule.gt}" if getattr(rule, "gt", None) is not None else low
+        high = getattr(rule, "le", None) if getattr(rule, "le", None) is not None else high
+    kind = "a whole number" if info.annotation is int else "a number"
+    if low is None and high is None:
+        return ""
+    lower = low if isinstance(low, str) else f"from {low}"
+    return f"{kind} {lower} to {high}"

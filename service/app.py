@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 
+from lmtune.dispatch import CeleryJobQueue
 from lmtune.settings import Settings, load_settings
 from lmtune.store.database import open_database
 from service.errors import error_response, install_error_handlers
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = open_database(settings.database_url)
+    app.state.queue = CeleryJobQueue(settings, app.state.db)
     install_error_handlers(app)
     for router in (files.router, jobs.router, checkpoints.router, models.router):
         app.include_router(router)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from lmtune.dispatch import JobQueue
 from lmtune.services import RequestError
 from lmtune.settings import Settings
 from lmtune.store.database import Database
@@ -18,6 +19,10 @@ def get_settings(request: Request) -> Settings:
 
 def get_db(request: Request) -> Database:
     return request.app.state.db
+
+
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue
 
 
 def get_owner(request: Request, db: Annotated[Database, Depends(get_db)]) -> str:
@@ -35,3 +40,4 @@ def get_owner(request: Request, db: Annotated[Database, Depends(get_db)]) -> str
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]

@@ -9,18 +9,19 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtune.sample_data import chat_examples, write_jsonl
+from lmtune.dispatch import CeleryJobQueue
 from lmtune.services import store_upload, submit_job
 from lmtune.settings import Settings, load_settings
 from lmtune.spec import parse_spec
 from lmtune.store.database import Database, open_database
 from lmtune.store.jobs import get_job
 from lmtune.store.models import Job
+from tests.waiting import cpu_ticks, wait_while_progressing
 
 OWNER = "key-test"
 
@@ -67,20 +68,25 @@ class Deployment:
             "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
             "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, **training},
         })  # fmt: skip
-        return submit_job(self.settings, self.db, OWNER, spec)
+        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings, self.db), OWNER, spec)
 
     def job(self, job_id: str) -> Job:
         return get_job(self.db, job_id)
 
-    def wait_for(self, job_id: str, condition, timeout: float = 180, what: str = "the condition") -> Job:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if condition(job):
-                return job
-            time.sleep(0.2)
-        logs = "\n".join(p.read_text()[-3000:] for p in sorted(self.root.glob("*.log")))
-        raise AssertionError(f"job {job_id} never reached {what}; it is {self.job(job_id).status}\n{logs}")
+    def wait_for(self, job_id: str, condition, what: str = "the condition") -> Job:
+        """Until `condition(job)`, as long as the job moves (status, attempt or step changing)."""
+        return wait_while_progressing(lambda: self.job(job_id), condition, progress=job_progress, what=f"{job_id}: {what}",
+                                      diagnose=self.logs)  # fmt: skip
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.root.glob("*.log")))
+
+
+def job_progress(job) -> tuple:
+    """What changes while a job (a row or an SDK object) is alive and moving."""
+    progress = getattr(job, "model_extra", None) or {}
+    step = getattr(job, "step", None) if not progress else (progress.get("progress") or {}).get("step")
+    return job.status, getattr(job, "attempt", None) or progress.get("attempt"), step
 
 
 @contextmanager
@@ -109,12 +115,12 @@ def open_deployment(tmp_path: Path, database_url: str):
         deployment.db.engine.dispose()
 
 
-def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_until_listening(port: int, process: subprocess.Popen) -> None:
+    """Until the port answers; fails at once if the process exits (a server that starts never hangs)."""
+    def listening() -> bool:
         assert process.poll() is None, "the server exited at start"
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing listens on port {port}")
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    # a starting process shows no progress to watch: its CPU time is the sign that it still works
+    wait_while_progressing(listening, bool, progress=lambda _: cpu_ticks(process.pid), what=f"a server on port {port}")

@@ -1,17 +1,26 @@
-"""The API and the shared domain never import torch: the API server stays light and starts fast."""
+"""The layers hold: the import contracts in pyproject.toml are kept, and only the trainer imports torch
+at module level, so the API and the worker parent stay light and start fast."""
 
 import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
+from importlinter.cli import lint_imports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_lmtune_and_service_modules_import_without_torch():
-    modules = [m.name for package in ("lmtune", "service") for m in pkgutil.walk_packages([str(ROOT / package)], f"{package}.")]
-    modules = [m for m in modules if ".migrations" not in m]  # Alembic loads those itself
-    assert "service.app" in modules and "lmtune.cli" in modules
+def test_the_import_contracts_are_kept(monkeypatch):
+    monkeypatch.chdir(ROOT)  # lint-imports reads pyproject.toml from the working folder
+    assert lint_imports(no_cache=True) == 0, "an import contract is broken: run `lint-imports` to see which"
+
+
+def test_only_the_trainer_imports_torch_at_module_level():
+    packages = {"lmtune": "lmtune.", "service": "service.", "workers": "workers."}
+    modules = [m.name for package, prefix in packages.items() for m in pkgutil.walk_packages([str(ROOT / package)], prefix)]
+    modules = [m for m in modules if ".migrations" not in m and not m.startswith("workers.training")]
+    assert {"service.app", "lmtune.cli", "workers.job_runner", "workers.celery_worker"} <= set(modules)
     probe = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtune.catalogue import load_catalogue
-from lmtune.cli import EXIT_PAUSED
 from lmtune.dispatch import enqueue_job
 from lmtune.ids import new_id
 from lmtune.launcher import die_with_parent
-from lmtune.layout import DataLayout
+from lmtune.layout import EXIT_PAUSED, DataLayout, file_sha256
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
@@ -36,7 +35,6 @@ from lmtune.store.jobs import StaleAttempt, claim_job, finish_attempt, get_job, 
 from lmtune.store.models import Job
 from workers.lease_keeper import LeaseKeeper
 from workers.run_follower import RunFollower
-from workers.training.checkpoints import file_sha256
 from lmtune.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from lmtune.layout import RunLayout
-from workers.training.checkpoints import complete_checkpoints
+from lmtune.layout import RunLayout, complete_checkpoints
 
 
 class RunFollower:

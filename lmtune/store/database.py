@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -16,8 +17,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, clock: Callable[[], float] = time.time):
         self.url = url
+        self.clock = clock  # what leases are measured against; tests move it instead of sleeping
         if url.startswith("sqlite"):
             Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
             # the API, a worker and the sweeper write concurrently: wait for the lock rather than fail
@@ -55,8 +57,8 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-def open_database(url: str) -> Database:
-    database = Database(url)
+def open_database(url: str, clock: Callable[[], float] = time.time) -> Database:
+    database = Database(url, clock)
     database.upgrade()
     return database
 

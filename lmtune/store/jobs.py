@@ -87,12 +87,12 @@ def queue_position(db: Database, job: Job) -> int | None:
 
 def mark_enqueued(db: Database, job_id: str) -> None:
     with db.session() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=time.time()))
+        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=db.clock()))
 
 
 def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_attempts: int) -> int | None:
     """Take a queued job (or one whose holder's lease lapsed) for a new attempt; None if not ours to run."""
-    moment = time.time()
+    moment = db.clock()
     with db.session() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.status in TERMINAL or job.status == "paused":
@@ -124,7 +124,7 @@ def _fenced(session, job_id: str, attempt: int) -> Job:
 def heartbeat(db: Database, job_id: str, attempt: int, lease_seconds: float) -> Control:
     with db.session() as session:
         job = _fenced(session, job_id, attempt)
-        job.lease_expires_at = time.time() + lease_seconds
+        job.lease_expires_at = db.clock() + lease_seconds
         return Control(cancel=job.cancel_requested, pause=job.pause_requested)
 
 
@@ -204,7 +204,7 @@ def _owned(session, job_id: str, owner: str) -> Job:
 
 def requeue_lost_jobs(db: Database, max_attempts: int) -> list[str]:
     """Running jobs whose lease lapsed go back to `queued` (or fail once out of attempts); their ids."""
-    moment = time.time()
+    moment = db.clock()
     requeued = []
     with db.session() as session:
         lost = session.scalars(
@@ -224,7 +224,7 @@ def requeue_lost_jobs(db: Database, max_attempts: int) -> list[str]:
 
 def unheld_queued_jobs(db: Database, older_than_seconds: float) -> list[Job]:
     """Queued jobs whose message may be gone (a broker restart empties Redis): to send again."""
-    cutoff = time.time() - older_than_seconds
+    cutoff = db.clock() - older_than_seconds
     with db.session() as session:
         return list(
             session.scalars(

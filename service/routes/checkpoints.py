@@ -8,7 +8,6 @@ OpenAI never lets anyone download weights; lmtune does. Only files listed in the
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 from typing import Annotated
@@ -16,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
-from lmtune.layout import DataLayout
+from lmtune.layout import MANIFEST, DataLayout, read_manifest
 from lmtune.services import RequestError
 from lmtune.store import records
 from service.deps import DbDep, OwnerDep, SettingsDep
@@ -26,7 +25,6 @@ from service.schemas import JobCheckpoint, ListResponse, ManifestEntry
 from service.streaming import tar_stream
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["checkpoints and downloads"])
-MANIFEST = "manifest.json"
 
 
 @router.get("/checkpoints", response_model=ListResponse[JobCheckpoint], responses=documented(404))
@@ -91,23 +89,19 @@ def _final_folder(job_id, owner, db, settings) -> Path:
     return folder
 
 
-def _manifest(folder: Path) -> dict[str, dict]:
-    return {entry["path"]: entry for entry in json.loads((folder / MANIFEST).read_text())["files"]}
-
-
 def _archive(folder: Path, name: str) -> StreamingResponse:
-    paths = [*sorted(_manifest(folder)), MANIFEST]
+    paths = [*sorted(read_manifest(folder)), MANIFEST]
     return StreamingResponse(tar_stream(folder, paths, name), media_type="application/x-tar",
                              headers={"Content-Disposition": f'attachment; filename="{name}.tar"'})  # fmt: skip
 
 
 def _listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
-    entries = [ManifestEntry(path=p, bytes=e["bytes"], sha256=e["sha256"], url=f"{base_url}/{p}") for p, e in sorted(_manifest(folder).items())]
+    entries = [ManifestEntry(path=p, bytes=e["bytes"], sha256=e["sha256"], url=f"{base_url}/{p}") for p, e in sorted(read_manifest(folder).items())]
     return ListResponse(data=entries)
 
 
 def _file(folder: Path, path: str) -> FileResponse:
-    entry = _manifest(folder).get(path)
+    entry = read_manifest(folder).get(path)
     if entry is None:
         raise RequestError(404, f"no file {path!r} in this folder; GET .../files lists them", code="file_not_found")
     digest = base64.b64encode(bytes.fromhex(entry["sha256"])).decode()

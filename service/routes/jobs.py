@@ -12,7 +12,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from lmtune.dispatch import enqueue_job
 from lmtune.layout import DataLayout
 from lmtune.services import RequestError, submit_job
 from lmtune.metrics_log import MetricsLog
@@ -21,7 +20,7 @@ from lmtune.store import jobs as job_store
 from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
-from service.deps import DbDep, OwnerDep, SettingsDep
+from service.deps import DbDep, OwnerDep, QueueDep, SettingsDep
 from service.errors import documented, not_found
 from service.schemas import FineTuningJob, JobCreate, JobEvent, ListResponse
 
@@ -30,7 +29,7 @@ STREAM_POLL_SECONDS = 0.5
 
 
 @router.post("", response_model=FineTuningJob, responses=documented(400, 404))
-def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FineTuningJob:
+def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
     """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields."""
     hyperparameters = body.hyperparameters
     if body.method and body.method.supervised:
@@ -41,7 +40,7 @@ def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDe
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         hyperparameters=hyperparameters or Hyperparameters(), training=body.training,
     )  # fmt: skip
-    job = submit_job(settings, db, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus)
+    job = submit_job(settings, db, queue, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus)
     return _present(db, job)
 
 
@@ -72,10 +71,10 @@ def pause_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
 
 
 @router.post("/{job_id}/resume", response_model=FineTuningJob, responses=documented(404, 409))
-def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FineTuningJob:
+def resume_job(job_id: str, owner: OwnerDep, db: DbDep, queue: QueueDep) -> FineTuningJob:
     """Queue a paused job again; it continues from its pause checkpoint."""
     job = _transition(job_store.resume_job, db, job_id, owner)
-    enqueue_job(settings, db, job)
+    queue.send(job)
     return _present(db, job)
 
 
@@ -89,8 +88,8 @@ def _transition(action, db, job_id: str, owner: str) -> Job:
 
 
 @router.get("/{job_id}/events", response_model=ListResponse[JobEvent], responses=documented(404))
-async def list_events(job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None,
-                      limit: Annotated[int, Query(ge=1, le=1000)] = 20, stream: bool = False):  # fmt: skip
+def list_events(job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 20, stream: bool = False):  # fmt: skip
     """Newest first. With `stream=true`: server-sent events, oldest first, each new event as it is
     written, until the job ends."""
     owned_job(db, job_id, owner)

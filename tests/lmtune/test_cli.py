@@ -31,6 +31,7 @@ def test_make_tiny_model_writes_a_loadable_model_with_a_readme(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "model").config.model_type == "llama"
 
 
+@pytest.mark.slow  # trains in a subprocess
 def test_train_runs_a_job_with_a_progress_bar(workspace):
     done = lmtune("train", "spec.yaml", "--output", "run", cwd=workspace)
     assert done.returncode == 0, done.stderr

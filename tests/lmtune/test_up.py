@@ -5,14 +5,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import openai
+import pytest
 
 from lmtune.sample_data import chat_examples
-from tests.deployment import wait_until_listening
+from tests.deployment import job_progress, wait_until_listening
 from tests.service.conftest import jsonl
+from tests.waiting import wait_while_progressing
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def children_of(pid: int) -> list[int]:
@@ -46,17 +49,14 @@ def test_lmtune_up_runs_a_job_to_the_end_even_when_its_worker_is_killed(tmp_path
                                              hyperparameters={"n_epochs": 10, "batch_size": 4},
                                              extra_body={"training": {"checkpoint_every_steps": 5}})  # fmt: skip
 
-        deadline = time.monotonic() + 120
-        while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
-            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
-            time.sleep(0.2)
+        log_tail = lambda: (tmp_path / "up.log").read_text()[-3000:]  # noqa: E731
+        wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda _: client.fine_tuning.jobs.checkpoints.list(job.id).data,
+                               progress=job_progress, what="a first checkpoint", diagnose=log_tail)  # fmt: skip
         (worker,) = children_of(up.pid)
         os.kill(worker, signal.SIGKILL)  # `up` starts another; the job continues from its checkpoint
 
-        deadline = time.monotonic() + 180
-        while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
-            time.sleep(0.5)
+        job = wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda j: j.status in ("succeeded", "failed"),
+                                     progress=job_progress, what="the job's end", diagnose=log_tail)  # fmt: skip
         assert job.status == "succeeded", job.error
         assert job.model_extra["attempt"] == 2 and job.model_extra["progress"]["step"] == 60
         assert any("was lost" in event.message for event in client.fine_tuning.jobs.list_events(job.id, limit=100))

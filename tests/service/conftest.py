@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import json
-import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,12 +10,24 @@ from lmtune.sample_data import chat_examples
 from lmtune.settings import Settings
 from lmtune.store.keys import create_key
 from service.app import create_app
+from service.deps import get_queue
+
+
+@dataclass
+class MemoryQueue:
+    """The JobQueue seam in memory: route tests see what the API sent, with no broker."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, job) -> None:
+        self.sent.append(job.id)
 
 
 @dataclass
 class Api:
     client: TestClient
     settings: Settings
+    queue: MemoryQueue
     alice: dict
     bob: dict
 
@@ -34,12 +45,14 @@ GOOD_FILE = jsonl(chat_examples(12, seed=3))
 @pytest.fixture
 def api(tmp_path):
     settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'lmtune.db'}",
-        redis_url="redis://127.0.0.1:6379/0", queue_prefix=f"api-test-{secrets.token_hex(4)}-",  # no worker listens
-        max_upload_bytes=64 * 1024, max_attempts=3, lease_seconds=60, sweep_seconds=30,
+        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'lmtune.db'}", redis_url=None,
+        queue_prefix="api-test-", max_upload_bytes=64 * 1024, max_attempts=3, lease_seconds=60, sweep_seconds=30,
         cancel_grace_seconds=5, pause_grace_seconds=60, visibility_timeout=3600,
     )  # fmt: skip
     app = create_app(settings)
+    queue = MemoryQueue()
+    app.dependency_overrides[get_queue] = lambda: queue
     keys = [create_key(app.state.db, name)[1] for name in ("alice", "bob")]
     with TestClient(app) as client:
-        yield Api(client, settings, *({"Authorization": f"Bearer {key}"} for key in keys))
+        yield Api(client, settings, queue, *({"Authorization": f"Bearer {key}"} for key in keys))
+    app.state.db.engine.dispose()

@@ -82,6 +82,7 @@ def test_cancel_of_a_finished_job_is_409(api):
 def test_a_queued_job_shows_its_place_and_is_cancelled_at_once(api):
     first, second = create_job(api, api.alice).json(), create_job(api, api.alice).json()
     assert (first["status"], first["queue_position"], second["queue_position"]) == ("queued", 1, 2)
+    assert api.queue.sent == [first["id"], second["id"]]
     assert first["hyperparameters"] == {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
     cancelled = api.client.post(f"/v1/fine_tuning/jobs/{first['id']}/cancel", headers=api.alice).json()
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"]

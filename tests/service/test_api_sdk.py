@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import tarfile
-import time
 
 import httpx
 import openai
@@ -14,20 +13,19 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lmtune.sample_data import chat_examples
+from tests.deployment import job_progress
 from tests.service.conftest import jsonl
+from tests.waiting import wait_while_progressing
 
-pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 TRAINING = {"learning_rate": 3e-3, "checkpoint_every_steps": 5, "eval_every_steps": 5}
 
 
-def wait(client, job_id, statuses, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} is still {job.status}")
+def wait(client, job_id, statuses, done=None):
+    """Until the job's status is one of `statuses` (and `done(job)`), as long as it moves."""
+    return wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job_id),
+                                  lambda job: job.status in statuses and (done is None or done(job)),
+                                  progress=job_progress, what=f"{job_id} {'/'.join(statuses)}")  # fmt: skip
 
 
 @pytest.fixture
@@ -142,12 +140,9 @@ def test_cancel_pause_and_resume_through_the_sdk(live):
     queued = client.fine_tuning.jobs.create(**long_job)
     assert client.fine_tuning.jobs.cancel(queued.id).status == "cancelled"
 
-    deadline = time.monotonic() + 120
-    while client.fine_tuning.jobs.retrieve(paused_job.id).model_extra["progress"]["step"] < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
+    wait(client, paused_job.id, {"running"}, done=lambda job: job.model_extra["progress"]["step"] >= 3)
     client.fine_tuning.jobs.pause(paused_job.id)
-    paused = wait(client, paused_job.id, {"paused"}, timeout=60)
+    paused = wait(client, paused_job.id, {"paused"})
     step = paused.model_extra["progress"]["step"]
     assert 3 <= step < 100
     with pytest.raises(openai.ConflictError):
@@ -156,7 +151,7 @@ def test_cancel_pause_and_resume_through_the_sdk(live):
     assert client.fine_tuning.jobs.resume(paused_job.id).status == "queued"
     running = wait(client, paused_job.id, {"running", "succeeded"})
     cancelled = client.fine_tuning.jobs.cancel(running.id)
-    final = wait(client, cancelled.id, {"cancelled", "succeeded"}, timeout=30)
+    final = wait(client, cancelled.id, {"cancelled", "succeeded"})
     assert final.status == "cancelled" and final.model_extra["progress"]["step"] >= step
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.cancel(final.id)

@@ -10,8 +10,9 @@ from lmtune.store.fine_tuned import get_fine_tuned_model
 from lmtune.store.jobs import request_cancel, request_pause, resume_job
 from lmtune.store.models import Event
 from tests.helpers import metric_rows
+from tests.waiting import wait_for_exit
 
-pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 
 
 def events_of(deployment, job_id) -> list[Event]:
@@ -48,7 +49,7 @@ def test_cancel_of_a_queued_and_of_a_running_job(deployment):
     deployment.start_worker()
     deployment.wait_for(running.id, lambda j: j.status == "running" and j.step > 0, what="running")
     request_cancel(deployment.db, running.id, "key-test")
-    cancelled = deployment.wait_for(running.id, lambda j: j.status == "cancelled", timeout=10, what="cancelled within 10 s")
+    cancelled = deployment.wait_for(running.id, lambda j: j.status == "cancelled", what="cancelled")
     assert cancelled.step < cancelled.total_steps and cancelled.finished_at
     assert deployment.job(queued.id).attempt == 0  # never started
 
@@ -58,7 +59,7 @@ def test_pause_then_resume_ends_with_the_steps_of_an_uninterrupted_run(deploymen
     deployment.start_worker()
     deployment.wait_for(job.id, lambda j: j.status == "running" and j.step >= 3, what="running")
     request_pause(deployment.db, job.id, "key-test")
-    paused = deployment.wait_for(job.id, lambda j: j.status == "paused", timeout=60, what="paused")
+    paused = deployment.wait_for(job.id, lambda j: j.status == "paused", what="paused")
     assert 3 <= paused.step < 100
     assert records.list_checkpoints(deployment.db, job.id)[0][0].step == paused.step
 
@@ -111,7 +112,7 @@ def test_a_worker_asked_to_stop_hands_its_job_back_and_another_finishes_it(deplo
     first = deployment.start_worker()
     deployment.wait_for(job.id, lambda j: j.status == "running" and j.step >= 3, what="running")
     first.send_signal(signal.SIGTERM)  # docker stop, pre-emption
-    assert first.wait(timeout=60) == 0
+    assert wait_for_exit(first, "the worker to hand its job back and exit") == 0
     handed_back = deployment.job(job.id)
     assert handed_back.status == "queued" and 3 <= handed_back.step < 100
     assert records.list_checkpoints(deployment.db, job.id)[0][0].step == handed_back.step

@@ -12,42 +12,19 @@ which are never read and are removed by the next write.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
-MANIFEST = "manifest.json"
+from lmtune.layout import MANIFEST, complete_checkpoints, file_sha256
+
 TRAINER_STATE = "trainer_state.json"
 TRAINING_STATE_DIR = "training_state"
-_NAME = re.compile(r"^step-(\d{6,})$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 def partial_folder(parent: Path, name: str) -> Path:
     return parent / f".partial-{name}"
-
-
-def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every complete checkpoint, oldest first."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        match = _NAME.match(child.name)
-        if match and (child / MANIFEST).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
-    checkpoints = complete_checkpoints(folder)
-    return checkpoints[-1] if checkpoints else None
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
@@ -59,14 +36,6 @@ def remove_partials(folder: Path) -> None:
     if folder.is_dir():
         for child in folder.glob(".partial-*"):
             shutil.rmtree(child, ignore_errors=True)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Path) -> dict:

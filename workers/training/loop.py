@@ -26,6 +26,7 @@ from transformers.utils import logging as transformers_logging
 from lmtune.layout import RunLayout
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
 from lmtune.training_data import MIN_EXAMPLES, DatasetError, validate_jsonl_file
+from lmtune.layout import checkpoint_name, latest_checkpoint
 from workers.training import checkpoints as ckpt
 from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, collate_padded, tokenize_rows
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
@@ -83,7 +84,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
 
     # model, optimizer, schedule; resumed from the newest complete checkpoint if there is one
     set_seed(spec.seed)
-    resume = ckpt.latest_checkpoint(layout.checkpoints)
+    resume = latest_checkpoint(layout.checkpoints)
     model = load_model(spec.model, settings, resume[1] if resume else None)
     # fused: one kernel for all parameters, as transformers.Trainer uses by default
     optimizer = torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=hp.learning_rate, fused=True)
@@ -180,7 +181,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
                     plot_loss(history, layout.loss_plot)
                 observer.on_checkpoint(step + 1, folder)
             if stopping and not last_step:
-                raise TrainingPaused(step + 1, layout.checkpoints / ckpt.checkpoint_name(step + 1))
+                raise TrainingPaused(step + 1, layout.checkpoints / checkpoint_name(step + 1))
 
     result = TrainingResult(layout.root, progress["step"], progress["tokens"], layout.final, last_row)
     _export_final(accelerator, model, tokenizer, layout, history, result)
@@ -304,7 +305,7 @@ def _evaluate(accelerator: Accelerator, model, data: TokenizedData, ids, batch_s
 
 def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: dict, keep: int) -> Path:
     """All processes take part (save_state writes per-process RNG state); the main one publishes."""
-    name = ckpt.checkpoint_name(progress["step"])
+    name = checkpoint_name(progress["step"])
     partial = ckpt.partial_folder(layout.checkpoints, name)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial / ckpt.TRAINING_STATE_DIR))

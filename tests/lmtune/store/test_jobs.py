@@ -11,8 +11,9 @@ from lmtune.store.jobs import (
     StaleAttempt, WrongState, claim_job, create_job, finish_attempt, get_job, heartbeat, list_jobs,
     queue_position, request_cancel, request_pause, requeue_lost_jobs, resume_job,
 )  # fmt: skip
+from tests.helpers import BOTH_DATABASES
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
 SPEC = {"model": "lmtune-tiny", "training_file": "file-abc"}
 
@@ -35,8 +36,9 @@ def test_a_duplicate_delivery_of_a_held_job_is_refused(db):
 
 def test_a_lost_workers_job_is_requeued_and_its_stale_attempt_fenced_off(db):
     job = new_job(db)
-    assert claim_job(db, job.id, "worker-1", lease_seconds=0.05, max_attempts=3) == 1
-    time.sleep(0.1)
+    assert claim_job(db, job.id, "worker-1", lease_seconds=60, max_attempts=3) == 1
+    assert requeue_lost_jobs(db, max_attempts=3) == []  # a live lease is left alone
+    db.clock = lambda: time.time() + 61  # the worker fell silent past its lease
     assert requeue_lost_jobs(db, max_attempts=3) == [job.id]
     assert claim_job(db, job.id, "worker-2", lease_seconds=60, max_attempts=3) == 2
     with pytest.raises(StaleAttempt):
@@ -50,8 +52,8 @@ def test_a_lost_workers_job_is_requeued_and_its_stale_attempt_fenced_off(db):
 
 def test_attempts_are_capped_and_the_job_fails_with_the_reason(db):
     job = new_job(db)
-    claim_job(db, job.id, "worker-1", lease_seconds=0.01, max_attempts=1)
-    time.sleep(0.05)
+    claim_job(db, job.id, "worker-1", lease_seconds=60, max_attempts=1)
+    db.clock = lambda: time.time() + 61
     assert requeue_lost_jobs(db, max_attempts=1) == []
     failed = get_job(db, job.id)
     assert (failed.status, failed.error_code) == ("failed", "worker_lost")

@@ -3,8 +3,9 @@ from sqlalchemy import select
 
 from lmtune.store.keys import authenticate, create_key
 from lmtune.store.models import ApiKey
+from tests.helpers import BOTH_DATABASES
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
 
 def test_a_key_authenticates_and_only_its_hash_is_stored(db):

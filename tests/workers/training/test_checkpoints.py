@@ -4,7 +4,7 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmtune.layout import RunLayout
+from lmtune.layout import RunLayout, latest_checkpoint
 from workers.training import checkpoints as ckpt
 from workers.training.loop import _write_checkpoint
 
@@ -37,7 +37,7 @@ def test_only_folders_with_their_final_name_and_manifest_count(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "manifest.json").write_text("{}")
     (tmp_path / "step-000040").mkdir()  # no manifest: never finished
-    assert ckpt.latest_checkpoint(tmp_path) == (20, tmp_path / "step-000020")
+    assert latest_checkpoint(tmp_path) == (20, tmp_path / "step-000020")
     ckpt.remove_partials(tmp_path)
     assert not (tmp_path / ".partial-step-000030").exists()
 
@@ -49,4 +49,4 @@ def test_publish_renames_the_whole_folder_into_place(tmp_path):
     ckpt.write_manifest(partial)
     ckpt.publish(partial, tmp_path / "step-000005")
     assert not partial.exists()
-    assert ckpt.latest_checkpoint(tmp_path) == (5, tmp_path / "step-000005")
+    assert latest_checkpoint(tmp_path) == (5, tmp_path / "step-000005")

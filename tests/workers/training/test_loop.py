@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from lmtune.sample_data import chat_examples, write_jsonl
 from tests.helpers import metric_rows, train_losses
-from workers.training.checkpoints import file_sha256
+from lmtune.layout import file_sha256
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError
 from workers.training.loop import train
 

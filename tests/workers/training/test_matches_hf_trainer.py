@@ -6,6 +6,8 @@ from tests.helpers import train_losses
 from workers.training.hf_reference import run_hf_trainer
 from workers.training.loop import train
 
+pytestmark = pytest.mark.slow  # runs transformers.Trainer beside lmtune
+
 
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_per_step_loss_matches_transformers_trainer(make_spec, chat_file, tmp_path, accumulation):

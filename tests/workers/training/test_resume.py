@@ -3,18 +3,20 @@
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lmtune.cli import EXIT_PAUSED
+from lmtune.layout import EXIT_PAUSED
 from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.spec import load_spec
 from tests.helpers import metric_rows, train_losses
-from workers.training.checkpoints import latest_checkpoint
+from lmtune.layout import latest_checkpoint
+from tests.waiting import cpu_ticks, wait_for_exit, wait_while_progressing
 from workers.training.loop import train
+
+pytestmark = pytest.mark.slow  # each test trains in subprocesses and interrupts them
 
 STEPS = 30
 
@@ -39,11 +41,12 @@ def start(job: Path, output: Path, *extra: str) -> subprocess.Popen:
 
 
 def wait_for_checkpoint(output: Path, step: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while (latest_checkpoint(output / "checkpoints") or (0,))[0] < step:
+    def newest() -> int:
         assert process.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+        return (latest_checkpoint(output / "checkpoints") or (0,))[0]
+
+    wait_while_progressing(newest, lambda found: found >= step, progress=lambda _: cpu_ticks(process.pid), interval=0.01,
+                           what=f"a checkpoint at step {step}")  # fmt: skip
 
 
 def test_a_killed_run_resumes_to_the_same_losses(job, tmp_path):
@@ -76,7 +79,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_with_the_paused_status(j
     process = start(job, run)
     wait_for_checkpoint(run, 5, process)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == EXIT_PAUSED
+    assert wait_for_exit(process) == EXIT_PAUSED
 
     stopped_at = metric_rows(run)[-1]["step"]
     assert stopped_at < STEPS
@@ -84,15 +87,14 @@ def test_sigterm_checkpoints_the_current_step_and_exits_with_the_paused_status(j
     assert not (run / "final").exists()
 
     resumed = start(job, run)
-    assert resumed.wait(timeout=120) == 0
+    assert wait_for_exit(resumed) == 0
     assert [row["step"] for row in metric_rows(run)] == list(range(1, STEPS + 1))
 
 
-@pytest.mark.slow
 def test_sigterm_pauses_every_process_of_a_two_process_run(job, tmp_path):
     run = tmp_path / "run"
     process = start(job, run, "--num-processes", "2")
     wait_for_checkpoint(run, 5, process)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == EXIT_PAUSED
+    assert wait_for_exit(process) == EXIT_PAUSED
     assert latest_checkpoint(run / "checkpoints")[0] == metric_rows(run)[-1]["step"]
