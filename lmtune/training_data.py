@@ -1,6 +1,6 @@
 """Validation of fine-tuning JSONL files, line by line, before any compute is spent.
 
-Three row shapes are accepted (see ../shared/guides/API.md):
+Three row shapes are accepted (docs/api.md, "Training files"):
   chat:              {"messages": [{"role": ..., "content": ..., "weight": 0|1}, ...]}
   prompt/completion: {"prompt": "...", "completion": "..."}
   text:              {"text": "..."}

@@ -31,3 +31,11 @@ def test_the_model_catalogue_loads_with_the_builtin_tiny_model():
     catalogue = load_catalogue(CONFIGS / "models.yaml")
     assert catalogue["lmtune-tiny"].builtin == "tiny"
     assert all(entry.source or entry.builtin for entry in catalogue.values())
+
+
+def test_every_setting_is_documented_for_deployment():
+    from lmtune.settings import Settings, env_name
+
+    documented = (CONFIGS.parent / "docs" / "deployment.md").read_text()
+    missing = [env_name(field) for field in Settings.model_fields if f"`{env_name(field)}`" not in documented]
+    assert not missing, f"add these to docs/deployment.md: {missing}"
