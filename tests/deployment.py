@@ -21,7 +21,7 @@ from lmtune.spec import parse_spec
 from lmtune.store.database import Database, open_database
 from lmtune.store.jobs import get_job
 from lmtune.store.models import Job
-from tests.waiting import cpu_ticks, wait_while_progressing
+from tests.waiting import wait_while_progressing, working
 
 OWNER = "key-test"
 
@@ -75,8 +75,9 @@ class Deployment:
 
     def wait_for(self, job_id: str, condition, what: str = "the condition") -> Job:
         """Until `condition(job)`, as long as the job moves (status, attempt or step changing)."""
-        return wait_while_progressing(lambda: self.job(job_id), condition, progress=job_progress, what=f"{job_id}: {what}",
-                                      diagnose=self.logs)  # fmt: skip
+        pids = [process.pid for process in self.processes]
+        return wait_while_progressing(lambda: self.job(job_id), condition, what=f"{job_id}: {what}", diagnose=self.logs,
+                                      progress=lambda job: (job_progress(job), working(*pids)))  # fmt: skip
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.root.glob("*.log")))
@@ -113,6 +114,25 @@ def open_deployment(tmp_path: Path, database_url: str):
                 process.send_signal(signal.SIGKILL)
                 process.wait()
         deployment.db.engine.dispose()
+        forget_queues(settings.redis_url, settings.queue_prefix)
+
+
+def forget_queues(redis_url: str, prefix: str) -> None:
+    """Remove what this test's queues left in the shared Redis: the queues, kombu's bindings, and
+    unacknowledged messages (kept by kombu in one hash for every queue) routed to them."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"*{prefix}*"):
+        client.delete(key)
+    for tag, entry in client.hscan_iter("unacked"):
+        _message, _exchange, routing_key = json.loads(entry)
+        if routing_key.startswith(prefix):
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
+    client.close()
 
 
 def wait_until_listening(port: int, process: subprocess.Popen) -> None:
@@ -123,4 +143,4 @@ def wait_until_listening(port: int, process: subprocess.Popen) -> None:
             return probe.connect_ex(("127.0.0.1", port)) == 0
 
     # a starting process shows no progress to watch: its CPU time is the sign that it still works
-    wait_while_progressing(listening, bool, progress=lambda _: cpu_ticks(process.pid), what=f"a server on port {port}")
+    wait_while_progressing(listening, bool, progress=lambda _: working(process.pid), what=f"a server on port {port}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 from typing import Callable, TypeVar
+
+import psutil
 
 T = TypeVar("T")
 
@@ -33,16 +34,23 @@ def wait_while_progressing(probe: Callable[[], T], done: Callable[[T], bool], *,
         time.sleep(interval)
 
 
-def cpu_ticks(pid: int) -> int:
-    """CPU time a process and its waited-for children have used (clock ticks): moves while it works."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return -1
-    return sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+def working(*pids: int, quantum: float = 5.0) -> int:
+    """A count that moves while these processes or any of their descendants compute (CPU seconds in
+    steps of `quantum`): a trainer importing torch on a loaded machine shows no other sign of life,
+    and a process that only polls moves it too rarely to hide a stall."""
+    seconds = 0.0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for member in [process, *process.children(recursive=True)]:
+                times = member.cpu_times()
+                seconds += times.user + times.system
+        except psutil.Error:  # gone while we looked
+            continue
+    return int(seconds // quantum)
 
 
 def wait_for_exit(process: subprocess.Popen, what: str = "the process to exit") -> int:
-    """The exit status, waiting as long as the process keeps using CPU."""
-    return wait_while_progressing(process.poll, lambda code: code is not None, progress=lambda _: cpu_ticks(process.pid),
+    """The exit status, waiting as long as the process keeps working."""
+    return wait_while_progressing(process.poll, lambda code: code is not None, progress=lambda _: working(process.pid),
                                   what=what)  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 from lmtune.sample_data import chat_examples
 from tests.deployment import job_progress, wait_until_listening
 from tests.service.conftest import jsonl
-from tests.waiting import wait_while_progressing
+from tests.waiting import wait_while_progressing, working
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,12 +51,12 @@ def test_lmtune_up_runs_a_job_to_the_end_even_when_its_worker_is_killed(tmp_path
 
         log_tail = lambda: (tmp_path / "up.log").read_text()[-3000:]  # noqa: E731
         wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda _: client.fine_tuning.jobs.checkpoints.list(job.id).data,
-                               progress=job_progress, what="a first checkpoint", diagnose=log_tail)  # fmt: skip
+                               progress=lambda j: (job_progress(j), working(up.pid)), what="a first checkpoint", diagnose=log_tail)  # fmt: skip
         (worker,) = children_of(up.pid)
         os.kill(worker, signal.SIGKILL)  # `up` starts another; the job continues from its checkpoint
 
         job = wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda j: j.status in ("succeeded", "failed"),
-                                     progress=job_progress, what="the job's end", diagnose=log_tail)  # fmt: skip
+                                     progress=lambda j: (job_progress(j), working(up.pid)), what="the job's end", diagnose=log_tail)  # fmt: skip
         assert job.status == "succeeded", job.error
         assert job.model_extra["attempt"] == 2 and job.model_extra["progress"]["step"] == 60
         assert any("was lost" in event.message for event in client.fine_tuning.jobs.list_events(job.id, limit=100))

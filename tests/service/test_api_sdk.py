@@ -15,17 +15,22 @@ from transformers import AutoModelForCausalLM
 from lmtune.sample_data import chat_examples
 from tests.deployment import job_progress
 from tests.service.conftest import jsonl
-from tests.waiting import wait_while_progressing
+from tests.waiting import wait_while_progressing, working
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 TRAINING = {"learning_rate": 3e-3, "checkpoint_every_steps": 5, "eval_every_steps": 5}
 
 
-def wait(client, job_id, statuses, done=None):
-    """Until the job's status is one of `statuses` (and `done(job)`), as long as it moves."""
-    return wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job_id),
-                                  lambda job: job.status in statuses and (done is None or done(job)),
-                                  progress=job_progress, what=f"{job_id} {'/'.join(statuses)}")  # fmt: skip
+def waiter(deployment):
+    def wait(client, job_id, statuses, done=None):
+        """Until the job's status is one of `statuses` (and `done(job)`), as long as the job or the processes move."""
+        pids = [process.pid for process in deployment.processes]
+        return wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job_id),
+                                      lambda job: job.status in statuses and (done is None or done(job)),
+                                      progress=lambda job: (job_progress(job), working(*pids)),
+                                      what=f"{job_id} {'/'.join(statuses)}", diagnose=deployment.logs)  # fmt: skip
+
+    return wait
 
 
 @pytest.fixture
@@ -35,12 +40,12 @@ def live(deployment):
     key = deployment.create_key("sdk")
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
     http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-    yield client, http
+    yield client, http, waiter(deployment)
     http.close()
 
 
 def test_the_openai_sdk_drives_a_whole_fine_tune(live, tmp_path):
-    client, http = live
+    client, http, wait = live
     training = client.files.create(file=("train.jsonl", jsonl(chat_examples(40, seed=5, spread=0.5))), purpose="fine-tune")
     validation = client.files.create(file=("valid.jsonl", jsonl(chat_examples(12, seed=6))), purpose="fine-tune")
     assert training.status == "processed" and training.bytes > 0
@@ -131,7 +136,7 @@ def _download_and_load_a_checkpoint(http, job_id, checkpoint_id, tmp_path):
 
 
 def test_cancel_pause_and_resume_through_the_sdk(live):
-    client, _ = live
+    client, _, wait = live
     training = client.files.create(file=("train.jsonl", jsonl(chat_examples(40, seed=7))), purpose="fine-tune")
     long_job = dict(model="lmtune-tiny", training_file=training.id, hyperparameters={"n_epochs": 10, "batch_size": 4},
                     extra_body={"training": TRAINING})  # fmt: skip

@@ -13,7 +13,7 @@ from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.spec import load_spec
 from tests.helpers import metric_rows, train_losses
 from lmtune.layout import latest_checkpoint
-from tests.waiting import cpu_ticks, wait_for_exit, wait_while_progressing
+from tests.waiting import wait_for_exit, wait_while_progressing, working
 from workers.training.loop import train
 
 pytestmark = pytest.mark.slow  # each test trains in subprocesses and interrupts them
@@ -45,7 +45,7 @@ def wait_for_checkpoint(output: Path, step: int, process: subprocess.Popen) -> N
         assert process.poll() is None, "the run ended before it could be interrupted"
         return (latest_checkpoint(output / "checkpoints") or (0,))[0]
 
-    wait_while_progressing(newest, lambda found: found >= step, progress=lambda _: cpu_ticks(process.pid), interval=0.01,
+    wait_while_progressing(newest, lambda found: found >= step, progress=lambda _: working(process.pid), interval=0.01,
                            what=f"a checkpoint at step {step}")  # fmt: skip
 
 
