@@ -1,19 +1,28 @@
-"""The `lmtune` command run as a user runs it, in a subprocess."""
+"""The `lmtune` command as a user runs it: in this process (fast), and once in a subprocess."""
 
 import json
 import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
+
+from lmtune.cli import main
 
 
 def lmtune(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "lmtune.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    """In a subprocess, through the module entry point, as the worker starts trainers."""
+    return subprocess.run([sys.executable, "-m", "lmtune.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def lmtune_here(*args, cwd, monkeypatch):
+    monkeypatch.chdir(cwd)
+    return CliRunner().invoke(main, list(args))
 
 
 @pytest.fixture
-def workspace(tmp_path, tiny_model):
-    assert lmtune("make-sample-data", "train.jsonl", "--examples", "24", cwd=tmp_path).returncode == 0
+def workspace(tmp_path, tiny_model, monkeypatch):
+    assert lmtune_here("make-sample-data", "train.jsonl", "--examples", "24", cwd=tmp_path, monkeypatch=monkeypatch).exit_code == 0
     (tmp_path / "spec.yaml").write_text(
         f"model: {tiny_model}\ntraining_file: train.jsonl\nhyperparameters: {{n_epochs: 1, batch_size: 8}}\n"
         "training: {learning_rate: 3.0e-3}\n"
@@ -21,9 +30,9 @@ def workspace(tmp_path, tiny_model):
     return tmp_path
 
 
-def test_make_tiny_model_writes_a_loadable_model_with_a_readme(tmp_path):
-    done = lmtune("make-tiny-model", "model", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+def test_make_tiny_model_writes_a_loadable_model_with_a_readme(tmp_path, monkeypatch):
+    done = lmtune_here("make-tiny-model", "model", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert done.exit_code == 0, done.output
     assert "random" in (tmp_path / "model" / "README.md").read_text().lower()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,26 +50,26 @@ def test_train_runs_a_job_with_a_progress_bar(workspace):
     assert json.loads((workspace / "run" / "result.json").read_text())["steps"] == 3
 
 
-def test_a_bad_spec_exits_non_zero_naming_the_field(workspace):
+def test_a_bad_spec_exits_non_zero_naming_the_field(workspace, monkeypatch):
     (workspace / "bad.yaml").write_text("model: m\ntraining_file: t.jsonl\nhyperparameters: {n_epochs: 0}\n")
-    done = lmtune("train", "bad.yaml", "--output", "run", cwd=workspace)
-    assert done.returncode == 1
+    done = lmtune_here("train", "bad.yaml", "--output", "run", cwd=workspace, monkeypatch=monkeypatch)
+    assert done.exit_code == 1
     assert "hyperparameters.n_epochs: must be" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_a_bad_training_file_exits_non_zero_with_its_line(workspace):
+def test_a_bad_training_file_exits_non_zero_with_its_line(workspace, monkeypatch):
     with (workspace / "train.jsonl").open("a") as handle:
         handle.write('{"messages": [{"role": "user", "content": "?"}]}\n')
-    done = lmtune("train", "spec.yaml", "--output", "run", cwd=workspace)
-    assert done.returncode == 1
+    done = lmtune_here("train", "spec.yaml", "--output", "run", cwd=workspace, monkeypatch=monkeypatch)
+    assert done.exit_code == 1
     assert "line 25: at least one message with the assistant role is required" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_an_unknown_model_exits_non_zero_with_what_to_do(workspace):
+def test_an_unknown_model_exits_non_zero_with_what_to_do(workspace, monkeypatch):
     spec = (workspace / "spec.yaml").read_text().splitlines()
     (workspace / "spec.yaml").write_text("\n".join(["model: ./no-such-model", *spec[1:]]))
-    done = lmtune("train", "spec.yaml", "--output", "run", cwd=workspace)
-    assert done.returncode == 1
+    done = lmtune_here("train", "spec.yaml", "--output", "run", cwd=workspace, monkeypatch=monkeypatch)
+    assert done.exit_code == 1
     assert "cannot load model './no-such-model'" in done.stderr

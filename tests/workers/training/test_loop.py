@@ -12,6 +12,7 @@ from workers.training.errors import DivergedError, InvalidDataError, OutputConfl
 from workers.training.loop import train
 
 
+@pytest.mark.slow  # trains for many steps or twice
 def test_loss_falls_on_a_learnable_dataset(make_spec, chat_file, tmp_path):
     train(make_spec(chat_file, epochs=6, lr_scheduler="constant"), tmp_path / "run")
     curve = train_losses(tmp_path / "run")
@@ -55,6 +56,7 @@ def test_checkpoints_are_complete_hashed_and_pruned(make_spec, chat_file, tmp_pa
         assert entry["sha256"] == file_sha256(folder / path)
 
 
+@pytest.mark.slow  # trains for many steps or twice
 def test_final_model_loads_in_plain_transformers_and_learned(make_spec, chat_file, tiny_model, tmp_path):
     result = train(make_spec(chat_file, epochs=6, lr_scheduler="constant"), tmp_path / "run")
     assert result.final_dir == tmp_path / "run" / "final"

@@ -12,6 +12,7 @@ from workers.training.loop import train
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
 
 
+@pytest.mark.slow  # trains for many steps or twice
 def test_lora_trains_and_saves_adapters_and_a_merged_model(make_spec, chat_file, tiny_model, tmp_path):
     result = train(make_spec(chat_file, epochs=6, learning_rate=1e-2, lr_scheduler="constant", lora=LORA), tmp_path / "run")
     curve = train_losses(tmp_path / "run")

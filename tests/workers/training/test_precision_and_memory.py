@@ -11,6 +11,7 @@ def test_gradient_checkpointing_changes_memory_not_numbers(make_spec, chat_file,
     assert train_losses(tmp_path / "checkpointed") == pytest.approx(train_losses(tmp_path / "plain"), rel=1e-5)
 
 
+@pytest.mark.slow  # trains for many steps or twice
 def test_gradient_checkpointing_works_with_lora(make_spec, chat_file, tmp_path):
     lora = {"r": 4, "alpha": 8}
     train(make_spec(chat_file, epochs=1, learning_rate=1e-2, lora=lora), tmp_path / "plain")
@@ -24,6 +25,7 @@ def test_auto_precision_is_fp32_on_the_cpu():
     assert _precision("bf16") == "bf16"
 
 
+@pytest.mark.slow  # trains for many steps or twice
 def test_bf16_autocast_trains_close_to_fp32(make_spec, chat_file, tmp_path):
     train(make_spec(chat_file, epochs=1), tmp_path / "fp32")
     train(make_spec(chat_file, epochs=1, mixed_precision="bf16"), tmp_path / "bf16")
