@@ -11,6 +11,9 @@ from lmtune.sample_data import chat_examples, write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One thread per process (inherited by trainer and worker subprocesses): the tests' models are tiny,
+# and two OpenMP threads spinning on two shared cores made a busy machine 6x slower, not faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
