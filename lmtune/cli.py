@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from lmtune.client_cli import GROUPS as CLIENT_GROUPS
 from lmtune.launcher import Supervisor, launch
 from lmtune.layout import EXIT_PAUSED, RunLayout
 from lmtune.settings import Settings, SettingsError, load_settings
@@ -145,11 +146,22 @@ def serve(host: str, port: int) -> None:
 @click.option("--gpus", type=click.IntRange(0), default=None, help="GPUs for the worker; default: all it sees.")
 def up(host: str, port: int, gpus: int | None) -> None:
     """Run the API and one worker on this machine. With no REDIS_URL and DATABASE_URL it needs no
-    service at all: SQLite, the local data folder and an embedded broker."""
+    service at all: SQLite, the local data folder and an embedded broker. Prints the dashboard URL
+    with the local key (made on first start and saved, 0600, in the data folder)."""
+    from lmtune.local_key import dashboard_url, ensure_local_key, key_file
+    from lmtune.store.database import open_database
+
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"data folder {settings.data_dir}; database {settings.database_url.split('@')[-1]}; broker "
                f"{'Redis' if settings.redis_url else 'embedded (SQLite)'}", err=True)  # fmt: skip
+    db = open_database(settings.database_url)
+    secret, created = ensure_local_key(db, settings.data_dir)
+    db.engine.dispose()
+    if created:
+        click.echo(f"created an API key for this machine, saved in {key_file(settings.data_dir)}", err=True)
+    click.echo(f"lmtune: {dashboard_url(host, port, secret)}")
+    click.echo(f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)", err=True)
     worker_command = [sys.executable, "-m", "lmtune.cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
     worker = Supervisor(worker_command, on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))
     try:
@@ -167,13 +179,52 @@ def keys() -> None:
 @click.argument("name")
 def keys_create(name: str) -> None:
     """Create an API key; its secret is printed once and stored only as a hash."""
-    from lmtune.store.database import open_database
     from lmtune.store.keys import create_key
 
-    key_id, secret = create_key(open_database(_settings().database_url), name)
+    key_id, secret = create_key(_local_database(), name)
     click.echo(f"created {key_id} ({name}); keep this secret, it is not shown again:", err=True)
     click.echo(secret)
 
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def keys_list(as_json: bool) -> None:
+    """The API keys of this machine's database (ids and names; secrets are never stored)."""
+    from lmtune.client_cli import console
+    from lmtune.store.keys import list_keys
+    from lmtune.terminal_views import KEY_COLUMNS, table
+
+    rows = [{"id": key.id, "name": key.name, "created_at": key.created_at} for key in list_keys(_local_database())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        console().print(table(rows, KEY_COLUMNS))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key: requests with it get 401 from now on. Its jobs and files stay."""
+    from lmtune.store.keys import revoke_key
+
+    if not revoke_key(_local_database(), key_id):
+        raise click.ClickException(f"no key {key_id!r} in this database (`lmtune keys list` shows them)")
+    click.echo(f"revoked {key_id}", err=True)
+
+
+def _local_database():
+    """The database the keys commands act on, named on stderr: a server started with another
+    LMTUNE_DATA_DIR or DATABASE_URL does not see these keys."""
+    from lmtune.store.database import open_database
+
+    settings = _settings()
+    where = settings.database_url.split("@")[-1] if os.environ.get("DATABASE_URL") else f"data folder {settings.data_dir}"
+    click.echo(f"keys of {where}", err=True)
+    return open_database(settings.database_url)
+
+
+for _group in CLIENT_GROUPS:  # files, jobs, models: the HTTP client
+    main.add_command(_group)
 
 if __name__ == "__main__":
     main()

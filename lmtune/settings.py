@@ -6,12 +6,19 @@ Every variable is `LMTUNE_<FIELD>` except the two that name other services (`DAT
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LMTUNE_"
+
+
+def default_data_dir() -> Path:
+    # one folder per user, whatever the working folder: `lmtune keys create` and `lmtune up` run
+    # from different folders must see the same keys
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "lmtune"
 
 
 class SettingsError(ValueError):
@@ -21,7 +28,9 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Field(Path("lmtune-data"), description="LMTUNE_DATA_DIR: uploads, job outputs and the SQLite files")
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="LMTUNE_DATA_DIR: uploads, job outputs and the SQLite files; by default "
+                           "$XDG_DATA_HOME/lmtune (~/.local/share/lmtune), the same from any working folder")  # fmt: skip
     database_url: str = Field("", validation_alias=AliasChoices("DATABASE_URL", "database_url"),
                               description="DATABASE_URL: SQLite in the data folder unless set")  # fmt: skip
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"),

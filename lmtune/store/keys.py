@@ -37,3 +37,20 @@ def authenticate(db: Database, secret: str) -> str | None:
     if key is None or not hmac.compare_digest(key.hashed, digest):
         return None
     return key.id
+
+
+def list_keys(db: Database) -> list[ApiKey]:
+    """Every key, oldest first (ids and names only: the secrets were never stored)."""
+    with db.session() as session:
+        return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def revoke_key(db: Database, key_id: str) -> bool:
+    """Delete the key: its secret gets 401 from the next request on. False if there is no such key.
+    The key's files and jobs stay on disk and in the store."""
+    with db.session() as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            return False
+        session.delete(key)
+    return True

@@ -1,0 +1,49 @@
+"""The local key: the secret of one API key kept in a 0600 file in the data folder, so that
+`lmtune up` can print a ready-to-use dashboard URL and the terminal client on the same machine
+needs no --api-key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmtune.store.database import Database
+from lmtune.store.keys import authenticate, create_key
+
+KEY_FILE = "api-key"
+LOCAL_KEY_NAME = "local"
+
+
+def key_file(data_dir: Path) -> Path:
+    return data_dir / KEY_FILE
+
+
+def read_local_key(data_dir: Path) -> str | None:
+    try:
+        return key_file(data_dir).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def ensure_local_key(db: Database, data_dir: Path) -> tuple[str, bool]:
+    """(secret, created): the saved key if it still authenticates, else a new key saved in its place
+    (also after the saved one was revoked)."""
+    secret = read_local_key(data_dir)
+    if secret and authenticate(db, secret):
+        return secret, False
+    _, secret = create_key(db, LOCAL_KEY_NAME)
+    path = key_file(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{KEY_FILE}.partial")
+    partial.unlink(missing_ok=True)
+    # created with 0600 from the start: the secret is never readable by others, not even briefly
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(secret + "\n")
+    os.replace(partial, path)
+    return secret, True
+
+
+def dashboard_url(host: str, port: int, secret: str | None) -> str:
+    """The URL to open; the key rides in the fragment, which browsers never send to the server."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    return f"http://{shown}:{port}/" + (f"#key={secret}" if secret else "")

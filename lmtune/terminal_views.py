@@ -1,0 +1,159 @@
+"""What the terminal client shows: tables of API objects, and the live view of a job."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from rich import box
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+Column = tuple[str, Callable[[dict], Any]]
+
+STATUS_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "paused": "magenta"}
+
+
+def when(timestamp: int | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else ""
+
+
+def loss(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else ""
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def progress(job: dict) -> str:
+    step, total = job["progress"]["step"], job["progress"]["total_steps"]
+    return f"{step}/{total}" if total else ("" if job["status"] in ("queued", "validating_files") else str(step))
+
+
+def status(job: dict) -> Text:
+    shown = job["status"]
+    if shown == "queued" and job.get("queue_position"):
+        shown = f"queued (#{job['queue_position']})"
+    return Text(shown, style=STATUS_STYLES.get(job["status"], ""))
+
+
+def metric(name: str) -> Callable[[dict], str]:
+    return lambda job: loss((job.get("metrics") or {}).get(name))
+
+
+FILE_COLUMNS: list[Column] = [
+    ("ID", lambda f: f["id"]), ("FILENAME", lambda f: f["filename"]), ("BYTES", lambda f: f"{f['bytes']:,}"),
+    ("EXAMPLES", lambda f: f.get("examples", "")), ("CREATED", lambda f: when(f["created_at"])),
+]  # fmt: skip
+JOB_COLUMNS: list[Column] = [
+    ("ID", lambda j: j["id"]), ("STATUS", status), ("MODEL", lambda j: j["model"]), ("STEP", progress),
+    ("LOSS", metric("train_loss")), ("CREATED", lambda j: when(j["created_at"])),
+    ("FINE-TUNED MODEL", lambda j: j["fine_tuned_model"] or ""),
+]  # fmt: skip
+CHECKPOINT_COLUMNS: list[Column] = [
+    ("ID", lambda c: c["id"]), ("STEP", lambda c: c["step_number"]), ("LOSS", lambda c: loss(c["metrics"].get("train_loss"))),
+    ("VALID LOSS", lambda c: loss(c["metrics"].get("valid_loss"))), ("CREATED", lambda c: when(c["created_at"])),
+]  # fmt: skip
+MODEL_COLUMNS: list[Column] = [
+    ("ID", lambda m: m["id"]), ("OWNED BY", lambda m: m["owned_by"]), ("CREATED", lambda m: when(m["created"])),
+]  # fmt: skip
+KEY_COLUMNS: list[Column] = [
+    ("ID", lambda k: k["id"]), ("NAME", lambda k: k["name"]), ("CREATED", lambda k: when(k["created_at"])),
+]  # fmt: skip
+
+
+def table(rows: list[dict], columns: list[Column]) -> Table:
+    grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for header, _ in columns:
+        grid.add_column(header, no_wrap=True)
+    for row in rows:
+        grid.add_row(*(cell if isinstance(cell, Text) else str(cell) for cell in (value(row) for _, value in columns)))
+    return grid
+
+
+def job_details(job: dict) -> Table:
+    """One job, a field a line."""
+    metrics = job.get("metrics") or {}
+    hyper = ", ".join(f"{key}={value}" for key, value in job["hyperparameters"].items())
+    error = job.get("error")
+    fields = [
+        ("id", job["id"]), ("status", status(job)), ("model", job["model"]),
+        ("fine-tuned model", job["fine_tuned_model"]), ("training file", job["training_file"]),
+        ("validation file", job["validation_file"]), ("hyperparameters", hyper), ("step", progress(job)),
+        ("train loss", loss(metrics.get("train_loss"))), ("valid loss", loss(metrics.get("valid_loss"))),
+        ("created", when(job["created_at"])), ("estimated finish", when(job.get("estimated_finish"))),
+        ("finished", when(job["finished_at"])), ("attempt", job.get("attempt") or None),
+        ("error", f"{error['code']}: {error['message']}" if error else None),
+    ]  # fmt: skip
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for name, value in fields:
+        if value not in (None, ""):
+            grid.add_row(name, value if isinstance(value, Text) else str(value))
+    return grid
+
+
+def event_line(event: dict) -> Text:
+    style = {"warn": "yellow", "error": "red"}.get(event["level"], "")
+    clock = datetime.fromtimestamp(event["created_at"]).strftime("%H:%M:%S")
+    return Text.assemble((clock, "dim"), "  ", (event["message"], style))
+
+
+@dataclass
+class FollowView:
+    """A job as the event stream and the job object reveal it; rendered by rich's Live."""
+
+    job: dict
+    recent: deque = field(default_factory=lambda: deque(maxlen=6))
+    step: int = 0
+    total_steps: int | None = None
+    train_loss: float | None = None
+    valid_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        self.update_job(self.job)
+
+    def update_job(self, job: dict) -> None:
+        self.job = job
+        self.step = max(self.step, job["progress"]["step"])
+        self.total_steps = job["progress"]["total_steps"] or self.total_steps
+        metrics = job.get("metrics") or {}
+        self.train_loss = metrics.get("train_loss", self.train_loss)
+
+    def add_event(self, event: dict) -> None:
+        data = event.get("data") or {}
+        if event["type"] == "metrics":
+            self.step = data.get("step", self.step)
+            self.total_steps = data.get("total_steps") or self.total_steps
+            self.train_loss = data.get("train_loss", self.train_loss)
+            self.valid_loss = data.get("valid_loss", self.valid_loss)
+        else:  # step lines would crowd out the rest: the bar shows them
+            self.recent.append(event)
+
+    def eta(self, now: float | None = None) -> str:
+        finish = self.job.get("estimated_finish")
+        if self.job["status"] != "running" or not finish:
+            return ""
+        return duration(finish - (now or time.time()))
+
+    def __rich__(self) -> Group:
+        head = Text.assemble((self.job["id"], "bold"), "  ", status(self.job), "  ", self.job["model"])
+        total = self.total_steps or 0
+        numbers = [f"step {self.step}/{total or '?'}"]
+        if self.train_loss is not None:
+            numbers.append(f"loss {loss(self.train_loss)}")
+        if self.valid_loss is not None:
+            numbers.append(f"valid {loss(self.valid_loss)}")
+        if eta := self.eta():
+            numbers.append(f"ETA {eta}")
+        bar = Table.grid(padding=(0, 2))
+        bar.add_row(ProgressBar(total=total or None, completed=self.step, width=40), Text("  ".join(numbers)))
+        return Group(head, bar, *(event_line(event) for event in self.recent))

@@ -1,0 +1,233 @@
+"""The terminal client (`lmtune files|jobs|models`) against the real FastAPI app, in process.
+
+Jobs are arranged through the store as a worker would write them (claim, progress, checkpoint,
+events, finish), so no broker or trainer is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from lmtune import client_cli
+from lmtune.cli import main
+from lmtune.client import LmtuneClient
+from lmtune.download import ChecksumMismatch, download_folder, folder_path
+from lmtune.layout import DataLayout
+from lmtune.spec import parse_spec
+from lmtune.store import records
+from lmtune.store.database import Database
+from lmtune.store.jobs import claim_job, create_job, finish_attempt, record_progress
+from lmtune.store.keys import authenticate
+from tests.service.conftest import GOOD_FILE, api  # noqa: F401  (the app fixture)
+
+MODEL_BYTES = os.urandom(300_000)  # several 64 KiB chunks: an interruption lands mid-file
+FILES = {"model.safetensors": MODEL_BYTES, "config.json": b'{"model_type": "llama"}', "tokenizer/vocab.json": b"{}"}
+
+
+@dataclass
+class Server:
+    app: object
+    db: Database
+    data: DataLayout
+    owner: str
+    key: str
+    requests: list[httpx.Request]
+
+    def client(self, api_key: str | None = None) -> LmtuneClient:
+        """Bound to the app in process; every request it sends is kept in `requests`."""
+        http = TestClient(self.app)
+        http.event_hooks = {"request": [self.requests.append]}
+        return LmtuneClient("http://testserver/v1", api_key or self.key, http=http)
+
+    def lmtune(self, *args: str, key: str | None = None):
+        return CliRunner().invoke(main, list(args), env={"LMTUNE_API_KEY": key or self.key})
+
+    def finished_job(self, status: str = "succeeded", **fields) -> str:
+        """A job that ran 10 steps, kept a checkpoint at step 5 and wrote a final model."""
+        spec = parse_spec({"model": "lmtune-tiny", "training_file": "file-x", "hyperparameters": {"n_epochs": 2, "batch_size": 8}})
+        job_id = create_job(self.db, owner=self.owner, spec=spec.model_dump(mode="json"), queue="cpu").id
+        attempt = claim_job(self.db, job_id, "test-worker", lease_seconds=60, max_attempts=3)
+        records.add_event(self.db, job_id, "Fine-tuning job started (attempt 1)", attempt=attempt)
+        for step in (5, 10):
+            metrics = {"step": step, "total_steps": 10, "train_loss": 5.0 - step / 5, "valid_loss": 5.1 - step / 5, "tokens": 100 * step}
+            record_progress(self.db, job_id, attempt, metrics=metrics, estimated_finish=None)
+            records.add_event(self.db, job_id, f"Step {step}/10: training loss={metrics['train_loss']:.4f}", attempt=attempt,
+                              type="metrics", data=metrics, step=step)  # fmt: skip
+        run = self.data.job(job_id)
+        write_folder(run.checkpoints / "step-000005", {**FILES, "model.safetensors": MODEL_BYTES[::-1]})
+        records.add_checkpoint(self.db, job_id, attempt, step=5, path=self.data.relative(run.checkpoints / "step-000005"),
+                               metrics={"step": 5, "train_loss": 4.0})  # fmt: skip
+        if status == "succeeded":
+            write_folder(run.final, FILES)
+        records.add_event(self.db, job_id, f"The job ended: {status}", attempt=attempt)
+        finish_attempt(self.db, job_id, attempt, status, **fields)
+        return job_id
+
+
+def write_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """A folder as the trainer publishes it: the files and a manifest of their sizes and sha256."""
+    for relative, content in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(content)
+    entries = [{"path": p, "bytes": len(c), "sha256": hashlib.sha256(c).hexdigest()} for p, c in sorted(files.items())]
+    (folder / "manifest.json").write_text(json.dumps({"files": entries}, indent=2))
+
+
+@pytest.fixture
+def server(api, monkeypatch):  # noqa: F811
+    app = api.client.app
+    key = api.alice["Authorization"].split()[1]
+    running = Server(app, app.state.db, DataLayout(api.settings.data_dir), authenticate(app.state.db, key), key, [])
+    monkeypatch.setattr(client_cli, "make_client", lambda base_url, api_key: running.client(api_key))
+    return running
+
+
+class Interrupted(Exception):
+    """Stands for Ctrl-C or a dropped connection in the middle of a file."""
+
+
+def interrupt_after(chunks: int):
+    seen = []
+
+    def on_bytes(n: int) -> None:
+        seen.append(n)
+        if len(seen) == chunks:
+            raise Interrupted
+
+    return on_bytes
+
+
+def test_files_upload_and_list_print_a_table_or_the_servers_json(server, tmp_path):
+    (tmp_path / "train.jsonl").write_bytes(GOOD_FILE)
+    uploaded = server.lmtune("files", "upload", str(tmp_path / "train.jsonl"), "--json")
+    assert uploaded.exit_code == 0, uploaded.output
+    file = json.loads(uploaded.output)
+    assert file["object"] == "file" and file["examples"] == 12
+
+    listed = server.lmtune("files", "list")
+    assert listed.exit_code == 0
+    header, _, row = listed.output.splitlines()[:3]
+    assert header.split() == ["ID", "FILENAME", "BYTES", "EXAMPLES", "CREATED"]
+    assert row.split()[:4] == [file["id"], "train.jsonl", f"{len(GOOD_FILE):,}", "12"]
+    assert [f["id"] for f in json.loads(server.lmtune("files", "list", "--json").output)] == [file["id"]]
+
+
+def test_jobs_list_and_get_show_status_step_and_losses(server):
+    job_id = server.finished_job()
+    listed = server.lmtune("jobs", "list")
+    assert listed.exit_code == 0
+    row = next(line for line in listed.output.splitlines() if line.startswith(job_id))
+    assert row.split()[1:5] == ["succeeded", "lmtune-tiny", "10/10", "3.0000"]
+
+    details = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in server.lmtune("jobs", "get", job_id).output.splitlines())
+    assert details["status"] == "succeeded" and details["step"] == "10/10"
+    assert details["train loss"] == "3.0000" and details["valid loss"] == "3.1000"
+    assert json.loads(server.lmtune("jobs", "get", job_id, "--json").output)["progress"] == {"step": 10, "total_steps": 10}
+
+
+def test_a_server_error_is_one_line_and_a_non_zero_exit(server):
+    done = server.lmtune("jobs", "get", "ftjob-missing")
+    assert done.exit_code == 1
+    assert done.output == "Error: no fine-tuning job with id 'ftjob-missing'\n"
+
+
+def test_a_wrong_key_is_refused_with_where_the_key_came_from(server):
+    done = server.lmtune("models", "list", key="lmt-not-a-key")
+    assert done.exit_code == 1
+    assert "invalid API key (the key from --api-key/LMTUNE_API_KEY)" in done.output
+    assert "data folder" in done.output and "Traceback" not in done.output
+
+
+def test_an_unreachable_server_is_one_line_naming_it():
+    done = CliRunner().invoke(main, ["jobs", "list", "--base-url", "http://127.0.0.1:9/v1", "--api-key", "lmt-x"])
+    assert done.exit_code == 1
+    assert done.output.startswith("Error: cannot reach lmtune at http://127.0.0.1:9/v1")
+    assert len(done.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [("succeeded", 0), ("failed", 1), ("cancelled", 3)])
+def test_follow_replays_the_events_and_exits_by_how_the_job_ended(server, status, exit_code):
+    extra = {"error_code": "training_diverged", "error_message": "loss is NaN at step 10"} if status == "failed" else {}
+    job_id = server.finished_job(status, **extra)
+    done = server.lmtune("jobs", "follow", job_id)
+    assert done.exit_code == exit_code, done.output
+    lines = done.output.splitlines()
+    assert lines[0].endswith("Fine-tuning job started (attempt 1)")
+    assert lines[2].endswith("Step 10/10: training loss=3.0000")
+    assert lines[-1].startswith(status)
+    if status == "failed":
+        assert lines[-1] == "failed: training_diverged: loss is NaN at step 10"
+
+
+def test_download_fetches_every_file_verified_and_writes_the_manifest(server, tmp_path):
+    job_id = server.finished_job()
+    done = server.lmtune("jobs", "download", job_id, "--output", str(tmp_path / "model"))
+    assert done.exit_code == 0, done.output
+    for relative, content in FILES.items():
+        assert (tmp_path / "model" / relative).read_bytes() == content
+    assert not list((tmp_path / "model").rglob("*.part"))
+    server_manifest = server.data.job(job_id).final / "manifest.json"
+    assert json.loads((tmp_path / "model" / "manifest.json").read_text()) == json.loads(server_manifest.read_text())
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(server, tmp_path):
+    job_id = server.finished_job()
+    output = tmp_path / "model"
+    with pytest.raises(Interrupted):
+        download_folder(server.client(), folder_path(job_id, None), output, on_bytes=interrupt_after(2))
+    partial = output / "model.safetensors.part"
+    kept = partial.stat().st_size
+    assert 0 < kept < len(MODEL_BYTES) and not (output / "model.safetensors").exists()
+
+    server.requests.clear()
+    done = server.lmtune("jobs", "download", job_id, "--output", str(output))
+    assert done.exit_code == 0, done.output
+    assert f"resumed model.safetensors from byte {kept:,}" in done.output
+    ranges = [r.headers.get("range") for r in server.requests if r.url.path.endswith("/model.safetensors")]
+    assert ranges == [f"bytes={kept}-"]
+    assert (output / "model.safetensors").read_bytes() == MODEL_BYTES and not partial.exists()
+
+
+def test_a_corrupt_partial_file_fails_the_hash_check_and_is_fetched_again(server, tmp_path):
+    job_id = server.finished_job()
+    output = tmp_path / "model"
+    output.mkdir()
+    (output / "model.safetensors.part").write_bytes(b"\0" * 70_000)  # not the server's first bytes
+
+    done = server.lmtune("jobs", "download", job_id, "--output", str(output))
+    assert done.exit_code == 1
+    assert "model.safetensors: sha256" in done.output and "does not match" in done.output
+    assert not (output / "model.safetensors").exists() and not (output / "model.safetensors.part").exists()
+    assert not (output / "manifest.json").exists()  # the folder is not marked complete
+
+    again = server.lmtune("jobs", "download", job_id, "--output", str(output))
+    assert again.exit_code == 0, again.output
+    assert (output / "model.safetensors").read_bytes() == MODEL_BYTES
+
+
+def test_a_checkpoint_is_downloaded_by_step_and_a_missing_step_names_those_kept(server, tmp_path):
+    job_id = server.finished_job()
+    done = server.lmtune("jobs", "download", job_id, "--step", "5", "--output", str(tmp_path / "ckpt"))
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == MODEL_BYTES[::-1]
+
+    missing = server.lmtune("jobs", "download", job_id, "--step", "7", "--output", str(tmp_path / "other"))
+    assert missing.exit_code == 1
+    assert f"job {job_id} has no checkpoint at step 7 (checkpoints kept: 5)" in missing.output
+
+
+def test_a_file_changed_on_the_server_is_refused(server, tmp_path):
+    job_id = server.finished_job()
+    (server.data.job(job_id).final / "config.json").write_bytes(b'{"model_type": "other"}')
+    with pytest.raises(ChecksumMismatch, match="config.json: sha256"):
+        download_folder(server.client(), folder_path(job_id, None), tmp_path / "model")
