@@ -1,7 +1,7 @@
 import pytest
 from sqlalchemy import select
 
-from lmtune.store.keys import authenticate, create_key
+from lmtune.store.keys import authenticate, create_key, list_keys, revoke_key
 from lmtune.store.models import ApiKey
 from tests.helpers import BOTH_DATABASES
 
@@ -15,3 +15,13 @@ def test_a_key_authenticates_and_only_its_hash_is_stored(db):
     with db.session() as session:
         stored = session.scalar(select(ApiKey))
     assert secret not in (stored.hashed, stored.id, stored.name)
+
+
+def test_a_revoked_key_no_longer_authenticates_and_leaves_the_list(db):
+    kept, _ = create_key(db, "kept")
+    gone, secret = create_key(db, "gone")
+    assert [(key.id, key.name) for key in list_keys(db)] == [(kept, "kept"), (gone, "gone")]
+    assert revoke_key(db, gone) is True
+    assert authenticate(db, secret) is None
+    assert [key.id for key in list_keys(db)] == [kept]
+    assert revoke_key(db, gone) is False

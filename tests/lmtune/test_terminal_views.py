@@ -1,0 +1,48 @@
+"""The live view of a job, rendered as the terminal would show it."""
+
+import time
+
+from rich.console import Console
+
+from lmtune.terminal_views import FollowView
+
+
+def job(**changes) -> dict:
+    base = {"id": "ftjob-1", "status": "running", "model": "lmtune-tiny", "progress": {"step": 3, "total_steps": 20},
+            "metrics": {"train_loss": 4.5}, "estimated_finish": None, "queue_position": None}  # fmt: skip
+    return {**base, **changes}
+
+
+def screen(view: FollowView) -> str:
+    console = Console(record=True, width=100, force_terminal=False)
+    console.print(view)
+    return console.export_text()
+
+
+def event(message: str, type: str = "message", data: dict | None = None, level: str = "info") -> dict:
+    return {"id": f"ftevent-{message}", "created_at": 0, "level": level, "message": message, "type": type, "data": data}
+
+
+def test_the_view_shows_step_losses_eta_and_the_latest_messages():
+    view = FollowView(job(estimated_finish=int(time.time()) + 95))
+    view.add_event(event("Fine-tuning job started (attempt 1)"))
+    view.add_event(event("Step 7/20: training loss=3.2500", "metrics", {"step": 7, "total_steps": 20, "train_loss": 3.25, "valid_loss": 3.5}))
+    view.add_event(event("Checkpoint created at step 5"))
+    lines = screen(view).splitlines()
+    assert lines[0].split() == ["ftjob-1", "running", "lmtune-tiny"]
+    assert "step 7/20  loss 3.2500  valid 3.5000  ETA 0:01:3" in lines[1]  # 94 or 95 s left
+    assert [line.split("  ", 1)[1] for line in lines[2:4]] == ["Fine-tuning job started (attempt 1)", "Checkpoint created at step 5"]
+
+
+def test_a_queued_job_shows_its_place_and_no_eta():
+    view = FollowView(job(status="queued", queue_position=2, progress={"step": 0, "total_steps": None}, metrics=None))
+    lines = screen(view).splitlines()
+    assert lines[0].split()[1:3] == ["queued", "(#2)"]
+    assert lines[1].strip().endswith("step 0/?")
+
+
+def test_only_the_newest_messages_are_kept():
+    view = FollowView(job())
+    for number in range(10):
+        view.add_event(event(f"message {number}"))
+    assert [line.split("  ", 1)[1] for line in screen(view).splitlines()[2:]] == [f"message {n}" for n in range(4, 10)]
