@@ -7,7 +7,6 @@ becomes one too, so a caller shows one line and never a traceback.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,12 +23,6 @@ class ApiError(Exception):
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
         super().__init__(message)
         self.message, self.status, self.code = message, status, code
-
-
-@dataclass
-class Listing:
-    data: list[dict]
-    has_more: bool
 
 
 class LmtuneClient:
@@ -90,9 +83,9 @@ class LmtuneClient:
     def create_job(self, body: dict) -> dict:
         return self.json("POST", "/fine_tuning/jobs", json=body)
 
-    def list_jobs(self, limit: int = 20) -> Listing:
-        page = self.json("GET", "/fine_tuning/jobs", params={"limit": limit})
-        return Listing(page["data"], page["has_more"])
+    def list_jobs(self, limit: int = 20) -> list[dict]:
+        """The newest `limit` jobs."""
+        return self.json("GET", "/fine_tuning/jobs", params={"limit": limit})["data"]
 
     def get_job(self, job_id: str) -> dict:
         return self.json("GET", f"/fine_tuning/jobs/{job_id}")

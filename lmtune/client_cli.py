@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.text import Text
 
 from lmtune import terminal_views as views
 from lmtune.client import DEFAULT_BASE_URL, ApiError, LmtuneClient
@@ -170,8 +171,7 @@ def _file_id(ctx: Context, given: str) -> str:
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
 def jobs_list(ctx: Context, limit: int) -> None:
     """Your jobs, newest first."""
-    listing = ctx.client.list_jobs(limit)
-    ctx.show(listing.data, lambda rows: views.table(rows, views.JOB_COLUMNS))
+    ctx.show(ctx.client.list_jobs(limit), lambda rows: views.table(rows, views.JOB_COLUMNS))
 
 
 @client_command(jobs, "get")
@@ -208,6 +208,8 @@ def _follow(ctx: Context, job: dict) -> int:
     view = views.FollowView(job)
     live = ctx.console.is_terminal and not ctx.as_json
     seen: set[str] = set()
+    if not live and not ctx.as_json:
+        ctx.console.print(Text(f"{job['id']}  {job['model']}"))
     with Live(view, console=ctx.console, refresh_per_second=4) if live else nullcontext():
         retries, refreshed = 0, time.monotonic()
         while True:
@@ -239,14 +241,16 @@ def _follow(ctx: Context, job: dict) -> int:
 
 
 def _summarise(console: Console, job: dict) -> None:
+    # Text, not markup: messages may hold brackets
     if job["status"] == "succeeded":
-        console.print(f"[green]succeeded[/]: {job['trained_tokens']} tokens trained; model {job['fine_tuned_model']}; "
-                      f"download it with: lmtune jobs download {job['id']} --output DIR")  # fmt: skip
+        detail = (f": {job['trained_tokens']} tokens trained; model {job['fine_tuned_model']}; "
+                  f"download it with: lmtune jobs download {job['id']} --output DIR")  # fmt: skip
     elif job["status"] == "failed":
         error = job.get("error") or {}
-        console.print(f"[red]failed[/]: {error.get('code')}: {error.get('message')}")
+        detail = f": {error.get('code')}: {error.get('message')}"
     else:
-        console.print(f"[yellow]{job['status']}[/] at step {job['progress']['step']}")
+        detail = f" at step {job['progress']['step']}"
+    console.print(Text.assemble(views.status(job), detail))
 
 
 @client_command(jobs, "checkpoints")
@@ -270,7 +274,7 @@ def jobs_download(ctx: Context, job_id: str, checkpoint_id: str | None, step: in
         checkpoint_id = _checkpoint_at(ctx, job_id, step)
     columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=ctx.as_json) as bar:
-        task = bar.add_task("download", total=None)
+        task = bar.add_task(str(output), total=None)
         results = download_folder(
             ctx.client, folder_path(job_id, checkpoint_id), output,
             on_start=lambda total, done: bar.update(task, total=total, completed=done),

@@ -162,8 +162,9 @@ def test_follow_replays_the_events_and_exits_by_how_the_job_ended(server, status
     done = server.lmtune("jobs", "follow", job_id)
     assert done.exit_code == exit_code, done.output
     lines = done.output.splitlines()
-    assert lines[0].endswith("Fine-tuning job started (attempt 1)")
-    assert lines[2].endswith("Step 10/10: training loss=3.0000")
+    assert lines[0] == f"{job_id}  lmtune-tiny"
+    assert lines[1].endswith("Fine-tuning job started (attempt 1)")
+    assert lines[3].endswith("Step 10/10: training loss=3.0000")
     assert lines[-1].startswith(status)
     if status == "failed":
         assert lines[-1] == "failed: training_diverged: loss is NaN at step 10"
