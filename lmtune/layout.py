@@ -102,6 +102,7 @@ class DataLayout:
         jobs/<job-id>/trainer.log   the trainer's output
         models/<name>/              built-in catalogue models, made on first use
         lmtune.db, broker.sqlite    SQLite store and embedded broker, when no DATABASE_URL/REDIS_URL
+        api-key                     the local key's secret (lmtune.local_key), mode 0600
     """
 
     root: Path
