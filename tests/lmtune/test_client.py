@@ -122,6 +122,28 @@ def test_files_upload_and_list_print_a_table_or_the_servers_json(server, tmp_pat
     assert [f["id"] for f in json.loads(server.lmtune("files", "list", "--json").output)] == [file["id"]]
 
 
+def test_jobs_create_uploads_local_files_and_sends_every_setting(server, api, tmp_path):  # noqa: F811
+    (tmp_path / "train.jsonl").write_bytes(GOOD_FILE)
+    done = server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", str(tmp_path / "train.jsonl"),
+                         "--validation-file", str(tmp_path / "train.jsonl"), "--epochs", "3", "--batch-size", "8",
+                         "--learning-rate", "3e-3", "--lora-r", "4", "--packing", "--suffix", "demo", "--json")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    job = json.loads(done.output[done.output.index("{"):])
+    assert api.queue.sent == [job["id"]]
+    assert (job["hyperparameters"]["n_epochs"], job["hyperparameters"]["batch_size"]) == (3, 8)
+    assert job["training"]["learning_rate"] == 3e-3 and job["training"]["lora"]["r"] == 4 and job["training"]["packing"]
+    assert job["user_provided_suffix"] == "demo"
+    assert job["training_file"] != job["validation_file"] and job["training_file"].startswith("file-")  # two uploads
+
+    again = server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", job["training_file"])
+    assert again.exit_code == 0, again.output
+    assert f"follow it with: lmtune jobs follow {api.queue.sent[-1]}" in again.output
+
+    missing = server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", "nope.jsonl")
+    assert missing.exit_code == 1
+    assert "nope.jsonl: no such local file, and not a file id" in missing.output
+
+
 def test_jobs_list_and_get_show_status_step_and_losses(server):
     job_id = server.finished_job()
     listed = server.lmtune("jobs", "list")
