@@ -22,7 +22,7 @@ from lmtune.download import download_folder, folder_path
 from lmtune.local_key import read_local_key
 from lmtune.sample_data import chat_examples, write_jsonl
 from tests.deployment import wait_until_listening
-from tests.waiting import wait_while_progressing
+from tests.waiting import wait_for_exit, wait_while_progressing, working
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,25 +34,22 @@ class Live:
     env: dict
     base_url: str
     log: Path
+    pid: int  # of `lmtune up`
 
     def lmtune(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "lmtune.cli", *args], env=self.env, cwd=self.root,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
-
-    def follow(self, *args: str) -> tuple[int, str, str]:
-        """A long-running `lmtune` command, waited for as long as its output keeps growing."""
-        out, err = self.root / "follow.out", self.root / "follow.err"
+        """`lmtune ARGS`, waited for as long as it, or the server and its trainer, keep working."""
+        out, err = self.root / "command.out", self.root / "command.err"
         with out.open("w") as stdout, err.open("w") as stderr:
             process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", *args], env=self.env, cwd=self.root,
                                        stdout=stdout, stderr=stderr)  # fmt: skip
             try:
-                wait_while_progressing(lambda: (process.poll(), out.stat().st_size), lambda state: state[0] is not None,
-                                       what="the end of `lmtune jobs create --follow`",
+                wait_while_progressing(process.poll, lambda code: code is not None, what=f"the end of `lmtune {' '.join(args)}`",
+                                       progress=lambda _: (out.stat().st_size, working(process.pid, self.pid)),
                                        diagnose=lambda: self.log.read_text()[-3000:])  # fmt: skip
             finally:
                 if process.poll() is None:
                     process.kill()
-        return process.returncode, out.read_text(), err.read_text()
+        return subprocess.CompletedProcess(args, process.returncode, out.read_text(), err.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +66,11 @@ def live(tmp_path_factory):
                               stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         wait_until_listening(port, up)
-        yield Live(root, root / "data", {**env, "LMTUNE_BASE_URL": f"http://127.0.0.1:{port}/v1"}, f"http://127.0.0.1:{port}/v1", log)
+        base_url = f"http://127.0.0.1:{port}/v1"
+        yield Live(root, root / "data", {**env, "LMTUNE_BASE_URL": base_url}, base_url, log, up.pid)
     finally:
         os.killpg(up.pid, signal.SIGTERM)
-        up.wait(timeout=60)
+        wait_for_exit(up, "`lmtune up` to stop")
 
 
 def test_up_prints_the_dashboard_url_with_the_key_it_saved_for_its_owner_only(live):
@@ -85,12 +83,12 @@ def test_up_prints_the_dashboard_url_with_the_key_it_saved_for_its_owner_only(li
 
 def test_create_follow_ends_0_and_an_interrupted_download_resumes_verified(live):
     write_jsonl(chat_examples(24, seed=4), live.root / "train.jsonl")
-    code, out, err = live.follow("jobs", "create", "--model", "lmtune-tiny", "--training-file", "train.jsonl",
-                                 "--epochs", "2", "--batch-size", "8", "--learning-rate", "3e-3", "--follow")  # fmt: skip
-    assert code == 0, out + err
-    lines = out.splitlines()
+    followed = live.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", "train.jsonl",
+                           "--epochs", "2", "--batch-size", "8", "--learning-rate", "3e-3", "--follow")  # fmt: skip
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    lines = followed.stdout.splitlines()
     job_id = lines[0].split()[0]
-    assert "uploaded train.jsonl as file-" in err
+    assert "uploaded train.jsonl as file-" in followed.stderr
     assert any(re.search(r"Step 6/6: training loss=\d", line) for line in lines)
     assert lines[-1].startswith("succeeded") and f"lmtune jobs download {job_id}" in lines[-1]
 
