@@ -181,14 +181,12 @@ def jobs_get(ctx: Context, job_id: str) -> None:
     ctx.show(ctx.client.get_job(job_id), views.job_details)
 
 
-def _job_action(action: str, help: str):
-    @client_command(jobs, action)
-    @click.argument("job_id")
+def _job_action(action: str, help: str) -> click.Command:
     def command(ctx: Context, job_id: str) -> None:
         ctx.show(ctx.client.job_action(job_id, action), views.job_details)
 
-    command.help = help
-    return command
+    command.__doc__ = help
+    return client_command(jobs, action)(click.argument("job_id")(command))
 
 
 jobs_cancel = _job_action("cancel", "Cancel a job (a running trainer is stopped within seconds).")

@@ -144,6 +144,19 @@ def test_jobs_create_uploads_local_files_and_sends_every_setting(server, api, tm
     assert "nope.jsonl: no such local file, and not a file id" in missing.output
 
 
+def test_cancel_acts_on_the_job_and_a_wrong_state_is_one_line(server, api, tmp_path):  # noqa: F811
+    (tmp_path / "train.jsonl").write_bytes(GOOD_FILE)
+    created = server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", str(tmp_path / "train.jsonl"))
+    assert created.exit_code == 0, created.output
+    job_id = api.queue.sent[-1]
+
+    cancelled = server.lmtune("jobs", "cancel", job_id, "--json")
+    assert cancelled.exit_code == 0 and json.loads(cancelled.output)["status"] == "cancelled"
+    again = server.lmtune("jobs", "pause", job_id)
+    assert again.exit_code == 1
+    assert again.output == f"Error: cannot pause job {job_id}: it is cancelled\n"
+
+
 def test_jobs_list_and_get_show_status_step_and_losses(server):
     job_id = server.finished_job()
     listed = server.lmtune("jobs", "list")
