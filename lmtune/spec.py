@@ -33,8 +33,9 @@ class SpecError(ValueError):
     """A job spec that cannot be used; the message names each bad field."""
 
 
-def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool = False):
-    """A validator for fields that take "auto" or a number in a range, with a message that says so."""
+def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool = False) -> Any:
+    """The type of a field that takes "auto" or a number in a range: its message says so, and the
+    OpenAPI schema shows the range."""
     bounds = f"{'above' if low_exclusive else 'from'} {low} {'up ' if low_exclusive else ''}to {high}"
     expected = f'"auto" or {"an integer" if kind is int else "a number"} {bounds}'
 
@@ -48,14 +49,13 @@ def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool 
             raise ValueError(f"must be {expected}, got {quote(value)}")
         return kind(value)
 
-    return BeforeValidator(check)
+    number = Annotated[kind, Field(gt=low, le=high) if low_exclusive else Field(ge=low, le=high)]
+    return Annotated[number | Literal["auto"], BeforeValidator(check)]
 
 
-Epochs = Annotated[int | Literal["auto"], _auto_or_number(int, 1, 50)]
-BatchSize = Annotated[int | Literal["auto"], _auto_or_number(int, 1, MAX_BATCH_SIZE)]
-LrMultiplier = Annotated[
-    float | Literal["auto"], _auto_or_number(float, 0, 10, low_exclusive=True)
-]
+Epochs = _auto_or_number(int, 1, 50)
+BatchSize = _auto_or_number(int, 1, MAX_BATCH_SIZE)
+LrMultiplier = _auto_or_number(float, 0, 10, low_exclusive=True)
 
 
 def at_most_items(limit: int):
@@ -96,7 +96,8 @@ class LoraSettings(_Strict):
     alpha: float = Field(16, gt=0, le=4096, allow_inf_nan=False)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: Annotated[
-        Literal["all-linear"] | list[ModuleName], at_most_items(MAX_TARGET_MODULES),
+        Literal["all-linear"] | Annotated[list[ModuleName], Field(max_length=MAX_TARGET_MODULES)],
+        at_most_items(MAX_TARGET_MODULES),
         Field(description=f"\"all-linear\" or up to {MAX_TARGET_MODULES} module names (suffixes such as q_proj); "
               "a name that matches no module of the model fails the job at start"),
     ] = "all-linear"  # fmt: skip

@@ -55,6 +55,8 @@ class Method(BaseModel):
     supervised: SupervisedMethod | None = None
 
 
+MetadataKey = Annotated[str, Field(max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
 SUFFIX_CHARACTERS = "letters, digits, '.', '_' and '-'"
 SUFFIX_PATTERN = r"^[A-Za-z0-9._-]*$"
 
@@ -79,18 +81,11 @@ class JobCreate(BaseModel):
         None, max_length=64, json_schema_extra={"pattern": SUFFIX_PATTERN},
         description=f"Part of the fine-tuned model's name: up to 64 {SUFFIX_CHARACTERS}")  # fmt: skip
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: Annotated[dict[str, str] | None, at_most_items(16)] = Field(
-        None, description="Up to 16 pairs; keys up to 64 characters, values up to 512")
+    metadata: Annotated[dict[MetadataKey, MetadataValue] | None, at_most_items(16)] = Field(
+        None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512")
     integrations: Annotated[list[dict] | None, at_most_items(16)] = None
     training: TrainingSettings = TrainingSettings()
     gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_limits(cls, value: dict[str, str] | None):
-        if value is not None and any(len(k) > 64 or len(v) > 512 for k, v in value.items()):
-            raise ValueError("at most 16 pairs, keys up to 64 characters and values up to 512")
-        return value
 
     @field_validator("integrations")
     @classmethod
