@@ -75,6 +75,8 @@ MAX_TARGET_MODULES = 64
 MAX_MODULE_NAME = 128
 MAX_SEQ_LENGTH = 131_072
 MAX_PATH_CHARS = 4096
+# far past any useful rate (AdamW: 1e-6..1e-2); rates below it that diverge fail as training_diverged
+MAX_LEARNING_RATE = 1e5
 ModuleName = Annotated[str, Field(min_length=1, max_length=MAX_MODULE_NAME)]
 
 
@@ -106,7 +108,7 @@ class LoraSettings(_Strict):
 class TrainingSettings(_Strict):
     """lmtune's own settings, all optional."""
 
-    learning_rate: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)
     """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier. A rate that
     diverges stops the run at the step where the loss or gradient stops being finite."""
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"

@@ -156,7 +156,7 @@ def test_a_job_body_no_parser_can_take_is_a_400(api, content):
         ({"eval_every_steps": 10**12}, "training.eval_every_steps", "less than or equal to 1000000"),
         ({"eval_sample_size": 10**9}, "training.eval_sample_size", "less than or equal to 100000"),
         ({"max_seq_length": 1_048_576}, "training.max_seq_length", "less than or equal to 131072"),
-        ({"learning_rate": 1e6}, "training.learning_rate", "less than or equal to 1"),
+        ({"learning_rate": 1e9}, "training.learning_rate", "less than or equal to 100000"),
         ({"max_grad_norm": 1e300}, "training.max_grad_norm", "less than or equal to 10000"),
         ({"lora": {"alpha": 1e12}}, "training.lora.alpha", "less than or equal to 4096"),
         ({"lora": {"r": 10**6}}, "training.lora.r", "less than or equal to 1024"),
