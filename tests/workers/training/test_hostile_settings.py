@@ -46,4 +46,6 @@ def test_saved_lora_files_name_the_base_model_by_its_name_not_its_folder(make_sp
     for folder in [result.final_dir, *(tmp_path / "run" / "checkpoints").iterdir()]:
         for path in folder.rglob("*"):
             if path.is_file():
-                assert str(tiny_model).encode() not in path.read_bytes(), path
+                content = path.read_bytes()
+                # neither the model's folder nor the run folder or the data files (all under tmp_path)
+                assert str(tiny_model).encode() not in content and str(tmp_path).encode() not in content, path
