@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from lmtune.problems import quote
 from lmtune.services import RequestError
 from lmtune.spec import describe_errors, error_location
 
@@ -39,7 +40,7 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 def not_found(what: str, object_id: str) -> RequestError:
     # also for objects of other keys: never reveal that they exist
-    return RequestError(404, f"no {what} with id {object_id!r}", code=f"{what.replace(' ', '_')}_not_found")
+    return RequestError(404, f"no {what} with id {quote(object_id)}", code=f"{what.replace(' ', '_')}_not_found")
 
 
 def documented(*statuses: int) -> dict:
