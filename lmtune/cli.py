@@ -13,6 +13,7 @@ from lmtune.client_cli import GROUPS as CLIENT_GROUPS
 from lmtune.launcher import Supervisor, launch
 from lmtune.layout import EXIT_PAUSED, RunLayout
 from lmtune.settings import Settings, SettingsError, load_settings
+from lmtune.problems import replace_paths
 from lmtune.spec import SpecError, load_spec
 
 
@@ -25,14 +26,15 @@ def main() -> None:
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False))
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Run folder; an existing one is resumed.")
 @click.option("--num-processes", default=1, show_default=True, type=click.IntRange(1), help="Data-parallel processes (one per GPU).")
-def train(spec_path: str, output_dir: str, num_processes: int) -> None:
+@click.option("--model-name", default=None, help="What to call the model in messages and saved files (default: the spec's model).")
+def train(spec_path: str, output_dir: str, num_processes: int, model_name: str | None) -> None:
     """Train the job in SPEC (YAML or JSON) and write the run to --output."""
     try:
         spec = load_spec(spec_path)
     except SpecError as error:
         raise click.ClickException(f"bad spec {spec_path}:\n{error}") from None
     if num_processes > 1:
-        sys.exit(_launch_processes(spec_path, output_dir, num_processes))
+        sys.exit(_launch_processes(spec_path, output_dir, num_processes, model_name))
 
     from workers.training.errors import TrainingError, TrainingPaused
     from workers.training.loop import train as run_training
@@ -40,16 +42,18 @@ def train(spec_path: str, output_dir: str, num_processes: int) -> None:
 
     try:
         with ProgressBar(enabled=_is_main_process()) as bar:
-            result = run_training(spec, output_dir, observer=bar)
+            result = run_training(spec, output_dir, observer=bar, model_name=model_name)
     except TrainingPaused as paused:
         click.echo(f"paused at step {paused.step}; run the same command again to resume", err=True)
         sys.exit(EXIT_PAUSED)
     except (TrainingError, SpecError) as error:
-        _record_error(output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error))
+        _record_error(output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error), getattr(error, "param", None))
         raise click.ClickException(str(error)) from None
     except Exception as error:
         if type(error).__name__ != "OutOfMemoryError":
-            _record_error(output_dir, "internal_error", f"{type(error).__name__}: {error}")
+            paths = {spec.model: model_name or spec.model, spec.training_file: "training_file",
+                     spec.validation_file or "": "validation_file", str(Path(output_dir).resolve()): "the run folder"}  # fmt: skip
+            _record_error(output_dir, "internal_error", f"{type(error).__name__}: {replace_paths(str(error), paths)[:500]}")
             raise  # a bug: the traceback goes to the log
         message = (
             "out of memory; lower hyperparameters.batch_size or training.max_seq_length, or set "
@@ -70,23 +74,24 @@ def _settings() -> Settings:
         raise click.ClickException(f"bad settings in the environment:\n{error}") from None
 
 
-def _record_error(output_dir: str, code: str, message: str) -> None:
-    """For the worker, which reports the failure to the user with this code."""
+def _record_error(output_dir: str, code: str, message: str, param: str | None = None) -> None:
+    """For the worker, which reports the failure to the user with this code (and the field to change)."""
     if _is_main_process():
         path = RunLayout(Path(output_dir)).error
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"code": code, "message": message}))
+        path.write_text(json.dumps({"code": code, "message": message, "param": param}))
 
 
 def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _launch_processes(spec_path: str, output_dir: str, num_processes: int) -> int:
+def _launch_processes(spec_path: str, output_dir: str, num_processes: int, model_name: str | None) -> int:
     """N copies of this command, one per rank; Accelerate reads the process group from the env."""
     import torch
 
     command = [sys.executable, "-m", "lmtune.cli", "train", spec_path, "--output", output_dir]
+    command += ["--model-name", model_name] if model_name else []
     return launch(command, num_processes, paused_status=EXIT_PAUSED, use_cpu=not torch.cuda.is_available())
 
 

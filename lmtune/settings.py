@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     pause_grace_seconds: float = Field(300, ge=0, le=86400, description="LMTUNE_PAUSE_GRACE_SECONDS: time to write the pause checkpoint")
     visibility_timeout: int = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600,
                                     description="LMTUNE_VISIBILITY_TIMEOUT: longer than the longest job")  # fmt: skip
+    upload_validations: int = Field(2, ge=1, le=64, description="LMTUNE_UPLOAD_VALIDATIONS: uploads validated at "
+                                    "once (each a thread); more wait, and past 4x this many uploads get 429")  # fmt: skip
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

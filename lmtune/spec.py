@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from lmtune.problems import quote, summarize
+
 # What "auto" resolves to; see `resolve_hyperparameters` and README.md.
 AUTO_EPOCHS = 3
 AUTO_MIN_EXAMPLES_SEEN = 100
@@ -23,14 +25,17 @@ AUTO_BATCH_FRACTION = 0.002
 MAX_BATCH_SIZE = 256
 BASE_LEARNING_RATE_FULL = 2e-5
 BASE_LEARNING_RATE_LORA = 2e-4
+MESSAGE_CHARS = 300  # of one field's problem: a pydantic message never quotes a whole value
+LOCATION_PART_CHARS = 64  # of each part of a field's path (an unknown key is a client's text)
 
 
 class SpecError(ValueError):
     """A job spec that cannot be used; the message names each bad field."""
 
 
-def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool = False):
-    """A validator for fields that take "auto" or a number in a range, with a message that says so."""
+def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool = False) -> Any:
+    """The type of a field that takes "auto" or a number in a range: its message says so, and the
+    OpenAPI schema shows the range."""
     bounds = f"{'above' if low_exclusive else 'from'} {low} {'up ' if low_exclusive else ''}to {high}"
     expected = f'"auto" or {"an integer" if kind is int else "a number"} {bounds}'
 
@@ -38,22 +43,41 @@ def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool 
         if value == "auto":
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be {expected}, got {value!r}")
-        if kind is int and value != int(value):
-            raise ValueError(f"must be {expected}, got {value!r}")
+            raise ValueError(f"must be {expected}, got {quote(value)}")
         too_low = value <= low if low_exclusive else value < low
-        if too_low or value > high or not math.isfinite(value):
-            raise ValueError(f"must be {expected}, got {value!r}")
+        if too_low or value > high or not math.isfinite(value) or (kind is int and value != int(value)):
+            raise ValueError(f"must be {expected}, got {quote(value)}")
         return kind(value)
+
+    number = Annotated[kind, Field(gt=low, le=high) if low_exclusive else Field(ge=low, le=high)]
+    return Annotated[number | Literal["auto"], BeforeValidator(check)]
+
+
+Epochs = _auto_or_number(int, 1, 50)
+BatchSize = _auto_or_number(int, 1, MAX_BATCH_SIZE)
+LrMultiplier = _auto_or_number(float, 0, 10, low_exclusive=True)
+
+
+def at_most_items(limit: int):
+    """A list or mapping of at most `limit` items, refused before any item is validated (a body
+    of a million items costs one length check, not a million errors)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, (list, dict)) and len(value) > limit:
+            raise ValueError(f"at most {limit} items are allowed, got {len(value):,}")
+        return value
 
     return BeforeValidator(check)
 
 
-Epochs = Annotated[int | Literal["auto"], _auto_or_number(int, 1, 50)]
-BatchSize = Annotated[int | Literal["auto"], _auto_or_number(int, 1, MAX_BATCH_SIZE)]
-LrMultiplier = Annotated[
-    float | Literal["auto"], _auto_or_number(float, 0, 10, low_exclusive=True)
-]
+# Upper bounds no real job needs to pass; they keep a hostile body from asking for absurd work.
+MAX_TARGET_MODULES = 64
+MAX_MODULE_NAME = 128
+MAX_SEQ_LENGTH = 131_072
+MAX_PATH_CHARS = 4096
+# far past any useful rate (AdamW: 1e-6..1e-2); rates below it that diverge fail as training_diverged
+MAX_LEARNING_RATE = 1e5
+ModuleName = Annotated[str, Field(min_length=1, max_length=MAX_MODULE_NAME)]
 
 
 class _Strict(BaseModel):
@@ -71,31 +95,37 @@ class Hyperparameters(_Strict):
 
 class LoraSettings(_Strict):
     r: int = Field(8, ge=1, le=1024)
-    alpha: float = Field(16, gt=0)
+    alpha: float = Field(16, gt=0, le=4096, allow_inf_nan=False)
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    target_modules: Annotated[
+        Literal["all-linear"] | Annotated[list[ModuleName], Field(max_length=MAX_TARGET_MODULES)],
+        at_most_items(MAX_TARGET_MODULES),
+        Field(description=f"\"all-linear\" or up to {MAX_TARGET_MODULES} module names (suffixes such as q_proj); "
+              "a name that matches no module of the model fails the job at start"),
+    ] = "all-linear"  # fmt: skip
 
 
 class TrainingSettings(_Strict):
     """lmtune's own settings, all optional."""
 
-    learning_rate: float | None = Field(None, gt=0, allow_inf_nan=False)
-    """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier. No upper bound:
-    a rate that diverges stops the run at the step where the loss or gradient stops being finite."""
+    learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)
+    """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier. A rate that
+    diverges stops the run at the step where the loss or gradient stops being finite."""
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
-    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0, le=1e4, allow_inf_nan=False)
     """Clip the global gradient norm to this; null turns clipping off (the norm is still logged)."""
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
-    max_seq_length: int = Field(512, ge=8, le=1_048_576)
+    max_seq_length: int = Field(512, ge=8, le=MAX_SEQ_LENGTH)
+    """Also checked against the model's context length when the job starts."""
     shuffle: bool = True
-    max_steps: int | None = Field(None, ge=1)
-    eval_every_steps: int = Field(10, ge=1)
-    eval_sample_size: int = Field(64, ge=1)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    eval_every_steps: int = Field(10, ge=1, le=1_000_000)
+    eval_sample_size: int = Field(64, ge=1, le=100_000)
     """How many validation examples the periodic `valid_loss` is measured on (a fixed sample)."""
-    checkpoint_every_steps: int = Field(50, ge=1)
-    keep_checkpoints: int = Field(3, ge=1)
+    checkpoint_every_steps: int = Field(50, ge=1, le=1_000_000)
+    keep_checkpoints: int = Field(3, ge=1, le=100)
     packing: bool = False
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
@@ -103,10 +133,10 @@ class TrainingSettings(_Strict):
 
 
 class JobSpec(_Strict):
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
     """A hub id or a local folder (the API maps catalogue names to these)."""
-    training_file: str = Field(min_length=1)
-    validation_file: str | None = None
+    training_file: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
+    validation_file: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     hyperparameters: Hyperparameters = Hyperparameters()
     training: TrainingSettings = TrainingSettings()
@@ -128,20 +158,23 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 def describe_errors(errors: list[dict]) -> str:
-    """One line per bad field: `hyperparameters.n_epochs: must be ... got 0`."""
+    """One line per bad field, `hyperparameters.n_epochs: must be ... got 0`: the first few, then
+    how many more."""
     lines = []
     for item in errors:
         where = error_location(item)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field; remove it or check its spelling"
-        lines.append(f"{where or 'spec'}: {message}")
-    return "\n".join(dict.fromkeys(lines))
+        lines.append(f"{where or 'spec'}: {message[:MESSAGE_CHARS]}")
+    return summarize(list(dict.fromkeys(lines)))
 
 
 def error_location(item: dict) -> str:
     """The field path a user wrote, without pydantic's union branches or FastAPI's `body`/`query`."""
-    return ".".join(str(part) for part in item["loc"] if not _is_union_branch(part) and part not in ("body", "query", "path"))
+    parts = [str(part)[:LOCATION_PART_CHARS] for part in item["loc"]
+             if not _is_union_branch(part) and part not in ("body", "query", "path")]  # fmt: skip
+    return ".".join(parts)
 
 
 def _is_union_branch(part: Any) -> bool:

@@ -4,7 +4,8 @@ Three row shapes are accepted (docs/api.md, "Training files"):
   chat:              {"messages": [{"role": ..., "content": ..., "weight": 0|1}, ...]}
   prompt/completion: {"prompt": "...", "completion": "..."}
   text:              {"text": "..."}
-Every error names its line, so a user can fix the file in one pass.
+Every error names its line, so a user can fix the file in one pass. A file is read as a stream, one
+line (at most MAX_LINE_BYTES) at a time: checking a file of any size holds one line in memory.
 """
 
 from __future__ import annotations
@@ -12,23 +13,26 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import BinaryIO, Iterable, Iterator, Literal
+
+from lmtune.problems import quote, quote_names, summarize
 
 ROLES = ("system", "user", "assistant")
 MIN_EXAMPLES = 10
-MAX_REPORTED_ERRORS = 20
+MAX_LINE_BYTES = 4 * 1024 * 1024  # about a million tokens: far more than any max_seq_length
+MAX_STORED_PROBLEMS = 5
 
 Shape = Literal["chat", "prompt_completion", "text"]
 
 
 class DatasetError(ValueError):
-    """A training file that cannot be used; `errors` holds one `line N: ...` string per problem."""
+    """A training file that cannot be used; `errors` holds the first `line N: ...` problems and
+    `total` how many there are in all."""
 
     def __init__(self, errors: list[str], total: int | None = None):
         self.errors = errors
-        shown = "\n".join(errors)
-        more = (total or len(errors)) - len(errors)
-        super().__init__(shown + (f"\n... and {more} more problems" if more > 0 else ""))
+        self.total = len(errors) if total is None else total
+        super().__init__(summarize(errors, self.total))
 
 
 @dataclass(frozen=True)
@@ -38,43 +42,98 @@ class Row:
     data: dict
 
 
+class _Overlong:
+    """Stands for a line longer than MAX_LINE_BYTES, which is skipped unread."""
+
+
+OVERLONG = _Overlong()
+
+
+def count_examples(path: str | Path, min_examples: int = MIN_EXAMPLES) -> int:
+    """Check a whole file, streaming it; return how many examples it has. Memory: one line."""
+    return sum(1 for _ in iter_rows(path, min_examples))
+
+
 def validate_jsonl_file(path: str | Path, min_examples: int = MIN_EXAMPLES) -> list[Row]:
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            return validate_jsonl_lines(handle, min_examples)
-    except OSError as error:
-        raise DatasetError([f"cannot read {path}: {error.strerror}"]) from None
+    """Every example of the file; DatasetError listing the problems if any line is bad."""
+    return list(iter_rows(path, min_examples))
 
 
 def validate_jsonl_lines(lines: Iterable[bytes | str], min_examples: int = MIN_EXAMPLES) -> list[Row]:
-    """Parse and check every line; raise DatasetError listing the problems, or return the rows."""
-    rows: list[Row] = []
-    errors: list[str] = []
-    for number, raw in enumerate(lines, start=1):
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-        if not text.strip():
-            continue  # blank lines (a trailing newline) are not examples
-        try:
-            rows.append(Row(number, *_check_row(text)))
-        except ValueError as problem:
-            errors.append(f"line {number}: {problem}")
-    if errors:
-        raise DatasetError(errors[:MAX_REPORTED_ERRORS], total=len(errors))
-    if not rows:
-        raise DatasetError(["the file is empty: it needs one JSON object per line"])
-    if len(rows) < min_examples:
-        raise DatasetError(
-            [f"the file has {len(rows)} examples; at least {min_examples} are required"]
-        )
-    return rows
+    return list(check_lines(lines, min_examples))
 
 
-def _check_row(text: str) -> tuple[Shape, dict]:
+def iter_rows(path: str | Path, min_examples: int = MIN_EXAMPLES) -> Iterator[Row]:
+    """The file's examples as they are read; DatasetError when the file ends, if any line was bad."""
     try:
-        data = json.loads(text)
+        with Path(path).open("rb") as handle:
+            yield from check_lines(bounded_lines(handle), min_examples)
+    except OSError as error:
+        raise DatasetError([f"cannot read the file: {error.strerror}"]) from None
+
+
+def bounded_lines(handle: BinaryIO) -> Iterator[bytes | _Overlong]:
+    """The lines of a binary file, none longer than MAX_LINE_BYTES: a longer one is OVERLONG."""
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass  # the rest of the overlong line, read and dropped a slice at a time
+            yield OVERLONG
+        else:
+            yield line
+
+
+def check_lines(lines: Iterable[bytes | str | _Overlong], min_examples: int = MIN_EXAMPLES) -> Iterator[Row]:
+    """Yield each valid row; at the end, raise DatasetError naming the bad lines (the first few,
+    and how many in all), or if there are too few examples."""
+    errors: list[str] = []
+    total_errors = examples = 0
+    for number, raw in enumerate(lines, start=1):
+        try:
+            checked = _check_line(raw)
+        except ValueError as problem:
+            total_errors += 1
+            if len(errors) < MAX_STORED_PROBLEMS:
+                errors.append(f"line {number}: {problem}")
+            continue
+        if checked is not None:
+            examples += 1
+            yield Row(number, *checked)
+    if total_errors:
+        raise DatasetError(errors, total=total_errors)
+    if not examples:
+        raise DatasetError(["the file is empty: it needs one JSON object per line"])
+    if examples < min_examples:
+        raise DatasetError([f"the file has {examples} examples; at least {min_examples} are required"])
+
+
+def _check_line(raw: bytes | str | _Overlong) -> tuple[Shape, dict] | None:
+    if raw is OVERLONG:
+        raise ValueError(f"the line is longer than {MAX_LINE_BYTES:,} bytes")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"not UTF-8 text (bad byte at position {error.start + 1} of the line)") from None
+    if "\x00" in raw:
+        raise ValueError("contains a NUL character; the file must be UTF-8 text")
+    if not raw.strip():
+        return None  # blank lines (a trailing newline) are not examples
+    return _check_row(_parse(raw))
+
+
+def _parse(text: str) -> object:
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"invalid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    except ValueError:  # a number too long to convert
+        raise ValueError("invalid JSON: a number has too many digits") from None
+
+
+def _check_row(data: object) -> tuple[Shape, dict]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     keys = set(data)
@@ -85,13 +144,15 @@ def _check_row(text: str) -> tuple[Shape, dict]:
         for key in ("prompt", "completion"):
             if not isinstance(data[key], str) or (key == "completion" and not data[key]):
                 raise ValueError(f'"{key}" must be a non-empty string')
+            _check_text(data[key], key)
         return "prompt_completion", data
     if keys == {"text"}:
         if not isinstance(data["text"], str) or not data["text"]:
             raise ValueError('"text" must be a non-empty string')
+        _check_text(data["text"], "text")
         return "text", data
     raise ValueError(
-        f"unknown row shape with keys {sorted(keys)}; expected "
+        f"unknown row shape with keys {quote_names(sorted(keys))}; expected "
         '{"messages": [...]}, {"prompt": ..., "completion": ...} or {"text": ...}'
     )
 
@@ -105,18 +166,24 @@ def _check_messages(messages: object) -> None:
             raise ValueError(f"{where} must be an object with role and content")
         role = message.get("role")
         if role not in ROLES:
-            raise ValueError(f"{where}: unknown role {role!r}; use one of {', '.join(ROLES)}")
+            raise ValueError(f"{where}: unknown role {quote(role)}; use one of {', '.join(ROLES)}")
         content = message.get("content")
         if not isinstance(content, str) or not content:
             raise ValueError(f"{where}: missing content (a non-empty string is required)")
+        _check_text(content, f"{where}.content")
         if "weight" in message:
             weight = message["weight"]
             if role != "assistant":
                 raise ValueError(f"{where}: weight is only allowed on assistant messages")
             if isinstance(weight, bool) or weight not in (0, 1):
-                raise ValueError(f"{where}: bad weight {weight!r}; use 0 (no loss) or 1 (train on it)")
+                raise ValueError(f"{where}: bad weight {quote(weight)}; use 0 (no loss) or 1 (train on it)")
         unknown = set(message) - {"role", "content", "weight", "name"}
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+            raise ValueError(f"{where}: unknown keys {quote_names(sorted(unknown))}")
     if not any(message["role"] == "assistant" for message in messages):
         raise ValueError("at least one message with the assistant role is required")
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise ValueError(f"{where} contains a NUL character (\\u0000)")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from starlette.types import Scope
 
 from lmtune.dispatch import CeleryJobQueue
 from lmtune.settings import Settings, load_settings
 from lmtune.store.database import open_database
-from service.errors import error_response, install_error_handlers
+from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, Limit
+from service.errors import install_error_handlers
 from service.routes import checkpoints, files, jobs, models
-
-MULTIPART_OVERHEAD = 64 * 1024
+from service.upload_gate import UploadGate
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,14 +29,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (files.router, jobs.router, checkpoints.router, models.router):
         app.include_router(router)
 
-    @app.middleware("http")
-    async def refuse_oversized_uploads(request: Request, call_next):
-        # before the body is read: a declared size over the limit is refused and nothing is stored
-        declared = request.headers.get("content-length", "")
-        if request.method == "POST" and request.url.path == "/v1/files" and declared.isdigit() \
-                and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:  # fmt: skip
-            return error_response(413, f"the upload is larger than the limit of {settings.max_upload_bytes} bytes",
-                                  param="file", code="file_too_large")  # fmt: skip
-        return await call_next(request)
+    app.state.upload_gate = UploadGate(settings.upload_validations)
 
+    upload_limit = Limit(settings.max_upload_bytes + MULTIPART_OVERHEAD, f"the file is larger than the limit of "
+                         f"{settings.max_upload_bytes:,} bytes", param="file", code="file_too_large")  # fmt: skip
+    json_limit = Limit(JSON_BODY_LIMIT, f"the request body is larger than the limit of {JSON_BODY_LIMIT:,} bytes")
+
+    def body_limit(scope: Scope) -> Limit:
+        return upload_limit if scope["method"] == "POST" and scope["path"] == "/v1/files" else json_limit
+
+    app.add_middleware(BodyLimit, limit_for=body_limit)
     return app

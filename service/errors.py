@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from lmtune.problems import quote
 from lmtune.services import RequestError
 from lmtune.spec import describe_errors, error_location
 
@@ -28,15 +29,18 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   retry_after: int | None = None) -> JSONResponse:  # fmt: skip
     body = ErrorBody(message=message, type=TYPES.get(status, "invalid_request_error"), param=param, code=code)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": body.model_dump()}, status_code=status, headers=headers)
 
 
 def not_found(what: str, object_id: str) -> RequestError:
     # also for objects of other keys: never reveal that they exist
-    return RequestError(404, f"no {what} with id {object_id!r}", code=f"{what.replace(' ', '_')}_not_found")
+    return RequestError(404, f"no {what} with id {quote(object_id)}", code=f"{what.replace(' ', '_')}_not_found")
 
 
 def documented(*statuses: int) -> dict:
@@ -47,7 +51,7 @@ def documented(*statuses: int) -> dict:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, error: RequestError):
-        return error_response(error.status, error.message, error.param, error.code)
+        return error_response(error.status, error.message, error.param, error.code, error.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -56,7 +60,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
-        return error_response(error.status_code, str(error.detail))
+        # Starlette's own (404 for an unknown route, 405) and the body limit's 413, which names its field
+        return error_response(error.status_code, str(error.detail), getattr(error, "param", None), getattr(error, "code", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):

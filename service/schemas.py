@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+import re
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from lmtune.spec import Hyperparameters, TrainingSettings
+from lmtune.spec import Hyperparameters, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import fine_tuned_model_id
 from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job
 
@@ -54,28 +55,37 @@ class Method(BaseModel):
     supervised: SupervisedMethod | None = None
 
 
+MetadataKey = Annotated[str, Field(max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
+SUFFIX_CHARACTERS = "letters, digits, '.', '_' and '-'"
+SUFFIX_PATTERN = r"^[A-Za-z0-9._-]*$"
+
+
+def _check_suffix(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(SUFFIX_PATTERN, value):
+        raise ValueError(f"may only contain {SUFFIX_CHARACTERS}")
+    return value
+
+
 class JobCreate(BaseModel):
-    """OpenAI's job body; `training` and `gpus` are lmtune's (send them with the SDK's `extra_body`)."""
+    """OpenAI's job body; `training` and `gpus` are lmtune's (send them with the SDK's `extra_body`).
+    Every field is bounded; the whole body may be at most 1 MiB."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1)
-    training_file: str = Field(min_length=1)
-    validation_file: str | None = None
+    model: str = Field(min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(None, min_length=1, max_length=64)
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
-    suffix: str | None = Field(None, max_length=64)
+    suffix: Annotated[str | None, AfterValidator(_check_suffix)] = Field(
+        None, max_length=64, json_schema_extra={"pattern": SUFFIX_PATTERN},
+        description=f"Part of the fine-tuned model's name: up to 64 {SUFFIX_CHARACTERS}")  # fmt: skip
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = None
-    integrations: list[dict] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue] | None, at_most_items(16)] = Field(
+        None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512")
+    integrations: Annotated[list[dict] | None, at_most_items(16)] = None
     training: TrainingSettings = TrainingSettings()
     gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_limits(cls, value: dict[str, str] | None):
-        if value is not None and (len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())):
-            raise ValueError("at most 16 pairs, keys up to 64 characters and values up to 512")
-        return value
 
     @field_validator("integrations")
     @classmethod

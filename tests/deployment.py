@@ -15,7 +15,8 @@ from pathlib import Path
 
 from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.dispatch import CeleryJobQueue
-from lmtune.services import store_upload, submit_job
+from lmtune.services import submit_job
+from lmtune.uploads import store_upload
 from lmtune.settings import Settings, load_settings
 from lmtune.spec import parse_spec
 from lmtune.store.database import Database, open_database

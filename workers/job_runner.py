@@ -25,6 +25,7 @@ from lmtune.dispatch import enqueue_job
 from lmtune.ids import new_id
 from lmtune.launcher import die_with_parent
 from lmtune.layout import EXIT_PAUSED, DataLayout, file_sha256
+from lmtune.problems import replace_paths
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
@@ -75,7 +76,8 @@ def run_job(ctx: WorkerContext, job_id: str) -> None:
         log.warning("attempt %d of job %s was superseded; stopped", attempt, job_id)
     except Exception as error:  # a fault of the worker, not of the job: end the attempt explicitly
         log.exception("attempt %d of job %s failed in the worker", attempt, job_id)
-        _retry_or_fail(ctx, get_job(ctx.db, job_id), attempt, f"the worker failed: {type(error).__name__}: {error}")
+        reason = replace_paths(str(error), {str(ctx.settings.data_dir): "<data folder>"})[:500]
+        _retry_or_fail(ctx, get_job(ctx.db, job_id), attempt, f"the worker failed: {type(error).__name__}: {reason}")
 
 
 def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper) -> None:
@@ -91,7 +93,7 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper)
 
     run = ctx.data.job(job.id)
     command = [sys.executable, "-m", "lmtune.cli", "train", str(spec_path), "--output", str(run.root),
-               "--num-processes", str(max(1, job.gpus))]  # fmt: skip
+               "--num-processes", str(max(1, job.gpus)), "--model-name", job.spec["model"]]  # fmt: skip
     with ctx.data.trainer_log(job.id).open("ab") as trainer_log:
         trainer = subprocess.Popen(command, stdout=trainer_log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         try:
@@ -220,7 +222,7 @@ def _record_outcome(ctx: WorkerContext, job: Job, attempt: int, code: int, stop_
         records.add_event(ctx.db, job.id, f"Fine-tuning job paused at step {get_job(ctx.db, job.id).step}; resume continues from there")
     elif run.error.exists():
         error = json.loads(run.error.read_text())
-        _fail(ctx, job, attempt, error["code"], error["message"], _param_of(error["code"]))
+        _fail(ctx, job, attempt, error["code"], error["message"], error.get("param") or _param_of(error["code"]))
     else:
         _retry_or_fail(ctx, job, attempt, f"the trainer exited with status {code} ({ctx.data.relative(ctx.data.trainer_log(job.id))} has its output)")
 

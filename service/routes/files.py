@@ -1,27 +1,35 @@
-"""/v1/files: upload (validated, size-capped, streamed to disk), list, get, content, delete."""
+"""/v1/files: upload (streamed to disk, size-capped, validated), list, get, content, delete."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Form, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from lmtune.layout import DataLayout
-from lmtune.services import store_upload
 from lmtune.store import files as file_store
+from lmtune.uploads import register_upload
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, not_found
 from service.schemas import Deleted, FileObject, ListResponse
+from service.upload_form import FORM_SCHEMA, receive_upload_form
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("", response_model=FileObject, responses=documented(400, 413))
-def upload_file(file: UploadFile, purpose: Annotated[str, Form()], owner: OwnerDep, db: DbDep,
-                settings: SettingsDep) -> FileObject:  # fmt: skip
-    """Upload a JSONL training file; every line is validated and a bad one is refused with its line number."""
-    return FileObject.of(store_upload(settings, db, owner, file.filename or "upload.jsonl", purpose, file.file))
+@router.post("", response_model=FileObject, responses=documented(400, 413, 429), openapi_extra=FORM_SCHEMA)
+async def upload_file(request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FileObject:
+    """Upload a JSONL training file (multipart: `file`, `purpose=fine-tune`). It is streamed to disk
+    and cut off at the size limit (413), then every line is checked; a bad file is refused with the
+    line numbers of its first problems."""
+    gate = request.app.state.upload_gate
+    async with gate.admit():
+        form = await receive_upload_form(request, settings)
+        try:
+            row = await gate.run(register_upload, settings, db, owner, form.filename, form.fields.get("purpose", ""), form.upload)
+        except BaseException:
+            form.upload.discard()  # cancelled while waiting its turn; a no-op once registered
+            raise
+    return FileObject.of(row)
 
 
 @router.get("", response_model=ListResponse[FileObject], responses=documented())

@@ -57,3 +57,24 @@ def test_all_three_shapes_are_accepted():
     rows = validate_jsonl_lines(lines)
     assert [row.shape for row in rows[:3]] == ["chat", "prompt_completion", "text"]
     assert rows[1].line == 2
+
+
+def test_a_line_past_the_length_limit_is_skipped_unread_and_named(tmp_path, monkeypatch):
+    import lmtune.training_data as training_data
+
+    monkeypatch.setattr(training_data, "MAX_LINE_BYTES", 100)
+    path = tmp_path / "train.jsonl"
+    lines = [json.dumps({"text": "ok"})] * 12
+    lines[1] = json.dumps({"text": "x" * 1000})
+    lines[4] = "{bad"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError) as caught:
+        training_data.count_examples(path)
+    assert caught.value.errors == ["line 2: the line is longer than 100 bytes", "line 5: invalid JSON (Expecting property name enclosed in double quotes at column 2)"]
+
+
+def test_only_the_first_problems_are_kept_with_the_total():
+    with pytest.raises(DatasetError) as caught:
+        validate_jsonl_lines(["[]"] * 10_000)
+    assert len(caught.value.errors) == 5 and caught.value.total == 10_000
+    assert str(caught.value).endswith("… and 9,995 more problems")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -42,11 +43,11 @@ def jsonl(rows: list[dict]) -> bytes:
 GOOD_FILE = jsonl(chat_examples(12, seed=3))
 
 
-@pytest.fixture
-def api(tmp_path):
+@contextmanager
+def running_api(tmp_path, max_upload_bytes: int = 64 * 1024):
     settings = Settings(
         data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'lmtune.db'}", redis_url=None,
-        queue_prefix="api-test-", max_upload_bytes=64 * 1024, max_attempts=3, lease_seconds=60, sweep_seconds=30,
+        queue_prefix="api-test-", max_upload_bytes=max_upload_bytes, max_attempts=3, lease_seconds=60, sweep_seconds=30,
         cancel_grace_seconds=5, pause_grace_seconds=60, visibility_timeout=3600,
     )  # fmt: skip
     app = create_app(settings)
@@ -56,3 +57,9 @@ def api(tmp_path):
     with TestClient(app) as client:
         yield Api(client, settings, queue, *({"Authorization": f"Bearer {key}"} for key in keys))
     app.state.db.engine.dispose()
+
+
+@pytest.fixture
+def api(tmp_path):
+    with running_api(tmp_path) as running:
+        yield running

@@ -40,7 +40,7 @@ def test_a_bad_jsonl_upload_is_refused_with_its_lines_and_nothing_is_stored(api)
 def test_an_upload_over_the_limit_is_413_and_not_stored(api):
     big = jsonl([{"text": "x" * 1000}] * 100)  # about 100 KiB > 64 KiB
     body = error_of(api.upload(api.alice, big), 413)
-    assert "larger than the limit of 65536 bytes" in body["message"]
+    assert "larger than the limit of 65,536 bytes" in body["message"]
     assert api.client.get("/v1/files", headers=api.alice).json()["data"] == []
 
 

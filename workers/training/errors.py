@@ -4,8 +4,14 @@ from __future__ import annotations
 
 
 class TrainingError(RuntimeError):
+    """Its message is shown to the user as is: it names fields and models, never a server path."""
+
     code = "training_error"
     retryable = False  # a bad dataset or a NaN loss fails the same way every time
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param  # the job field to change, when one is to blame
 
 
 class InvalidDataError(TrainingError):
@@ -14,6 +20,12 @@ class InvalidDataError(TrainingError):
 
 class ModelLoadError(TrainingError):
     code = "model_not_found"
+
+
+class InvalidSettingsError(TrainingError):
+    """Settings the model cannot take: a max_seq_length past its context, LoRA targets it lacks."""
+
+    code = "invalid_hyperparameters"
 
 
 class DivergedError(TrainingError):

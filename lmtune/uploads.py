@@ -1,0 +1,111 @@
+"""Uploads: received straight into the files folder (counted, hashed, cut off at the size limit),
+validated line by line from disk, and only then given an id and a row."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import BinaryIO
+
+from lmtune.ids import new_id
+from lmtune.layout import DataLayout
+from lmtune.services import TRAINING_PURPOSE, RequestError
+from lmtune.settings import Settings
+from lmtune.store import files as file_store
+from lmtune.store.database import Database
+from lmtune.store.models import File
+from lmtune.training_data import DatasetError, count_examples
+
+PURPOSES = (TRAINING_PURPOSE,)
+MAX_FILENAME_CHARS = 128
+DEFAULT_FILENAME = "upload.jsonl"
+CHUNK = 1 << 20
+
+
+class PartialUpload:
+    """An upload as it arrives: a hidden file in the files folder, never longer than `limit`."""
+
+    def __init__(self, settings: Settings):
+        folder = DataLayout(settings.data_dir).files
+        folder.mkdir(parents=True, exist_ok=True)
+        self.limit = settings.max_upload_bytes
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._handle = tempfile.NamedTemporaryFile(dir=folder, prefix=".upload-", delete=False)
+        self.path = Path(self._handle.name)
+
+    def write(self, chunk: bytes) -> None:
+        if self.size + len(chunk) > self.limit:
+            raise too_large(self.limit)
+        self.size += len(chunk)
+        self._digest.update(chunk)
+        self._handle.write(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def discard(self) -> None:
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+def too_large(limit: int) -> RequestError:
+    return RequestError(413, f"the file is larger than the limit of {limit:,} bytes", param="file", code="file_too_large")
+
+
+def safe_filename(name: str | None) -> str:
+    """The base name only, without control, format (bidi, zero-width) or path characters, bounded."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    kept = "".join(c for c in base if unicodedata.category(c)[0] not in "CZ" or c == " ").strip(" .")
+    if len(kept) > MAX_FILENAME_CHARS:
+        stem, dot, extension = kept.rpartition(".")
+        extension = extension[:16] if dot else ""
+        kept = kept[: MAX_FILENAME_CHARS - len(extension) - 1].rstrip(" .") + ("." + extension if extension else "")
+    return kept or DEFAULT_FILENAME
+
+
+def check_purpose(purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise RequestError(400, f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
+
+
+def register_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, upload: PartialUpload) -> File:
+    """Validate a received upload from disk, line by line; store it under an id, or discard it."""
+    try:
+        upload.close()
+        check_purpose(purpose)
+        filename = safe_filename(filename)
+        try:
+            examples = count_examples(upload.path)
+        except DatasetError as error:
+            raise RequestError(400, f"{filename} is not a valid fine-tuning file:\n{error}", param="file",
+                               code="invalid_file") from None  # fmt: skip
+        data = DataLayout(settings.data_dir)
+        file_id = new_id("file")
+        path = data.file(file_id)
+        os.replace(upload.path, path)  # same folder: a rename, never a copy
+    except BaseException:
+        upload.discard()
+        raise
+    return file_store.add_file(db, file_id=file_id, owner=owner, filename=filename, purpose=purpose, size=upload.size,
+                               sha256=upload.sha256, examples=examples, path=data.relative(path))  # fmt: skip
+
+
+def store_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, stream: BinaryIO) -> File:
+    """An upload from a file-like object (for callers other than the HTTP API)."""
+    upload = PartialUpload(settings)
+    try:
+        while chunk := stream.read(CHUNK):
+            upload.write(chunk)
+    except BaseException:
+        upload.discard()
+        raise
+    return register_upload(settings, db, owner, filename, purpose, upload)
