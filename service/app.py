@@ -12,6 +12,7 @@ from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, L
 from service.errors import install_error_handlers
 from service.routes import checkpoints, files, jobs, models
 from service.upload_gate import UploadGate
+from service.web import install_web
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Self-hosted fine-tuning behind OpenAI's fine-tuning API. Authenticate with "
         "`Authorization: Bearer <key>` (`lmtune keys create NAME`). Errors have OpenAI's shape.",
+        docs_url=None, redoc_url=None,  # /docs is served from local assets by service.web
     )
     app.state.settings = settings
     app.state.db = open_database(settings.database_url)
@@ -28,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (files.router, jobs.router, checkpoints.router, models.router):
         app.include_router(router)
+    install_web(app)
 
     app.state.upload_gate = UploadGate(settings.upload_validations)
 

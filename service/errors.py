@@ -16,6 +16,8 @@ from lmtune.spec import describe_errors, error_location
 
 log = logging.getLogger(__name__)
 TYPES = {401: "authentication_error", 500: "server_error"}
+WHAT_EXISTS = ("the API is under /v1/ (/v1/files, /v1/fine_tuning/jobs, /v1/models), its documentation at /docs, "
+               "and the dashboard at / in a browser")  # fmt: skip
 
 
 class ErrorBody(BaseModel):
@@ -60,7 +62,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
-        # Starlette's own (404 for an unknown route, 405) and the body limit's 413, which names its field
+        # Starlette's own (404 for an unknown route, 405) and the body limit's 413, which names its field;
+        # the routes answer RequestError, so a 404 here is a path nothing serves
+        if error.status_code == 404:
+            return error_response(404, f"nothing at {quote(request.url.path)}: {WHAT_EXISTS}", code="not_found")
         return error_response(error.status_code, str(error.detail), getattr(error, "param", None), getattr(error, "code", None))
 
     @app.exception_handler(Exception)

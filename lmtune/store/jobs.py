@@ -62,11 +62,15 @@ def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
     return get_owned(db, Job, job_id, owner)
 
 
-def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None):
-    """Newest first, cursor after a job id, optionally only jobs whose metadata has these pairs; (jobs, has_more)."""
+def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None,
+              status: str | None = None):  # fmt: skip
+    """Newest first, cursor after a job id, optionally only jobs in a status or whose metadata has these pairs;
+    (jobs, has_more)."""
     query = select(Job).where(Job.owner == owner).order_by(Job.id.desc())  # ids sort by creation time
     if after:
         query = query.where(Job.id < after)
+    if status:
+        query = query.where(Job.status == status)
     for key, value in (metadata or {}).items():
         query = query.where(Job.job_metadata[key].as_string() == value)
     with db.session() as session:

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
@@ -44,12 +44,16 @@ def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDe
     return _present(db, job)
 
 
+JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+
+
 @router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
 def list_jobs(request: Request, owner: OwnerDep, db: DbDep, after: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ListResponse[FineTuningJob]:  # fmt: skip
-    """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that pair (as OpenAI)."""
+              limit: Annotated[int, Query(ge=1, le=100)] = 20, status: JobStatus | None = None) -> ListResponse[FineTuningJob]:  # fmt: skip
+    """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that pair (as OpenAI);
+    `status` (lmtune) keeps the jobs in that status."""
     wanted = {key[9:-1]: value for key, value in request.query_params.items() if key.startswith("metadata[") and key.endswith("]")}
-    jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None)
+    jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
     return ListResponse(data=[_present(db, job) for job in jobs], has_more=more)
 
 

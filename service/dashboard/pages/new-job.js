@@ -1,0 +1,145 @@
+// A new job: upload the JSONL files (or pick uploaded ones), choose the model and the main settings.
+// An empty field keeps the server's default ("auto"). A refused file's problems are listed line by
+// line; a refused setting is shown beside its field (the error's `param` names it).
+
+import { api, ApiError, request } from "../api.js";
+import { announce, errorText, h } from "../ui.js";
+
+const NUMBER_FIELDS = [
+  // [id, label, param, hint, attributes]
+  ["n_epochs", "Epochs", "hyperparameters.n_epochs", "empty: auto", { min: 1, step: 1 }],
+  ["batch_size", "Batch size", "hyperparameters.batch_size", "examples per optimizer step; empty: auto", { min: 1, step: 1 }],
+  ["learning_rate", "Learning rate", "training.learning_rate", "absolute, e.g. 0.0002; empty: from the multiplier", { min: 0, step: "any" }],
+  ["lora_r", "LoRA rank (r)", "training.lora.r", "empty: full fine-tuning", { min: 1, step: 1 }],
+];
+const ADVANCED_FIELDS = [
+  ["checkpoint_every_steps", "Checkpoint every (steps)", "training.checkpoint_every_steps", "default 50", { min: 1, step: 1 }],
+  ["eval_every_steps", "Validate every (steps)", "training.eval_every_steps", "default 10", { min: 1, step: 1 }],
+  ["max_steps", "Stop after (steps)", "training.max_steps", "empty: all epochs", { min: 1, step: 1 }],
+  ["seed", "Seed", "seed", "empty: random", { min: 0, step: 1 }],
+];
+
+export async function renderNewJob(main, _params, signal) {
+  const [models, files] = await Promise.all([api.get("v1/models", signal), api.get("v1/files?purpose=fine-tune", signal)]);
+  const form = h("form", { class: "card", novalidate: true });
+  const problems = h("div", { class: "form-problems" });
+  const submit = h("button", { type: "submit" }, "Create job");
+  const progress = h("p", { class: "hint", role: "status" });
+  form.append(
+    fileChooser("training", "Training data", files.data, true),
+    fileChooser("validation", "Validation data (optional)", files.data, false),
+    field("model", "Model", "model", "a catalogue model or one of your fine-tuned models",
+      h("select", { id: "model", name: "model" }, models.data.map((model) => h("option", { value: model.id }, model.id)))),
+    h("div", { class: "grid" }, NUMBER_FIELDS.map(numberField),
+      field("suffix", "Suffix", "suffix", "up to 64 characters, in the fine-tuned model's name", h("input", { id: "suffix", name: "suffix", maxlength: 64 })),
+      h("div", { class: "field checkbox" }, h("input", { id: "packing", name: "packing", type: "checkbox" }),
+        h("label", { for: "packing" }, "Pack several examples into each sequence"))),
+    h("details", {}, h("summary", {}, "More settings"), h("div", { class: "grid" }, ADVANCED_FIELDS.map(numberField))),
+    problems, h("div", { class: "actions" }, submit), progress);
+  main.append(h("h1", { tabindex: -1 }, "New fine-tuning job"), form);
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearProblems(form, problems);
+    submit.disabled = true;
+    try {
+      const training = await chosenFile(form, "training", progress);
+      const validation = await chosenFile(form, "validation", progress);
+      if (!training) throw new ApiError(400, { message: "choose a training file: upload one or pick an uploaded one", param: "training_file" });
+      progress.textContent = "Creating the job…";
+      const job = await api.post("v1/fine_tuning/jobs", jobBody(form, training, validation));
+      announce(`Job ${job.id} created`);
+      location.hash = `#/jobs/${job.id}`;
+    } catch (error) {
+      progress.textContent = "";
+      showProblem(form, problems, error);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+function fileChooser(name, legend, files, required) {
+  const upload = h("input", { id: `${name}-upload`, name: `${name}-upload`, type: "file", accept: ".jsonl,.json,application/jsonl", "data-param": `${name}_file` });
+  const existing = h("select", { id: `${name}-existing`, name: `${name}-existing`, "data-param": `${name}_file` },
+    h("option", { value: "" }, required ? "— choose —" : "— none —"),
+    files.map((file) => h("option", { value: file.id }, `${file.filename} (${file.examples} examples, ${file.id})`)));
+  return h("fieldset", { class: "file-chooser" }, h("legend", {}, legend),
+    h("div", { class: "field" }, h("label", { for: upload.id }, "Upload a JSONL file"), upload),
+    h("div", { class: "field" }, h("label", { for: existing.id }, "or use an uploaded file"), existing),
+    h("div", { class: "field-error", id: `${name}_file-error` }));
+}
+
+function field(id, label, param, hint, control) {
+  control.dataset.param = param;
+  control.setAttribute("aria-describedby", `${id}-hint`);
+  return h("div", { class: "field" }, h("label", { for: id }, label), control, h("p", { class: "hint", id: `${id}-hint` }, hint),
+    h("div", { class: "field-error", id: `${param}-error` }));
+}
+
+function numberField([id, label, param, hint, attributes]) {
+  return field(id, label, param, hint, h("input", { id, name: id, type: "number", inputmode: "decimal", ...attributes }));
+}
+
+// The uploaded file's id: a newly chosen file is uploaded (and validated by the server) first.
+async function chosenFile(form, name, progress) {
+  const upload = form.elements[`${name}-upload`].files[0];
+  if (!upload) return form.elements[`${name}-existing`].value || null;
+  progress.textContent = `Uploading and checking ${upload.name}…`;
+  const body = new FormData();
+  body.append("file", upload);
+  body.append("purpose", "fine-tune");
+  try {
+    return (await (await request("v1/files", { method: "POST", body })).json()).id;
+  } catch (error) {
+    if (error instanceof ApiError) error.param = `${name}_file`;
+    throw error;
+  }
+}
+
+function jobBody(form, training, validation) {
+  const value = (id) => (form.elements[id].value === "" ? null : Number(form.elements[id].value));
+  const settings = { packing: form.elements.packing.checked };
+  for (const id of ["learning_rate", "checkpoint_every_steps", "eval_every_steps", "max_steps"]) {
+    if (value(id) !== null) settings[id] = value(id);
+  }
+  if (value("lora_r") !== null) settings.lora = { r: value("lora_r") };
+  const hyperparameters = {};
+  for (const id of ["n_epochs", "batch_size"]) if (value(id) !== null) hyperparameters[id] = value(id);
+  return {
+    model: form.elements.model.value, training_file: training, validation_file: validation, hyperparameters, training: settings,
+    suffix: form.elements.suffix.value || null, seed: value("seed"),
+  };
+}
+
+function clearProblems(form, problems) {
+  problems.replaceChildren();
+  for (const element of form.querySelectorAll(".field-error")) element.replaceChildren();
+  for (const control of form.querySelectorAll("[aria-invalid]")) {
+    control.removeAttribute("aria-invalid");
+    control.setAttribute("aria-describedby", (control.getAttribute("aria-describedby") ?? "").replace(/\s*\S+-error$/, "").trim());
+  }
+}
+
+// A file's problems come as "<name> is not a valid fine-tuning file:\nline 3: ...\nline 7: ...".
+function showProblem(form, problems, error) {
+  const [first, ...rest] = errorText(error).split("\n");
+  const lines = rest.map((text) => {
+    const found = /^line (\d+): (.*)$/.exec(text);
+    return h("li", {}, found ? [h("strong", {}, `Line ${found[1]}`), `: ${found[2]}`] : text);
+  });
+  const message = h("div", { class: "error", role: "alert" }, h("p", {}, first), lines.length ? h("ul", { class: "line-errors" }, lines) : null);
+  const param = error instanceof ApiError ? error.param : null;
+  const slot = param && (form.querySelector(`[id="${param}-error"]`) ?? form.querySelector(`[id="${param.split(".")[0]}-error"]`));
+  if (!slot) {
+    problems.replaceChildren(message);
+    return;
+  }
+  slot.replaceChildren(message);
+  const control = form.querySelector(`[data-param="${param}"]`);
+  if (control) {
+    control.setAttribute("aria-invalid", "true");
+    control.setAttribute("aria-describedby", `${control.getAttribute("aria-describedby") ?? ""} ${slot.id}`.trim());
+    control.focus();
+  }
+}

@@ -1,0 +1,45 @@
+"""What a browser gets: the dashboard at `/` and Swagger UI at `/docs`, every asset served from here
+(nothing from a CDN, so both work offline). Any other client asking for `/` gets the JSON 404 that
+names what exists."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+DASHBOARD = Path(__file__).parent / "dashboard"
+SWAGGER_ASSETS = Path(str(files("fastapi_offline") / "static"))  # Swagger UI 5, shipped inside the wheel
+DASHBOARD_HEADERS = {
+    # only this origin: the page talks to /v1 alone; blob: for the loss picture and the downloads
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def install_web(app: FastAPI) -> None:
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_ASSETS), name="docs-assets")
+
+    @app.get("/", include_in_schema=False)
+    def home(request: Request) -> FileResponse:
+        if "text/html" not in request.headers.get("accept", ""):
+            raise HTTPException(404)  # answered by the 404 handler, which names what exists
+        return FileResponse(DASHBOARD / "index.html", media_type="text/html", headers=DASHBOARD_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
+            swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js", swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs/assets/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},  # no call to validator.swagger.io
+        )  # fmt: skip
