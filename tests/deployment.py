@@ -46,9 +46,7 @@ class Deployment:
 
     def start_server(self) -> str:
         """`lmtune serve` on a free port; its base URL once it answers."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         process = self._start("server", "serve", "--port", str(port))
         wait_until_listening(port, process)
         return f"http://127.0.0.1:{port}"
@@ -134,6 +132,47 @@ def forget_queues(redis_url: str, prefix: str) -> None:
             client.hdel("unacked", tag)
             client.zrem("unacked_index", tag)
     client.close()
+
+
+@dataclass
+class LocalService:
+    url: str
+    key: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@contextmanager
+def local_service(root: Path, **environment: str):
+    """`lmtune up` as a user on one machine runs it: a fresh data folder, SQLite and the embedded
+    broker (no Redis, no PostgreSQL), one worker, and an API key made with `lmtune keys create`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **environment)
+    key = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", "me"], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    port, log = free_port(), root / "up.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_until_listening(port, process)
+        yield LocalService(f"http://127.0.0.1:{port}", key, process, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until_listening(port: int, process: subprocess.Popen) -> None:

@@ -87,6 +87,7 @@ function renderKeyForm(problem) {
 }
 
 window.addEventListener("lmtune:unauthorized", (event) => {
+  if (document.getElementById("api-key")) return; // the key form is checking a key: it says what happened
   apiKey.forget();
   forgetButton.hidden = true;
   leaving.abort();

@@ -99,6 +99,15 @@ def test_jobs_list_pages_and_filters_by_metadata(api):
     assert [j["id"] for j in team_a["data"]] == [ids[2], ids[0]]
 
 
+def test_jobs_list_filters_by_status(api):
+    first, second = (create_job(api, api.alice).json()["id"] for _ in range(2))
+    api.client.post(f"/v1/fine_tuning/jobs/{first}/pause", headers=api.alice)
+    listed = {status: [job["id"] for job in api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": status}).json()["data"]]
+              for status in ("paused", "queued", "running")}  # fmt: skip
+    assert listed == {"paused": [first], "queued": [second], "running": []}
+    assert error_of(api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": "sleeping"}), 400)["param"] == "status"
+
+
 def test_two_keys_never_see_each_others_objects(api):
     file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
     job_id = create_job(api, api.alice).json()["id"]

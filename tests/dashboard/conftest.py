@@ -1,0 +1,80 @@
+"""A real browser (Debian's Chromium, driven by Playwright) against a real `lmtune up`.
+
+Playwright's own browser download needs the internet, so the system Chromium is used:
+`apt-get install -y chromium` (LMTUNE_TEST_CHROMIUM names another binary). Screenshots and
+downloads go to test-artifacts/dashboard/<test>/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.deployment import LocalService, local_service
+
+CHROMIUM = os.environ.get("LMTUNE_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> LocalService:
+    with local_service(tmp_path_factory.mktemp("dashboard")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set LMTUNE_TEST_CHROMIUM)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Session:
+    page: object
+    service: LocalService
+    artifacts: Path
+    requests: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def screenshot(self, name: str) -> Path:
+        path = self.artifacts / f"{name}.png"
+        self.page.screenshot(path=path, full_page=True)
+        return path
+
+    def open_with_key(self, route: str = "") -> None:
+        self.page.goto(f"{self.service.url}/#key={self.service.key}")
+        self.page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
+        if route:
+            self.page.goto(f"{self.service.url}/{route}")
+
+
+@pytest.fixture
+def session(request, browser, service) -> Session:
+    artifacts = ARTIFACTS / re.sub(r"\W+", "-", request.node.name)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(60_000)  # a page action on a loaded machine; training waits are progress-driven
+    page = context.new_page()
+    opened = Session(page, service, artifacts)
+    page.on("request", lambda r: opened.requests.append(r.url))
+    page.on("pageerror", lambda error: opened.problems.append(f"page error: {error}"))
+    yield opened
+    print(f"\nscreenshots and downloads of {request.node.name}: {artifacts}")
+    context.close()
+    # offline and discreet: every request went to the service itself, none carried the key in its URL
+    assert not opened.problems, opened.problems
+    for url in opened.requests:
+        assert url.startswith((service.url, "blob:", "data:")), f"a request left the service: {url}"
+        assert service.key not in url, f"the key went into a URL: {url}"

@@ -1,0 +1,141 @@
+"""The dashboard in a real browser against a real `lmtune up`: what a user sees and clicks."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+
+import pytest
+
+from lmtune.sample_data import chat_examples, write_jsonl
+from tests.waiting import wait_while_progressing
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_key_comes_from_the_fragment_and_refused_input_is_shown_where_it_belongs(session, tmp_path):
+    page = session.page
+    session.open_with_key()
+    assert "key=" not in page.url and page.url.endswith("#/jobs")
+    assert page.evaluate("localStorage.getItem('lmtune.apiKey')") == session.service.key
+
+    page.get_by_role("link", name="New job").first.click()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n' + '{"text": "fine"}\n' * 10)
+    page.get_by_label("Upload a JSONL file").first.set_input_files(bad)
+    page.get_by_role("button", name="Create job").click()
+    problems = page.locator(".line-errors li")
+    problems.first.wait_for()
+    assert problems.all_inner_texts() == [
+        "Line 1: at least one message with the assistant role is required",
+        "Line 2: invalid JSON (Expecting property name enclosed in double quotes at column 2)",
+    ]
+    assert page.get_by_label("Upload a JSONL file").first.get_attribute("aria-invalid") == "true"
+    session.screenshot("1-bad-file")
+
+    # a good file with a refused setting: the file is stored, the job is not, the message sits by its field
+    page.get_by_label("Upload a JSONL file").first.set_input_files(write_jsonl(chat_examples(12, seed=4), tmp_path / "good.jsonl"))
+    page.get_by_label("Learning rate", exact=True).fill("-1")
+    page.get_by_role("button", name="Create job").click()
+    field_error = page.locator('[id="training.learning_rate-error"]')
+    field_error.get_by_role("alert").wait_for()
+    assert "learning_rate" in field_error.inner_text() and page.get_by_label("Learning rate", exact=True).get_attribute("aria-invalid") == "true"
+    session.screenshot("2-bad-setting")
+
+    page.get_by_role("link", name="Files").click()
+    row = page.get_by_role("row").filter(has_text="good.jsonl")
+    row.wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=re.compile("^Delete good.jsonl")).click()
+    page.get_by_text("No files yet").wait_for()
+
+    page.get_by_role("button", name="Forget key").click()
+    page.get_by_role("heading", name="Sign in with an API key").wait_for()
+    assert page.evaluate("localStorage.getItem('lmtune.apiKey')") is None
+    page.get_by_label("API key").fill("lmt-not-a-key")
+    page.get_by_role("button", name="Use this key").click()
+    page.get_by_text("The server refused this key").wait_for()
+    page.get_by_label("API key").fill(session.service.key)
+    page.get_by_role("button", name="Use this key").click()
+    page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
+
+
+@pytest.mark.slow
+def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_work(session, tmp_path):
+    page = session.page
+    session.open_with_key("#/new")
+    page.get_by_role("heading", name="New fine-tuning job").wait_for()
+    uploads = page.get_by_label("Upload a JSONL file")
+    uploads.nth(0).set_input_files(write_jsonl(chat_examples(24, seed=11, spread=0.5), tmp_path / "train.jsonl"))
+    uploads.nth(1).set_input_files(write_jsonl(chat_examples(10, seed=12, spread=0.5), tmp_path / "valid.jsonl"))
+    page.get_by_label("Model", exact=True).select_option("lmtune-tiny")
+    page.get_by_label("Epochs").fill("2")  # 12 steps
+    page.get_by_label("Batch size").fill("4")
+    page.get_by_label("Learning rate", exact=True).fill("0.002")
+    page.get_by_label("Suffix").fill("browser")
+    page.get_by_text("More settings").click()
+    page.get_by_label("Checkpoint every (steps)").fill("4")
+    page.get_by_label("Validate every (steps)").fill("3")
+    page.get_by_role("button", name="Create job").click()
+    page.wait_for_url(re.compile(r"#/jobs/ftjob-"))
+    job_id = page.url.rsplit("/", 1)[1]
+
+    status = page.locator(".status-line .badge")
+    loss = page.locator("figure.chart", has_text="Loss").locator(".count")
+
+    def look() -> tuple[str, int]:
+        """The job's status and how many steps the loss chart shows."""
+        plotted = re.match(r"(\d+) steps plotted", loss.inner_text())
+        return status.inner_text(), int(plotted[1]) if plotted else 0
+
+    def wait(done, what):
+        return wait_while_progressing(look, done, what=what, interval=0.5, diagnose=session.service.log_tail)
+
+    wait(lambda seen: seen[1] >= 1, "the first point of the loss chart")
+    session.screenshot("1-training")
+    page.get_by_role("button", name="Pause").click()  # early, so that the job cannot end first
+    _, paused_at = wait(lambda seen: seen[0] == "paused", "the paused status")
+    assert page.get_by_role("button", name="Resume").is_enabled() and page.get_by_role("button", name="Pause").is_disabled()
+    assert 0 < paused_at < 12
+    session.screenshot("2-paused")
+
+    page.get_by_role("button", name="Resume").click()
+    wait(lambda seen: seen[1] > paused_at, "new points on the chart as the resumed job trains")
+
+    checkpoint = page.locator("tr.checkpoint").first
+    checkpoint.wait_for()
+    with page.expect_download() as started:
+        checkpoint.get_by_role("button", name=re.compile("as a tar archive")).click()
+    archive = session.artifacts / started.value.suggested_filename
+    started.value.save_as(archive)
+    with tarfile.open(archive) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames()}
+    assert {"manifest.json", "model.safetensors", "config.json"} <= names
+
+    wait(lambda seen: seen[0] in ("succeeded", "failed", "cancelled"), "the end of the job")
+    assert look() == ("succeeded", 12), session.service.log_tail()
+    assert page.locator("figure.chart", has_text="Learning rate").locator(".count").inner_text() == "12 steps plotted"
+    page.get_by_text("The job has successfully completed").wait_for()
+    page.get_by_text("Loss curve picture").click()
+    page.get_by_role("img", name=re.compile("as drawn by the trainer")).wait_for()
+    with page.expect_download() as final:
+        page.get_by_role("button", name="Download the results CSV").click()
+    results = session.artifacts / final.value.suggested_filename
+    final.value.save_as(results)
+    assert results.read_text().splitlines()[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    session.screenshot("3-succeeded")
+
+    page.get_by_role("link", name="Jobs").first.click()
+    page.get_by_label("Status", exact=True).select_option("succeeded")
+    page.get_by_role("link", name=job_id).wait_for()
+    page.get_by_label("Status", exact=True).select_option("running")
+    page.get_by_text("No running jobs").wait_for()
+
+    page.get_by_role("link", name="Models").click()
+    model = f"ft:lmtune-tiny:browser:{job_id}"
+    row = page.get_by_role("row").filter(has_text=model)
+    row.wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"Delete {model}").click()
+    row.wait_for(state="detached")
+    page.get_by_role("row").filter(has_text="lmtune-tiny").first.wait_for()  # the catalogue stays
