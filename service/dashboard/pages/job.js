@@ -201,7 +201,7 @@ class JobView {
     const shown = this.checkpoints.querySelectorAll("tbody > tr.checkpoint");
     if (shown.length === rows.length && rows.every((row, i) => row === shown[i])) return;
     this.checkpoints.replaceChildren(table("Checkpoints, newest first",
-      ["Step", "Created", "Train loss", "Valid loss", "Token accuracy", "Download"], rows.flatMap((row) => [row, row.filesRow]), ""));
+      ["Step", "Created", "Train loss", "Valid loss", "Train token accuracy", "Download"], rows.flatMap((row) => [row, row.filesRow]), ""));
   }
 
   checkpointRow(checkpoint) {
@@ -212,8 +212,8 @@ class JobView {
       h("td", {}, String(checkpoint.step_number)),
       h("td", {}, time(checkpoint.created_at)),
       h("td", {}, number(m.train_loss)),
-      h("td", {}, number(m.valid_loss ?? m.full_valid_loss)),
-      h("td", {}, number(m.valid_mean_token_accuracy ?? m.train_mean_token_accuracy)),
+      h("td", {}, number(m.full_valid_loss ?? m.valid_loss)), // the whole validation set when measured there
+      h("td", {}, number(m.train_mean_token_accuracy)),
       h("td", {}, downloadButton("Archive (.tar)", path + "/content", `${checkpoint.id}.tar`, `Download the checkpoint at step ${checkpoint.step_number} as a tar archive`),
         files.toggle));
     row.filesRow = h("tr", { class: "files-row" }, h("td", { colspan: 6 }, files.panel));
