@@ -102,10 +102,12 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     page.get_by_role("button", name="Resume").click()
     _, first = wait(lambda seen: seen[1] > paused_at, "new points on the chart as the resumed job trains")
     session.screenshot("2-training")
-    wait(lambda seen: seen[1] > first, "more points as it goes on")
+    wait(lambda seen: seen[1] > first or seen[0] != "running", "more points as it goes on")
 
-    checkpoint = page.locator("tr.checkpoint").first
-    checkpoint.wait_for()
+    checkpoints = page.locator("tr.checkpoint")
+    wait_while_progressing(lambda: (look(), checkpoints.count()), lambda seen: seen[1] > 0, what="a checkpoint in the table",
+                           interval=0.5, diagnose=session.service.log_tail)  # fmt: skip
+    checkpoint = checkpoints.first
     with page.expect_download() as started:
         checkpoint.get_by_role("button", name=re.compile("as a tar archive")).click()
     archive = session.artifacts / started.value.suggested_filename
