@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from lmtune.sample_data import chat_examples, write_jsonl
-from tests.waiting import wait_while_progressing
+from tests.waiting import wait_while_progressing, working
 
 pytestmark = pytest.mark.integration
 
@@ -88,8 +88,11 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
         plotted = re.match(r"(\d+) steps plotted", loss.inner_text())
         return status.inner_text(), int(plotted[1]) if plotted else 0
 
+    def working_or_moving(seen) -> tuple:  # a trainer starting on a loaded machine changes nothing on the page for a while
+        return seen, working(session.service.process.pid)
+
     def wait(done, what):
-        return wait_while_progressing(look, done, what=what, interval=0.5, diagnose=session.service.log_tail)
+        return wait_while_progressing(look, done, progress=working_or_moving, what=what, interval=0.5, diagnose=session.service.log_tail)
 
     # paused as soon as it runs, so that however fast the machine the job cannot end first
     wait(lambda seen: seen[0] == "running", "the running status")
@@ -105,8 +108,8 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     wait(lambda seen: seen[1] > first or seen[0] != "running", "more points as it goes on")
 
     checkpoints = page.locator("tr.checkpoint")
-    wait_while_progressing(lambda: (look(), checkpoints.count()), lambda seen: seen[1] > 0, what="a checkpoint in the table",
-                           interval=0.5, diagnose=session.service.log_tail)  # fmt: skip
+    wait_while_progressing(lambda: (look(), checkpoints.count()), lambda seen: seen[1] > 0, progress=working_or_moving,
+                           what="a checkpoint in the table", interval=0.5, diagnose=session.service.log_tail)  # fmt: skip
     checkpoint = checkpoints.first
     with page.expect_download() as started:
         checkpoint.get_by_role("button", name=re.compile("as a tar archive")).click()
