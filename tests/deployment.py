@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmtune.local_key import read_local_key
 from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.dispatch import CeleryJobQueue
 from lmtune.services import submit_job
@@ -22,7 +24,7 @@ from lmtune.spec import parse_spec
 from lmtune.store.database import Database, open_database
 from lmtune.store.jobs import get_job
 from lmtune.store.models import Job
-from tests.waiting import wait_while_progressing, working
+from tests.waiting import wait_for_exit, wait_while_progressing, working
 
 OWNER = "key-test"
 
@@ -137,36 +139,35 @@ def forget_queues(redis_url: str, prefix: str) -> None:
 @dataclass
 class LocalService:
     url: str
-    key: str
+    key: str  # the one `lmtune up` made and saved on its first start
     process: subprocess.Popen
     log: Path
+    env: dict  # the environment it runs in, for commands run beside it
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+    def printed_url(self) -> str:
+        """The dashboard URL, with the key in its fragment, as `lmtune up` prints it for its user."""
+        return re.search(r"^lmtune: (http://\S+#key=\S+)$", self.log.read_text(errors="replace"), re.MULTILINE)[1]
 
 
 @contextmanager
 def local_service(root: Path, **environment: str):
     """`lmtune up` as a user on one machine runs it: a fresh data folder, SQLite and the embedded
-    broker (no Redis, no PostgreSQL), one worker, and an API key made with `lmtune keys create`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    broker (no Redis, no PostgreSQL) and one worker."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LMTUNE_API_KEY", "LMTUNE_BASE_URL")}
     env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **environment)
-    key = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", "me"], env=env, capture_output=True,
-                         text=True, check=True).stdout.strip()  # fmt: skip
     port, log = free_port(), root / "up.log"
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         wait_until_listening(port, process)
-        yield LocalService(f"http://127.0.0.1:{port}", key, process, log)
+        yield LocalService(f"http://127.0.0.1:{port}", read_local_key(root / "data"), process, log, env)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        wait_for_exit(process, "`lmtune up` to stop")
 
 
 def free_port() -> int:

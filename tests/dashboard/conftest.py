@@ -54,7 +54,7 @@ class Session:
         return path
 
     def open_with_key(self, route: str = "") -> None:
-        self.page.goto(f"{self.service.url}/#key={self.service.key}")
+        self.page.goto(self.service.printed_url())
         self.page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
         if route:
             self.page.goto(f"{self.service.url}/{route}")

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -21,8 +18,8 @@ from lmtune.client import LmtuneClient
 from lmtune.download import download_folder, folder_path
 from lmtune.local_key import read_local_key
 from lmtune.sample_data import chat_examples, write_jsonl
-from tests.deployment import wait_until_listening
-from tests.waiting import wait_for_exit, wait_while_progressing, working
+from tests.deployment import local_service
+from tests.waiting import wait_while_progressing, working
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,22 +52,9 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LMTUNE_API_KEY", "LMTUNE_BASE_URL")}
-    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = root / "up.log"
-    with log.open("wb") as sink:
-        up = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,
-                              stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        wait_until_listening(port, up)
-        base_url = f"http://127.0.0.1:{port}/v1"
-        yield Live(root, root / "data", {**env, "LMTUNE_BASE_URL": base_url}, base_url, log, up.pid)
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        wait_for_exit(up, "`lmtune up` to stop")
+    with local_service(root) as up:
+        base_url = f"{up.url}/v1"
+        yield Live(root, root / "data", {**up.env, "LMTUNE_BASE_URL": base_url}, base_url, up.log, up.process.pid)
 
 
 def test_up_prints_the_dashboard_url_with_the_key_it_saved_for_its_owner_only(live):
