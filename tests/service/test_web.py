@@ -38,7 +38,7 @@ def assert_names_what_exists(answer, path):
     assert answer.status_code == 404 and answer.headers["content-type"] == "application/json"
     error = answer.json()["error"]
     assert error["code"] == "not_found" and error["type"] == "invalid_request_error"
-    assert f"nothing at {path}:" in error["message"]
+    assert f"nothing at '{path}':" in error["message"]
     for place in ("/v1/fine_tuning/jobs", "/v1/files", "/v1/models", "/docs", "dashboard at /"):
         assert place in error["message"]
 
