@@ -16,6 +16,10 @@ from lmtune.settings import Settings, SettingsError, load_settings
 from lmtune.problems import replace_paths
 from lmtune.spec import SpecError, load_spec
 
+# what the service writes (uploads, the SQLite store, run folders, checkpoints) is its user's alone:
+# files 0600, folders 0700; set at the start of every command that writes to the data folder
+PRIVATE_UMASK = 0o077
+
 
 @click.group()
 def main() -> None:
@@ -126,6 +130,8 @@ def worker(gpus: int | None, queues: tuple[str, ...]) -> None:
     """Run a worker that takes jobs from the broker and trains them, one at a time."""
     from workers.celery_worker import run_worker
 
+    os.umask(PRIVATE_UMASK)
+
     if gpus is None:
         import torch
 
@@ -142,7 +148,15 @@ def serve(host: str, port: int) -> None:
 
     from service.app import create_app
 
-    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
+    os.umask(PRIVATE_UMASK)
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info",
+        timeout_keep_alive=5,  # an idle keep-alive connection is closed after 5 s
+        h11_max_incomplete_event_size=16 * 1024,  # a request line and headers larger than 16 KiB are refused
+        limit_concurrency=settings.max_connections,  # past this many connections, 503 at once
+        timeout_graceful_shutdown=10,  # open event streams do not hold a stop for long
+    )  # fmt: skip
 
 
 @main.command()
@@ -156,6 +170,7 @@ def up(host: str, port: int, gpus: int | None) -> None:
     from lmtune.local_key import dashboard_url, ensure_local_key, key_file
     from lmtune.store.database import open_database
 
+    os.umask(PRIVATE_UMASK)
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"data folder {settings.data_dir}; database {settings.database_url.split('@')[-1]}; broker "
@@ -186,6 +201,7 @@ def keys_create(name: str) -> None:
     """Create an API key; its secret is printed once and stored only as a hash."""
     from lmtune.store.keys import create_key
 
+    os.umask(PRIVATE_UMASK)  # the first command on a new data folder makes lmtune.db
     key_id, secret = create_key(_local_database(), name)
     click.echo(f"created {key_id} ({name}); keep this secret, it is not shown again:", err=True)
     click.echo(secret)

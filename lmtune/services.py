@@ -5,34 +5,27 @@ The HTTP routes are thin adapters around these; errors carry the HTTP status and
 
 from __future__ import annotations
 
+from lmtune import quotas
 from lmtune.catalogue import load_catalogue
 from lmtune.dispatch import JobQueue
+from lmtune.errors import RequestError
 from lmtune.problems import quote
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
+from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
 from lmtune.store.fine_tuned import get_fine_tuned_model
-from lmtune.store.jobs import create_job, queue_name
+from lmtune.store.jobs import TooManyActiveJobs, create_job, queue_name
 from lmtune.store.models import Job
 
 TRAINING_PURPOSE = "fine-tune"  # results CSVs have purpose fine-tune-results
 
 
-class RequestError(Exception):
-    """A request that cannot be done as asked: `status` is the HTTP status, `param` the field;
-    `retry_after` (seconds) for a refusal that a later try may not get."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 retry_after: int | None = None):  # fmt: skip
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.retry_after = retry_after
-
-
 def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, spec: JobSpec, *,
                suffix: str | None = None, metadata: dict | None = None, gpus: int = 0) -> Job:  # fmt: skip
-    """Check that the model and files exist for this key, store the job, and queue it."""
+    """Check that the model and files exist for this key and that it is within its quotas, store the
+    job, and queue it."""
     _check_model(db, spec.model, owner)
     for field in ("training_file", "validation_file"):
         file_id = getattr(spec, field)
@@ -44,8 +37,22 @@ def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, sp
         if row.purpose != TRAINING_PURPOSE:
             raise RequestError(400, f"{field}: {row.id} has purpose {row.purpose!r}; give a file uploaded with "
                                f"purpose {TRAINING_PURPOSE!r}", param=field, code="invalid_file")  # fmt: skip
-    job = create_job(db, owner=owner, spec=spec.model_dump(mode="json"), queue=queue_name(gpus, settings.queue_prefix),
-                     gpus=gpus, suffix=suffix, metadata=metadata)  # fmt: skip
+    quotas.check_storage(settings, db, owner)
+    try:
+        job = create_job(db, owner=owner, spec=spec.model_dump(mode="json"), queue=queue_name(gpus, settings.queue_prefix),
+                         gpus=gpus, suffix=suffix, metadata=metadata, max_active=settings.quota_active_jobs)  # fmt: skip
+    except TooManyActiveJobs as full:
+        raise quotas.too_many_jobs(settings.quota_active_jobs, full.active) from None
+    queue.send(job)
+    return job
+
+
+def resume_job(settings: Settings, db: Database, queue: JobQueue, job_id: str, owner: str) -> Job:
+    """Queue a paused job again, within the key's quota of active jobs (LookupError, WrongState as the store)."""
+    try:
+        job = job_store.resume_job(db, job_id, owner, max_active=settings.quota_active_jobs)
+    except TooManyActiveJobs as full:
+        raise quotas.too_many_jobs(settings.quota_active_jobs, full.active) from None
     queue.send(job)
     return job
 

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
                                     description="LMTUNE_VISIBILITY_TIMEOUT: longer than the longest job")  # fmt: skip
     upload_validations: int = Field(2, ge=1, le=64, description="LMTUNE_UPLOAD_VALIDATIONS: uploads validated at "
                                     "once (each a thread); more wait, and past 4x this many uploads get 429")  # fmt: skip
+    # per API key, and per API process
+    quota_active_jobs: int = Field(4, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_JOBS: a key's jobs queued or running at once")
+    quota_storage_bytes: int = Field(100 * 2**30, ge=1, le=1 << 50, description="LMTUNE_QUOTA_STORAGE_BYTES: a key's files and job outputs")
+    max_streams_per_key: int = Field(8, ge=1, le=10_000, description="LMTUNE_MAX_STREAMS_PER_KEY: a key's open event streams per API process")
+    stream_keepalive_seconds: float = Field(15, gt=0, le=60, description="LMTUNE_STREAM_KEEPALIVE_SECONDS: an idle event stream sends a comment this often")
+    max_connections: int = Field(1000, ge=1, le=1_000_000, description="LMTUNE_MAX_CONNECTIONS: open connections per API process; more get 503")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -11,6 +11,7 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
+from lmtune import quotas
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
 from lmtune.services import TRAINING_PURPOSE, RequestError
@@ -82,6 +83,7 @@ def register_upload(settings: Settings, db: Database, owner: str, filename: str,
     try:
         upload.close()
         check_purpose(purpose)
+        quotas.check_storage(settings, db, owner, adding=upload.size)
         filename = safe_filename(filename)
         try:
             examples = count_examples(upload.path)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lmtune.dispatch import JobQueue
-from lmtune.services import RequestError
+from lmtune.errors import RequestError
 from lmtune.settings import Settings
 from lmtune.store.database import Database
 from lmtune.store.keys import authenticate
@@ -25,13 +26,17 @@ def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
-def get_owner(request: Request, db: Annotated[Database, Depends(get_db)]) -> str:
+# declares the scheme in /openapi.json (and the Authorize button of /docs); errors stay OpenAI's
+bearer = HTTPBearer(auto_error=False, description="An API key from `lmtune keys create NAME`")
+
+
+def get_owner(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+              db: Annotated[Database, Depends(get_db)]) -> str:  # fmt: skip
     """The caller's API key id, from `Authorization: Bearer <key>`."""
-    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    if credentials is None:
         raise RequestError(401, "missing API key: send `Authorization: Bearer <key>` (create one with `lmtune keys create NAME`)",
                            code="missing_api_key")  # fmt: skip
-    owner = authenticate(db, secret.strip())
+    owner = authenticate(db, credentials.credentials.strip())
     if owner is None:
         raise RequestError(401, "invalid API key", code="invalid_api_key")
     return owner

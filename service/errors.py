@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from lmtune.problems import quote
 from lmtune.services import RequestError
@@ -32,9 +33,9 @@ class ErrorResponse(BaseModel):
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   retry_after: int | None = None) -> JSONResponse:  # fmt: skip
+                   retry_after: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
     body = ErrorBody(message=message, type=TYPES.get(status, "invalid_request_error"), param=param, code=code)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    headers = {**({"WWW-Authenticate": "Bearer"} if status == 401 else {}), **(headers or {})}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": body.model_dump()}, status_code=status, headers=headers)
@@ -46,8 +47,20 @@ def not_found(what: str, object_id: str) -> RequestError:
 
 
 def documented(*statuses: int) -> dict:
-    """`responses=` for a route: the error statuses it can answer, all in the same shape."""
-    return {status: {"model": ErrorResponse} for status in (401, *statuses)}
+    """`responses=` for a route: the error statuses it can answer, all in the same shape (400 for
+    invalid values is added wherever a route takes any)."""
+    return {status: {"model": ErrorResponse, "description": DESCRIPTIONS.get(status, "Error")} for status in (401, *statuses)}
+
+
+DESCRIPTIONS = {
+    400: "Bad request: a value is invalid (`param` names it)",
+    401: "Missing or invalid API key",
+    404: "No such object for this API key",
+    409: "The object is in the wrong state for this",
+    413: "The upload is larger than the limit",
+    416: "The range is not satisfiable",
+    429: "Over a quota (`code` is `quota_exceeded`) or a limit (with `Retry-After`)",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -66,9 +79,20 @@ def install_error_handlers(app: FastAPI) -> None:
         # the routes answer RequestError, so a 404 here is a path nothing serves
         if error.status_code == 404:
             return error_response(404, f"nothing at {quote(request.url.path)}: {WHAT_EXISTS}", code="not_found")
-        return error_response(error.status_code, str(error.detail), getattr(error, "param", None), getattr(error, "code", None))
+        # Starlette's 405 names the methods of the first route on the path only
+        headers = {"Allow": ", ".join(_allowed_methods(request))} if error.status_code == 405 else None
+        return error_response(error.status_code, str(error.detail), getattr(error, "param", None), getattr(error, "code", None),
+                              headers=headers)  # fmt: skip
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal server error; the server log has the details")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)

@@ -21,6 +21,17 @@ class ListResponse(BaseModel, Generic[T]):
     has_more: bool = False
 
 
+class FileList(ListResponse["FileObject"]):
+    """OpenAI's files list names its first and last ids (null when empty)."""
+
+    first_id: str | None
+    last_id: str | None
+
+    @classmethod
+    def of(cls, files: list["FileObject"]) -> "FileList":
+        return cls(data=files, first_id=files[0].id if files else None, last_id=files[-1].id if files else None)
+
+
 class FileObject(BaseModel):
     id: str
     object: Literal["file"] = "file"
@@ -160,11 +171,12 @@ class JobEvent(BaseModel):
     level: str
     message: str
     type: str
-    data: dict[str, Any] | None
+    data: dict[str, Any] = Field(description="a metrics event's values; empty for a message event (an object, as OpenAI)")
 
     @classmethod
     def of(cls, event: Event) -> "JobEvent":
-        return cls(id=event.id, created_at=event.created_at, level=event.level, message=event.message, type=event.type, data=event.data)
+        return cls(id=event.id, created_at=event.created_at, level=event.level, message=event.message, type=event.type,
+                   data=event.data or {})  # fmt: skip
 
 
 class JobCheckpoint(BaseModel):

@@ -26,13 +26,14 @@ from lmtune.ids import new_id
 from lmtune.launcher import die_with_parent
 from lmtune.layout import EXIT_PAUSED, DataLayout, file_sha256
 from lmtune.problems import replace_paths
+from lmtune.quotas import folder_bytes
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
 from lmtune.store import records
 from lmtune.store.database import Database
 from lmtune.store.fine_tuned import add_fine_tuned_model, fine_tuned_model_id, get_fine_tuned_model
-from lmtune.store.jobs import StaleAttempt, claim_job, finish_attempt, get_job, record_progress
+from lmtune.store.jobs import StaleAttempt, claim_job, finish_attempt, get_job, record_output_bytes, record_progress
 from lmtune.store.models import Job
 from workers.lease_keeper import LeaseKeeper
 from workers.run_follower import RunFollower
@@ -103,6 +104,7 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper)
                 trainer.kill()
                 trainer.wait()
     _record_outcome(ctx, job, attempt, trainer.returncode, stop_reason)
+    record_output_bytes(ctx.db, job.id, folder_bytes(run.root))
 
 
 def _trainer_spec(ctx: WorkerContext, job: Job) -> JobSpec:
@@ -190,6 +192,7 @@ def _report(ctx: WorkerContext, job: Job, attempt: int, follower: RunFollower) -
             if records.add_checkpoint(ctx.db, job.id, attempt, step=step, path=ctx.data.relative(folder), metrics=metrics):
                 records.add_event(ctx.db, job.id, f"Checkpoint created at step {step}", attempt=attempt)
         records.forget_checkpoints(ctx.db, job.id, attempt, on_disk)
+        record_output_bytes(ctx.db, job.id, folder_bytes(follower.layout.root))
 
 
 def _event_data(row: dict) -> dict:

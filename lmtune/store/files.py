@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lmtune.store.database import Database, get_owned
 from lmtune.store.jobs import now
@@ -35,3 +35,11 @@ def delete_file(db: Database, file_id: str) -> None:
         row = session.get(File, file_id)
         if row is not None:
             session.delete(row)
+
+
+def stored_bytes(db: Database, owner: str, largest: int = 3) -> tuple[int, list[tuple[str, int]]]:
+    """(bytes in the owner's files, the `largest` files as (id, bytes))."""
+    with db.session() as session:
+        total = session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.owner == owner))
+        top = session.execute(select(File.id, File.bytes).where(File.owner == owner).order_by(File.bytes.desc()).limit(largest)).all()
+    return int(total), [(row[0], int(row[1])) for row in top]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from lmtune.ids import new_id
 from lmtune.store.database import Database, get_owned
-from lmtune.store.models import Job
+from lmtune.store.models import ApiKey, Job
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")  # what the per-key job quota counts
 
 
 class StaleAttempt(Exception):
@@ -28,6 +29,14 @@ class WrongState(Exception):
     def __init__(self, job: Job, action: str):
         super().__init__(f"cannot {action} job {job.id}: it is {job.status}")
         self.job = job
+
+
+class TooManyActiveJobs(Exception):
+    """The key already has its limit of jobs queued or running: these."""
+
+    def __init__(self, active: list[str]):
+        super().__init__(f"{len(active)} jobs queued or running")
+        self.active = active
 
 
 @dataclass(frozen=True)
@@ -47,15 +56,42 @@ def queue_name(gpus: int, prefix: str = "") -> str:
 
 
 def create_job(db: Database, *, owner: str, spec: dict, queue: str, gpus: int = 0, suffix: str | None = None,
-               metadata: dict | None = None) -> Job:  # fmt: skip
+               metadata: dict | None = None, max_active: int | None = None) -> Job:  # fmt: skip
+    """A queued job; with `max_active`, refused (TooManyActiveJobs) when the owner already has that many."""
     job = Job(
         id=new_id("ftjob"), owner=owner, spec=spec, suffix=suffix, job_metadata=metadata, gpus=gpus,
         queue=queue, status="queued", created_at=now(), attempt=0, step=0,
-        cancel_requested=False, pause_requested=False,
+        cancel_requested=False, pause_requested=False, output_bytes=0,
     )  # fmt: skip
     with db.session() as session:
+        if max_active is not None:
+            _take_active_slot(session, owner, max_active)
         session.add(job)
     return job
+
+
+def _take_active_slot(session, owner: str, max_active: int) -> None:
+    # write to the key's row first: concurrent submissions by one key then count one at a time
+    # (a row lock on PostgreSQL, the write lock on SQLite), so a burst cannot overshoot the limit
+    session.execute(update(ApiKey).where(ApiKey.id == owner).values(name=ApiKey.name))
+    active = session.scalars(select(Job.id).where(Job.owner == owner, Job.status.in_(ACTIVE)).order_by(Job.id)).all()
+    if len(active) >= max_active:
+        raise TooManyActiveJobs(list(active))
+
+
+def record_output_bytes(db: Database, job_id: str, size: int) -> None:
+    """What the job's run folder holds now; a measurement, so any attempt (or none) may write it."""
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(output_bytes=size))
+
+
+def output_bytes(db: Database, owner: str, largest: int = 3) -> tuple[int, list[tuple[str, int]]]:
+    """(bytes in the owner's job run folders, the `largest` jobs as (id, bytes))."""
+    with db.session() as session:
+        total = session.scalar(select(func.coalesce(func.sum(Job.output_bytes), 0)).where(Job.owner == owner))
+        top = session.execute(select(Job.id, Job.output_bytes).where(Job.owner == owner, Job.output_bytes > 0)
+                              .order_by(Job.output_bytes.desc()).limit(largest)).all()  # fmt: skip
+    return int(total), [(row[0], int(row[1])) for row in top]
 
 
 def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
@@ -190,11 +226,13 @@ def request_pause(db: Database, job_id: str, owner: str) -> Job:
         return job
 
 
-def resume_job(db: Database, job_id: str, owner: str) -> Job:
+def resume_job(db: Database, job_id: str, owner: str, max_active: int | None = None) -> Job:
     with db.session() as session:
         job = _owned(session, job_id, owner)
         if job.status != "paused":
             raise WrongState(job, "resume")
+        if max_active is not None:
+            _take_active_slot(session, owner, max_active)
         job.status = "queued"
         return job
 

@@ -69,6 +69,8 @@ class Job(Base):
     total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
     estimated_finish: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     latest_metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # bytes in the run folder when last measured (each checkpoint, the end): counts towards the storage quota
+    output_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Event(Base):

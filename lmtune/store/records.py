@@ -44,6 +44,12 @@ def _newest_first(db: Database, model, order, job_id: str, after: str | None, li
     return list(rows[:limit]), len(rows) > limit
 
 
+def event_seq(db: Database, job_id: str, event_id: str) -> int | None:
+    """Where the event with this id stands in its job's order; None if the job has no such event."""
+    with db.session() as session:
+        return session.scalar(select(Event.seq).where(Event.id == event_id, Event.job_id == job_id))
+
+
 def events_after_seq(db: Database, job_id: str, seq: int) -> list[Event]:
     """Oldest first: what a stream has not sent yet."""
     with db.session() as session:

@@ -10,7 +10,7 @@ from lmtune.store import files as file_store
 from lmtune.uploads import register_upload
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, not_found
-from service.schemas import Deleted, FileObject, ListResponse
+from service.schemas import Deleted, FileList, FileObject
 from service.upload_form import FORM_SCHEMA, receive_upload_form
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -32,9 +32,9 @@ async def upload_file(request: Request, owner: OwnerDep, db: DbDep, settings: Se
     return FileObject.of(row)
 
 
-@router.get("", response_model=ListResponse[FileObject], responses=documented())
-def list_files(owner: OwnerDep, db: DbDep, purpose: str | None = None) -> ListResponse[FileObject]:
-    return ListResponse(data=[FileObject.of(row) for row in file_store.list_files(db, owner, purpose)])
+@router.get("", response_model=FileList, responses=documented())
+def list_files(owner: OwnerDep, db: DbDep, purpose: str | None = None) -> FileList:
+    return FileList.of([FileObject.of(row) for row in file_store.list_files(db, owner, purpose)])
 
 
 @router.get("/{file_id}", response_model=FileObject, responses=documented(404))

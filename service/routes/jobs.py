@@ -9,11 +9,12 @@ import json
 import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, Response
+from sse_starlette import ServerSentEvent
 
 from lmtune.layout import DataLayout
-from lmtune.services import RequestError, submit_job
+from lmtune.services import RequestError, resume_job as resume_paused_job, submit_job
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import Hyperparameters, JobSpec
 from lmtune.store import jobs as job_store
@@ -23,12 +24,13 @@ from lmtune.store.models import Job
 from service.deps import DbDep, OwnerDep, QueueDep, SettingsDep
 from service.errors import documented, not_found
 from service.schemas import FineTuningJob, JobCreate, JobEvent, ListResponse
+from service.streaming import EventStream
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 STREAM_POLL_SECONDS = 0.5
 
 
-@router.post("", response_model=FineTuningJob, responses=documented(400, 404))
+@router.post("", response_model=FineTuningJob, responses=documented(400, 404, 429))
 def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
     """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields."""
     hyperparameters = body.hyperparameters
@@ -74,12 +76,13 @@ def pause_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
     return _present(db, _transition(job_store.request_pause, db, job_id, owner))
 
 
-@router.post("/{job_id}/resume", response_model=FineTuningJob, responses=documented(404, 409))
-def resume_job(job_id: str, owner: OwnerDep, db: DbDep, queue: QueueDep) -> FineTuningJob:
+@router.post("/{job_id}/resume", response_model=FineTuningJob, responses=documented(404, 409, 429))
+def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
     """Queue a paused job again; it continues from its pause checkpoint."""
-    job = _transition(job_store.resume_job, db, job_id, owner)
-    queue.send(job)
-    return _present(db, job)
+    def resume(db, job_id: str, owner: str) -> Job:  # within the key's quota of active jobs
+        return resume_paused_job(settings, db, queue, job_id, owner)
+
+    return _present(db, _transition(resume, db, job_id, owner))
 
 
 def _transition(action, db, job_id: str, owner: str) -> Job:
@@ -91,29 +94,35 @@ def _transition(action, db, job_id: str, owner: str) -> Job:
         raise RequestError(409, str(error), code="invalid_state") from None
 
 
-@router.get("/{job_id}/events", response_model=ListResponse[JobEvent], responses=documented(404))
-def list_events(job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 20, stream: bool = False):  # fmt: skip
-    """Newest first. With `stream=true`: server-sent events, oldest first, each new event as it is
-    written, until the job ends."""
+@router.get("/{job_id}/events", response_model=ListResponse[JobEvent],
+            responses={**documented(404, 429), 200: {"content": {"text/event-stream": {}}}})
+def list_events(request: Request, job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep,
+                after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20, stream: bool = False,
+                last_event_id: Annotated[str | None, Header(description="with `stream=true`: resume after this event")] = None):  # fmt: skip
+    """Newest first. With `stream=true`: server-sent events, oldest first (`id:` is the event id), each
+    new event as it is written, and a keep-alive comment when there is nothing to send, until the job
+    ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
     owned_job(db, job_id, owner)
     if stream:
-        return StreamingResponse(_event_stream(db, job_id), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+        after_seq = 0
+        if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
+            after_seq = records.event_seq(db, job_id, last_event_id) or 0
+        on_close = request.app.state.stream_slots.take(owner)
+        return EventStream(_event_stream(db, job_id, after_seq), on_close=on_close,
+                           keepalive_seconds=settings.stream_keepalive_seconds)  # fmt: skip
     events, more = records.list_events(db, job_id, after=after, limit=limit)
     return ListResponse(data=[JobEvent.of(event) for event in events], has_more=more)
 
 
-async def _event_stream(db, job_id: str):
-    sent = 0
+async def _event_stream(db, job_id: str, sent: int):
     while True:
         job = await asyncio.to_thread(job_store.get_job, db, job_id)
         finished = job.status in TERMINAL  # read before the events, so none written before the end is missed
         for event in await asyncio.to_thread(records.events_after_seq, db, job_id, sent):
             sent = event.seq
-            yield f"id: {event.id}\ndata: {JobEvent.of(event).model_dump_json()}\n\n"
+            yield ServerSentEvent(JobEvent.of(event).model_dump_json(), id=event.id)
         if finished:
-            yield "data: [DONE]\n\n"
+            yield ServerSentEvent("[DONE]")
             return
         await asyncio.sleep(STREAM_POLL_SECONDS)
 
