@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+import secrets
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -44,12 +45,16 @@ GOOD_FILE = jsonl(chat_examples(12, seed=3))
 
 
 @contextmanager
-def running_api(tmp_path, max_upload_bytes: int = 64 * 1024):
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'lmtune.db'}", redis_url=None,
-        queue_prefix="api-test-", max_upload_bytes=max_upload_bytes, max_attempts=3, lease_seconds=60, sweep_seconds=30,
-        cancel_grace_seconds=5, pause_grace_seconds=60, visibility_timeout=3600,
-    )  # fmt: skip
+def running_api(tmp_path, **overrides):
+    """An API on its own data folder with keys for alice and bob and an in-memory queue; keyword
+    arguments override settings."""
+    data = tmp_path / f"data-{secrets.token_hex(3)}"
+    settings = Settings(**{
+        "data_dir": data, "database_url": f"sqlite:///{data / 'lmtune.db'}", "redis_url": None,
+        "queue_prefix": "api-test-", "max_upload_bytes": 64 * 1024, "max_attempts": 3, "lease_seconds": 60,
+        "sweep_seconds": 30, "cancel_grace_seconds": 5, "pause_grace_seconds": 60, "visibility_timeout": 3600,
+        **overrides,
+    })  # fmt: skip
     app = create_app(settings)
     queue = MemoryQueue()
     app.dependency_overrides[get_queue] = lambda: queue
@@ -60,6 +65,12 @@ def running_api(tmp_path, max_upload_bytes: int = 64 * 1024):
 
 
 @pytest.fixture
-def api(tmp_path):
-    with running_api(tmp_path) as running:
-        yield running
+def make_api(tmp_path):
+    """`running_api` as a fixture that can start several, each with its own settings."""
+    with ExitStack() as running:
+        yield lambda **overrides: running.enter_context(running_api(tmp_path, **overrides))
+
+
+@pytest.fixture
+def api(make_api):
+    return make_api()

@@ -1,6 +1,7 @@
 """The job store on SQLite and on PostgreSQL."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import inspect
@@ -8,9 +9,10 @@ from sqlalchemy import inspect
 from lmtune.store import records
 from lmtune.store.database import open_database
 from lmtune.store.jobs import (
-    StaleAttempt, WrongState, claim_job, create_job, finish_attempt, get_job, heartbeat, list_jobs,
-    queue_position, request_cancel, request_pause, requeue_lost_jobs, resume_job,
+    ACTIVE, StaleAttempt, TooManyActiveJobs, WrongState, claim_job, create_job, finish_attempt, get_job, heartbeat,
+    list_jobs, queue_position, request_cancel, request_pause, requeue_lost_jobs, resume_job,
 )  # fmt: skip
+from lmtune.store.keys import create_key
 from tests.helpers import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
@@ -164,3 +166,18 @@ def test_a_database_made_by_an_older_release_is_migrated_with_its_jobs(database_
     migrated = open_database(database_url)
     job = get_job(migrated, "ftjob-old")
     assert (job.attempt, job.failures, job.status) == (2, 0, "queued")
+
+
+def test_a_burst_of_submissions_by_one_key_never_passes_its_job_quota(db):
+    owner, _ = create_key(db, "burst")
+
+    def submit(_):
+        try:
+            return new_job(db, owner, max_active=3).id
+        except TooManyActiveJobs:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        created = [job for job in pool.map(submit, range(16)) if job]
+    jobs, _ = list_jobs(db, owner, after=None, limit=100)
+    assert len(created) == 3 and sorted(created) == sorted(j.id for j in jobs if j.status in ACTIVE)
