@@ -30,3 +30,23 @@ def test_every_lmtune_command_in_compose_exists_in_the_cli():
         subcommand = main.get_command(click.Context(main), args[0])
         assert subcommand is not None, f"lmtune has no command {args[0]!r}"
         subcommand.make_context(args[0], args[1:])  # raises on an unknown option or a bad value
+
+
+def test_no_password_is_written_in_compose_and_each_one_is_listed_in_env_example():
+    text = COMPOSE.read_text()
+    compose = yaml.safe_load(text)
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))  # compose refuses to start while one is unset
+    assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} <= required
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "${POSTGRES_PASSWORD:?" in compose["x-lmtune-env"]["DATABASE_URL"]
+    listed = {line.split("=")[0] for line in (COMPOSE.parent / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    assert required <= listed
+    assert ".env" in (COMPOSE.parent / ".gitignore").read_text().splitlines()
+
+
+def test_only_the_api_is_published_and_flower_wants_a_login():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert published.pop("api") == ["8000:8000"]
+    assert all(port.startswith("127.0.0.1:") for ports in published.values() for port in ports)  # loopback only
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
