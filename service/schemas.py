@@ -94,7 +94,8 @@ class JobCreate(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: Annotated[dict[MetadataKey, MetadataValue] | None, at_most_items(16)] = Field(
         None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512")
-    integrations: Annotated[list[dict] | None, at_most_items(16)] = None
+    integrations: Annotated[list[dict] | None, at_most_items(16)] = Field(
+        None, json_schema_extra={"maxItems": 0}, description="Not supported: null or empty")
     training: TrainingSettings = TrainingSettings()
     gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
 

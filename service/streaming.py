@@ -79,9 +79,6 @@ class StreamSlots:
             self._open[owner] += 1
         return lambda: self._give_back(owner)
 
-    def open(self, owner: str) -> int:
-        return self._open[owner]
-
     def _give_back(self, owner: str) -> None:
         with self._lock:
             self._open[owner] -= 1
