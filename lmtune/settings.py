@@ -46,6 +46,8 @@ class Settings(BaseSettings):
                                     description="LMTUNE_VISIBILITY_TIMEOUT: longer than the longest job")  # fmt: skip
     upload_validations: int = Field(2, ge=1, le=64, description="LMTUNE_UPLOAD_VALIDATIONS: uploads validated at "
                                     "once (each a thread); more wait, and past 4x this many uploads get 429")  # fmt: skip
+    redeliver_seconds: float = Field(30, gt=0, le=3600, description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
+                                     "again the messages of queued jobs that a broker lost")  # fmt: skip
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = open_database(settings.database_url)
-    app.state.queue = CeleryJobQueue(settings, app.state.db)
+    app.state.queue = CeleryJobQueue(settings)
     install_error_handlers(app)
     for router in (files.router, jobs.router, checkpoints.router, models.router):
         app.include_router(router)

@@ -69,7 +69,7 @@ class Deployment:
             "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
             "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, **training},
         })  # fmt: skip
-        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings, self.db), OWNER, spec)
+        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), OWNER, spec)
 
     def job(self, job_id: str) -> Job:
         return get_job(self.db, job_id)
