@@ -22,7 +22,7 @@ from lmtune.store.models import Job
 log = logging.getLogger(__name__)
 RUN_NEXT_JOB_TASK = "lmtune.run_next_job"
 # a broker that is down must not hold up the API: a couple of quick tries, then the sweep's turn
-_SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+_SEND_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 def create_celery(settings: Settings) -> Celery:

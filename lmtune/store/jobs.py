@@ -20,8 +20,6 @@ from lmtune.ids import new_id
 from lmtune.store.database import Database, get_owned
 from lmtune.store.models import TERMINAL, Event, Job, JobStatus
 
-__all__ = ["TERMINAL", "JobStatus"]
-
 
 class StaleAttempt(Exception):
     """This attempt no longer holds the job: stop without writing anything more."""
