@@ -14,13 +14,12 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from lmtune.layout import RunLayout
+from lmtune.layout import MANIFEST, RunLayout, file_sha256
 from lmtune.store import records
 from lmtune.store.models import TERMINAL, Job
 from tests.deployment import Deployment
 from tests.faults.servers import PostgresServer, RedisServer
 from tests.waiting import wait_while_progressing
-from lmtune.layout import MANIFEST, file_sha256
 
 TERMINAL_EVENTS = ("The job has successfully completed", "Fine-tuning job cancelled", "Fine-tuning job failed")
 

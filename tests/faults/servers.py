@@ -12,6 +12,14 @@ import time
 from pathlib import Path
 
 
+def postgres_tool(name: str) -> str:
+    """initdb and pg_ctl are off the PATH in Debian's packages: /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"{name} not found: install PostgreSQL's server package")
+    return str(found)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -68,16 +76,16 @@ class PostgresServer:
         subprocess.run([*prefix, *command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def initialise(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self._run(postgres_tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+        self._run(postgres_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
         _wait_listening(self.port, "postgres")
 
     def stop(self) -> None:
         """Immediate: every connection is cut at once, as when the server crashes or restarts."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._run(postgres_tool("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def remove(self) -> None:
         try:
