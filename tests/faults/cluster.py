@@ -19,7 +19,7 @@ from lmtune.store import records
 from lmtune.store.models import TERMINAL, Job
 from tests.deployment import Deployment
 from tests.faults.servers import PostgresServer, RedisServer
-from tests.waiting import wait_while_progressing
+from tests.waiting import wait_while_progressing, working
 
 TERMINAL_EVENTS = ("The job has successfully completed", "Fine-tuning job cancelled", "Fine-tuning job failed")
 
@@ -54,9 +54,13 @@ class Cluster:
     def run(self, job_id: str) -> RunLayout:
         return RunLayout(self.settings.data_dir / "jobs" / job_id)
 
+    def working(self) -> int:
+        """Moves while the workers or their trainers compute."""
+        return working(*(worker.pid for worker in self.workers))
+
     def wait(self, job_id: str, done, what: str, interval: float = 0.2) -> Job:
-        """Until `done(job)`; fails only when the job stops moving (status, attempt, step)."""
-        return wait_while_progressing(lambda: self.job(job_id), done, progress=lambda j: (j.status, j.attempt, j.step),
+        """Until `done(job)`; fails only when neither the job (status, attempt, step) nor its processes move."""
+        return wait_while_progressing(lambda: self.job(job_id), done, progress=lambda j: (j.status, j.attempt, j.step, self.working()),
                                       what=f"job {job_id}: {what}", interval=interval, diagnose=self.logs)  # fmt: skip
 
     def holder(self, job: Job) -> subprocess.Popen:
@@ -82,7 +86,8 @@ class Cluster:
     def wait_for_trainer(self, job_id: str, attempt: int) -> int:
         found = wait_while_progressing(
             lambda: (self.job(job_id), self.trainer_pid(job_id)), lambda pair: pair[0].attempt == attempt and pair[1],
-            progress=lambda pair: (pair[0].status, pair[0].attempt), what=f"a trainer for attempt {attempt}", diagnose=self.logs,
+            progress=lambda pair: (pair[0].status, pair[0].attempt, self.working()), what=f"a trainer for attempt {attempt}",
+            diagnose=self.logs,
         )  # fmt: skip
         return found[1]
 

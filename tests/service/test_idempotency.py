@@ -1,5 +1,7 @@
 """Creates that a client may safely retry: `Idempotency-Key`, and a broker that is down."""
 
+from lmtune.dispatch import CeleryJobQueue
+from service.deps import get_queue
 from tests.faults.servers import free_port
 from tests.service.conftest import GOOD_FILE, jsonl
 
@@ -31,14 +33,15 @@ def test_a_retried_job_creation_with_the_same_key_makes_one_job(api):
     conflict = create(api, key, file_id, suffix="b")
     assert conflict.status_code == 409 and conflict.json()["error"]["param"] == "Idempotency-Key"
     assert create(api, api.alice, file_id).json()["id"] != first.json()["id"]  # no key: a new job each time
+    assert len(api.queue.sent) == 2  # the repeat sent nothing
 
 
 def test_a_job_created_while_the_broker_is_down_is_stored_and_answered_queued(api):
-    api.settings.redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    dead_broker = api.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})  # nothing listens
+    api.client.app.dependency_overrides[get_queue] = lambda: CeleryJobQueue(dead_broker)
     file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
     answer = create(api, api.alice, file_id)
     assert answer.status_code == 200, answer.text
     job = answer.json()
     assert job["status"] == "queued" and job["queue_position"] == 1
-    listed = api.client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice).json()
-    assert listed["status"] == "queued"
+    assert api.client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice).json()["status"] == "queued"
