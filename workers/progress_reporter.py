@@ -31,6 +31,7 @@ class ProgressReporter:
         self.control = Control(cancel=False, pause=False)  # the last answer; kept while unreachable
         self._pending: dict[int, dict] = {}  # rows read, not yet recorded, by step
         self._recorded_checkpoints: set[int] | None = None
+        self._on_disk: set[int] = set()  # complete checkpoints as the last report saw them
         self._next_try, self._backoff = 0.0, 0.0
 
     def poll(self) -> Control:

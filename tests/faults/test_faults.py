@@ -192,7 +192,7 @@ def test_a_database_down_for_seconds_mid_job_leaves_the_trainer_running_and_miss
 
 def test_a_stalled_worker_loses_its_job_its_trainer_stops_and_a_cancel_ends_the_new_one_in_time(cluster):
     cluster.ensure_workers(2)
-    job = submit(cluster, epochs=200)  # long enough on any machine to outlast the lease; cancelled below
+    job = cluster.submit(examples=20, epochs=50, batch_size=1)  # 1000 steps: outlasts the lease anywhere; cancelled below
     running = cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 2, what="running")
     stalled, old_trainer = cluster.holder(running), cluster.trainer_pid(job.id)
     stalled.send_signal(signal.SIGSTOP)  # past its lease; its trainer goes on
