@@ -11,7 +11,7 @@ import click
 
 from lmtune.client_cli import GROUPS as CLIENT_GROUPS
 from lmtune.launcher import Supervisor, launch
-from lmtune.layout import EXIT_PAUSED, RunLayout
+from lmtune.layout import EXIT_PAUSED, EXIT_SUPERSEDED, RunLayout
 from lmtune.settings import Settings, SettingsError, load_settings
 from lmtune.problems import replace_paths
 from lmtune.spec import SpecError, load_spec
@@ -40,6 +40,7 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
     if num_processes > 1:
         sys.exit(_launch_processes(spec_path, output_dir, num_processes, model_name))
 
+    from lmtune.fence import Superseded
     from workers.training.errors import TrainingError, TrainingPaused
     from workers.training.loop import train as run_training
     from workers.training.progress_bar import ProgressBar
@@ -50,6 +51,9 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
     except TrainingPaused as paused:
         click.echo(f"paused at step {paused.step}; run the same command again to resume", err=True)
         sys.exit(EXIT_PAUSED)
+    except Superseded as superseded:  # the folder is another attempt's now: write nothing, not even the error
+        click.echo(str(superseded), err=True)
+        sys.exit(EXIT_SUPERSEDED)
     except (TrainingError, SpecError) as error:
         _record_error(output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error), getattr(error, "param", None))
         raise click.ClickException(str(error)) from None

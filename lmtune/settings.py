@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     max_streams_per_key: int = Field(8, ge=1, le=10_000, description="LMTUNE_MAX_STREAMS_PER_KEY: a key's open event streams per API process")
     stream_keepalive_seconds: float = Field(15, gt=0, le=60, description="LMTUNE_STREAM_KEEPALIVE_SECONDS: an idle event stream sends a comment this often")
     max_connections: int = Field(1000, ge=1, le=1_000_000, description="LMTUNE_MAX_CONNECTIONS: open connections per API process; more get 503")
+    redeliver_seconds: float = Field(30, gt=0, le=3600, description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
+                                     "again the messages of queued jobs that a broker lost")  # fmt: skip
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

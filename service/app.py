@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = open_database(settings.database_url)
-    app.state.queue = CeleryJobQueue(settings, app.state.db)
+    app.state.queue = CeleryJobQueue(settings)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     install_error_handlers(app)
     for router in (files.router, jobs.router, checkpoints.router, models.router):

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from lmtune.spec import Hyperparameters, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import fine_tuned_model_id
-from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job
+from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job, JobStatus
 
 T = TypeVar("T")
 ORGANIZATION = "org-lmtune"
@@ -126,7 +126,7 @@ class FineTuningJob(BaseModel):
     model: str
     fine_tuned_model: str | None
     organization_id: str = ORGANIZATION
-    status: str = Field(description="OpenAI's statuses, plus `paused` (lmtune)")
+    status: JobStatus = Field(description="OpenAI's statuses, plus `paused` (lmtune)")
     error: ErrorObject | None
     hyperparameters: dict[str, Any]
     method: dict[str, Any]
@@ -151,14 +151,14 @@ class FineTuningJob(BaseModel):
         spec = job.spec
         hyperparameters = job.hyperparameters or spec["hyperparameters"]
         shown = {k: hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-        error = ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param) if job.status == "failed" else None
+        error = ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param) if job.status == JobStatus.FAILED else None
         return cls(
             id=job.id, created_at=job.created_at, finished_at=job.finished_at, model=spec["model"],
             fine_tuned_model=job.fine_tuned_model, status=job.status, error=error, hyperparameters=shown,
             method={"type": "supervised", "supervised": {"hyperparameters": shown}}, seed=spec["seed"],
             training_file=spec["training_file"], validation_file=spec.get("validation_file"),
             result_files=[job.result_file_id] if job.result_file_id else [], trained_tokens=job.trained_tokens,
-            estimated_finish=job.estimated_finish if job.status == "running" else None,
+            estimated_finish=job.estimated_finish if job.status == JobStatus.RUNNING else None,
             metadata=job.job_metadata, user_provided_suffix=job.suffix, training=spec["training"],
             progress=Progress(step=job.step, total_steps=job.total_steps), metrics=job.latest_metrics,
             queue_position=queue_position, attempt=job.attempt,

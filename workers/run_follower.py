@@ -1,12 +1,11 @@
-"""Reading a trainer's run folder while it is written: new metric rows and checkpoints."""
+"""Reading a trainer's metrics while they are written."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-from lmtune.layout import RunLayout, complete_checkpoints
+from lmtune.layout import RunLayout
 
 
 class RunFollower:
@@ -16,7 +15,6 @@ class RunFollower:
         self._inode: int | None = None
         self._offset = 0
         self._partial = b""
-        self._checkpoints: dict[int, Path] = {}
 
     def new_metrics(self) -> list[dict]:
         """Rows appended since the last call. A resumed trainer replaces the file: start over (the
@@ -37,12 +35,3 @@ class RunFollower:
         rows = [json.loads(line) for line in lines if line.strip()]
         self.rows_by_step.update((row["step"], row) for row in rows)
         return rows
-
-    def checkpoint_changes(self) -> tuple[dict[int, Path], set[int]] | None:
-        """(new checkpoints, steps still on disk) when the set changed since the last call, else None."""
-        on_disk = dict(complete_checkpoints(self.layout.checkpoints))
-        if on_disk.keys() == self._checkpoints.keys():
-            return None
-        new = {step: path for step, path in on_disk.items() if step not in self._checkpoints}
-        self._checkpoints = on_disk
-        return new, set(on_disk)

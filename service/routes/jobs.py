@@ -30,9 +30,11 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 STREAM_POLL_SECONDS = 0.5
 
 
-@router.post("", response_model=FineTuningJob, responses=documented(400, 404, 429))
-def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
-    """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields."""
+@router.post("", response_model=FineTuningJob, responses=documented(400, 404, 409, 429))
+def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep,
+               idempotency_key: Annotated[str | None, Header()] = None) -> FineTuningJob:  # fmt: skip
+    """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields.
+    With an `Idempotency-Key` header, a repeat within 24 h returns the first job (another body: 409)."""
     hyperparameters = body.hyperparameters
     if body.method and body.method.supervised:
         hyperparameters = body.method.supervised.hyperparameters
@@ -42,7 +44,8 @@ def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDe
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         hyperparameters=hyperparameters or Hyperparameters(), training=body.training,
     )  # fmt: skip
-    job = submit_job(settings, db, queue, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus)
+    job = submit_job(settings, db, queue, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus,
+                     idempotency_key=idempotency_key, request_hash=body.model_dump_json())  # fmt: skip
     return _present(db, job)
 
 

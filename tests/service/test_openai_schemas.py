@@ -56,7 +56,7 @@ def test_the_normalisation_keeps_what_openai_refuses():
 def answers(api):
     """Every object in each state a client sees: a queued, a failed and a succeeded job with metrics
     events, message events, checkpoints and a fine-tuned model."""
-    db, client, alice = api.client.app.state.db, api.client, api.alice
+    db, alice = api.client.app.state.db, api.alice
     queued = create_job(api, alice, metadata={"team": "a"}).json()
     failed, succeeded = create_job(api, alice).json(), create_job(api, alice, suffix="s").json()
     attempt = claim_job(db, failed["id"], "worker", 60, 3)

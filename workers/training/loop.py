@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
+from lmtune.fence import RunFence
 from lmtune.layout import RunLayout
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
 from lmtune.training_data import MIN_EXAMPLES, DatasetError, validate_jsonl_file
@@ -60,6 +61,8 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
     layout = RunLayout(Path(output_dir))
     if layout.result.exists():  # a repeated delivery of a finished run: nothing to redo
         return TrainingResult.read(layout)
+    fence = RunFence.from_env(layout)  # a superseded attempt stops before its next write
+    fence.check()
 
     settings = spec.training
     # train() may run many times in one process (tests, notebooks); each run sets its own precision.
@@ -110,8 +113,8 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
     if resume:
         accelerator.load_state(str(resume[1] / ckpt.TRAINING_STATE_DIR))
         progress.update(ckpt.read_trainer_state(resume[1]))
-        if accelerator.is_main_process:
-            metrics.truncate_after(progress["step"])
+    if accelerator.is_main_process:  # rows past the step this run starts at (0 without a checkpoint) come again
+        metrics.truncate_after(progress["step"])
     history = metrics.read() if accelerator.is_main_process else []
     eval_sample = _fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None
 
@@ -123,6 +126,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
 
     with stop:
         for step in range(progress["step"], hp.total_steps):
+            fence.check()
             model.train()
             batches = [collate(_examples(train_data, ids)) for ids in plan.micro_batches(step, rank)]
             step_targets = accelerator.reduce(
@@ -173,6 +177,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
                     accelerator, model, valid_data, range(len(valid_data)), hp.micro_batch_size, collate
                 )
             if accelerator.is_main_process:
+                fence.check()
                 metrics.append(row)
                 history.append(row)
             last_row = row
@@ -180,7 +185,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
 
             stopping = totals[3].item() > 0
             if (step + 1) % settings.checkpoint_every_steps == 0 or ends_epoch or stopping:
-                folder = _write_checkpoint(accelerator, model, tokenizer, layout, progress, settings.keep_checkpoints)
+                folder = _write_checkpoint(accelerator, model, tokenizer, layout, progress, settings.keep_checkpoints, fence)
                 if accelerator.is_main_process:
                     plot_loss(history, layout.loss_plot)
                 observer.on_checkpoint(step + 1, folder)
@@ -188,7 +193,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
                 raise TrainingPaused(step + 1, layout.checkpoints / checkpoint_name(step + 1))
 
     result = TrainingResult(layout.root, progress["step"], progress["tokens"], layout.final, last_row)
-    _export_final(accelerator, model, tokenizer, layout, history, result)
+    _export_final(accelerator, model, tokenizer, layout, history, result, fence)
     return result
 
 
@@ -306,7 +311,8 @@ def _evaluate(accelerator: Accelerator, model, data: TokenizedData, ids, batch_s
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: dict, keep: int) -> Path:
+def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: dict, keep: int,
+                      fence: RunFence) -> Path:  # fmt: skip
     """All processes take part (save_state writes per-process RNG state); the main one publishes."""
     name = checkpoint_name(progress["step"])
     partial = ckpt.partial_folder(layout.checkpoints, name)
@@ -317,19 +323,22 @@ def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLay
         save_model(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
         (partial / ckpt.TRAINER_STATE).write_text(json.dumps(progress))
         ckpt.write_manifest(partial)
+        fence.check()
         ckpt.publish(partial, layout.checkpoints / name)
         ckpt.prune_checkpoints(layout.checkpoints, keep)
     accelerator.wait_for_everyone()
     return layout.checkpoints / name
 
 
-def _export_final(accelerator: Accelerator, model, tokenizer, layout: RunLayout, history: list[dict], result: TrainingResult):
+def _export_final(accelerator: Accelerator, model, tokenizer, layout: RunLayout, history: list[dict], result: TrainingResult,
+                  fence: RunFence):  # fmt: skip
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         partial = ckpt.partial_folder(layout.root, "final")
         save_final(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
         ckpt.write_manifest(partial)
+        fence.check()
         ckpt.publish(partial, layout.final)
         plot_loss(history, layout.loss_plot)
         layout.result.write_text(
