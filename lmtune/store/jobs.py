@@ -116,13 +116,25 @@ def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metada
 
 def queue_position(db: Database, job: Job) -> int | None:
     """1 for the next job its queue will start; None unless it is queued."""
-    if job.status != "queued":
-        return None
+    return queue_positions(db, [job]).get(job.id)
+
+
+def queue_positions(db: Database, jobs: list[Job]) -> dict[str, int]:
+    """The queue position of each queued job among `jobs`, in one query (a page of a list)."""
+    queued = [job for job in jobs if job.status == "queued"]
+    if not queued:
+        return {}
     with db.session() as session:
-        ahead = session.scalars(
-            select(Job.id).where(Job.queue == job.queue, Job.status == "queued", Job.id < job.id)
-        ).all()
-    return len(ahead) + 1
+        ahead = session.execute(
+            select(Job.queue, Job.id).where(
+                Job.queue.in_({job.queue for job in queued}), Job.status == "queued",
+                Job.id <= max(job.id for job in queued),
+            )
+        ).all()  # fmt: skip
+    positions = {}
+    for job in queued:
+        positions[job.id] = sum(1 for queue, job_id in ahead if queue == job.queue and job_id <= job.id)
+    return positions
 
 
 def mark_enqueued(db: Database, job_id: str) -> None:
