@@ -7,7 +7,7 @@ second of training-loop time (lmtune: `elapsed_seconds` at the last step; Traine
 `train_runtime`), the ratios to Trainer, and the largest per-step loss difference between lmtune
 (padding) and Trainer.
 
-    python benchmarks/trainer_vs_hf.py [--rounds 3] [--examples 256]
+    python -m benchmarks.trainer_vs_hf [--rounds 3] [--examples 256]
 """
 
 from __future__ import annotations
