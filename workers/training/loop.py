@@ -358,20 +358,25 @@ def _evaluate(run: _Run, ids) -> tuple[float, float]:
 
 
 def _checkpoint(run: _Run) -> Path:
+    folder = _write_checkpoint(run.accelerator, run.model, run.tokenizer, run.layout, run.progress, run.spec.training.keep_checkpoints)
+    if run.accelerator.is_main_process:
+        plot_loss(run.history, run.layout.loss_plot)
+    return folder
+
+
+def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: Progress, keep: int) -> Path:
     """All processes take part (save_state writes per-process RNG state); the main one publishes."""
-    accelerator, layout = run.accelerator, run.layout
-    name = checkpoint_name(run.progress.step)
+    name = checkpoint_name(progress.step)
     partial = ckpt.partial_folder(layout.checkpoints, name)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial / ckpt.TRAINING_STATE_DIR))
-    state_dict = accelerator.get_state_dict(run.model)
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(run.model), run.tokenizer, partial, state_dict=state_dict)
-        (partial / ckpt.TRAINER_STATE).write_text(json.dumps(asdict(run.progress)))
+        save_model(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
+        (partial / ckpt.TRAINER_STATE).write_text(json.dumps(asdict(progress)))
         ckpt.write_manifest(partial)
         ckpt.publish(partial, layout.checkpoints / name)
-        ckpt.prune_checkpoints(layout.checkpoints, run.spec.training.keep_checkpoints)
-        plot_loss(run.history, layout.loss_plot)
+        ckpt.prune_checkpoints(layout.checkpoints, keep)
     accelerator.wait_for_everyone()
     return layout.checkpoints / name
 
