@@ -32,7 +32,7 @@ from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, c
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
 from workers.training.loss import CausalLMLoss
 from workers.training.loss_plot import plot_loss
-from workers.training.model_loading import load_model, load_tokenizer, save_final, save_model
+from workers.training.model_loading import check_context_length, load_model, load_tokenizer, save_final, save_model
 from workers.training.observer import Observer
 from workers.training.step_plan import StepPlan
 
@@ -98,14 +98,16 @@ class _Step:
     stop_requested: bool  # SIGTERM reached some process
 
 
-def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = None) -> TrainingResult:
+def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = None, model_name: str | None = None) -> TrainingResult:
+    """`model_name`: what the user calls `spec.model` (a catalogue name), used in messages and saved
+    files instead of the local folder the weights come from."""
     observer = observer or Observer()
     transformers_logging.disable_progress_bar()  # lmtune's own bar is the one to show
     layout = RunLayout(Path(output_dir))
     if layout.result.exists():  # a repeated delivery of a finished run: nothing to redo
         return TrainingResult.read(layout)
 
-    run = _setup(spec, layout)
+    run = _setup(spec, layout, model_name or spec.model)
     total_steps = run.hp.total_steps
     observer.on_start(total_steps=total_steps, start_step=run.progress.step)
     with _SigtermStop() as stop:
@@ -123,7 +125,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
     return _export_final(run)
 
 
-def _setup(spec: JobSpec, layout: RunLayout) -> _Run:
+def _setup(spec: JobSpec, layout: RunLayout, model_name: str) -> _Run:
     settings = spec.training
     # train() may run many times in one process (tests, notebooks); each run sets its own precision.
     # The process group (PartialState) is kept.
@@ -135,10 +137,11 @@ def _setup(spec: JobSpec, layout: RunLayout) -> _Run:
     world = accelerator.num_processes
 
     # data: validated whole before any compute
-    tokenizer = load_tokenizer(spec.model)
-    train_data = _load_data(spec.training_file, tokenizer, settings.max_seq_length, min_examples=MIN_EXAMPLES)
+    tokenizer = load_tokenizer(spec.model, model_name)
+    check_context_length(spec.model, model_name, settings.max_seq_length)
+    train_data = _load_data("training_file", spec.training_file, tokenizer, settings.max_seq_length, MIN_EXAMPLES)
     valid_data = (
-        _load_data(spec.validation_file, tokenizer, settings.max_seq_length, min_examples=1)
+        _load_data("validation_file", spec.validation_file, tokenizer, settings.max_seq_length, min_examples=1)
         if spec.validation_file
         else None
     )
@@ -151,7 +154,7 @@ def _setup(spec: JobSpec, layout: RunLayout) -> _Run:
     # model, optimizer, schedule; resumed from the newest complete checkpoint if there is one
     set_seed(spec.seed)
     resume = latest_checkpoint(layout.checkpoints)
-    model = load_model(spec.model, settings, resume[1] if resume else None)
+    model = load_model(spec.model, settings, resume[1] if resume else None, name=model_name)
     # chunked loss through the model's own forward; not under FSDP (see CausalLMLoss)
     loss = CausalLMLoss(model, accelerator.device, chunked=accelerator.distributed_type != DistributedType.FSDP)
     # fused: one kernel for all parameters, as transformers.Trainer uses by default
@@ -260,14 +263,15 @@ def _precision(setting: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def _load_data(path: str, tokenizer, max_seq_length: int, min_examples: int) -> TokenizedData:
+def _load_data(field: str, path: str, tokenizer, max_seq_length: int, min_examples: int) -> TokenizedData:
+    """The file of the job's `field`; errors name the field, never the server path."""
     try:
         rows = validate_jsonl_file(path, min_examples)
     except DatasetError as error:
-        raise InvalidDataError(f"{path}:\n{error}") from None
+        raise InvalidDataError(f"{field} is not a valid fine-tuning file:\n{error}", param=field) from None
     data = tokenize_rows(rows, tokenizer, max_seq_length)
     if len(data) == 0:
-        raise InvalidDataError(f"{path}: no example has a target token within max_seq_length={max_seq_length}")
+        raise InvalidDataError(f"{field}: no example has a target token within max_seq_length={max_seq_length}", param=field)
     return data
 
 
@@ -277,9 +281,7 @@ def _prepare_output(layout: RunLayout, spec: JobSpec, hp: ResolvedHyperparameter
     layout.error.unlink(missing_ok=True)  # from an earlier attempt
     given = spec.model_dump(mode="json")
     if layout.spec.exists() and json.loads(layout.spec.read_text()) != given:
-        raise OutputConflictError(
-            f"{layout.root} holds a run of a different spec; resume needs the same spec, or use a new --output"
-        )
+        raise OutputConflictError("the run folder holds a run of a different spec; resume needs the same spec, or use a new --output")
     layout.spec.write_text(json.dumps(given, indent=2))
     layout.run.write_text(
         json.dumps(
