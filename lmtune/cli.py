@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from lmtune.client_cli import GROUPS as CLIENT_GROUPS
-from lmtune.launcher import Supervisor, launch
+from lmtune.launcher import WORKER_NICENESS, Supervisor, launch
 from lmtune.layout import EXIT_PAUSED, EXIT_SUPERSEDED, RunLayout
 from lmtune.settings import Settings, SettingsError, load_settings
 from lmtune.problems import replace_paths
@@ -71,7 +71,7 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
         raise click.ClickException(message) from None
     if _is_main_process():
         click.echo(
-            f"done: {result.steps} steps, {result.trained_tokens} target tokens; model in {result.final_dir}"
+            f"done: {result.steps} steps, {result.trained_tokens} tokens trained; model in {result.final_dir}"
         )
 
 
@@ -112,6 +112,16 @@ def make_tiny_model_command(folder: str, seed: int) -> None:
 
     path = make_tiny_model(Path(folder), seed=seed)
     click.echo(f"tiny model (random weights) written to {path}")
+
+
+@main.command("import-gguf")
+@click.argument("gguf_path", metavar="GGUF", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the Hugging Face model.")
+def import_gguf_command(gguf_path: str, output_dir: str) -> None:
+    """De-quantise a GGUF model file into a Hugging Face folder (fp32 safetensors and tokenizer)."""
+    from workers.training.gguf_import import convert_gguf
+
+    click.echo(f"model written to {convert_gguf(gguf_path, output_dir)}")
 
 
 @main.command("make-sample-data")
@@ -187,7 +197,9 @@ def up(host: str, port: int, gpus: int | None) -> None:
     click.echo(f"lmtune: {dashboard_url(host, port, secret)}")
     click.echo(f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)", err=True)
     worker_command = [sys.executable, "-m", "lmtune.cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
-    worker = Supervisor(worker_command, on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))
+    # the worker and its trainer run at a lower CPU priority: on a shared machine the API stays responsive
+    worker = Supervisor(worker_command, nice=WORKER_NICENESS,
+                        on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))  # fmt: skip
     try:
         serve.callback(host=host, port=port)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from lmtune.spec import Hyperparameters, TrainingSettings, at_most_items
@@ -13,6 +14,13 @@ from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job, Jo
 
 T = TypeVar("T")
 ORGANIZATION = "org-lmtune"
+
+
+def json_response(body: BaseModel) -> Response:
+    """`body` serialised once, by pydantic. Returning a Response skips FastAPI's check of the
+    returned object against the route's response_model (a second validation and serialisation);
+    the route still declares that model, which is what the OpenAPI document shows."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 class ListResponse(BaseModel, Generic[T]):

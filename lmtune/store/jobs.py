@@ -166,6 +166,11 @@ def queue_position(db: Database, job: Job) -> int | None:
         return session.scalar(ahead) + 1
 
 
+def queue_positions(db: Database, jobs: list[Job]) -> dict[str, int]:
+    """The queue position of each queued job among `jobs` (a page of a list)."""
+    return {job.id: queue_position(db, job) for job in jobs if job.status == JobStatus.QUEUED}
+
+
 def claim_next_job(db: Database, queue: str, worker: str, lease_seconds: float, max_attempts: int) -> tuple[Job, int] | None:
     """The next queued job of `queue` in dispatch order, claimed for a new attempt: (job, attempt), or
     None when nothing is left to run. Two workers never claim the same job: the claim re-reads the
