@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -32,28 +31,6 @@ async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
-class KeyCache:
-    """Recently authenticated secrets, kept `ttl` seconds: a client polling a job makes one key
-    lookup (a database query) every few seconds, not one per request. A removed key is refused
-    after at most `ttl` seconds. Used on the event loop only, so it needs no lock."""
-
-    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000):
-        self.ttl, self.max_entries = ttl, max_entries
-        self._owners: dict[str, tuple[str, float]] = {}
-
-    async def owner(self, db: Database, secret: str) -> str | None:
-        moment = time.monotonic()
-        cached = self._owners.get(secret)
-        if cached is not None and cached[1] > moment:
-            return cached[0]
-        owner = await run_in_threadpool(authenticate, db, secret)
-        if owner is not None:
-            if len(self._owners) >= self.max_entries:  # bounded: forget them all, they come back
-                self._owners.clear()
-            self._owners[secret] = (owner, moment + self.ttl)
-        return owner
-
-
 # declares the scheme in /openapi.json (and the Authorize button of /docs); errors stay OpenAI's
 bearer = HTTPBearer(auto_error=False, description="An API key from `lmtune keys create NAME`")
 
@@ -64,7 +41,8 @@ async def get_owner(request: Request, credentials: Annotated[HTTPAuthorizationCr
     if credentials is None:
         raise RequestError(401, "missing API key: send `Authorization: Bearer <key>` (create one with `lmtune keys create NAME`)",
                            code="missing_api_key")  # fmt: skip
-    owner = await request.app.state.keys.owner(db, credentials.credentials.strip())
+    # looked up on every request (in the thread pool: it is a query), so a revoked key is refused at once
+    owner = await run_in_threadpool(authenticate, db, credentials.credentials.strip())
     if owner is None:
         raise RequestError(401, "invalid API key", code="invalid_api_key")
     return owner
