@@ -21,7 +21,7 @@ from service.app import create_app
 from tests.deployment import open_deployment
 from tests.faults.cluster import Cluster, alive, kill
 from tests.faults.servers import PostgresServer, RedisServer
-from tests.waiting import wait_while_progressing
+from tests.waiting import wait_for_exit, wait_while_progressing
 from lmtune.layout import complete_checkpoints
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -108,7 +108,7 @@ def test_a_worker_asked_to_stop_hands_its_job_back_and_an_idle_one_exits_at_once
     running = cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 2, what="running")
     holder = cluster.holder(running)
     holder.send_signal(signal.SIGTERM)
-    assert holder.wait(timeout=120) == 0
+    assert wait_for_exit(holder, "the worker to hand its job back and exit") == 0
     handed_back = cluster.job(job.id)
     assert handed_back.status in ("queued", "running") and handed_back.failures == 0
 
@@ -120,9 +120,11 @@ def test_a_worker_asked_to_stop_hands_its_job_back_and_an_idle_one_exits_at_once
     wait_while_progressing(lambda: log.read_text(), lambda text: " ready." in text, what="the new worker ready")
     asked = time.monotonic()
     idle.send_signal(signal.SIGTERM)
-    idle.wait(timeout=60)
+    wait_for_exit(idle, "the idle worker to exit")
     figure("idle worker exit after SIGTERM", time.monotonic() - asked)
-    assert time.monotonic() - asked < 5
+    # measured 2.8-3.9 s (docs/faults.md); the bound is loose so that a busy machine cannot fail it,
+    # tight enough to catch a worker that waits out Celery's warm shutdown again
+    assert time.monotonic() - asked < 15
 
 
 def test_a_broker_restarting_empty_loses_no_queued_or_running_job_and_repeats_run_nothing_twice(cluster):
