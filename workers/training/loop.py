@@ -34,7 +34,9 @@ from lmtune.metrics_log import MetricsLog
 from workers.training.metrics import plot_loss
 from workers.training.model_loading import check_context_length, load_model, load_tokenizer, save_final, save_model
 from workers.training.observer import Observer
+from workers.training.sampling import Sampler
 from workers.training.step_plan import StepPlan
+from workers.training.validation_watch import ValidationWatch
 
 
 @dataclass
@@ -114,6 +116,8 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
             metrics.truncate_after(progress["step"])
     history = metrics.read() if accelerator.is_main_process else []
     eval_sample = _fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None
+    sampler = Sampler(spec, tokenizer, layout, accelerator, progress["step"])
+    watch = ValidationWatch(settings, [row for row in metrics.read() if row["step"] <= progress["step"]])
 
     collate = _collator(settings.packing, tokenizer.pad_token_id, settings.max_seq_length)
     stop = _SigtermStop()
@@ -177,16 +181,23 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
                 history.append(row)
             last_row = row
             observer.on_step(row)
+            watch.observe(row)
 
             stopping = totals[3].item() > 0
-            if (step + 1) % settings.checkpoint_every_steps == 0 or ends_epoch or stopping:
-                folder = _write_checkpoint(accelerator, model, tokenizer, layout, progress, settings.keep_checkpoints)
+            if (step + 1) % settings.checkpoint_every_steps == 0 or ends_epoch or stopping or watch.wants_checkpoint:
+                folder = _write_checkpoint(accelerator, model, tokenizer, layout, progress, settings.keep_checkpoints, watch.protected_steps)
                 if accelerator.is_main_process:
                     plot_loss(history, layout.loss_plot)
+                sampler.at_checkpoint(model, step + 1)
                 observer.on_checkpoint(step + 1, folder)
+            if watch.stop and not last_step:
+                if accelerator.is_main_process:
+                    watch.announce_stop(layout, step + 1)
+                break
             if stopping and not last_step:
                 raise TrainingPaused(step + 1, layout.checkpoints / checkpoint_name(step + 1))
 
+    watch.restore_best(accelerator, model, layout, progress["step"])
     result = TrainingResult(layout.root, progress["step"], progress["tokens"], layout.final, last_row)
     _export_final(accelerator, model, tokenizer, layout, history, result)
     return result
@@ -306,7 +317,8 @@ def _evaluate(accelerator: Accelerator, model, data: TokenizedData, ids, batch_s
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: dict, keep: int) -> Path:
+def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: dict, keep: int,
+                      protected: set[int]) -> Path:  # fmt: skip
     """All processes take part (save_state writes per-process RNG state); the main one publishes."""
     name = checkpoint_name(progress["step"])
     partial = ckpt.partial_folder(layout.checkpoints, name)
@@ -318,7 +330,7 @@ def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLay
         (partial / ckpt.TRAINER_STATE).write_text(json.dumps(progress))
         ckpt.write_manifest(partial)
         ckpt.publish(partial, layout.checkpoints / name)
-        ckpt.prune_checkpoints(layout.checkpoints, keep)
+        ckpt.prune_checkpoints(layout.checkpoints, keep, protected)
     accelerator.wait_for_everyone()
     return layout.checkpoints / name
 
