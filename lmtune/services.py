@@ -6,16 +6,16 @@ The HTTP routes are thin adapters around these; errors carry the HTTP status and
 from __future__ import annotations
 
 from lmtune import quotas
-from lmtune.catalogue import load_catalogue
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
+from lmtune.layout import DataLayout
+from lmtune.model_refs import ModelNotFound, resolve_model
 from lmtune.problems import quote
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
 from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
-from lmtune.store.fine_tuned import get_fine_tuned_model
 from lmtune.store.jobs import TooManyActiveJobs, create_job, queue_name
 from lmtune.store.models import Job
 
@@ -26,7 +26,7 @@ def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, sp
                suffix: str | None = None, metadata: dict | None = None, gpus: int = 0) -> Job:  # fmt: skip
     """Check that the model and files exist for this key and that it is within its quotas, store the
     job, and queue it."""
-    _check_model(db, spec.model, owner)
+    _check_model(settings, db, spec.model, owner)
     for field in ("training_file", "validation_file"):
         file_id = getattr(spec, field)
         if not file_id:
@@ -57,11 +57,9 @@ def resume_job(settings: Settings, db: Database, queue: JobQueue, job_id: str, o
     return job
 
 
-def _check_model(db: Database, model: str, owner: str) -> None:
-    if model.startswith("ft:"):
-        if get_fine_tuned_model(db, model, owner) is None:
-            raise RequestError(404, f"no fine-tuned model {quote(model)}", param="model", code="model_not_found")
-    elif model not in load_catalogue():
-        known = ", ".join(sorted(load_catalogue()))
-        raise RequestError(404, f"model {quote(model)} is not in the catalogue (known: {known})", param="model",
-                           code="model_not_found")  # fmt: skip
+def _check_model(settings: Settings, db: Database, model: str, owner: str) -> None:
+    """A catalogue model, a fine-tuned model of this key, or one of its jobs' checkpoints."""
+    try:
+        resolve_model(db, DataLayout(settings.data_dir), model, owner)
+    except ModelNotFound as error:
+        raise RequestError(404, str(error), param="model", code="model_not_found") from None

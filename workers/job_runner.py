@@ -10,21 +10,18 @@ import csv
 import io
 import json
 import logging
-import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from lmtune.catalogue import load_catalogue
 from lmtune.dispatch import enqueue_job
 from lmtune.ids import new_id
 from lmtune.launcher import die_with_parent
 from lmtune.layout import EXIT_PAUSED, DataLayout, file_sha256
+from lmtune.model_refs import ModelNotFound, resolve_model
 from lmtune.problems import replace_paths
 from lmtune.quotas import folder_bytes
 from lmtune.settings import Settings
@@ -32,10 +29,11 @@ from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
 from lmtune.store import records
 from lmtune.store.database import Database
-from lmtune.store.fine_tuned import add_fine_tuned_model, fine_tuned_model_id, get_fine_tuned_model
+from lmtune.store.fine_tuned import add_fine_tuned_model, fine_tuned_model_id
 from lmtune.store.jobs import StaleAttempt, claim_job, finish_attempt, get_job, record_output_bytes, record_progress
 from lmtune.store.models import Job
 from workers.lease_keeper import LeaseKeeper
+from workers.model_sources import loadable_source
 from workers.run_follower import RunFollower
 from lmtune.metrics_log import MetricsLog
 
@@ -110,7 +108,7 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper)
 def _trainer_spec(ctx: WorkerContext, job: Job) -> JobSpec:
     """The stored spec with the model name and file ids turned into local paths."""
     spec = JobSpec.model_validate(job.spec)
-    update = {"model": _model_source(ctx, spec.model, job.owner)}
+    update = {"model": _model_source(ctx, spec.model, job.owner, job.id)}
     for name in ("training_file", "validation_file"):
         file_id = getattr(spec, name)
         if file_id:
@@ -121,33 +119,12 @@ def _trainer_spec(ctx: WorkerContext, job: Job) -> JobSpec:
     return spec.model_copy(update=update)
 
 
-def _model_source(ctx: WorkerContext, name: str, owner: str) -> str:
-    if name.startswith("ft:"):
-        row = get_fine_tuned_model(ctx.db, name, owner)
-        if row is None:
-            raise InputError("model_not_found", f"the fine-tuned model {name} does not exist", "model")
-        return str(ctx.data.resolve(row.path))
-    entry = load_catalogue().get(name)
-    if entry is None:
-        raise InputError("model_not_found", f"model {name!r} is not in the catalogue", "model")
-    if entry.builtin:
-        return str(_ensure_builtin_model(ctx.data, name))
-    return entry.source
-
-
-def _ensure_builtin_model(data: DataLayout, name: str) -> Path:
-    """Made once, aside and renamed into place, so concurrent workers never see half a model."""
-    folder = data.builtin_model(name)
-    if not folder.exists():
-        from workers.training.tiny_model import make_tiny_model
-
-        partial = folder.with_name(f".partial-{name}-{os.getpid()}")
-        make_tiny_model(partial)
-        try:
-            os.rename(partial, folder)
-        except OSError:  # another worker won the race
-            shutil.rmtree(partial, ignore_errors=True)
-    return folder
+def _model_source(ctx: WorkerContext, name: str, owner: str, job_id: str) -> str:
+    try:
+        ref = resolve_model(ctx.db, ctx.data, name, owner)
+    except ModelNotFound as error:
+        raise InputError("model_not_found", str(error), "model") from None
+    return loadable_source(ref, ctx.data.job(job_id).start_model)
 
 
 def _follow(ctx: WorkerContext, job: Job, attempt: int, trainer: subprocess.Popen, follower: RunFollower,
@@ -183,6 +160,8 @@ def _report(ctx: WorkerContext, job: Job, attempt: int, follower: RunFollower) -
         run_info = follower.layout.run
         hyperparameters = json.loads(run_info.read_text())["hyperparameters"] if run_info.exists() else None
         record_progress(ctx.db, job.id, attempt, metrics=latest, estimated_finish=finish, hyperparameters=hyperparameters)
+    for message in follower.new_messages():  # sample sets and trainer notices (early stopping)
+        records.add_event(ctx.db, job.id, attempt=attempt, **message)
     changes = follower.checkpoint_changes()
     if changes:
         new, on_disk = changes

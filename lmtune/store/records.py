@@ -80,3 +80,8 @@ def list_checkpoints(db: Database, job_id: str, *, after: str | None = None, lim
 def get_checkpoint(db: Database, job_id: str, checkpoint_id: str) -> Checkpoint | None:
     with db.session() as session:
         return session.scalar(select(Checkpoint).where(Checkpoint.id == checkpoint_id, Checkpoint.job_id == job_id))
+
+
+def get_checkpoint_at(db: Database, job_id: str, step: int) -> Checkpoint | None:
+    with db.session() as session:
+        return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
