@@ -110,6 +110,16 @@ def make_tiny_model_command(folder: str, seed: int) -> None:
     click.echo(f"tiny model (random weights) written to {path}")
 
 
+@main.command("import-gguf")
+@click.argument("gguf_path", metavar="GGUF", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the Hugging Face model.")
+def import_gguf_command(gguf_path: str, output_dir: str) -> None:
+    """De-quantise a GGUF model file into a Hugging Face folder (fp32 safetensors and tokenizer)."""
+    from workers.training.gguf_import import convert_gguf
+
+    click.echo(f"model written to {convert_gguf(gguf_path, output_dir)}")
+
+
 @main.command("make-sample-data")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--examples", default=100, show_default=True, type=click.IntRange(1))

