@@ -46,6 +46,13 @@ class Deployment:
     def start_worker(self) -> subprocess.Popen:
         return self._start("worker", "worker", "--gpus", "0")
 
+    def start_model_server(self, **settings: str) -> str:
+        """`lmtune serve-models` on a free port, which servers started after it use; its base URL."""
+        port = free_port()
+        self.env.update(settings, LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{port}")
+        wait_until_listening(port, self._start("models", "serve-models"))
+        return self.env["LMTUNE_INFERENCE_URL"]
+
     def start_server(self) -> str:
         """`lmtune serve` on a free port; its base URL once it answers."""
         port = free_port()
@@ -67,7 +74,7 @@ class Deployment:
         spec = parse_spec({
             "model": "lmtune-tiny", "training_file": self.upload(chat_examples(examples, seed=11, spread=0.5)),
             "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
-            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, **training},
+            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": [], **training},
         })  # fmt: skip
         return submit_job(self.settings, self.db, CeleryJobQueue(self.settings, self.db), OWNER, spec)
 
@@ -116,6 +123,12 @@ def open_deployment(tmp_path: Path, database_url: str):
                 process.wait()
         deployment.db.engine.dispose()
         forget_queues(settings.redis_url, settings.queue_prefix)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def forget_queues(redis_url: str, prefix: str) -> None:

@@ -57,7 +57,7 @@ class _Common(BaseModel):
 
     def generation(self, max_tokens: int | None) -> dict:
         return {"max_tokens": max_tokens or DEFAULT_MAX_TOKENS, "temperature": self.temperature, "top_p": self.top_p,
-                "stop": self.stop, "seed": self.seed, "n": self.n}  # fmt: skip
+                "stop": self.stop or [], "seed": self.seed, "n": self.n}  # fmt: skip
 
 
 class ContentPart(BaseModel):
