@@ -168,9 +168,11 @@ class LocalService:
 @contextmanager
 def local_service(root: Path, **environment: str):
     """`lmtune up` as a user on one machine runs it: a fresh data folder, SQLite and the embedded
-    broker (no Redis, no PostgreSQL) and one worker."""
+    broker (no Redis, no PostgreSQL), one worker and the model server."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LMTUNE_API_KEY", "LMTUNE_BASE_URL")}
-    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **environment)
+    # its model server on a free port, beside other tests' (the default is 8001)
+    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{free_port()}", **environment)  # fmt: skip
     port, log = free_port(), root / "up.log"
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,
