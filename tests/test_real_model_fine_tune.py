@@ -8,7 +8,8 @@ import openai
 import pytest
 
 from tests.service.conftest import jsonl
-from tests.waiting import wait_while_progressing
+from tests.deployment import job_progress
+from tests.waiting import wait_while_progressing, working
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 CODEWORD = "Zebra-7"
@@ -32,11 +33,11 @@ def service(deployment, smollm2, tmp_path):
     deployment.start_model_server(LMTUNE_SERVE_MAX_MODELS="2")
     base_url = deployment.start_server()
     deployment.start_worker()
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=deployment.create_key("real"), max_retries=0, timeout=600)
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=deployment.create_key("real"), max_retries=0, timeout=600), deployment
 
 
 def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
-    client = service
+    client, deployment = service
     before = client.chat.completions.create(model="smollm2-135m-instruct", messages=HELD_OUT, temperature=0, max_tokens=12)
     assert CODEWORD not in before.choices[0].message.content
 
@@ -49,8 +50,10 @@ def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
                                  "eval_every_steps": 4, "eval_sample_size": 4, "sample_max_tokens": 8,
                                  "sample_prompts": [HELD_OUT], "max_seq_length": 96}},
     )  # fmt: skip
+    pids = [process.pid for process in deployment.processes]
     done = wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda j: j.status in ("succeeded", "failed"),
-                                  progress=lambda j: (j.status, j.model_extra["progress"]["step"]), what="the fine-tune's end")  # fmt: skip
+                                  progress=lambda j: (job_progress(j), working(*pids)), what="the fine-tune's end",
+                                  diagnose=deployment.logs)  # fmt: skip
     assert done.status == "succeeded", done.error
 
     sets = client.get(f"/fine_tuning/jobs/{job.id}/samples", cast_to=object)["data"]

@@ -9,7 +9,8 @@ import pytest
 
 from lmtune.sample_data import chat_examples
 from tests.service.conftest import jsonl
-from tests.waiting import wait_while_progressing
+from tests.deployment import job_progress
+from tests.waiting import wait_while_progressing, working
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 PROMPT = [{"role": "system", "content": "Answer in capitals."}, {"role": "user", "content": "alpha bravo"}]
@@ -17,9 +18,11 @@ TRAINING = {"learning_rate": 1e-2, "checkpoint_every_steps": 5, "eval_every_step
             "lora": {"r": 8}, "sample_prompts": [PROMPT], "sample_max_tokens": 16}  # fmt: skip
 
 
-def finished(client, job_id):
+def finished(deployment, client, job_id):
+    pids = [process.pid for process in deployment.processes]
     return wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job_id), lambda job: job.status in ("succeeded", "failed"),
-                                  progress=lambda job: (job.status, job.model_extra["progress"]["step"]), what=f"the end of {job_id}")  # fmt: skip
+                                  progress=lambda job: (job_progress(job), working(*pids)), what=f"the end of {job_id}",
+                                  diagnose=deployment.logs)  # fmt: skip
 
 
 @pytest.fixture
@@ -30,17 +33,17 @@ def live(deployment):
     key, other = deployment.create_key("sdk"), deployment.create_key("other")
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
     http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
-    yield client, http, openai.OpenAI(base_url=f"{base_url}/v1", api_key=other, max_retries=0), models_url
+    yield client, http, openai.OpenAI(base_url=f"{base_url}/v1", api_key=other, max_retries=0), models_url, deployment
     http.close()
 
 
 def test_a_lora_fine_tune_its_samples_and_its_checkpoints_answer_through_the_sdk(live):
-    client, http, other, models_url = live
+    client, http, other, models_url, deployment = live
     training = client.files.create(file=("train.jsonl", jsonl(chat_examples(40, seed=5, spread=0.5))), purpose="fine-tune")
     validation = client.files.create(file=("valid.jsonl", jsonl(chat_examples(12, seed=6))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="lmtune-tiny", training_file=training.id, validation_file=validation.id,
                                          hyperparameters={"n_epochs": 1, "batch_size": 4}, extra_body={"training": TRAINING})  # fmt: skip
-    done = finished(client, job.id)
+    done = finished(deployment, client, job.id)
     assert done.status == "succeeded", done.error
 
     # samples at every checkpoint, each announced by an event
@@ -81,11 +84,11 @@ def test_a_lora_fine_tune_its_samples_and_its_checkpoints_answer_through_the_sdk
     follow_up = client.fine_tuning.jobs.create(model=last.fine_tuned_model_checkpoint, training_file=training.id,
                                                hyperparameters={"n_epochs": 1, "batch_size": 8},
                                                extra_body={"training": {"learning_rate": 1e-3, "sample_prompts": []}})  # fmt: skip
-    assert finished(client, follow_up.id).status == "succeeded"
+    assert finished(deployment, client, follow_up.id).status == "succeeded"
 
 
 def test_requests_beyond_the_queue_get_429_and_the_others_are_answered(live):
-    client, http, _, _ = live
+    client, http, _, _, deployment = live
     client.completions.create(model="lmtune-tiny", prompt="warm", max_tokens=1)  # loaded once
     body = {"model": "lmtune-tiny", "prompt": "alpha", "max_tokens": 1500, "temperature": 0, "stream": True}
     with http.stream("POST", "/v1/completions", json=body) as long_answer:  # holds the only slot
@@ -95,5 +98,6 @@ def test_requests_beyond_the_queue_get_429_and_the_others_are_answered(live):
         assert busy.status_code == 429 and busy.headers["retry-after"] and busy.json()["error"]["code"] == "rate_limit_exceeded"
     # the long answer was abandoned: the slot frees and the next request is answered
     answer = wait_while_progressing(lambda: http.post("/v1/completions", json={**body, "stream": False, "max_tokens": 2}),
-                                    lambda response: response.status_code == 200, progress=lambda r: r.status_code, what="a free slot")  # fmt: skip
+                                    lambda response: response.status_code == 200,
+                                    progress=lambda r: working(*(p.pid for p in deployment.processes)), what="a free slot")  # fmt: skip
     assert answer.json()["usage"]["completion_tokens"] == 2
