@@ -318,7 +318,7 @@ def _evaluate(accelerator: Accelerator, model, data: TokenizedData, ids, batch_s
 
 
 def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: dict, keep: int,
-                      protected: set[int]) -> Path:  # fmt: skip
+                      protected: set[int] = frozenset()) -> Path:  # fmt: skip
     """All processes take part (save_state writes per-process RNG state); the main one publishes."""
     name = checkpoint_name(progress["step"])
     partial = ckpt.partial_folder(layout.checkpoints, name)
