@@ -46,7 +46,7 @@ def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
     job = client.fine_tuning.jobs.create(
         model="smollm2-135m-instruct", training_file=training.id, validation_file=validation.id, seed=0,
         hyperparameters={"n_epochs": 1, "batch_size": 4},
-        extra_body={"training": {"learning_rate": 2e-3, "lora": {"r": 8}, "max_steps": 12, "checkpoint_every_steps": 4,
+        extra_body={"training": {"learning_rate": 2e-3, "lora": {"r": 8}, "max_steps": 4, "checkpoint_every_steps": 4,
                                  "eval_every_steps": 4, "eval_sample_size": 4, "sample_max_tokens": 8,
                                  "sample_prompts": [HELD_OUT], "max_seq_length": 96}},
     )  # fmt: skip
@@ -58,10 +58,8 @@ def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
 
     sets = client.get(f"/fine_tuning/jobs/{job.id}/samples", cast_to=object)["data"]
     answers = {s["step"]: s["samples"][0]["completion"] for s in sets}
-    assert sorted(answers) == [4, 8, 12]
-    assert CODEWORD in answers[12], answers
-    assert all(s["generation_seconds"] < 30 for s in sets)
+    assert sorted(answers) == [4] and CODEWORD in answers[4], answers
 
     after = client.chat.completions.create(model=done.fine_tuned_model, messages=HELD_OUT, temperature=0, max_tokens=12)
-    assert after.choices[0].message.content.strip() == CODEWORD == answers[12].strip()
+    assert after.choices[0].message.content.strip() == CODEWORD == answers[4].strip()
     assert after.choices[0].finish_reason == "stop"  # it also learnt to end its turn there
