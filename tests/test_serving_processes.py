@@ -27,7 +27,7 @@ def finished(deployment, client, job_id):
 
 @pytest.fixture
 def live(deployment):
-    models_url = deployment.start_model_server(LMTUNE_SERVE_CONCURRENCY="1", LMTUNE_SERVE_QUEUE="0", LMTUNE_SERVE_MAX_MODELS="3")
+    models_url = deployment.start_model_server(CUDA_VISIBLE_DEVICES="", LMTUNE_SERVE_CONCURRENCY="1", LMTUNE_SERVE_QUEUE="0", LMTUNE_SERVE_MAX_MODELS="3")
     base_url = deployment.start_server()
     deployment.start_worker()
     key, other = deployment.create_key("sdk"), deployment.create_key("other")

@@ -21,7 +21,7 @@ MESSAGES = [{"role": "system", "content": "Answer in capitals."}, {"role": "user
 
 @pytest.fixture
 def served(api):
-    cache = ModelCache(max_models=2, max_bytes=1 << 30)
+    cache = ModelCache(device="cpu", max_models=2, max_bytes=1 << 30)
     api.client.app.state.inference = InferenceClient("http://models", transport=httpx.ASGITransport(create_serving_app(cache)))
     return api
 

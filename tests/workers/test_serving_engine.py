@@ -37,7 +37,7 @@ def reference(folder_or_model, tokenizer_folder, prompt=PROMPT, tokens=10):
 def test_adapters_share_one_loaded_base_and_answer_as_their_merged_models(tiny_model, tmp_path):
     base = {"source": str(tiny_model)}
     first, second = make_adapter(tiny_model, tmp_path / "a", 1), make_adapter(tiny_model, tmp_path / "b", 2)
-    cache = ModelCache(max_models=3, max_bytes=1 << 30)
+    cache = ModelCache(device="cpu", max_models=3, max_bytes=1 << 30)
     plain, _ = ask(cache, base)
     with_first, _ = ask(cache, {"source": first, "adapter": first, "base": base})
     with_second, loaded = ask(cache, {"source": second, "adapter": second, "base": base})
@@ -52,7 +52,7 @@ def test_adapters_share_one_loaded_base_and_answer_as_their_merged_models(tiny_m
 def test_the_least_recently_used_model_is_unloaded_first(tiny_model, tmp_path):
     adapters = [make_adapter(tiny_model, tmp_path / name, seed) for seed, name in enumerate("abc")]
     base = {"source": str(tiny_model)}
-    cache = ModelCache(max_models=3, max_bytes=1 << 30)
+    cache = ModelCache(device="cpu", max_models=3, max_bytes=1 << 30)
     for adapter in adapters[:2]:
         ask(cache, {"source": adapter, "adapter": adapter, "base": base})
     ask(cache, {"source": adapters[0], "adapter": adapters[0], "base": base})  # a is used again: b is now the oldest
@@ -60,7 +60,7 @@ def test_the_least_recently_used_model_is_unloaded_first(tiny_model, tmp_path):
     assert cache.loaded == [str(tiny_model), f"{tiny_model}+{adapters[0]}", f"{tiny_model}+{adapters[2]}"]
     assert ask(cache, {"source": adapters[0], "adapter": adapters[0], "base": base})[1] < load_seconds
 
-    small = ModelCache(max_models=1, max_bytes=1 << 30)
+    small = ModelCache(device="cpu", max_models=1, max_bytes=1 << 30)
     other = tmp_path / "other"
     AutoModelForCausalLM.from_pretrained(tiny_model).save_pretrained(other)
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(other)
@@ -74,7 +74,7 @@ def test_memory_bounds_what_stays_loaded(tiny_model, tmp_path):
     AutoModelForCausalLM.from_pretrained(tiny_model).save_pretrained(other)
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(other)
     one_model = sum(p.stat().st_size for p in other.glob("*.safetensors"))
-    cache = ModelCache(max_models=10, max_bytes=int(one_model * 1.5))
+    cache = ModelCache(device="cpu", max_models=10, max_bytes=int(one_model * 1.5))
     ask(cache, {"source": str(tiny_model)})
     ask(cache, {"source": str(other)})
     assert cache.loaded == [str(other)]
@@ -82,7 +82,7 @@ def test_memory_bounds_what_stays_loaded(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_greedy_answers_of_smollm2_are_what_transformers_generates(smollm2):
-    cache = ModelCache(max_models=1, max_bytes=2 << 30)
+    cache = ModelCache(device="cpu", max_models=1, max_bytes=2 << 30)
     prompt = [{"role": "user", "content": "What is the capital of France?"}]
     answer, _ = ask(cache, {"source": str(smollm2)}, prompt, GenerationParams(max_tokens=20))
     assert answer == reference(str(smollm2), smollm2, prompt, tokens=20)
