@@ -83,6 +83,7 @@ def test_early_stopping_ends_the_run_when_the_validation_loss_stops_improving(ma
     assert (run / "final" / "model.safetensors").exists() and (run / "checkpoints" / "step-000006").exists()
 
 
+@pytest.mark.slow  # 32 steps, to see the validation loss fall and rise again
 def test_keep_best_keeps_the_lowest_validation_loss_checkpoint_and_makes_it_final(make_spec, chat_file, tmp_path):
     # validation wants the words as given; training teaches capitals: the validation loss falls while
     # the format is learnt, then rises
