@@ -46,7 +46,7 @@ def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
     job = client.fine_tuning.jobs.create(
         model="smollm2-135m-instruct", training_file=training.id, validation_file=validation.id, seed=0,
         hyperparameters={"n_epochs": 1, "batch_size": 4},
-        extra_body={"training": {"learning_rate": 2e-3, "lora": {"r": 8}, "max_steps": 4, "checkpoint_every_steps": 4,
+        extra_body={"training": {"learning_rate": 2e-3, "lora": {"r": 8}, "max_steps": 4, "lr_scheduler": "constant", "checkpoint_every_steps": 4,
                                  "eval_every_steps": 4, "eval_sample_size": 4, "sample_max_tokens": 8,
                                  "sample_prompts": [HELD_OUT], "max_seq_length": 96}},
     )  # fmt: skip
