@@ -10,6 +10,7 @@ from typing import AsyncIterator
 
 import httpx
 
+from lmtune.problems import quote
 from lmtune.services import RequestError
 
 CONNECT_SECONDS = 5.0
@@ -79,5 +80,5 @@ def upstream_error(model: str, event: dict) -> RequestError:
     if event["status"] == 400:
         return RequestError(400, event["message"], param="max_tokens", code="context_length_exceeded")
     if event["status"] == 503:
-        return RequestError(503, f"model {model!r} could not be loaded by the model server; its log says why", code="model_not_loadable")
+        return RequestError(503, f"model {quote(model)} could not be loaded by the model server; its log says why", code="model_not_loadable")
     return RequestError(500, "the model server failed while answering; its log has the details", code="model_server_error")
