@@ -7,7 +7,7 @@ second of training-loop time (lmtune: `elapsed_seconds` at the last step; Traine
 `train_runtime`), the ratios to Trainer, and the largest per-step loss difference between lmtune
 (padding) and Trainer.
 
-    python benchmarks/trainer_vs_hf.py [--rounds 3] [--examples 256]
+    python -m benchmarks.trainer_vs_hf [--rounds 3] [--examples 256]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from lmtune.sample_data import chat_examples, write_jsonl  # noqa: E402
 from lmtune.spec import parse_spec  # noqa: E402
 from lmtune.training_data import validate_jsonl_file  # noqa: E402
 from workers.training.data import tokenize_rows  # noqa: E402
-from workers.training.hf_reference import run_hf_trainer  # noqa: E402
+from benchmarks.hf_reference import run_hf_trainer  # noqa: E402
 from workers.training.loop import train  # noqa: E402
 from lmtune.metrics_log import MetricsLog  # noqa: E402
 from workers.training.tiny_model import make_tiny_model  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,14 @@ class CatalogueEntry:
 
 
 def load_catalogue(path: Path | None = None) -> dict[str, CatalogueEntry]:
+    """Parsed again only when the file changes (the API lists it on every GET /v1/models)."""
     path = path or Path(os.environ.get("LMTUNE_MODELS_FILE", DEFAULT_FILE))
+    stat = path.stat()
+    return dict(_parse(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(path: Path, mtime_ns: int, size: int) -> dict[str, CatalogueEntry]:
     data = yaml.safe_load(path.read_text()) or {}
     entries = {}
     for name, entry in (data.get("models") or {}).items():

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from lmtune.client_cli import GROUPS as CLIENT_GROUPS
-from lmtune.launcher import Supervisor, launch
-from lmtune.layout import EXIT_PAUSED, RunLayout
+from lmtune.launcher import WORKER_NICENESS, Supervisor, launch
+from lmtune.layout import EXIT_PAUSED, EXIT_SUPERSEDED, RunLayout
 from lmtune.settings import Settings, SettingsError, load_settings
 from lmtune.problems import replace_paths
 from lmtune.spec import SpecError, load_spec
@@ -40,6 +40,7 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
     if num_processes > 1:
         sys.exit(_launch_processes(spec_path, output_dir, num_processes, model_name))
 
+    from lmtune.fence import Superseded
     from workers.training.errors import TrainingError, TrainingPaused
     from workers.training.loop import train as run_training
     from workers.training.progress_bar import ProgressBar
@@ -50,6 +51,9 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
     except TrainingPaused as paused:
         click.echo(f"paused at step {paused.step}; run the same command again to resume", err=True)
         sys.exit(EXIT_PAUSED)
+    except Superseded as superseded:  # the folder is another attempt's now: write nothing, not even the error
+        click.echo(str(superseded), err=True)
+        sys.exit(EXIT_SUPERSEDED)
     except (TrainingError, SpecError) as error:
         _record_error(output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error), getattr(error, "param", None))
         raise click.ClickException(str(error)) from None
@@ -67,7 +71,7 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
         raise click.ClickException(message) from None
     if _is_main_process():
         click.echo(
-            f"done: {result.steps} steps, {result.trained_tokens} target tokens; model in {result.final_dir}"
+            f"done: {result.steps} steps, {result.trained_tokens} tokens trained; model in {result.final_dir}"
         )
 
 
@@ -215,7 +219,9 @@ def up(host: str, port: int, gpus: int | None) -> None:
     click.echo(f"lmtune: {dashboard_url(host, port, secret)}")
     click.echo(f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)", err=True)
     worker_command = [sys.executable, "-m", "lmtune.cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
-    worker = Supervisor(worker_command, on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))
+    # the worker and its trainer run at a lower CPU priority: on a shared machine the API stays responsive
+    worker = Supervisor(worker_command, nice=WORKER_NICENESS,
+                        on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))  # fmt: skip
     models = Supervisor([sys.executable, "-m", "lmtune.cli", "serve-models"],
                         on_restart=lambda code: click.echo(f"the model server exited ({code}); starting another", err=True))  # fmt: skip
     try:

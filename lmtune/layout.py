@@ -14,6 +14,9 @@ from pathlib import Path
 # Exit status of a trainer stopped by SIGTERM after writing its checkpoint (sysexits' EX_TEMPFAIL):
 # running the same command again resumes.
 EXIT_PAUSED = 75
+# Exit status of a trainer that found its run folder claimed by a newer attempt (lmtune.fence):
+# it stopped without writing anything more.
+EXIT_SUPERSEDED = 76
 # In every checkpoint and final folder, written last: each file's path, size and sha256. A folder
 # with its final name and a manifest is complete.
 MANIFEST = "manifest.json"
@@ -97,6 +100,10 @@ class RunLayout:
     @property
     def error(self) -> Path:
         return self.root / "error.json"  # why a failed run failed: {code, message}
+
+    @property
+    def fence(self) -> Path:
+        return self.root / "attempt"  # the attempt that owns the folder (lmtune.fence)
 
     @property
     def result(self) -> Path:

@@ -16,8 +16,9 @@ class MetricsLog:
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []
-        with self.path.open() as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        lines = self.path.read_text().split("\n")
+        lines.pop()  # after the last newline: empty, or a row cut short by a kill, never a whole row
+        return [json.loads(line) for line in lines if line.strip()]
 
     def truncate_after(self, step: int) -> None:
         """Drop rows after `step`: a resumed run writes them again. The file is replaced whole (a new

@@ -5,6 +5,11 @@ The HTTP routes are thin adapters around these; errors carry the HTTP status and
 
 from __future__ import annotations
 
+import hashlib
+from typing import Callable, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+
 from lmtune import quotas
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
@@ -16,16 +21,27 @@ from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
 from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
-from lmtune.store.jobs import TooManyActiveJobs, create_job, queue_name
+from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
+from lmtune.store.jobs import TooManyActiveJobs, create_job, get_job, queue_name
 from lmtune.store.models import Job
+
+T = TypeVar("T")
 
 TRAINING_PURPOSE = "fine-tune"  # results CSVs have purpose fine-tune-results
 
 
 def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, spec: JobSpec, *,
-               suffix: str | None = None, metadata: dict | None = None, gpus: int = 0) -> Job:  # fmt: skip
+               suffix: str | None = None, metadata: dict | None = None, gpus: int = 0,
+               idempotency_key: str | None = None, request_hash: str = "") -> Job:  # fmt: skip
     """Check that the model and files exist for this key and that it is within its quotas, store the
-    job, and queue it."""
+    job, and tell the workers. The answer never depends on the broker (`queue.send` does not raise):
+    a job stored while it is down is sent when it is back. A repeat of an `idempotency_key` request
+    (same `request_hash`) returns the first one's job. The model is a catalogue model, a fine-tuned
+    model of this key, or one of its jobs' checkpoints."""
+    idem = idempotency(owner, idempotency_key, "job", request_hash)
+    earlier = earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
+    if earlier is not None:
+        return earlier
     _check_model(settings, db, spec.model, owner)
     for field in ("training_file", "validation_file"):
         file_id = getattr(spec, field)
@@ -39,10 +55,16 @@ def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, sp
                                f"purpose {TRAINING_PURPOSE!r}", param=field, code="invalid_file")  # fmt: skip
     quotas.check_storage(settings, db, owner)
     try:
-        job = create_job(db, owner=owner, spec=spec.model_dump(mode="json"), queue=queue_name(gpus, settings.queue_prefix),
-                         gpus=gpus, suffix=suffix, metadata=metadata, max_active=settings.quota_active_jobs)  # fmt: skip
+        with db.session() as session:
+            job = create_job(db, owner=owner, spec=spec.model_dump(mode="json"), queue=queue_name(gpus, settings.queue_prefix),
+                             gpus=gpus, suffix=suffix, metadata=metadata, max_active=settings.quota_active_jobs,
+                             session=session)  # fmt: skip
+            if idem:
+                remember(session, idem, job.id)
     except TooManyActiveJobs as full:
         raise quotas.too_many_jobs(settings.quota_active_jobs, full.active) from None
+    except IntegrityError:  # the same key, sent twice at once: the other request stored the job
+        return earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
     queue.send(job)
     return job
 
@@ -55,6 +77,27 @@ def resume_job(settings: Settings, db: Database, queue: JobQueue, job_id: str, o
         raise quotas.too_many_jobs(settings.quota_active_jobs, full.active) from None
     queue.send(job)
     return job
+
+
+def idempotency(owner: str, key: str | None, kind: str, *request: str) -> IdempotencyKey | None:
+    """The `Idempotency-Key` of a create request of `kind`, with a hash of what it asks."""
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255:
+        raise RequestError(400, "Idempotency-Key must have 1 to 255 characters", param="Idempotency-Key")
+    return IdempotencyKey(owner, key, hashlib.sha256("\0".join((kind, *request)).encode()).hexdigest())
+
+
+def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[str], T]) -> T | None:
+    """What an earlier request with this key created, if any; 409 if it came with another body."""
+    if idem is None:
+        return None
+    try:
+        object_id = earlier_answer(db, idem)
+    except KeyReused:
+        raise RequestError(409, f"Idempotency-Key {quote(idem.key)} was already used with a different request",
+                           param="Idempotency-Key", code="idempotency_key_reused") from None  # fmt: skip
+    return load(object_id) if object_id else None
 
 
 def _check_model(settings: Settings, db: Database, model: str, owner: str) -> None:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     serve_max_memory_mb: int = Field(4096, ge=64, le=1 << 22, description="LMTUNE_SERVE_MAX_MEMORY_MB: memory the model server's loaded weights may take")
     serve_concurrency: int = Field(1, ge=1, le=64, description="LMTUNE_SERVE_CONCURRENCY: answers generated at once")
     serve_queue: int = Field(8, ge=0, le=1024, description="LMTUNE_SERVE_QUEUE: requests that may wait beyond those; more get 429")
+    redeliver_seconds: float = Field(30, gt=0, le=3600, description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
+                                     "again the messages of queued jobs that a broker lost")  # fmt: skip
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -14,7 +14,9 @@ from typing import BinaryIO
 from lmtune import quotas
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
-from lmtune.services import TRAINING_PURPOSE, RequestError
+from sqlalchemy.exc import IntegrityError
+
+from lmtune.services import TRAINING_PURPOSE, RequestError, earlier_object, idempotency
 from lmtune.settings import Settings
 from lmtune.store import files as file_store
 from lmtune.store.database import Database
@@ -78,13 +80,20 @@ def check_purpose(purpose: str) -> None:
         raise RequestError(400, f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
 
 
-def register_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, upload: PartialUpload) -> File:
-    """Validate a received upload from disk, line by line; store it under an id, or discard it."""
+def register_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, upload: PartialUpload,
+                    idempotency_key: str | None = None) -> File:  # fmt: skip
+    """Validate a received upload from disk, line by line; store it under an id, or discard it. A
+    repeat of an `idempotency_key` request (same name, purpose and bytes) returns the first file."""
     try:
         upload.close()
         check_purpose(purpose)
         quotas.check_storage(settings, db, owner, adding=upload.size)
         filename = safe_filename(filename)
+        idem = idempotency(owner, idempotency_key, "file", filename, purpose, upload.sha256)
+        earlier = earlier_object(db, idem, lambda object_id: file_store.get_file(db, object_id, owner))
+        if earlier is not None:
+            upload.discard()
+            return earlier
         try:
             examples = count_examples(upload.path)
         except DatasetError as error:
@@ -97,8 +106,12 @@ def register_upload(settings: Settings, db: Database, owner: str, filename: str,
     except BaseException:
         upload.discard()
         raise
-    return file_store.add_file(db, file_id=file_id, owner=owner, filename=filename, purpose=purpose, size=upload.size,
-                               sha256=upload.sha256, examples=examples, path=data.relative(path))  # fmt: skip
+    try:
+        return file_store.add_file(db, file_id=file_id, owner=owner, filename=filename, purpose=purpose, size=upload.size,
+                                   sha256=upload.sha256, examples=examples, path=data.relative(path), idem=idem)  # fmt: skip
+    except IntegrityError:  # the same key, sent twice at once: the other request stored the file
+        path.unlink(missing_ok=True)
+        return earlier_object(db, idem, lambda object_id: file_store.get_file(db, object_id, owner))
 
 
 def store_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, stream: BinaryIO) -> File:

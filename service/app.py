@@ -9,6 +9,7 @@ from lmtune.dispatch import CeleryJobQueue
 from lmtune.settings import Settings, load_settings
 from lmtune.store.database import open_database
 from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, Limit
+from service.deps import KeyCache
 from service.errors import install_error_handlers
 from service.openapi import install_openapi
 from service.routes import checkpoints, files, inference, jobs, models, samples
@@ -28,8 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = open_database(settings.database_url)
-    app.state.queue = CeleryJobQueue(settings, app.state.db)
+    app.state.queue = CeleryJobQueue(settings)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
+    app.state.keys = KeyCache()
     install_error_handlers(app)
     for router in (files.router, jobs.router, checkpoints.router, samples.router, models.router, inference.router):
         app.include_router(router)

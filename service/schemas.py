@@ -5,14 +5,22 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from lmtune.spec import Hyperparameters, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
-from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job
+from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job, JobStatus
 
 T = TypeVar("T")
 ORGANIZATION = "org-lmtune"
+
+
+def json_response(body: BaseModel) -> Response:
+    """`body` serialised once, by pydantic. Returning a Response skips FastAPI's check of the
+    returned object against the route's response_model (a second validation and serialisation);
+    the route still declares that model, which is what the OpenAPI document shows."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 class ListResponse(BaseModel, Generic[T]):
@@ -126,7 +134,7 @@ class FineTuningJob(BaseModel):
     model: str
     fine_tuned_model: str | None
     organization_id: str = ORGANIZATION
-    status: str = Field(description="OpenAI's statuses, plus `paused` (lmtune)")
+    status: JobStatus = Field(description="OpenAI's statuses, plus `paused` (lmtune)")
     error: ErrorObject | None
     hyperparameters: dict[str, Any]
     method: dict[str, Any]
@@ -151,14 +159,14 @@ class FineTuningJob(BaseModel):
         spec = job.spec
         hyperparameters = job.hyperparameters or spec["hyperparameters"]
         shown = {k: hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-        error = ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param) if job.status == "failed" else None
+        error = ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param) if job.status == JobStatus.FAILED else None
         return cls(
             id=job.id, created_at=job.created_at, finished_at=job.finished_at, model=spec["model"],
             fine_tuned_model=job.fine_tuned_model, status=job.status, error=error, hyperparameters=shown,
             method={"type": "supervised", "supervised": {"hyperparameters": shown}}, seed=spec["seed"],
             training_file=spec["training_file"], validation_file=spec.get("validation_file"),
             result_files=[job.result_file_id] if job.result_file_id else [], trained_tokens=job.trained_tokens,
-            estimated_finish=job.estimated_finish if job.status == "running" else None,
+            estimated_finish=job.estimated_finish if job.status == JobStatus.RUNNING else None,
             metadata=job.job_metadata, user_provided_suffix=job.suffix, training=spec["training"],
             progress=Progress(step=job.step, total_steps=job.total_steps), metrics=job.latest_metrics,
             queue_position=queue_position, attempt=job.attempt,

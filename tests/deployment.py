@@ -65,18 +65,18 @@ class Deployment:
                               capture_output=True, text=True, check=True)  # fmt: skip
         return done.stdout.strip()
 
-    def upload(self, rows: list[dict]) -> str:
+    def upload(self, rows: list[dict], owner: str = OWNER) -> str:
         path = write_jsonl(rows, self.root / f"upload-{secrets.token_hex(4)}.jsonl")
         with path.open("rb") as stream:
-            return store_upload(self.settings, self.db, OWNER, path.name, "fine-tune", stream).id
+            return store_upload(self.settings, self.db, owner, path.name, "fine-tune", stream).id
 
-    def submit(self, *, examples: int = 40, epochs: int = 4, batch_size: int = 4, **training) -> Job:
+    def submit(self, *, examples: int = 40, epochs: int = 4, batch_size: int = 4, owner: str = OWNER, **training) -> Job:
         spec = parse_spec({
-            "model": "lmtune-tiny", "training_file": self.upload(chat_examples(examples, seed=11, spread=0.5)),
+            "model": "lmtune-tiny", "training_file": self.upload(chat_examples(examples, seed=11, spread=0.5), owner),
             "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
             "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": [], **training},
         })  # fmt: skip
-        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings, self.db), OWNER, spec)
+        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), owner, spec)
 
     def job(self, job_id: str) -> Job:
         return get_job(self.db, job_id)
@@ -99,15 +99,17 @@ def job_progress(job) -> tuple:
 
 
 @contextmanager
-def open_deployment(tmp_path: Path, database_url: str):
+def open_deployment(tmp_path: Path, database_url: str, redis_url: str = "redis://127.0.0.1:6379/0", **settings: str):
+    """`settings`: environment variables for every process, over the defaults below."""
     data = tmp_path / "data"
     env = dict(os.environ)
     env.update(
-        LMTUNE_DATA_DIR=str(data), DATABASE_URL=database_url, REDIS_URL="redis://127.0.0.1:6379/0",
+        LMTUNE_DATA_DIR=str(data), DATABASE_URL=database_url, REDIS_URL=redis_url,
         LMTUNE_QUEUE_PREFIX=f"test-{secrets.token_hex(4)}-",  # isolates this test's queues in the shared Redis
-        LMTUNE_LEASE_SECONDS="4", LMTUNE_SWEEP_SECONDS="1", LMTUNE_CANCEL_GRACE_SECONDS="3",
+        LMTUNE_LEASE_SECONDS="4", LMTUNE_SWEEP_SECONDS="1", LMTUNE_REDELIVER_SECONDS="2", LMTUNE_CANCEL_GRACE_SECONDS="3",
         HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
     )  # fmt: skip
+    env.update(settings)
     saved = dict(os.environ)
     os.environ.update(env)
     settings = load_settings()
@@ -123,12 +125,6 @@ def open_deployment(tmp_path: Path, database_url: str):
                 process.wait()
         deployment.db.engine.dispose()
         forget_queues(settings.redis_url, settings.queue_prefix)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def forget_queues(redis_url: str, prefix: str) -> None:

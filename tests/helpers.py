@@ -19,3 +19,29 @@ def train_losses(output: Path) -> list[float]:
 # For the `database_url` fixture: SQLite runs in the fast tier; PostgreSQL needs its server.
 POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.integration, id="postgresql")
 BOTH_DATABASES = ["sqlite", POSTGRESQL]
+
+
+def add_event(db, job_id: str, message: str, **fields):
+    """An event written as the worker writes one (outside any attempt's report)."""
+    from lmtune.store.jobs import new_event
+
+    event = new_event(job_id, message, **fields)
+    with db.session() as session:
+        session.add(event)
+    return event
+
+
+def record_step(db, job_id: str, attempt: int, metrics: dict, checkpoint: tuple[int, str, dict | None] | None = None):
+    """One poll of a worker that saw the trainer finish a step (and maybe publish a checkpoint)."""
+    from lmtune.store.jobs import new_event
+    from lmtune.store.records import Report, record_report
+
+    step = metrics["step"]
+    report = Report(
+        metric_events=[new_event(job_id, f"Step {step}/{metrics['total_steps']}: training loss={metrics['train_loss']:.4f}",
+                                 type="metrics", data=metrics, step=step)],
+        progress={"step": step, "total_steps": metrics["total_steps"], "trained_tokens": metrics.get("tokens"), "latest_metrics": metrics},
+    )  # fmt: skip
+    if checkpoint:
+        report.checkpoints = {checkpoint[0]: checkpoint[1:]}
+    return record_report(db, job_id, attempt, report)

@@ -6,7 +6,7 @@ import logging
 import threading
 
 from lmtune.store.database import Database
-from lmtune.store.jobs import Control, StaleAttempt, heartbeat
+from lmtune.store.jobs import StaleAttempt, heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +14,6 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     def __init__(self, db: Database, job_id: str, attempt: int, lease_seconds: float):
         self.db, self.job_id, self.attempt, self.lease_seconds = db, job_id, attempt, lease_seconds
-        self.control = Control(cancel=False, pause=False)
         self.stale = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job_id}")
@@ -22,19 +21,18 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.control = heartbeat(self.db, self.job_id, self.attempt, self.lease_seconds)
+                heartbeat(self.db, self.job_id, self.attempt, self.lease_seconds)
             except StaleAttempt:
                 self.stale = True
                 return
-            except Exception:  # a database blip: the lease has slack for a few missed beats
-                log.exception("heartbeat of job %s failed", self.job_id)
+            except Exception as error:  # a database blip: the lease has slack for a few missed beats
+                log.warning("heartbeat of job %s failed: %s: %s", self.job_id, type(error).__name__, error)
             self._stop.wait(self.lease_seconds / 4)
 
-    def check(self) -> Control:
-        """What the client asked; raises StaleAttempt once another attempt holds the job."""
+    def check(self) -> None:
+        """Raises StaleAttempt once another attempt holds the job."""
         if self.stale:
             raise StaleAttempt(f"attempt {self.attempt} of job {self.job_id} lost its lease")
-        return self.control
 
     def __enter__(self) -> "LeaseKeeper":
         self._thread.start()

@@ -1,5 +1,4 @@
-"""Reading a trainer's run folder while it is written: new metric rows, sample sets, notices and
-checkpoints."""
+"""Reading a trainer's run folder while it is written: new metric rows, sample sets and notices."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from lmtune.layout import RunLayout, complete_checkpoints
+from lmtune.layout import RunLayout
 
 SAMPLE_PREVIEW_CHARS = 80
 
@@ -44,7 +43,6 @@ class RunFollower:
         self.layout = layout
         self.rows_by_step: dict[int, dict] = {}
         self._metrics, self._samples, self._notices = JsonlTail(layout.metrics), JsonlTail(layout.samples), JsonlTail(layout.notices)
-        self._checkpoints: dict[int, Path] = {}
 
     def new_metrics(self) -> list[dict]:
         rows = self._metrics.new_rows()
@@ -67,11 +65,3 @@ class RunFollower:
             })  # fmt: skip
         return messages
 
-    def checkpoint_changes(self) -> tuple[dict[int, Path], set[int]] | None:
-        """(new checkpoints, steps still on disk) when the set changed since the last call, else None."""
-        on_disk = dict(complete_checkpoints(self.layout.checkpoints))
-        if on_disk.keys() == self._checkpoints.keys():
-            return None
-        new = {step: path for step, path in on_disk.items() if step not in self._checkpoints}
-        self._checkpoints = on_disk
-        return new, set(on_disk)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Database:
@@ -26,7 +31,8 @@ class Database:
             self.engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            # a database host that does not answer fails a connection in seconds, never hangs a worker
+            self.engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -65,3 +71,29 @@ def open_database(url: str, clock: Callable[[], float] = time.time) -> Database:
 
 def engine_of(config: Config) -> Engine:
     return config.attributes["engine"]
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """A database that does not answer (down, restarting, a dropped connection, a busy lock), as
+    opposed to a write it refused: worth trying again."""
+    if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def until_answered(action: Callable[[], T], what: str, *, between: Callable[[], object] = lambda: None,
+                   first_delay: float = 0.2, max_delay: float = 5.0) -> T:  # fmt: skip
+    """`action()`, tried again with growing pauses while the database is unreachable. Any other error
+    ends the tries, and so does one raised by `between()`, called before each new try (e.g. the
+    attempt's lease check, once another attempt holds the job)."""
+    delay = first_delay
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not is_unreachable(error):
+                raise
+            log.warning("%s: the database is unreachable (%s); trying again in %.1f s", what, type(error).__name__, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
+        between()

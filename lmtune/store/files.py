@@ -5,16 +5,20 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from lmtune.store.database import Database, get_owned
+from lmtune.store.idempotency import IdempotencyKey, remember
 from lmtune.store.jobs import now
 from lmtune.store.models import File
 
 
 def add_file(db: Database, *, file_id: str, owner: str, filename: str, purpose: str, size: int, sha256: str,
-             examples: int, path: str) -> File:  # fmt: skip
+             examples: int, path: str, idem: IdempotencyKey | None = None) -> File:  # fmt: skip
+    """The row of a stored file; with `idem`, the request's Idempotency-Key in the same transaction."""
     row = File(id=file_id, owner=owner, filename=filename, purpose=purpose, bytes=size, sha256=sha256,
                examples=examples, path=path, created_at=now())  # fmt: skip
     with db.session() as session:
         session.add(row)
+        if idem:
+            remember(session, idem, file_id)
     return row
 
 

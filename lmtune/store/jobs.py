@@ -1,24 +1,27 @@
 """A job's life in the store: created, queued, claimed by one attempt, followed, finished.
 
-Delivery is at least once; outcomes are exactly once by fencing. A worker claims a job and gets
-an attempt number and a lease it must renew; every later write names that attempt and is refused
-(StaleAttempt) once another attempt holds the job. A worker whose lease lapses is presumed lost:
-the sweep puts its job back in the queue (resuming from its checkpoint) until attempts run out.
+The database is the queue: a worker woken by any message claims the next queued job of its queue
+(`claim_next_job`), so a lost or repeated message is harmless. Outcomes are exactly once by
+fencing: a claim gives an attempt number and a lease to renew; every later write names that attempt
+and is refused (StaleAttempt) once another attempt holds the job. A worker whose lease lapses is
+presumed lost: the sweep puts its job back in the queue (resuming from its checkpoint) until
+failures run out.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.orm import aliased
 
 from lmtune.ids import new_id
 from lmtune.store.database import Database, get_owned
-from lmtune.store.models import ApiKey, Job
+from lmtune.store.models import TERMINAL, ApiKey, Event, Job, JobStatus
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("queued", "running")  # what the per-key job quota counts
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
 
 
 class StaleAttempt(Exception):
@@ -41,14 +44,31 @@ class TooManyActiveJobs(Exception):
 
 @dataclass(frozen=True)
 class Control:
-    """What the client asked of a running job, read at each heartbeat."""
+    """What the client asked of a running job."""
 
     cancel: bool
     pause: bool
 
 
+@dataclass(frozen=True)
+class Note:
+    """An event to write in the same transaction as a status change."""
+
+    message: str
+    level: str = "info"
+
+    def event(self, job_id: str) -> Event:
+        return new_event(job_id, self.message, level=self.level)
+
+
 def now() -> int:
     return int(time.time())
+
+
+def new_event(job_id: str, message: str, *, level: str = "info", type: str = "message", data: dict | None = None,
+              step: int | None = None) -> Event:  # fmt: skip
+    return Event(id=new_id("ftevent"), job_id=job_id, created_at=now(), level=level, type=type, message=message,
+                 data=data, step=step)  # fmt: skip
 
 
 def queue_name(gpus: int, prefix: str = "") -> str:
@@ -56,17 +76,18 @@ def queue_name(gpus: int, prefix: str = "") -> str:
 
 
 def create_job(db: Database, *, owner: str, spec: dict, queue: str, gpus: int = 0, suffix: str | None = None,
-               metadata: dict | None = None, max_active: int | None = None) -> Job:  # fmt: skip
-    """A queued job; with `max_active`, refused (TooManyActiveJobs) when the owner already has that many."""
+               metadata: dict | None = None, max_active: int | None = None, session=None) -> Job:  # fmt: skip
+    """Store a queued job, inside `session` when given (to commit it with other rows); with
+    `max_active`, refused (TooManyActiveJobs) when the owner already has that many."""
     job = Job(
         id=new_id("ftjob"), owner=owner, spec=spec, suffix=suffix, job_metadata=metadata, gpus=gpus,
-        queue=queue, status="queued", created_at=now(), attempt=0, step=0,
+        queue=queue, status=JobStatus.QUEUED, created_at=now(), attempt=0, step=0,
         cancel_requested=False, pause_requested=False, output_bytes=0,
     )  # fmt: skip
-    with db.session() as session:
+    with nullcontext(session) if session is not None else db.session() as active:
         if max_active is not None:
-            _take_active_slot(session, owner, max_active)
-        session.add(job)
+            _take_active_slot(active, owner, max_active)
+        active.add(job)
     return job
 
 
@@ -114,82 +135,132 @@ def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metada
     return list(jobs[:limit]), len(jobs) > limit
 
 
+def _dispatch_order(queue: str):
+    """The queued jobs of `queue` with their place in dispatch order, as a subquery (id, turn).
+
+    Round-robin across API keys: a key's k-th queued job (k from 0, oldest first) takes its turn
+    after the jobs the key already runs, so `turn` = running jobs of the key + k; ties go to the
+    oldest job (ids sort by creation time). A key with many queued jobs never starves another's one.
+    """
+    running = aliased(Job)
+    running_of_owner = (
+        select(func.count()).where(running.owner == Job.owner, running.status == JobStatus.RUNNING).scalar_subquery()
+    )
+    rank = func.row_number().over(partition_by=Job.owner, order_by=Job.id) - 1
+    return (
+        select(Job.id.label("id"), (running_of_owner + rank).label("turn"))
+        .where(Job.queue == queue, Job.status == JobStatus.QUEUED)
+        .subquery()
+    )
+
+
 def queue_position(db: Database, job: Job) -> int | None:
-    """1 for the next job its queue will start; None unless it is queued."""
-    if job.status != "queued":
+    """1 for the next job its queue will start; None unless it is queued. One COUNT: nothing about
+    the jobs ahead is read but their number."""
+    if job.status != JobStatus.QUEUED:
         return None
+    order = _dispatch_order(job.queue)
+    mine = select(order.c.turn).where(order.c.id == job.id).scalar_subquery()
+    ahead = select(func.count()).where(tuple_(order.c.turn, order.c.id) < tuple_(mine, job.id))
     with db.session() as session:
-        ahead = session.scalars(
-            select(Job.id).where(Job.queue == job.queue, Job.status == "queued", Job.id < job.id)
-        ).all()
-    return len(ahead) + 1
+        return session.scalar(ahead) + 1
 
 
-def mark_enqueued(db: Database, job_id: str) -> None:
-    with db.session() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=db.clock()))
+def queue_positions(db: Database, jobs: list[Job]) -> dict[str, int]:
+    """The queue position of each queued job among `jobs` (a page of a list)."""
+    return {job.id: queue_position(db, job) for job in jobs if job.status == JobStatus.QUEUED}
+
+
+def claim_next_job(db: Database, queue: str, worker: str, lease_seconds: float, max_attempts: int) -> tuple[Job, int] | None:
+    """The next queued job of `queue` in dispatch order, claimed for a new attempt: (job, attempt), or
+    None when nothing is left to run. Two workers never claim the same job: the claim re-reads the
+    row under a lock and takes it only if it is still queued."""
+    order = _dispatch_order(queue)
+    for _ in range(10):  # another worker took the candidate: look again
+        with db.session() as session:
+            candidates = session.scalars(select(order.c.id).order_by(order.c.turn, order.c.id).limit(5)).all()
+        if not candidates:
+            return None
+        for job_id in candidates:
+            claimed = claim_job(db, job_id, worker, lease_seconds, max_attempts)
+            if claimed is not None:
+                return get_job(db, job_id), claimed
+    return None
 
 
 def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_attempts: int) -> int | None:
-    """Take a queued job (or one whose holder's lease lapsed) for a new attempt; None if not ours to run."""
+    """Take this queued job for a new attempt; None if it is not queued (held, paused or ended)."""
     moment = db.clock()
     with db.session() as session:
         job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.status in TERMINAL or job.status == "paused":
-            return None
-        if job.status == "running" and (job.lease_expires_at or 0) > moment:
-            return None  # a live attempt holds it: this delivery is a duplicate
-        if job.cancel_requested:
-            _finish(job, "cancelled")
+        if job is None or job.status != JobStatus.QUEUED:
             return None
         if job.failures >= max_attempts:
-            _finish(job, "failed", error_code="attempts_exhausted",
+            _finish(session, job, JobStatus.FAILED, Note(f"Fine-tuning job failed: {job.failures} attempts failed", "error"),
+                    error_code="attempts_exhausted",
                     error_message=f"{job.failures} attempts failed; the last: {job.error_message or 'the worker was lost'}")  # fmt: skip
             return None
         job.attempt += 1
-        job.status = "running"
+        job.status = JobStatus.RUNNING
         job.lease_owner = worker
         job.lease_expires_at = moment + lease_seconds
         job.started_at = job.started_at or int(moment)
+        session.add(Note(f"Fine-tuning job started (attempt {job.attempt})").event(job.id))
         return job.attempt
 
 
-def _fenced(session, job_id: str, attempt: int) -> Job:
+def fenced(session, job_id: str, attempt: int) -> Job:
+    """The job row, locked, if `attempt` still holds it; else StaleAttempt."""
     job = session.get(Job, job_id, with_for_update=True)
-    if job is None or job.attempt != attempt or job.status != "running":
+    if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
         raise StaleAttempt(f"attempt {attempt} of job {job_id} no longer holds it")
     return job
 
 
 def heartbeat(db: Database, job_id: str, attempt: int, lease_seconds: float) -> Control:
     with db.session() as session:
-        job = _fenced(session, job_id, attempt)
+        job = fenced(session, job_id, attempt)
         job.lease_expires_at = db.clock() + lease_seconds
         return Control(cancel=job.cancel_requested, pause=job.pause_requested)
 
 
-def record_progress(db: Database, job_id: str, attempt: int, *, metrics: dict, estimated_finish: int | None,
-                    hyperparameters: dict | None = None) -> None:  # fmt: skip
+def start_from_step(db: Database, job_id: str, attempt: int, step: int) -> None:
+    """A new attempt continues at `step` (its checkpoint, or 0): what earlier attempts recorded past
+    it is dropped, since the trainer writes those steps again."""
     with db.session() as session:
-        job = _fenced(session, job_id, attempt)
-        job.step = metrics["step"]
-        job.total_steps = metrics["total_steps"]
-        job.trained_tokens = metrics["tokens"]
-        job.latest_metrics = metrics
-        job.estimated_finish = estimated_finish
-        if hyperparameters is not None:
-            job.hyperparameters = hyperparameters
+        job = fenced(session, job_id, attempt)
+        session.execute(delete(Event).where(Event.job_id == job_id, Event.type == "metrics", Event.step > step))
+        job.step = step
 
 
-def finish_attempt(db: Database, job_id: str, attempt: int, status: str, **fields) -> Job:
-    """End this attempt: a final status, `paused`, or `queued` again for a retry."""
+def finish_attempt(db: Database, job_id: str, attempt: int, status: JobStatus, note: Note | None = None, *,
+                   rows: tuple = (), **fields) -> Job:  # fmt: skip
+    """End this attempt with a status (final, `paused`, or `queued` again for a retry), its event and
+    any rows it produced (a results file, a model), all in one transaction."""
     with db.session() as session:
-        job = _fenced(session, job_id, attempt)
-        _finish(job, status, **fields)
+        job = fenced(session, job_id, attempt)
+        session.add_all(rows)
+        _finish(session, job, status, note, **fields)
         return job
 
 
-def _finish(job: Job, status: str, **fields) -> None:
+def fail_attempt(db: Database, job_id: str, attempt: int, message: str, max_attempts: int) -> Job:
+    """A crash that may not happen again: the job is queued again (from its checkpoint) until
+    `max_attempts` attempts have failed; then it fails, keeping the last error."""
+    with db.session() as session:
+        job = fenced(session, job_id, attempt)
+        failures = job.failures + 1
+        if failures < max_attempts:
+            note = Note(f"Attempt {attempt} failed: {message}; retrying from the last checkpoint", "warn")
+            _finish(session, job, JobStatus.QUEUED, note, error_message=message, failures=failures)
+        else:
+            message = f"{message}; it was the last of {failures} failed attempts allowed"
+            _finish(session, job, JobStatus.FAILED, Note(f"Fine-tuning job failed: {message}", "error"),
+                    error_code="trainer_crashed", error_message=message, failures=failures)  # fmt: skip
+        return job
+
+
+def _finish(session, job: Job, status: JobStatus, note: Note | None, **fields) -> None:
     job.status = status
     for key, value in fields.items():
         setattr(job, key, value)
@@ -199,6 +270,8 @@ def _finish(job: Job, status: str, **fields) -> None:
     if status in TERMINAL:
         job.finished_at = now()
         job.estimated_finish = None
+    if note is not None:
+        session.add(note.event(job.id))
 
 
 def request_cancel(db: Database, job_id: str, owner: str) -> Job:
@@ -206,20 +279,18 @@ def request_cancel(db: Database, job_id: str, owner: str) -> Job:
         job = _owned(session, job_id, owner)
         if job.status in TERMINAL:
             raise WrongState(job, "cancel")
-        if job.status == "running":
-            job.cancel_requested = True  # the worker stops the trainer within the grace period
-        else:
-            job.cancel_requested = True
-            _finish(job, "cancelled")  # queued or paused: it never starts again
-        return job
+        job.cancel_requested = True
+        if job.status != JobStatus.RUNNING:  # queued or paused: it never starts again
+            _finish(session, job, JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
+        return job  # running: the worker stops the trainer within the grace period
 
 
 def request_pause(db: Database, job_id: str, owner: str) -> Job:
     with db.session() as session:
         job = _owned(session, job_id, owner)
-        if job.status == "queued":
-            _finish(job, "paused")
-        elif job.status == "running":
+        if job.status == JobStatus.QUEUED:
+            _finish(session, job, JobStatus.PAUSED, Note("Fine-tuning job paused before it started"))
+        elif job.status == JobStatus.RUNNING:
             job.pause_requested = True  # the worker asks the trainer to checkpoint and stop
         else:
             raise WrongState(job, "pause")
@@ -229,11 +300,12 @@ def request_pause(db: Database, job_id: str, owner: str) -> Job:
 def resume_job(db: Database, job_id: str, owner: str, max_active: int | None = None) -> Job:
     with db.session() as session:
         job = _owned(session, job_id, owner)
-        if job.status != "paused":
+        if job.status != JobStatus.PAUSED:
             raise WrongState(job, "resume")
         if max_active is not None:
             _take_active_slot(session, owner, max_active)
-        job.status = "queued"
+        job.status = JobStatus.QUEUED
+        session.add(Note("Fine-tuning job resumed; it continues from its last checkpoint").event(job.id))
         return job
 
 
@@ -244,32 +316,32 @@ def _owned(session, job_id: str, owner: str) -> Job:
     return job
 
 
-def requeue_lost_jobs(db: Database, max_attempts: int) -> list[str]:
-    """Running jobs whose lease lapsed go back to `queued` (or fail once out of attempts); their ids."""
+def requeue_lost_jobs(db: Database, max_attempts: int) -> list[Job]:
+    """Running jobs whose lease lapsed go back to `queued` (or end); the requeued ones."""
     moment = db.clock()
     requeued = []
     with db.session() as session:
         lost = session.scalars(
-            select(Job).where(Job.status == "running", Job.lease_expires_at < moment).with_for_update()
+            select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < moment).with_for_update()
         ).all()
         for job in lost:
+            failures = job.failures + 1
             if job.cancel_requested:
-                _finish(job, "cancelled")
-            elif job.failures + 1 >= max_attempts:
-                _finish(job, "failed", error_code="worker_lost", failures=job.failures + 1,
-                        error_message=f"the worker running attempt {job.attempt} was lost, the last of {max_attempts} failures allowed")  # fmt: skip
+                _finish(session, job, JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
+            elif failures >= max_attempts:
+                message = f"the worker running attempt {job.attempt} was lost, the last of {max_attempts} failures allowed"
+                _finish(session, job, JobStatus.FAILED, Note(f"Fine-tuning job failed: {message}", "error"),
+                        error_code="worker_lost", failures=failures, error_message=message)  # fmt: skip
             else:
-                _finish(job, "queued", error_message="the worker was lost", failures=job.failures + 1)
-                requeued.append(job.id)
+                _finish(session, job, JobStatus.QUEUED,
+                        Note("The worker running this job was lost; it continues from its last checkpoint", "warn"),
+                        error_message="the worker was lost", failures=failures)  # fmt: skip
+                requeued.append(job)
     return requeued
 
 
-def unheld_queued_jobs(db: Database, older_than_seconds: float) -> list[Job]:
-    """Queued jobs whose message may be gone (a broker restart empties Redis): to send again."""
-    cutoff = db.clock() - older_than_seconds
+def queued_counts(db: Database) -> dict[str, int]:
+    """Queued jobs per queue: each needs a message waiting in the broker to be started."""
     with db.session() as session:
-        return list(
-            session.scalars(
-                select(Job).where(Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
-            ).all()
-        )
+        rows = session.execute(select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED).group_by(Job.queue))
+        return {queue: count for queue, count in rows}

@@ -6,12 +6,28 @@ made it (`owner`), and every query for a client is scoped by it.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from enum import StrEnum
+
+from sqlalchemy import JSON, BigInteger, Boolean, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class JobStatus(StrEnum):
+    """A job's status: OpenAI's, plus `paused`. Stored as its string value."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class ApiKey(Base):
@@ -44,7 +60,10 @@ class Job(Base):
     job_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     queue: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(20), index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, native_enum=False, create_constraint=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        index=True,
+    )  # fmt: skip
     created_at: Mapped[int] = mapped_column(BigInteger, index=True)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -61,7 +80,6 @@ class Job(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # progress
@@ -106,4 +124,15 @@ class FineTunedModel(Base):
     base_model: Mapped[str] = mapped_column(String(300))
     job_id: Mapped[str] = mapped_column(String(40))
     path: Mapped[str] = mapped_column(String(500))  # relative to the data folder
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdempotentRequest(Base):
+    """The first answer to a create request sent with an `Idempotency-Key` header, kept 24 h."""
+
+    __tablename__ = "idempotent_requests"
+    owner: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of what was asked: another body is a conflict
+    object_id: Mapped[str] = mapped_column(String(40))  # the file or job it created
     created_at: Mapped[int] = mapped_column(BigInteger)

@@ -2,29 +2,64 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 
 from lmtune.ids import new_id
 from lmtune.store.database import Database
-from lmtune.store.jobs import _fenced, now
+from lmtune.store.jobs import Control, fenced, new_event, now
 from lmtune.store.models import Checkpoint, Event
 
 
-def add_event(db: Database, job_id: str, message: str, *, attempt: int | None = None, level: str = "info",
-              type: str = "message", data: dict | None = None, step: int | None = None) -> Event | None:  # fmt: skip
-    """Write an event; with `attempt`, only while that attempt holds the job. A metrics event for a
-    step already recorded (a resumed run replays steps after its checkpoint) is skipped: None."""
-    event = Event(id=new_id("ftevent"), job_id=job_id, created_at=now(), level=level, type=type,
-                  message=message, data=data, step=step)  # fmt: skip
-    try:
-        with db.session() as session:
-            if attempt is not None:
-                _fenced(session, job_id, attempt)
+@dataclass
+class Report:
+    """What one poll of a running trainer found: new metrics rows (as events), sample sets and
+    notices (message events), the progress they show, new checkpoints and the steps still on disk."""
+
+    metric_events: list[Event] = field(default_factory=list)
+    message_events: list[Event] = field(default_factory=list)  # a sample set's carries its step
+    progress: dict | None = None  # job fields: step, total_steps, trained_tokens, latest_metrics, ...
+    checkpoints: dict[int, tuple[str, dict | None]] = field(default_factory=dict)  # step: (path, metrics)
+    on_disk: set[int] | None = None
+    output_bytes: int | None = None  # the run folder's size, measured when its checkpoints changed
+
+
+def record_report(db: Database, job_id: str, attempt: int, report: Report) -> Control:
+    """One transaction per poll, whatever its size; what the client asks of the job in return.
+    Steps, sample sets and checkpoints already recorded (a resumed run reads its files again) are skipped."""
+    with db.session() as session:
+        job = fenced(session, job_id, attempt)
+        _add_new_steps(session, job_id, "metrics", report.metric_events)
+        session.add_all(event for event in report.message_events if event.step is None)
+        _add_new_steps(session, job_id, "message", [event for event in report.message_events if event.step is not None])
+        for key, value in (report.progress or {}).items():
+            setattr(job, key, value)
+        if report.checkpoints:
+            recorded = set(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id,
+                                                                          Checkpoint.step.in_(report.checkpoints))))  # fmt: skip
+            for step, (path, metrics) in report.checkpoints.items():
+                if step not in recorded:
+                    session.add(Checkpoint(id=new_id("ftckpt"), job_id=job_id, step=step, created_at=now(), path=path, metrics=metrics))
+                    session.add(new_event(job_id, f"Checkpoint created at step {step}"))
+        if report.output_bytes is not None:  # counted in the key's storage quota
+            job.output_bytes = report.output_bytes
+        if report.on_disk is not None:  # checkpoints the trainer pruned from disk
+            session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.not_in(report.on_disk)))
+        return Control(cancel=job.cancel_requested, pause=job.pause_requested)
+
+
+def _add_new_steps(session, job_id: str, type: str, events: list[Event]) -> None:
+    """The events of `type` whose step the job has no event of that type for yet (one per step)."""
+    steps = {event.step for event in events}
+    if not steps:
+        return
+    known = set(session.scalars(select(Event.step).where(Event.job_id == job_id, Event.type == type,
+                                                          Event.step.in_(steps))))  # fmt: skip
+    for event in events:
+        if event.step not in known:
+            known.add(event.step)
             session.add(event)
-    except IntegrityError:
-        return None
-    return event
 
 
 def list_events(db: Database, job_id: str, *, after: str | None, limit: int) -> tuple[list[Event], bool]:
@@ -54,23 +89,6 @@ def events_after_seq(db: Database, job_id: str, seq: int) -> list[Event]:
     """Oldest first: what a stream has not sent yet."""
     with db.session() as session:
         return list(session.scalars(select(Event).where(Event.job_id == job_id, Event.seq > seq).order_by(Event.seq)).all())
-
-
-def add_checkpoint(db: Database, job_id: str, attempt: int, *, step: int, path: str, metrics: dict | None) -> bool:
-    try:
-        with db.session() as session:
-            _fenced(session, job_id, attempt)
-            session.add(Checkpoint(id=new_id("ftckpt"), job_id=job_id, step=step, created_at=now(), path=path, metrics=metrics))
-    except IntegrityError:
-        return False  # already recorded by an earlier attempt
-    return True
-
-
-def forget_checkpoints(db: Database, job_id: str, attempt: int, keep_steps: set[int]) -> None:
-    """Drop rows of checkpoints the trainer pruned from disk."""
-    with db.session() as session:
-        _fenced(session, job_id, attempt)
-        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.not_in(keep_steps)))
 
 
 def list_checkpoints(db: Database, job_id: str, *, after: str | None = None, limit: int = 10) -> tuple[list[Checkpoint], bool]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse
 
 from lmtune.layout import DataLayout
@@ -16,16 +18,19 @@ from service.upload_form import FORM_SCHEMA, receive_upload_form
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("", response_model=FileObject, responses=documented(400, 413, 429), openapi_extra=FORM_SCHEMA)
-async def upload_file(request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FileObject:
+@router.post("", response_model=FileObject, responses=documented(400, 409, 413, 429), openapi_extra=FORM_SCHEMA)
+async def upload_file(request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep,
+                      idempotency_key: Annotated[str | None, Header()] = None) -> FileObject:  # fmt: skip
     """Upload a JSONL training file (multipart: `file`, `purpose=fine-tune`). It is streamed to disk
     and cut off at the size limit (413), then every line is checked; a bad file is refused with the
-    line numbers of its first problems."""
+    line numbers of its first problems. With an `Idempotency-Key` header, a repeat within 24 h
+    returns the first file (another file with the same key: 409)."""
     gate = request.app.state.upload_gate
     async with gate.admit():
         form = await receive_upload_form(request, settings)
         try:
-            row = await gate.run(register_upload, settings, db, owner, form.filename, form.fields.get("purpose", ""), form.upload)
+            row = await gate.run(register_upload, settings, db, owner, form.filename, form.fields.get("purpose", ""), form.upload,
+                                 idempotency_key)  # fmt: skip
         except BaseException:
             form.upload.discard()  # cancelled while waiting its turn; a no-op once registered
             raise

@@ -24,16 +24,18 @@ from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
 from service.deps import DbDep, OwnerDep, QueueDep, SettingsDep
 from service.errors import documented, not_found
-from service.schemas import FineTuningJob, JobCreate, JobEvent, ListResponse
+from service.schemas import FineTuningJob, JobCreate, JobEvent, ListResponse, json_response
 from service.streaming import EventStream
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 STREAM_POLL_SECONDS = 0.5
 
 
-@router.post("", response_model=FineTuningJob, responses=documented(400, 404, 429))
-def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
-    """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields."""
+@router.post("", response_model=FineTuningJob, responses=documented(400, 404, 409, 429))
+def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep,
+               idempotency_key: Annotated[str | None, Header()] = None) -> FineTuningJob:  # fmt: skip
+    """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields.
+    With an `Idempotency-Key` header, a repeat within 24 h returns the first job (another body: 409)."""
     hyperparameters = body.hyperparameters
     if body.method and body.method.supervised:
         hyperparameters = body.method.supervised.hyperparameters
@@ -46,7 +48,8 @@ def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDe
         )  # fmt: skip
     except ValidationError as error:
         raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
-    job = submit_job(settings, db, queue, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus)
+    job = submit_job(settings, db, queue, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus,
+                     idempotency_key=idempotency_key, request_hash=body.model_dump_json())  # fmt: skip
     return _present(db, job)
 
 
@@ -55,17 +58,18 @@ JobStatus = Literal["validating_files", "queued", "running", "paused", "succeede
 
 @router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
 def list_jobs(request: Request, owner: OwnerDep, db: DbDep, after: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20, status: JobStatus | None = None) -> ListResponse[FineTuningJob]:  # fmt: skip
+              limit: Annotated[int, Query(ge=1, le=100)] = 20, status: JobStatus | None = None) -> Response:  # fmt: skip
     """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that pair (as OpenAI);
     `status` (lmtune) keeps the jobs in that status."""
     wanted = {key[9:-1]: value for key, value in request.query_params.items() if key.startswith("metadata[") and key.endswith("]")}
     jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
-    return ListResponse(data=[_present(db, job) for job in jobs], has_more=more)
+    positions = job_store.queue_positions(db, jobs)
+    return json_response(ListResponse(data=[FineTuningJob.of(job, positions.get(job.id)) for job in jobs], has_more=more))
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
-def retrieve_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
-    return _present(db, owned_job(db, job_id, owner))
+def retrieve_job(job_id: str, owner: OwnerDep, db: DbDep) -> Response:
+    return json_response(_present(db, owned_job(db, job_id, owner)))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))
@@ -115,7 +119,7 @@ def list_events(request: Request, job_id: str, owner: OwnerDep, db: DbDep, setti
         return EventStream(_event_stream(db, job_id, after_seq), on_close=on_close,
                            keepalive_seconds=settings.stream_keepalive_seconds)  # fmt: skip
     events, more = records.list_events(db, job_id, after=after, limit=limit)
-    return ListResponse(data=[JobEvent.of(event) for event in events], has_more=more)
+    return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
 
 async def _event_stream(db, job_id: str, sent: int):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from lmtune.catalogue import DEFAULT_FILE, load_catalogue
 from lmtune.services import RequestError
 from lmtune.store.fine_tuned import delete_fine_tuned_model, get_fine_tuned_model, list_fine_tuned_models
 from service.deps import DbDep, OwnerDep
 from service.errors import documented, not_found
-from service.schemas import Deleted, ListResponse, ModelObject
+from service.schemas import Deleted, ListResponse, ModelObject, json_response
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -20,10 +20,10 @@ def _catalogue_models() -> dict[str, ModelObject]:
 
 
 @router.get("", response_model=ListResponse[ModelObject], responses=documented())
-def list_models(owner: OwnerDep, db: DbDep) -> ListResponse[ModelObject]:
+def list_models(owner: OwnerDep, db: DbDep) -> Response:
     """Catalogue models (any of them can be a job's `model`) and this key's fine-tuned models."""
     tuned = [ModelObject.of_fine_tuned(row) for row in list_fine_tuned_models(db, owner)]
-    return ListResponse(data=[*_catalogue_models().values(), *tuned])
+    return json_response(ListResponse(data=[*_catalogue_models().values(), *tuned]))
 
 
 @router.get("/{model_id:path}", response_model=ModelObject, responses=documented(404))

@@ -24,11 +24,11 @@ from lmtune.client import LmtuneClient
 from lmtune.download import ChecksumMismatch, download_folder, folder_path
 from lmtune.layout import DataLayout
 from lmtune.spec import parse_spec
-from lmtune.store import records
 from lmtune.store.database import Database
-from lmtune.store.jobs import claim_job, create_job, finish_attempt, record_progress
+from lmtune.store.jobs import claim_job, create_job, finish_attempt
 from lmtune.store.keys import authenticate
-from tests.service.conftest import GOOD_FILE, api  # noqa: F401  (the app fixture)
+from tests.helpers import add_event, record_step
+from tests.service.conftest import GOOD_FILE, api, make_api  # noqa: F401  (the app fixtures)
 
 MODEL_BYTES = os.urandom(300_000)  # several 64 KiB chunks: an interruption lands mid-file
 FILES = {"model.safetensors": MODEL_BYTES, "config.json": b'{"model_type": "llama"}', "tokenizer/vocab.json": b"{}"}
@@ -57,19 +57,15 @@ class Server:
         spec = parse_spec({"model": "lmtune-tiny", "training_file": "file-x", "hyperparameters": {"n_epochs": 2, "batch_size": 8}})
         job_id = create_job(self.db, owner=self.owner, spec=spec.model_dump(mode="json"), queue="cpu").id
         attempt = claim_job(self.db, job_id, "test-worker", lease_seconds=60, max_attempts=3)
-        records.add_event(self.db, job_id, "Fine-tuning job started (attempt 1)", attempt=attempt)
-        for step in (5, 10):
-            metrics = {"step": step, "total_steps": 10, "train_loss": 5.0 - step / 5, "valid_loss": 5.1 - step / 5, "tokens": 100 * step}
-            record_progress(self.db, job_id, attempt, metrics=metrics, estimated_finish=None)
-            records.add_event(self.db, job_id, f"Step {step}/10: training loss={metrics['train_loss']:.4f}", attempt=attempt,
-                              type="metrics", data=metrics, step=step)  # fmt: skip
         run = self.data.job(job_id)
         write_folder(run.checkpoints / "step-000005", {**FILES, "model.safetensors": MODEL_BYTES[::-1]})
-        records.add_checkpoint(self.db, job_id, attempt, step=5, path=self.data.relative(run.checkpoints / "step-000005"),
-                               metrics={"step": 5, "train_loss": 4.0})  # fmt: skip
+        for step in (5, 10):
+            metrics = {"step": step, "total_steps": 10, "train_loss": 5.0 - step / 5, "valid_loss": 5.1 - step / 5, "tokens": 100 * step}
+            checkpoint = (5, self.data.relative(run.checkpoints / "step-000005"), {"step": 5, "train_loss": 4.0}) if step == 5 else None
+            record_step(self.db, job_id, attempt, metrics, checkpoint)
         if status == "succeeded":
             write_folder(run.final, FILES)
-        records.add_event(self.db, job_id, f"The job ended: {status}", attempt=attempt)
+        add_event(self.db, job_id, f"The job ended: {status}")
         finish_attempt(self.db, job_id, attempt, status, **fields)
         return job_id
 
@@ -199,7 +195,7 @@ def test_follow_replays_the_events_and_exits_by_how_the_job_ended(server, status
     lines = done.output.splitlines()
     assert lines[0] == f"{job_id}  lmtune-tiny"
     assert lines[1].endswith("Fine-tuning job started (attempt 1)")
-    assert lines[3].endswith("Step 10/10: training loss=3.0000")
+    assert lines[3].endswith("Checkpoint created at step 5") and lines[4].endswith("Step 10/10: training loss=3.0000")
     assert lines[-1].startswith(status)
     if status == "failed":
         assert lines[-1] == "failed: training_diverged: loss is NaN at step 10"

@@ -83,6 +83,8 @@ def test_a_queued_job_shows_its_place_and_is_cancelled_at_once(api):
     first, second = create_job(api, api.alice).json(), create_job(api, api.alice).json()
     assert (first["status"], first["queue_position"], second["queue_position"]) == ("queued", 1, 2)
     assert api.queue.sent == [first["id"], second["id"]]
+    listed = api.client.get("/v1/fine_tuning/jobs", headers=api.alice).json()["data"]
+    assert [(job["id"], job["queue_position"]) for job in listed] == [(second["id"], 2), (first["id"], 1)]
     assert first["hyperparameters"] == {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
     cancelled = api.client.post(f"/v1/fine_tuning/jobs/{first['id']}/cancel", headers=api.alice).json()
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"]

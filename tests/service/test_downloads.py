@@ -29,7 +29,8 @@ def trained_job(api) -> tuple[str, str]:
         write_manifest(folder)
     (run.checkpoints / checkpoint_name(5) / "not-in-the-manifest.txt").write_text("secret")
     attempt = claim_job(db, job_id, "test-worker", 60, 3)
-    records.add_checkpoint(db, job_id, attempt, step=5, path=data.relative(run.checkpoints / checkpoint_name(5)), metrics={"step": 5})
+    checkpoint = {5: (data.relative(run.checkpoints / checkpoint_name(5)), {"step": 5})}
+    records.record_report(db, job_id, attempt, records.Report(checkpoints=checkpoint))
     finish_attempt(db, job_id, attempt, "succeeded", fine_tuned_model=f"ft:lmtune-tiny:{job_id}")
     (checkpoint,) = api.client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=api.alice).json()["data"]
     assert checkpoint["step_number"] == 5 and checkpoint["metrics"] == {"step": 5}

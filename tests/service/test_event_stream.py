@@ -6,6 +6,7 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from lmtune.store import records
+from tests.helpers import add_event
 from lmtune.store.jobs import request_cancel
 from lmtune.store.keys import authenticate
 from tests.service.test_api_errors import create_job, error_of
@@ -37,7 +38,7 @@ def stream(api, headers, job_id, **request_headers):
 def finished_job_with_events(api, count: int) -> tuple[str, list[str]]:
     job_id = create_job(api, api.alice).json()["id"]
     db = api.client.app.state.db
-    ids = [records.add_event(db, job_id, f"message {n}").id for n in range(count)]
+    ids = [add_event(db, job_id, f"message {n}").id for n in range(count)]
     request_cancel(db, job_id, authenticate(db, api.alice["Authorization"].split()[1]))
     return job_id, ids + [e.id for e in records.events_after_seq(db, job_id, 0)[count:]]
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from jsonschema import Draft4Validator
 
-from lmtune.store import records
+from tests.helpers import add_event, record_step
 from lmtune.store.fine_tuned import add_fine_tuned_model
 from lmtune.store.jobs import claim_job, finish_attempt
 from lmtune.store.keys import authenticate
@@ -56,19 +56,18 @@ def test_the_normalisation_keeps_what_openai_refuses():
 def answers(api):
     """Every object in each state a client sees: a queued, a failed and a succeeded job with metrics
     events, message events, checkpoints and a fine-tuned model."""
-    db, client, alice = api.client.app.state.db, api.client, api.alice
+    db, alice = api.client.app.state.db, api.alice
     queued = create_job(api, alice, metadata={"team": "a"}).json()
     failed, succeeded = create_job(api, alice).json(), create_job(api, alice, suffix="s").json()
     attempt = claim_job(db, failed["id"], "worker", 60, 3)
     finish_attempt(db, failed["id"], attempt, "failed", error_code="invalid_training_file", error_message="line 3: ...",
                    error_param="training_file")  # fmt: skip
     attempt = claim_job(db, succeeded["id"], "worker", 60, 3)
-    records.add_event(db, succeeded["id"], "Fine-tuning job started", attempt=attempt)
+    add_event(db, succeeded["id"], "Fine-tuning job started")
     metrics = {"step": 5, "total_steps": 10, "train_loss": 1.5, "train_mean_token_accuracy": 0.4}
-    records.add_event(db, succeeded["id"], "Step 5/10: training loss=1.5000", attempt=attempt, type="metrics", data=metrics, step=5)
     for step in (5, 10):
-        records.add_checkpoint(db, succeeded["id"], attempt, step=step, path=f"jobs/{succeeded['id']}/checkpoints/step-{step:06d}",
-                               metrics={**metrics, "step": step})  # fmt: skip
+        record_step(db, succeeded["id"], attempt, {**metrics, "step": step},
+                    (step, f"jobs/{succeeded['id']}/checkpoints/step-{step:06d}", {**metrics, "step": step}))
     model = f"ft:lmtune-tiny:s:{succeeded['id']}"
     owner = authenticate(db, alice["Authorization"].split()[1])
     add_fine_tuned_model(db, model_id=model, owner=owner, base_model="lmtune-tiny", job_id=succeeded["id"],

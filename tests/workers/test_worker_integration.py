@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from lmtune.dispatch import enqueue_job
+from lmtune.dispatch import send_job
 from lmtune.store import records
 from lmtune.store.fine_tuned import get_fine_tuned_model
 from lmtune.store.jobs import request_cancel, request_pause, resume_job
@@ -64,7 +64,7 @@ def test_pause_then_resume_ends_with_the_steps_of_an_uninterrupted_run(deploymen
     assert records.list_checkpoints(deployment.db, job.id)[0][0].step == paused.step
 
     resume_job(deployment.db, job.id, "key-test")
-    enqueue_job(deployment.settings, deployment.db, deployment.job(job.id))
+    send_job(deployment.settings, deployment.job(job.id))
     done = deployment.wait_for(job.id, lambda j: j.status == "succeeded", what="succeeded")
     assert done.step == done.total_steps == 100
     assert [row["step"] for row in metric_rows(deployment.settings.data_dir / "jobs" / job.id)] == list(range(1, 101))
@@ -88,7 +88,7 @@ def test_a_killed_worker_s_job_continues_on_a_new_worker_and_succeeds_once(deplo
 
 def test_the_same_job_delivered_twice_runs_once(deployment):
     job = deployment.submit()
-    enqueue_job(deployment.settings, deployment.db, job)  # a second message for the same job
+    send_job(deployment.settings, job)  # a second message for the same job
     deployment.start_worker()
     deployment.start_worker()
     done = deployment.wait_for(job.id, lambda j: j.status == "succeeded", what="succeeded")

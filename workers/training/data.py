@@ -73,11 +73,6 @@ def encode_row(row: Row, tokenizer) -> tuple[list[int], list[int]]:
     return input_ids, labels
 
 
-def count_targets(labels: list[int]) -> int:
-    """Tokens that carry loss: a label at position 0 is never predicted."""
-    return sum(label != IGNORE_INDEX for label in labels[1:])
-
-
 def collate_padded(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded rows with an attention mask; the usual path."""
     width = max(len(example["input_ids"]) for example in examples)

@@ -7,7 +7,6 @@ class TrainingError(RuntimeError):
     """Its message is shown to the user as is: it names fields and models, never a server path."""
 
     code = "training_error"
-    retryable = False  # a bad dataset or a NaN loss fails the same way every time
 
     def __init__(self, message: str, param: str | None = None):
         super().__init__(message)
@@ -39,7 +38,6 @@ class OutputConflictError(TrainingError):
 class TrainingPaused(Exception):
     """SIGTERM arrived: the run wrote a checkpoint at `step` and stopped; starting it again resumes."""
 
-    def __init__(self, step: int, checkpoint):
-        super().__init__(f"paused at step {step}; checkpoint {checkpoint}")
+    def __init__(self, step: int):
+        super().__init__(f"paused at step {step}")
         self.step = step
-        self.checkpoint = checkpoint

@@ -9,7 +9,7 @@ each new token to cut the text at a stop sequence or the end of the turn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

@@ -1,8 +1,11 @@
 """The training function: one job spec in, a trained model and its records out.
 
-Reads top to bottom: setup, data, model, optimizer, resume, then the loop (micro-batches,
-clip, step, log, evaluate, checkpoint), then the final export. It runs the same under the CLI,
-a Celery worker, a test, or `torchrun` with several processes.
+`train` reads as the run's phases: `_setup` (data, model, optimizer, resume), then per step
+`_train_step` (micro-batches, clip, optimizer step), `_evaluate`, `_record` and `_checkpoint` (with
+its sample answers), then `_export_final` (from the best checkpoint with keep_best). Early stopping
+ends the steps once the validation loss stops improving. The `Observer` is told of each step and
+checkpoint. It runs the same under the CLI, a Celery worker, a test, or `torchrun` with several
+processes.
 """
 
 from __future__ import annotations
@@ -12,26 +15,26 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
-from lmtune.layout import RunLayout
+from lmtune.fence import RunFence
+from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint
+from lmtune.metrics_log import MetricsLog
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
 from lmtune.training_data import MIN_EXAMPLES, DatasetError, validate_jsonl_file
-from lmtune.layout import checkpoint_name, latest_checkpoint
 from workers.training import checkpoints as ckpt
 from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, collate_padded, tokenize_rows
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
-from lmtune.metrics_log import MetricsLog
-from workers.training.metrics import plot_loss
+from workers.training.loss import CausalLMLoss
+from workers.training.loss_plot import plot_loss
 from workers.training.model_loading import check_context_length, load_model, load_tokenizer, save_final, save_model
 from workers.training.observer import Observer
 from workers.training.sampling import Sampler
@@ -43,7 +46,7 @@ from workers.training.validation_watch import ValidationWatch
 class TrainingResult:
     output_dir: Path
     steps: int
-    trained_tokens: int
+    trained_tokens: int  # every token trained on (OpenAI's billable count), not only those with loss
     final_dir: Path
     last_metrics: dict
 
@@ -53,16 +56,93 @@ class TrainingResult:
         return cls(layout.root, data["steps"], data["trained_tokens"], layout.final, data["last_metrics"])
 
 
+@dataclass
+class Progress:
+    """The run so far; a checkpoint keeps it (trainer_state.json) and a resume starts from it."""
+
+    step: int = 0
+    tokens: int = 0  # every non-padding token processed
+    target_tokens: int = 0  # the tokens that carry loss
+    elapsed_seconds: float = 0.0
+
+    @classmethod
+    def read(cls, checkpoint: Path) -> "Progress":
+        saved = ckpt.read_trainer_state(checkpoint)
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+
+@dataclass
+class _Run:
+    """What `_setup` builds and the steps use."""
+
+    spec: JobSpec
+    layout: RunLayout
+    accelerator: Accelerator
+    hp: ResolvedHyperparameters
+    plan: StepPlan
+    tokenizer: object
+    train_data: TokenizedData
+    valid_data: TokenizedData | None
+    eval_sample: list[int] | None
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loss: CausalLMLoss
+    collate: object
+    metrics: MetricsLog
+    progress: Progress
+    fence: RunFence  # a superseded attempt stops before its next write
+    sampler: Sampler  # sample answers at each checkpoint
+    watch: ValidationWatch  # early stopping and the best checkpoint
+    history: list[dict] = field(default_factory=list)  # metric rows, on the main process
+    last_row: dict = field(default_factory=dict)
+    session_start: float = field(default_factory=time.monotonic)
+    elapsed_before: float = 0.0
+
+
+@dataclass
+class _Step:
+    row: dict  # the step's metrics
+    stop_requested: bool  # SIGTERM reached some process
+
+
 def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = None, model_name: str | None = None) -> TrainingResult:
     """`model_name`: what the user calls `spec.model` (a catalogue name), used in messages and saved
     files instead of the local folder the weights come from."""
     observer = observer or Observer()
-    model_name = model_name or spec.model
     transformers_logging.disable_progress_bar()  # lmtune's own bar is the one to show
     layout = RunLayout(Path(output_dir))
     if layout.result.exists():  # a repeated delivery of a finished run: nothing to redo
         return TrainingResult.read(layout)
+    fence = RunFence.from_env(layout)
+    fence.check()
 
+    run = _setup(spec, layout, model_name or spec.model, fence)
+    total_steps = run.hp.total_steps
+    observer.on_start(total_steps=total_steps, start_step=run.progress.step)
+    with _SigtermStop() as stop:
+        for step in range(run.progress.step, total_steps):
+            fence.check()
+            done = _train_step(run, step, stop)
+            last_step = step + 1 == total_steps
+            ends_epoch = run.plan.ends_epoch(step) or last_step
+            _evaluate_if_due(run, done.row, last_step, ends_epoch)
+            _record(run, done.row)
+            observer.on_step(done.row)
+            run.watch.observe(done.row)
+            if ((step + 1) % spec.training.checkpoint_every_steps == 0 or ends_epoch or done.stop_requested
+                    or run.watch.wants_checkpoint):  # fmt: skip
+                observer.on_checkpoint(step + 1, _checkpoint(run))
+            if run.watch.stop and not last_step:
+                if run.accelerator.is_main_process:
+                    run.watch.announce_stop(run.layout, step + 1)
+                break
+            if done.stop_requested and not last_step:
+                raise TrainingPaused(step + 1)
+    return _export_final(run)
+
+
+def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -> _Run:
     settings = spec.training
     # train() may run many times in one process (tests, notebooks); each run sets its own precision.
     # The process group (PartialState) is kept.
@@ -71,7 +151,7 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=_precision(settings.mixed_precision),
     )
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world = accelerator.num_processes
 
     # data: validated whole before any compute
     tokenizer = load_tokenizer(spec.model, model_name)
@@ -92,6 +172,8 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
     set_seed(spec.seed)
     resume = latest_checkpoint(layout.checkpoints)
     model = load_model(spec.model, settings, resume[1] if resume else None, name=model_name)
+    # chunked loss through the model's own forward; not under FSDP (see CausalLMLoss)
+    loss = CausalLMLoss(model, accelerator.device, chunked=accelerator.distributed_type != DistributedType.FSDP)
     # fused: one kernel for all parameters, as transformers.Trainer uses by default
     optimizer = torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=hp.learning_rate, fused=True)
     scheduler = get_scheduler(
@@ -108,99 +190,92 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
     accelerator.register_load_state_pre_hook(lambda models, folder: models.clear())
 
     metrics = MetricsLog(layout.metrics)
-    progress = {"step": 0, "tokens": 0, "elapsed_seconds": 0.0}
+    progress = Progress()
     if resume:
         accelerator.load_state(str(resume[1] / ckpt.TRAINING_STATE_DIR))
-        progress.update(ckpt.read_trainer_state(resume[1]))
-        if accelerator.is_main_process:
-            metrics.truncate_after(progress["step"])
+        progress = Progress.read(resume[1])
+    if accelerator.is_main_process:  # rows past the step this run starts at (0 without a checkpoint) come again
+        metrics.truncate_after(progress.step)
     history = metrics.read() if accelerator.is_main_process else []
-    eval_sample = _fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None
-    sampler = Sampler(spec, tokenizer, layout, accelerator, progress["step"])
-    watch = ValidationWatch(settings, [row for row in metrics.read() if row["step"] <= progress["step"]])
+    # every process judges the validation loss alike (all stop together); rows past the start come again
+    watch = ValidationWatch(settings, [row for row in metrics.read() if row["step"] <= progress.step])
+    return _Run(
+        spec=spec, layout=layout, accelerator=accelerator, hp=hp, plan=plan, tokenizer=tokenizer,
+        train_data=train_data, valid_data=valid_data,
+        eval_sample=_fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None,
+        model=model, optimizer=optimizer, scheduler=scheduler, loss=loss,
+        collate=_collator(settings.packing, tokenizer.pad_token_id, settings.max_seq_length),
+        metrics=metrics, progress=progress, fence=fence, sampler=Sampler(spec, tokenizer, layout, accelerator, progress.step),
+        watch=watch, history=history, last_row=history[-1] if history else {},
+        elapsed_before=progress.elapsed_seconds,
+    )  # fmt: skip
 
-    collate = _collator(settings.packing, tokenizer.pad_token_id, settings.max_seq_length)
-    stop = _SigtermStop()
-    observer.on_start(total_steps=hp.total_steps, start_step=progress["step"])
-    session_start, elapsed_before = time.monotonic(), progress["elapsed_seconds"]
-    last_row: dict = history[-1] if history else {}
 
-    with stop:
-        for step in range(progress["step"], hp.total_steps):
-            model.train()
-            batches = [collate(_examples(train_data, ids)) for ids in plan.micro_batches(step, rank)]
-            step_targets = accelerator.reduce(
-                torch.tensor(sum(_targets(b) for b in batches), device=accelerator.device), "sum"
-            ).item()
-            totals = torch.zeros(4, device=accelerator.device)  # loss sum, correct, targets, stop flag
-            for batch in batches:
-                with accelerator.accumulate(model):
-                    loss_sum, correct, targets = _forward(model, batch, accelerator.device)
-                    # mean over every target token of the global step; undo DDP's mean over processes
-                    # and Accelerate's division by the accumulation steps
-                    scale = world * settings.gradient_accumulation_steps / step_targets
-                    accelerator.backward(loss_sum * scale)
-                    totals[:3] += torch.stack([loss_sum.detach(), correct, targets])
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
-            totals[3] = float(stop.requested)
-            totals = accelerator.reduce(totals, "sum")
-            loss = (totals[0] / totals[2]).item()
-            learning_rate = scheduler.get_last_lr()[0]
-            _check_finite(step + 1, loss, float(grad_norm), learning_rate)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+def _train_step(run: _Run, step: int, stop: "_SigtermStop") -> _Step:
+    """One optimizer step over this process's micro-batches; the metrics are global."""
+    accelerator, model, settings = run.accelerator, run.model, run.spec.training
+    model.train()
+    batches = [_micro_batch(run, ids) for ids in run.plan.micro_batches(step, accelerator.process_index)]
+    step_targets = accelerator.reduce(
+        torch.tensor(sum(_targets(batch) for batch, _ in batches), device=accelerator.device), "sum"
+    ).item()
+    # loss sum, correct, targets, tokens, stop flag
+    totals = torch.zeros(5, device=accelerator.device)
+    for batch, tokens in batches:
+        with accelerator.accumulate(model):
+            sums = run.loss(model, batch)
+            # mean over every target token of the global step; undo DDP's mean over processes
+            # and Accelerate's division by the accumulation steps
+            scale = accelerator.num_processes * settings.gradient_accumulation_steps / step_targets
+            accelerator.backward(sums.loss * scale)
+            totals[:3] += torch.stack([sums.loss.detach(), sums.correct, sums.targets])
+            totals[3] += tokens
+    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf))
+    totals[4] = float(stop.requested)
+    loss_sum, correct, targets, tokens, stopping = accelerator.reduce(totals, "sum").tolist()
+    loss = loss_sum / targets
+    learning_rate = run.scheduler.get_last_lr()[0]
+    _check_finite(step + 1, loss, grad_norm, learning_rate)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
 
-            progress["step"] = step + 1
-            progress["tokens"] += int(totals[2].item())
-            progress["elapsed_seconds"] = elapsed_before + time.monotonic() - session_start
-            row = {
-                "step": step + 1,
-                "total_steps": hp.total_steps,
-                "epoch": round((step + 1) / plan.steps_per_epoch, 4),
-                "train_loss": loss,
-                "train_mean_token_accuracy": (totals[1] / totals[2]).item(),
-                "learning_rate": learning_rate,
-                "grad_norm": float(grad_norm),
-                "tokens": progress["tokens"],
-                "tokens_per_second": progress["tokens"] / max(progress["elapsed_seconds"], 1e-9),
-                "elapsed_seconds": round(progress["elapsed_seconds"], 3),
-            }
-            last_step = step + 1 == hp.total_steps
-            ends_epoch = plan.ends_epoch(step) or last_step
-            if eval_sample is not None and ((step + 1) % settings.eval_every_steps == 0 or last_step):
-                row["valid_loss"], row["valid_mean_token_accuracy"] = _evaluate(
-                    accelerator, model, valid_data, eval_sample, hp.micro_batch_size, collate
-                )
-            if valid_data is not None and ends_epoch:
-                row["full_valid_loss"], row["full_valid_mean_token_accuracy"] = _evaluate(
-                    accelerator, model, valid_data, range(len(valid_data)), hp.micro_batch_size, collate
-                )
-            if accelerator.is_main_process:
-                metrics.append(row)
-                history.append(row)
-            last_row = row
-            observer.on_step(row)
-            watch.observe(row)
+    progress = run.progress
+    progress.step = step + 1
+    progress.tokens += int(tokens)
+    progress.target_tokens += int(targets)
+    progress.elapsed_seconds = run.elapsed_before + time.monotonic() - run.session_start
+    row = {
+        "step": step + 1,
+        "total_steps": run.hp.total_steps,
+        "epoch": round((step + 1) / run.plan.steps_per_epoch, 4),
+        "train_loss": loss,
+        "train_mean_token_accuracy": correct / targets,
+        "learning_rate": learning_rate,
+        "grad_norm": grad_norm,
+        "tokens": progress.tokens,
+        "target_tokens": progress.target_tokens,
+        "tokens_per_second": progress.tokens / max(progress.elapsed_seconds, 1e-9),
+        "elapsed_seconds": round(progress.elapsed_seconds, 3),
+    }
+    return _Step(row, stopping > 0)
 
-            stopping = totals[3].item() > 0
-            if (step + 1) % settings.checkpoint_every_steps == 0 or ends_epoch or stopping or watch.wants_checkpoint:
-                folder = _write_checkpoint(accelerator, model, tokenizer, layout, progress, settings.keep_checkpoints, watch.protected_steps)
-                if accelerator.is_main_process:
-                    plot_loss(history, layout.loss_plot)
-                sampler.at_checkpoint(model, step + 1)
-                observer.on_checkpoint(step + 1, folder)
-            if watch.stop and not last_step:
-                if accelerator.is_main_process:
-                    watch.announce_stop(layout, step + 1)
-                break
-            if stopping and not last_step:
-                raise TrainingPaused(step + 1, layout.checkpoints / checkpoint_name(step + 1))
 
-    watch.restore_best(accelerator, model, layout, progress["step"])
-    result = TrainingResult(layout.root, progress["step"], progress["tokens"], layout.final, last_row)
-    _export_final(accelerator, model, tokenizer, layout, history, result)
-    return result
+def _evaluate_if_due(run: _Run, row: dict, last_step: bool, ends_epoch: bool) -> None:
+    """The fixed validation sample every eval_every_steps, the whole validation set at epoch ends."""
+    settings = run.spec.training
+    if run.eval_sample is not None and (row["step"] % settings.eval_every_steps == 0 or last_step):
+        row["valid_loss"], row["valid_mean_token_accuracy"] = _evaluate(run, run.eval_sample)
+    if run.valid_data is not None and ends_epoch:
+        row["full_valid_loss"], row["full_valid_mean_token_accuracy"] = _evaluate(run, range(len(run.valid_data)))
+
+
+def _record(run: _Run, row: dict) -> None:
+    if run.accelerator.is_main_process:
+        run.fence.check()
+        run.metrics.append(row)
+        run.history.append(row)
+    run.last_row = row
 
 
 def _precision(setting: str) -> str:
@@ -259,32 +334,19 @@ def _collator(packing: bool, pad_id: int, max_seq_length: int):
     return lambda examples: collate_padded(examples, pad_id)
 
 
-def _examples(data: TokenizedData, ids: list[int]) -> list[dict]:
+def _micro_batch(run: _Run, ids: list[int]) -> tuple[dict, int]:
+    """The collated micro-batch of examples `ids` and its count of real (non-padding) tokens."""
     if not ids:
         # an empty slice of a short last batch: one example with no targets keeps this process
-        # in step with the others' gradient reduction while adding nothing
-        example = data.examples[0]
-        return [{"input_ids": example["input_ids"], "labels": [IGNORE_INDEX] * len(example["labels"])}]
-    return list(data.examples.select(ids))
+        # in step with the others' gradient reduction while adding nothing (and no tokens)
+        example = run.train_data.examples[0]
+        return run.collate([{"input_ids": example["input_ids"], "labels": [IGNORE_INDEX] * len(example["labels"])}]), 0
+    examples = list(run.train_data.examples.select(ids))
+    return run.collate(examples), sum(len(example["input_ids"]) for example in examples)
 
 
 def _targets(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-
-
-def _forward(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy, correct predictions and target count of one micro-batch."""
-    inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
-    # shift the labels, not the logits: slicing the logits would copy the largest tensor of the step
-    labels = F.pad(batch["labels"], (0, 1), value=IGNORE_INDEX)[:, 1:].to(device)
-    # no KV cache: with one, transformers would not build the packed block-diagonal mask
-    logits = model(**inputs, use_cache=False).logits
-    loss_sum = F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    mask = labels != IGNORE_INDEX
-    correct = (logits.detach()[mask].argmax(-1) == labels[mask]).sum().float()
-    return loss_sum, correct, mask.sum().float()
 
 
 def _check_finite(step: int, loss: float, grad_norm: float, learning_rate: float) -> None:
@@ -304,50 +366,67 @@ def _fixed_sample(data: TokenizedData, size: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def _evaluate(accelerator: Accelerator, model, data: TokenizedData, ids, batch_size: int, collate) -> tuple[float, float]:
-    """Loss and token accuracy over `ids`, each process taking every world-th example."""
-    model.eval()
+def _evaluate(run: _Run, ids) -> tuple[float, float]:
+    """Loss and token accuracy over validation examples `ids`, each process taking every world-th."""
+    accelerator, batch_size = run.accelerator, run.hp.micro_batch_size
+    run.model.eval()
     mine = list(ids)[accelerator.process_index :: accelerator.num_processes]
     totals = torch.zeros(3, device=accelerator.device)
     for start in range(0, len(mine), batch_size):
-        loss_sum, correct, targets = _forward(model, collate(_examples(data, mine[start : start + batch_size])), accelerator.device)
-        totals += torch.stack([loss_sum, correct, targets])
-    totals = accelerator.reduce(totals, "sum")
-    model.train()
-    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+        sums = run.loss(run.model, run.collate(list(run.valid_data.examples.select(mine[start : start + batch_size]))))
+        totals += torch.stack([sums.loss, sums.correct, sums.targets])
+    loss_sum, correct, targets = accelerator.reduce(totals, "sum").tolist()
+    run.model.train()
+    return loss_sum / targets, correct / targets
 
 
-def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: dict, keep: int,
-                      protected: set[int] = frozenset()) -> Path:  # fmt: skip
-    """All processes take part (save_state writes per-process RNG state); the main one publishes."""
-    name = checkpoint_name(progress["step"])
+def _checkpoint(run: _Run) -> Path:
+    folder = _write_checkpoint(run.accelerator, run.model, run.tokenizer, run.layout, run.progress,
+                               run.spec.training.keep_checkpoints, run.fence, run.watch.protected_steps)  # fmt: skip
+    if run.accelerator.is_main_process:
+        plot_loss(run.history, run.layout.loss_plot)
+    run.sampler.at_checkpoint(run.model, run.progress.step)
+    return folder
+
+
+def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: Progress, keep: int,
+                      fence: RunFence, protected: set[int] = frozenset()) -> Path:  # fmt: skip
+    """All processes take part (save_state writes per-process RNG state); the main one publishes.
+    `protected`: steps kept from pruning (the best one, with keep_best)."""
+    name = checkpoint_name(progress.step)
     partial = ckpt.partial_folder(layout.checkpoints, name)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial / ckpt.TRAINING_STATE_DIR))
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
-        (partial / ckpt.TRAINER_STATE).write_text(json.dumps(progress))
+        (partial / ckpt.TRAINER_STATE).write_text(json.dumps(asdict(progress)))
         ckpt.write_manifest(partial)
+        fence.check()
         ckpt.publish(partial, layout.checkpoints / name)
         ckpt.prune_checkpoints(layout.checkpoints, keep, protected)
     accelerator.wait_for_everyone()
     return layout.checkpoints / name
 
 
-def _export_final(accelerator: Accelerator, model, tokenizer, layout: RunLayout, history: list[dict], result: TrainingResult):
+def _export_final(run: _Run) -> TrainingResult:
+    accelerator, layout = run.accelerator, run.layout
+    run.watch.restore_best(accelerator, run.model, layout, run.progress.step)
+    result = TrainingResult(layout.root, run.progress.step, run.progress.tokens, layout.final, run.last_row)
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)
+    state_dict = accelerator.get_state_dict(run.model)
     if accelerator.is_main_process:
         partial = ckpt.partial_folder(layout.root, "final")
-        save_final(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
+        save_final(accelerator.unwrap_model(run.model), run.tokenizer, partial, state_dict=state_dict)
         ckpt.write_manifest(partial)
+        run.fence.check()
         ckpt.publish(partial, layout.final)
-        plot_loss(history, layout.loss_plot)
+        plot_loss(run.history, layout.loss_plot)
         layout.result.write_text(
             json.dumps({"steps": result.steps, "trained_tokens": result.trained_tokens, "last_metrics": result.last_metrics})
         )
     accelerator.wait_for_everyone()
+    return result
 
 
 class _SigtermStop:

@@ -46,7 +46,7 @@ class Sampler:
     """Only the main process generates; the unwrapped model answers, outside of data parallelism.
     A model sharded by FSDP would need every process to generate, so no samples are taken there."""
 
-    def __init__(self, spec: JobSpec, tokenizer, layout: RunLayout, accelerator: Accelerator, resumed_at: int):
+    def __init__(self, spec: JobSpec, tokenizer, layout: RunLayout, accelerator: Accelerator, start_step: int):
         settings = spec.training
         if settings.sample_prompts is not None:
             self.prompts = [p if isinstance(p, str) else [m.model_dump() for m in p] for p in settings.sample_prompts]
@@ -56,8 +56,8 @@ class Sampler:
         self.tokenizer, self.accelerator = tokenizer, accelerator
         self.params = GenerationParams(max_tokens=settings.sample_max_tokens)
         self.log = MetricsLog(layout.samples)
-        if self.active and resumed_at:
-            self.log.truncate_after(resumed_at)  # later sets are taken again
+        if accelerator.is_main_process:  # sets past the step this run starts at (0 without a checkpoint) come again
+            self.log.truncate_after(start_step)
 
     def at_checkpoint(self, model, step: int) -> None:
         if not self.active:

@@ -9,10 +9,12 @@ from sqlalchemy import inspect
 from lmtune.store import records
 from lmtune.store.database import open_database
 from lmtune.store.jobs import (
-    ACTIVE, StaleAttempt, TooManyActiveJobs, WrongState, claim_job, create_job, finish_attempt, get_job, heartbeat,
-    list_jobs, queue_position, request_cancel, request_pause, requeue_lost_jobs, resume_job,
+    ACTIVE, JobStatus, Note, StaleAttempt, TooManyActiveJobs, WrongState, claim_job, claim_next_job, create_job,
+    fail_attempt, finish_attempt, get_job, heartbeat, list_jobs, new_event, queue_position, request_cancel,
+    request_pause, requeue_lost_jobs, resume_job, start_from_step,
 )  # fmt: skip
 from lmtune.store.keys import create_key
+from lmtune.store.records import Report, record_report
 from tests.helpers import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
@@ -22,6 +24,21 @@ SPEC = {"model": "lmtune-tiny", "training_file": "file-abc"}
 
 def new_job(db, owner="key-a", **fields):
     return create_job(db, owner=owner, spec=SPEC, queue="cpu", **fields)
+
+
+def metrics_report(*steps: int) -> Report:
+    return Report(metric_events=[new_event("", f"Step {step}", type="metrics", step=step, data={"step": step}) for step in steps])
+
+
+def record_steps(db, job_id: str, attempt: int, *steps: int):
+    report = metrics_report(*steps)
+    for event in report.metric_events:
+        event.job_id = job_id
+    return record_report(db, job_id, attempt, report)
+
+
+def messages(db, job_id: str) -> list[str]:
+    return [event.message for event in reversed(records.list_events(db, job_id, after=None, limit=1000)[0])]
 
 
 def test_migrations_create_every_table_and_can_run_again(db, database_url):
@@ -41,12 +58,12 @@ def test_a_lost_workers_job_is_requeued_and_its_stale_attempt_fenced_off(db):
     assert claim_job(db, job.id, "worker-1", lease_seconds=60, max_attempts=3) == 1
     assert requeue_lost_jobs(db, max_attempts=3) == []  # a live lease is left alone
     db.clock = lambda: time.time() + 61  # the worker fell silent past its lease
-    assert requeue_lost_jobs(db, max_attempts=3) == [job.id]
+    assert [j.id for j in requeue_lost_jobs(db, max_attempts=3)] == [job.id]
     assert claim_job(db, job.id, "worker-2", lease_seconds=60, max_attempts=3) == 2
     with pytest.raises(StaleAttempt):
         heartbeat(db, job.id, 1, lease_seconds=60)
     with pytest.raises(StaleAttempt):
-        records.add_event(db, job.id, "late news from attempt 1", attempt=1)
+        record_steps(db, job.id, 1, 7)
     with pytest.raises(StaleAttempt):
         finish_attempt(db, job.id, 1, "succeeded")
     assert finish_attempt(db, job.id, 2, "succeeded").status == "succeeded"
@@ -114,23 +131,26 @@ def test_jobs_list_newest_first_with_paging_and_metadata(db):
 def test_metrics_events_are_recorded_once_per_step_and_listed_newest_first(db):
     job = new_job(db)
     claim_job(db, job.id, "worker-1", 60, 3)
-    for step in (1, 2, 2, 3):  # a resumed run replays step 2
-        records.add_event(db, job.id, f"Step {step}", attempt=1, type="metrics", step=step, data={"step": step})
-    records.add_event(db, job.id, "note")
+    record_steps(db, job.id, 1, 1, 2)
+    record_steps(db, job.id, 1, 1, 2, 3)  # the follower read a rewritten file from its start
+    finish_attempt(db, job.id, 1, JobStatus.PAUSED, Note("note"))
     events, more = records.list_events(db, job.id, after=None, limit=3)
     assert [e.message for e in events] == ["note", "Step 3", "Step 2"] and more
     rest, more = records.list_events(db, job.id, after=events[-1].id, limit=10)
-    assert [e.message for e in rest] == ["Step 1"] and not more
+    assert [e.message for e in rest] == ["Step 1", "Fine-tuning job started (attempt 1)"] and not more
 
 
 def test_checkpoints_are_unique_per_step_and_forgotten_when_pruned(db):
     job = new_job(db)
     claim_job(db, job.id, "worker-1", 60, 3)
-    for step in (10, 20, 20, 30):
-        records.add_checkpoint(db, job.id, 1, step=step, path=f"jobs/{job.id}/checkpoints/step-{step:06d}", metrics=None)
-    records.forget_checkpoints(db, job.id, 1, keep_steps={20, 30})
+    for steps in ((10, 20), (20, 30)):
+        report = Report(checkpoints={step: (f"jobs/{job.id}/checkpoints/step-{step:06d}", None) for step in steps},
+                        on_disk={20, 30} if 30 in steps else None)  # fmt: skip
+        record_report(db, job.id, 1, report)
     rows, more = records.list_checkpoints(db, job.id)
     assert [row.step for row in rows] == [30, 20] and not more
+    assert [m for m in messages(db, job.id) if m.startswith("Checkpoint")] == [
+        "Checkpoint created at step 10", "Checkpoint created at step 20", "Checkpoint created at step 30"]
 
 
 def test_hand_backs_do_not_use_up_the_attempts_only_failures_do(db):
@@ -181,3 +201,55 @@ def test_a_burst_of_submissions_by_one_key_never_passes_its_job_quota(db):
         created = [job for job in pool.map(submit, range(16)) if job]
     jobs, _ = list_jobs(db, owner, after=None, limit=100)
     assert len(created) == 3 and sorted(created) == sorted(j.id for j in jobs if j.status in ACTIVE)
+
+
+def test_an_attempt_continues_from_its_checkpoint_and_steps_past_it_are_recorded_once(db):
+    job = new_job(db)
+    claim_job(db, job.id, "worker-1", 60, 3)
+    record_steps(db, job.id, 1, 1, 2, 3, 4, 5)  # killed after step 5, its checkpoint at step 3
+    fail_attempt(db, job.id, 1, "the trainer was killed", max_attempts=3)
+    claim_job(db, job.id, "worker-2", 60, 3)
+    start_from_step(db, job.id, 2, 3)
+    assert get_job(db, job.id).step == 3
+    record_steps(db, job.id, 2, 1, 2, 3, 4, 5, 6)
+    steps = [m for m in messages(db, job.id) if m.startswith("Step")]
+    assert steps == ["Step 1", "Step 2", "Step 3", "Step 4", "Step 5", "Step 6"]
+    with pytest.raises(StaleAttempt):
+        start_from_step(db, job.id, 1, 0)
+
+
+def test_a_status_change_and_its_event_are_one_write(db):
+    job = new_job(db)
+    claim_job(db, job.id, "worker-1", 60, 3)
+    failed = fail_attempt(db, job.id, 1, "boom", max_attempts=1)
+    assert (failed.status, failed.error_code, failed.failures) == ("failed", "trainer_crashed", 1)
+    assert messages(db, job.id)[-1] == "Fine-tuning job failed: boom; it was the last of 1 failed attempts allowed"
+
+
+def test_the_next_job_is_claimed_fairly_across_keys_and_a_repeat_claims_nothing(db):
+    many = [new_job(db, owner="key-a") for _ in range(4)]
+    single = new_job(db, owner="key-b")
+    assert [queue_position(db, get_job(db, j.id)) for j in (*many, single)] == [1, 3, 4, 5, 2]
+    first, _ = claim_next_job(db, "cpu", "worker-1", 60, 3)
+    second, _ = claim_next_job(db, "cpu", "worker-2", 60, 3)
+    assert (first.id, second.id) == (many[0].id, single.id)  # key-b's one job does not wait for key-a's four
+    assert queue_position(db, get_job(db, many[1].id)) == 1
+    assert queue_position(db, get_job(db, single.id)) is None
+    for _ in range(3):
+        claim_next_job(db, "cpu", "worker-3", 60, 3)
+    assert claim_next_job(db, "cpu", "worker-4", 60, 3) is None  # a repeated message: nothing to run
+    assert claim_next_job(db, "gpu-1", "worker-5", 60, 3) is None  # another shape's queue
+
+
+def test_the_idempotency_key_returns_the_first_answer_and_refuses_another_body(db):
+    from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
+
+    first = IdempotencyKey("key-a", "retry-1", "hash-1")
+    assert earlier_answer(db, first) is None
+    with db.session() as session:
+        job = create_job(db, owner="key-a", spec=SPEC, queue="cpu", session=session)
+        remember(session, first, job.id)
+    assert earlier_answer(db, first) == job.id
+    assert earlier_answer(db, IdempotencyKey("key-b", "retry-1", "hash-1")) is None  # keys are per API key
+    with pytest.raises(KeyReused):
+        earlier_answer(db, IdempotencyKey("key-a", "retry-1", "hash-2"))

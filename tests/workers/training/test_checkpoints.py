@@ -4,9 +4,10 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lmtune.fence import RunFence
 from lmtune.layout import RunLayout, latest_checkpoint
 from workers.training import checkpoints as ckpt
-from workers.training.loop import _write_checkpoint
+from workers.training.loop import Progress, _write_checkpoint
 
 
 def test_a_checkpoint_gives_the_logits_of_the_model_in_memory(tiny_model, tmp_path):
@@ -22,7 +23,8 @@ def test_a_checkpoint_gives_the_logits_of_the_model_in_memory(tiny_model, tmp_pa
 
     layout = RunLayout(tmp_path)
     layout.checkpoints.mkdir()
-    folder = _write_checkpoint(accelerator, model, tokenizer, layout, {"step": 7, "tokens": 30, "elapsed_seconds": 1.0}, keep=3)
+    folder = _write_checkpoint(accelerator, model, tokenizer, layout, Progress(step=7, tokens=30, target_tokens=20, elapsed_seconds=1.0), keep=3,
+                               fence=RunFence(layout, None))  # fmt: skip
 
     assert folder == tmp_path / "checkpoints" / "step-000007"
     reloaded = AutoModelForCausalLM.from_pretrained(folder)

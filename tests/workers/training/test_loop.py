@@ -109,3 +109,17 @@ def test_an_output_folder_of_another_spec_is_refused(make_spec, chat_file, tmp_p
     (tmp_path / "run" / "result.json").unlink()
     with pytest.raises(OutputConflictError, match="different spec"):
         train(make_spec(chat_file, epochs=1, learning_rate=1e-4), tmp_path / "run")
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_token_counts_are_every_token_trained_and_the_targets_among_them(make_spec, chat_file, tiny_model, tmp_path, packing):
+    result = train(make_spec(chat_file, epochs=2, packing=packing), tmp_path / "run")
+    batch = _batch_of(chat_file, tiny_model)
+    every_token = int(batch["attention_mask"].sum())  # no padding, prompts included
+    targets = int((batch["labels"][:, 1:] != -100).sum())
+    last = metric_rows(tmp_path / "run")[-1]
+    assert (last["tokens"], last["target_tokens"]) == (2 * every_token, 2 * targets)
+    assert targets < every_token
+    assert result.trained_tokens == 2 * every_token  # billable: all tokens, as OpenAI counts them
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["trained_tokens"] == 2 * every_token
+    assert last["tokens_per_second"] == pytest.approx(last["tokens"] / last["elapsed_seconds"], rel=0.01)

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.helpers import train_losses
-from workers.training.hf_reference import run_hf_trainer
+from benchmarks.hf_reference import run_hf_trainer
 from workers.training.loop import train
 
 pytestmark = pytest.mark.slow  # runs transformers.Trainer beside lmtune

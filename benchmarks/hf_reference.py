@@ -1,7 +1,8 @@
-"""The same work run through `transformers.Trainer`: the reference for parity tests and benchmarks.
+"""The same work run through `transformers.Trainer`: the reference for parity tests and benchmarks
+(not part of the lmtune package: it serves tests and benchmarks only).
 
 It trains on lmtune's own tokenised examples and collator, in order (no shuffling), with the
-spec's optimizer settings, and records Trainer's logged loss at every step.
+spec's optimizer settings and packing, and records Trainer's logged loss at every step.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 
 from lmtune.spec import JobSpec, resolve_hyperparameters
 from lmtune.training_data import validate_jsonl_file
-from workers.training.data import collate_padded, tokenize_rows
+from workers.training.data import collate_packed, collate_padded, tokenize_rows
 from workers.training.step_plan import StepPlan
 
 
@@ -66,11 +67,15 @@ def run_hf_trainer(spec: JobSpec, output_dir: str | Path) -> ReferenceRun:
         remove_unused_columns=False,
         disable_tqdm=True,
     )
+    if settings.packing:
+        collate = lambda examples: collate_packed(examples, tokenizer.pad_token_id, settings.max_seq_length)  # noqa: E731
+    else:
+        collate = lambda examples: collate_padded(examples, tokenizer.pad_token_id)  # noqa: E731
     trainer = _InOrder(
         model=AutoModelForCausalLM.from_pretrained(spec.model, dtype=torch.float32),
         args=args,
         train_dataset=data,
-        data_collator=lambda examples: collate_padded(examples, tokenizer.pad_token_id),
+        data_collator=collate,
         callbacks=[recorder],
     )
     output = trainer.train()

@@ -1,0 +1,481 @@
+"""The API under load, downloads, dispatch latency and a job's wall time, from one run.
+
+Starts the service itself (`lmtune up`: the API and one worker, SQLite and the embedded broker, in
+a temporary data folder; with `--redis`, a second deployment on Redis for the dispatch latency)
+and reports, side by side:
+
+- requests/s and p50/p95/p99 latency of job retrieve, job list, events list and /v1/models, at a
+  fixed offered rate (open loop) and at saturation (closed loop), idle and while a job trains,
+  with the API process's CPU time per request;
+- single-file and whole-archive download speed of a 500 MB file in the page cache, beside the raw
+  read speed of that file, and the API's peak memory;
+- dispatch latency (POST to `running`), and a job's wall time through the API against
+  `lmtune train` on the same spec.
+
+The load generator is a small asyncio HTTP/1.1 keep-alive client (uvloop when installed), so
+that the client costs little of the machine's CPU. Every request goes to 127.0.0.1.
+
+    python -m benchmarks.service_load [--seconds 5] [--rate 100] [--connections 8] [--repeats 3] [--redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from lmtune.launcher import (
+    WORKER_NICENESS,  # the worker's priority under `lmtune up`, for a fair `lmtune train`
+)
+from lmtune.sample_data import chat_examples, write_jsonl
+
+TICKS = os.sysconf("SC_CLK_TCK")
+BIG_FILE_MB = 500
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    cpu_seconds: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+class Deployment:
+    """`lmtune up` in its own data folder, on a free port."""
+
+    def __init__(self, root: Path, extra_env: dict | None = None):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "LMTUNE_DATA_DIR": str(root / "data"), "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+        self.env.pop("DATABASE_URL", None)
+        if "REDIS_URL" not in (extra_env or {}):
+            self.env.pop("REDIS_URL", None)
+        # the catalogue's lmtune-tiny, made here rather than by the (low-priority) worker on first use
+        from lmtune.layout import DataLayout
+        from workers.training.tiny_model import make_tiny_model
+
+        make_tiny_model(DataLayout(root / "data").builtin_model("lmtune-tiny"))
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.secret = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", "bench"], env=self.env,
+                                     capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        self.log = (root / "up.log").open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(self.port), "--gpus", "0"],
+                                        env=self.env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.secret}"}, timeout=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                self.http.get("/v1/models").raise_for_status()
+                return
+            except httpx.TransportError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"lmtune up exited; see {root / 'up.log'}") from None
+                time.sleep(0.2)
+        raise RuntimeError("lmtune up did not answer within 120 s")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime of the API process only
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def upload(self, rows: list[dict]) -> str:
+        path = write_jsonl(rows, self.root / f"train-{len(rows)}.jsonl")
+        with path.open("rb") as stream:
+            return self.http.post("/v1/files", files={"file": stream}, data={"purpose": "fine-tune"}).json()["id"]
+
+    def create_job(self, file_id: str, epochs: int, batch_size: int = 4, **training) -> dict:
+        body = {"model": "lmtune-tiny", "training_file": file_id, "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
+                "training": {"learning_rate": 2e-3, **training}}  # fmt: skip
+        response = self.http.post("/v1/fine_tuning/jobs", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def wait(self, job_id: str, statuses: set[str], poll: float = 0.02) -> dict:
+        while (job := self.http.get(f"/v1/fine_tuning/jobs/{job_id}").json())["status"] not in statuses:
+            if job["status"] in {"failed", "cancelled"} - statuses:
+                raise RuntimeError(f"job {job_id} {job['status']}: {job.get('error')}")
+            time.sleep(poll)
+        return job
+
+    def stop(self) -> None:
+        self.http.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+async def _open(port: int):
+    return await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+
+
+async def _get(connection, request: bytes) -> tuple[int, int]:
+    """One request on a keep-alive connection; (status, body bytes); the body is read and dropped."""
+    reader, writer = connection
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = None
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length is None:
+        raise RuntimeError("response without Content-Length")
+    await reader.readexactly(length)
+    return status, length
+
+
+def _request(path: str, secret: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n".encode()
+
+
+async def _saturate(port: int, request: bytes, connections: int, seconds: float) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client():
+        nonlocal errors
+        connection = await _open(port)
+        try:
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                status, _ = await _get(connection, request)
+                latencies.append(time.perf_counter() - start)
+                errors += status != 200
+        finally:
+            connection[1].close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return latencies, errors, time.perf_counter() - start
+
+
+async def _offered(port: int, request: bytes, rate: float, seconds: float, connections: int) -> tuple[list[float], int, float]:
+    """Open loop: request i is due at i / rate; its latency counts from when it was due, so a
+    server that falls behind shows it (no coordinated omission)."""
+    free: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        free.put_nowait(await _open(port))
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    total = int(rate * seconds)
+
+    async def one(due: float):
+        nonlocal errors
+        connection = await free.get()
+        try:
+            status, _ = await _get(connection, request)
+            errors += status != 200
+        finally:
+            free.put_nowait(connection)
+        latencies.append(time.perf_counter() - due)
+
+    tasks = []
+    for i in range(total):
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    while not free.empty():
+        free.get_nowait()[1].close()
+    return latencies, errors, elapsed
+
+
+def measure(deployment: Deployment, path: str, *, rate: float | None, seconds: float, connections: int) -> Load:
+    request = _request(path, deployment.secret)
+    cpu_before = deployment.cpu_seconds()
+    if rate is None:
+        latencies, errors, elapsed = asyncio.run(_saturate(deployment.port, request, connections, seconds))
+    else:
+        latencies, errors, elapsed = asyncio.run(_offered(deployment.port, request, rate, seconds, connections))
+    return Load(len(latencies), elapsed, latencies, deployment.cpu_seconds() - cpu_before, errors)
+
+
+def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: int) -> list[str]:
+    endpoints = {
+        "job retrieve": f"/v1/fine_tuning/jobs/{job_id}",
+        "job list": "/v1/fine_tuning/jobs?limit=20",
+        "events list": f"/v1/fine_tuning/jobs/{job_id}/events?limit=20",
+        "/v1/models": "/v1/models",
+    }
+    lines = []
+    for name, path in endpoints.items():
+        measure(deployment, path, rate=None, seconds=1, connections=args.connections)  # warm-up
+        for mode, rate in ((f"{args.rate:.0f}/s offered", args.rate), ("saturation", None)):
+            runs = [measure(deployment, path, rate=rate, seconds=args.seconds, connections=args.connections) for _ in range(repeats)]
+            median = lambda values: statistics.median(values)
+            lines.append(
+                f"| {name} | {state} | {mode} | {median(r.rate for r in runs):,.0f} | {median(r.percentile(50) for r in runs):.1f} | "
+                f"{median(r.percentile(95) for r in runs):.1f} | {median(r.percentile(99) for r in runs):.1f} | "
+                f"{median(r.cpu_seconds / max(r.requests, 1) * 1000 for r in runs):.2f} | {sum(r.errors for r in runs)} |"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
+def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[str]:
+    """A final-model folder with a 500 MB file (and its manifest) put in the job's run folder, read
+    three ways. The routes serve any folder with a manifest; the job need not have trained."""
+    from workers.training.checkpoints import write_manifest
+    from workers.training.tiny_model import make_tiny_model
+
+    final = make_tiny_model(deployment.root / "data" / "jobs" / job_id / "final")
+    big = final / "big.bin"
+    with big.open("wb") as out:
+        block = os.urandom(1 << 20)
+        for _ in range(BIG_FILE_MB):
+            out.write(block)
+    write_manifest(final)
+    size = big.stat().st_size
+    archive_size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+
+    def raw() -> float:
+        start = time.perf_counter()
+        with big.open("rb", buffering=0) as handle:
+            buffer = bytearray(4 << 20)
+            while handle.readinto(buffer):
+                pass
+        return size / (time.perf_counter() - start)
+
+    def http(path: str, expected: int) -> float:
+        start = time.perf_counter()
+        received = asyncio.run(_download(deployment.port, _request(path, deployment.secret)))
+        if received != expected:
+            raise RuntimeError(f"{path}: {received} bytes, expected {expected}")
+        return received / (time.perf_counter() - start)
+
+    base = f"/v1/fine_tuning/jobs/{job_id}/final"
+    raw()  # into the page cache
+    rss_before = deployment.peak_rss_mb()
+    speeds = {
+        "raw read (page cache)": [raw() for _ in range(repeats)],
+        "single file (final/files/big.bin)": [http(f"{base}/files/big.bin", size) for _ in range(repeats)],
+        "archive (final/content, tar)": [http(f"{base}/content", _tar_size(final)) for _ in range(repeats)],
+    }
+    lines = [f"| {name} | {statistics.median(v) / 1e6:,.0f} | {', '.join(f'{x / 1e6:,.0f}' for x in v)} |" for name, v in speeds.items()]
+    lines.append(f"API peak RSS: {rss_before:,.0f} MB before the downloads, {deployment.peak_rss_mb():,.0f} MB after "
+                 f"({size / 1e6:,.0f} MB file, {archive_size / 1e6:,.0f} MB archive)")  # fmt: skip
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
+async def _download(port: int, request: bytes) -> int:
+    """The body's size, read in large blocks (Content-Length or chunked), into a large socket
+    buffer: with the default 64 KiB ones, every few hundred KB waits for the other process to be
+    scheduled, which on a busy machine, not the server, sets the speed."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=8 << 20)
+    try:
+        writer.write(request)
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        if b"transfer-encoding: chunked" not in head:
+            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+            received = 0
+            while received < length:
+                received += len(await reader.read(min(8 << 20, length - received)))
+            return received
+        received = 0
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            left = size
+            while left:
+                left -= len(await reader.read(min(8 << 20, left)))
+            await reader.readexactly(2)
+            received += size
+        await reader.readuntil(b"\r\n")
+        return received
+    finally:
+        writer.close()
+
+
+def _tar_size(folder: Path) -> int:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    paths = [entry["path"] for entry in manifest["files"]] + ["manifest.json"]
+    size = sum(512 + -(-(folder / p).stat().st_size // 512) * 512 for p in paths)
+    size += 1024  # two zero blocks end the archive
+    return -(-size // 10240) * 10240  # tar pads to whole records of 20 blocks
+
+
+@contextmanager
+def _trainer_beside(deployment: Deployment):
+    """A trainer at the worker's priority training the tiny model beside the API, as a job's
+    trainer under `lmtune up` does; yields once it has finished a step."""
+    spec = deployment.root / "long.json"
+    spec.write_text(json.dumps({
+        "model": str(deployment.root / "data" / "models" / "lmtune-tiny"),
+        "training_file": str(write_jsonl(chat_examples(400, seed=3, spread=0.5), deployment.root / "long.jsonl")),
+        "hyperparameters": {"n_epochs": 50, "batch_size": 8}, "training": {"learning_rate": 1e-3},
+    }))  # fmt: skip
+    output = deployment.root / "long-run"
+    trainer = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "train", str(spec), "--output", str(output)], env=deployment.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.nice(WORKER_NICENESS))  # fmt: skip
+    try:
+        while not (output / "metrics.jsonl").exists() or not (output / "metrics.jsonl").stat().st_size:
+            if trainer.poll() is not None:
+                raise RuntimeError("the trainer beside the API exited")
+            time.sleep(0.5)
+        yield
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
+def dispatch_latency(deployment: Deployment, repeats: int) -> list[float]:
+    """POST to `running` of one-step jobs, each sent when the worker is idle (the one before is
+    cancelled once running)."""
+    file_id = deployment.upload(chat_examples(12, seed=11, spread=0.5))
+    latencies = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        job = deployment.create_job(file_id, epochs=1, batch_size=12)
+        deployment.wait(job["id"], {"running", "succeeded"}, poll=0.01)
+        latencies.append(time.perf_counter() - start)
+        deployment.wait(job["id"], {"succeeded"})
+    return latencies
+
+
+def wall_times(deployment: Deployment, rows: list[dict], epochs: int, repeats: int) -> tuple[list[float], list[float]]:
+    """The same spec through the API (POST to `succeeded`) and through `lmtune train`."""
+    file_id = deployment.upload(rows)
+    local = write_jsonl(rows, deployment.root / "wall.jsonl")
+    model = deployment.root / "data" / "models" / "lmtune-tiny"
+    spec = deployment.root / "wall.json"
+    spec.write_text(json.dumps({"model": str(model), "training_file": str(local), "seed": 0,
+                                "hyperparameters": {"n_epochs": epochs, "batch_size": 4}, "training": {"learning_rate": 2e-3}}))  # fmt: skip
+    through_api, direct = [], []
+    for round_number in range(repeats):
+        start = time.perf_counter()
+        job = deployment.create_job(file_id, epochs=epochs)
+        deployment.wait(job["id"], {"succeeded"}, poll=0.05)
+        through_api.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "lmtune.cli", "train", str(spec), "--output", str(deployment.root / f"direct-{round_number}")],
+                       env=deployment.env, check=True, capture_output=True, preexec_fn=lambda: os.nice(WORKER_NICENESS))  # fmt: skip
+        direct.append(time.perf_counter() - start)
+    return through_api, direct
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--rate", type=float, default=100.0, help="offered requests per second (open loop)")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="each figure is the median of this many runs")
+    parser.add_argument("--wall-epochs", type=int, default=1)
+    parser.add_argument("--wall-repeats", type=int, default=1)
+    parser.add_argument("--redis", default=None, metavar="URL", help="also measure dispatch latency on this Redis")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["api", "downloads", "dispatch", "wall"])
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    root = Path(tempfile.mkdtemp(prefix="lmtune-load-"))
+    report: list[str] = [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores shared with other work; one API process; "
+        f"each figure the median of {args.repeats} runs of {args.seconds:.0f} s; {args.connections} connections"
+    ]
+    print(report[0], flush=True)
+    deployment = Deployment(root / "sqlite")
+    try:
+        rows = chat_examples(40, seed=11, spread=0.5)
+        file_id = deployment.upload(rows)
+        jobs = [deployment.create_job(file_id, epochs=1) for _ in range(30)]  # a fuller list
+        for job in jobs:  # cancelled while queued: the worker stays idle
+            deployment.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+        target = jobs[-1]["id"]
+        if "api" not in args.skip:
+            header = ["| endpoint | state | load | req/s | p50 ms | p95 ms | p99 ms | API CPU ms/req | errors |",
+                      "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            print("\n".join(header), flush=True)
+            report += ["", *header, *api_table(deployment, target, args, "idle", args.repeats)]
+            with _trainer_beside(deployment):
+                report += api_table(deployment, target, args, "trainer running", args.repeats)
+        if "downloads" not in args.skip:
+            header = ["", "| download | median MB/s | runs |", "|---|---|---|"]
+            print("\n".join(header), flush=True)
+            report += header + download_speeds(deployment, target, args.repeats)
+        if "dispatch" not in args.skip:
+            latencies = dispatch_latency(deployment, args.repeats)
+            report.append(f"\ndispatch latency (POST to running), embedded broker: median {statistics.median(latencies):.2f} s "
+                          f"({', '.join(f'{x:.2f}' for x in latencies)})")  # fmt: skip
+            print(report[-1], flush=True)
+        if "wall" not in args.skip:
+            through_api, direct = wall_times(deployment, rows[:12], epochs=args.wall_epochs, repeats=args.wall_repeats)
+            api, plain = statistics.median(through_api), statistics.median(direct)
+            report.append(f"job wall time, 12 examples x {args.wall_epochs} epochs (batch 4) on lmtune-tiny, median of {args.wall_repeats}: through the API {api:.1f} s, lmtune train "
+                          f"{plain:.1f} s; overhead {api - plain:+.1f} s ({(api / plain - 1) * 100:+.0f}%)")  # fmt: skip
+            print(report[-1], flush=True)
+    finally:
+        deployment.stop()
+    if args.redis and "dispatch" not in args.skip:
+        prefix = f"bench-{os.getpid()}-"
+        redis = Deployment(root / "redis", {"REDIS_URL": args.redis, "LMTUNE_QUEUE_PREFIX": prefix})
+        try:
+            latencies = dispatch_latency(redis, args.repeats)
+            report.append(f"dispatch latency (POST to running), Redis: median {statistics.median(latencies):.2f} s "
+                          f"({', '.join(f'{x:.2f}' for x in latencies)})")  # fmt: skip
+            print(report[-1], flush=True)
+        finally:
+            redis.stop()
+            _delete_redis_keys(args.redis, prefix)
+    shutil.rmtree(root, ignore_errors=True)
+    print("\n" + "\n".join(report))
+
+
+def _delete_redis_keys(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"*{prefix}*"):
+        client.delete(key)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Fault injection: real Redis, PostgreSQL, workers and trainers, broken on purpose.
+
+Each test ends with `Cluster.check`: one terminal state, each step once in the metrics API, the
+events and the results CSV, every checkpoint as its manifest says, a final model that loads.
+Figures (seconds to recover) are printed with `-s` and quoted in docs/faults.md.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from lmtune.dispatch import ring
+from lmtune.sample_data import chat_examples
+from lmtune.store.keys import create_key
+from service.app import create_app
+from tests.deployment import open_deployment
+from tests.faults.cluster import Cluster, alive, kill
+from tests.faults.servers import PostgresServer, RedisServer
+from tests.waiting import wait_while_progressing
+from lmtune.layout import complete_checkpoints
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LEASE_SECONDS = 10
+SETTINGS = {
+    "LMTUNE_LEASE_SECONDS": str(LEASE_SECONDS), "LMTUNE_SWEEP_SECONDS": "1", "LMTUNE_REDELIVER_SECONDS": "2",
+    "LMTUNE_CANCEL_GRACE_SECONDS": "3", "LMTUNE_MAX_ATTEMPTS": "5",
+}  # fmt: skip
+
+
+def figure(name: str, seconds: float) -> None:
+    print(f"\nFIGURE {name}: {seconds:.1f} s")
+
+
+def submit(cluster, epochs: int, **training):
+    """A tiny job: 5 steps an epoch, a checkpoint every 5 steps."""
+    return cluster.submit(examples=20, epochs=epochs, **training)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    redis, postgres = RedisServer(), PostgresServer()
+    redis.start()
+    postgres.initialise()
+    postgres.start()
+    root = tmp_path_factory.mktemp("faults")
+    try:
+        with open_deployment(root, postgres.url, redis_url=redis.url, **SETTINGS) as deployment:
+            owner, secret = create_key(deployment.db, "faults")
+            with TestClient(create_app(deployment.settings)) as api:
+                yield Cluster(deployment, redis, postgres, owner, api, {"Authorization": f"Bearer {secret}"})
+    finally:
+        redis.stop()
+        postgres.remove()
+
+
+def test_kills_of_the_trainer_and_the_worker_at_any_moment_leave_each_step_once(cluster):
+    cluster.ensure_workers(2)
+    job = submit(cluster, epochs=4)  # 20 steps
+    run = cluster.run(job.id)
+
+    # attempt 1: the trainer is killed before its first checkpoint
+    trainer = cluster.wait_for_trainer(job.id, 1)
+    wait_while_progressing(lambda: run.metrics.exists() and run.metrics.read_text(), bool, what="a first step", interval=0.005)
+    kill(trainer, signal.SIGSTOP)
+    assert not complete_checkpoints(run.checkpoints), "the first checkpoint came before the kill"
+    kill(trainer)
+    killed = time.monotonic()
+    cluster.wait(job.id, lambda j: j.attempt == 2, what="attempt 2")
+    figure("next attempt after a trainer was killed", time.monotonic() - killed)
+
+    # attempt 2: its worker is killed while the trainer writes a checkpoint (the trainer dies with it)
+    trainer = cluster.wait_for_trainer(job.id, 2)
+    while True:
+        wait_while_progressing(lambda: list(run.checkpoints.glob(".partial-step-*")), bool, progress=lambda _: run.metrics.stat().st_size,
+                               what="a checkpoint being written", interval=0.005)  # fmt: skip
+        kill(trainer, signal.SIGSTOP)
+        if list(run.checkpoints.glob(".partial-step-*")):
+            break
+        kill(trainer, signal.SIGCONT)  # it had just finished: catch the next one
+    worker = cluster.holder(cluster.job(job.id))
+    worker.kill()
+    worker.wait()
+    killed = time.monotonic()
+    cluster.ensure_workers(2)
+    cluster.wait(job.id, lambda j: j.attempt == 3, what="attempt 3")
+    figure(f"next attempt after a worker was killed (LMTUNE_LEASE_SECONDS={LEASE_SECONDS})", time.monotonic() - killed)
+
+    # attempt 3: the trainer is killed between two checkpoints
+    trainer = cluster.wait_for_trainer(job.id, 3)
+    started = cluster.job(job.id).step
+    cluster.wait(job.id, lambda j: j.step >= started + 2, what="two steps of attempt 3")
+    kill(trainer)
+
+    cluster.wait(job.id, lambda j: j.status == "succeeded", what="succeeded")
+    done = cluster.check(job.id, "succeeded")
+    assert (done.attempt, done.failures) == (4, 3)
+
+
+def test_a_worker_asked_to_stop_hands_its_job_back_and_an_idle_one_exits_at_once(cluster):
+    cluster.ensure_workers(2)
+    job = submit(cluster, epochs=2)
+    running = cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 2, what="running")
+    holder = cluster.holder(running)
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(timeout=120) == 0
+    handed_back = cluster.job(job.id)
+    assert handed_back.status in ("queued", "running") and handed_back.failures == 0
+
+    cluster.wait(job.id, lambda j: j.status == "succeeded", what="succeeded on the other worker")
+    assert cluster.check(job.id, "succeeded").attempt == 2
+
+    idle = cluster.ensure_workers(2)[-1]
+    log = sorted(cluster.deployment.root.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)[-1]
+    wait_while_progressing(lambda: log.read_text(), lambda text: " ready." in text, what="the new worker ready")
+    asked = time.monotonic()
+    idle.send_signal(signal.SIGTERM)
+    idle.wait(timeout=60)
+    figure("idle worker exit after SIGTERM", time.monotonic() - asked)
+    assert time.monotonic() - asked < 5
+
+
+def test_a_broker_restarting_empty_loses_no_queued_or_running_job_and_repeats_run_nothing_twice(cluster):
+    cluster.ensure_workers(2)
+    jobs = [submit(cluster, epochs=2) for _ in range(3)]  # two run, one waits
+    ring(cluster.settings, jobs[0].queue, 3)  # repeated messages
+    wait_while_progressing(lambda: [cluster.job(j.id) for j in jobs], lambda js: sum(j.status == "running" and j.step > 0 for j in js) == 2,
+                           progress=lambda js: [(j.status, j.step) for j in js], what="two jobs running")  # fmt: skip
+
+    cluster.redis.stop()
+    cluster.redis.start()  # empty: every waiting message is gone
+    back = time.monotonic()
+    broker = redis.Redis.from_url(cluster.redis.url)
+    wait_while_progressing(lambda: broker.llen(jobs[0].queue), lambda n: n >= 1, what="a message for the queued job")
+    figure("queued job's message back after a broker restart (LMTUNE_REDELIVER_SECONDS=2)", time.monotonic() - back)
+
+    for job in jobs:
+        cluster.wait(job.id, lambda j: j.status == "succeeded", what="succeeded")
+    for job in jobs:
+        assert cluster.check(job.id, "succeeded").attempt == 1
+        assert [e.message for e in cluster.events(job.id)].count("Fine-tuning job started (attempt 1)") == 1
+
+
+def test_a_job_created_while_the_broker_is_down_is_answered_queued_once_and_starts_when_it_is_back(cluster):
+    cluster.ensure_workers(2)
+    file_id = cluster.deployment.upload(chat_examples(20, seed=11, spread=0.5), owner=cluster.owner)
+    body = {"model": "lmtune-tiny", "training_file": file_id, "hyperparameters": {"n_epochs": 1, "batch_size": 4},
+            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5}}  # fmt: skip
+    headers = {**cluster.auth, "Idempotency-Key": "create-while-down"}
+
+    cluster.redis.stop()
+    created = cluster.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)
+    assert created.status_code == 200 and created.json()["status"] == "queued"
+    retried = cluster.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)  # the client did not see the answer
+    assert retried.status_code == 200 and retried.json()["id"] == created.json()["id"]
+    other = cluster.api.post("/v1/fine_tuning/jobs", json={**body, "suffix": "other"}, headers=headers)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    time.sleep(1)
+    cluster.redis.start()
+    back = time.monotonic()
+
+    job_id = created.json()["id"]
+    cluster.wait(job_id, lambda j: j.attempt == 1, what="started", interval=0.05)
+    figure("job created while the broker was down starts after it is back", time.monotonic() - back)
+    cluster.wait(job_id, lambda j: j.status == "succeeded", what="succeeded")
+    assert cluster.check(job_id, "succeeded").attempt == 1
+    listed = cluster.api.get("/v1/fine_tuning/jobs?limit=100", headers=cluster.auth).json()["data"]
+    assert sum(j["training_file"] == file_id for j in listed) == 1
+
+
+def test_a_database_down_for_seconds_mid_job_leaves_the_trainer_running_and_misses_no_record(cluster):
+    cluster.ensure_workers(2)
+    job = submit(cluster, epochs=3)
+    cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 2, what="running")
+    trainer = cluster.trainer_pid(job.id)
+    down = time.monotonic()
+    cluster.postgres.stop()
+    time.sleep(3)
+    cluster.postgres.start()
+    figure("database outage", time.monotonic() - down)
+    assert alive(trainer) or cluster.run(job.id).result.exists()
+
+    cluster.wait(job.id, lambda j: j.status == "succeeded", what="succeeded")
+    done = cluster.check(job.id, "succeeded")
+    assert (done.attempt, done.failures) == (1, 0)
+
+
+def test_a_stalled_worker_loses_its_job_its_trainer_stops_and_a_cancel_ends_the_new_one_in_time(cluster):
+    cluster.ensure_workers(2)
+    job = cluster.submit(examples=20, epochs=50, batch_size=1)  # 1000 steps: outlasts the lease anywhere; cancelled below
+    running = cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 2, what="running")
+    stalled, old_trainer = cluster.holder(running), cluster.trainer_pid(job.id)
+    stalled.send_signal(signal.SIGSTOP)  # past its lease; its trainer goes on
+    try:
+        stopped_at = time.monotonic()
+        cluster.wait(job.id, lambda j: j.attempt == 2 and j.status == "running", what="taken over by attempt 2")
+        figure(f"job taken over from a stalled worker (LMTUNE_LEASE_SECONDS={LEASE_SECONDS})", time.monotonic() - stopped_at)
+        wait_while_progressing(lambda: alive(old_trainer), lambda up: not up, what="the superseded trainer stopped")
+        assert "attempt 2 owns" in cluster.run(job.id).root.joinpath("trainer.log").read_text()
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    resumed_at = cluster.wait(job.id, lambda j: j.step > 0, what="attempt 2 training").step
+    cluster.wait(job.id, lambda j: j.step > resumed_at, what="attempt 2 past its first step")
+
+    asked = time.monotonic()
+    assert cluster.api.post(f"/v1/fine_tuning/jobs/{job.id}/cancel", headers=cluster.auth).status_code == 200
+    cluster.wait(job.id, lambda j: j.status == "cancelled", what="cancelled", interval=0.05)
+    took = time.monotonic() - asked
+    figure("cancel of a running job (LMTUNE_CANCEL_GRACE_SECONDS=3)", took)
+    assert took <= cluster.settings.cancel_grace_seconds + 2
+    assert cluster.trainer_pid(job.id) is None
+    assert cluster.check(job.id, "cancelled").attempt == 2
+    assert stalled.poll() is None  # the woken worker dropped the job it had lost, and lives on

@@ -1,0 +1,43 @@
+"""Resolving a job's inputs for its trainer: the stored spec with the model name and file ids
+turned into paths on this machine."""
+
+from __future__ import annotations
+
+from lmtune.layout import DataLayout
+from lmtune.model_refs import ModelNotFound, resolve_model
+from lmtune.spec import JobSpec
+from lmtune.store import files as file_store
+from lmtune.store.database import Database
+from lmtune.store.models import Job
+from workers.model_sources import loadable_source
+
+
+class InputError(Exception):
+    """An input the job names is gone or unknown: the job fails with this code."""
+
+    def __init__(self, code: str, message: str, param: str):
+        super().__init__(message)
+        self.code, self.param = code, param
+
+
+def trainer_spec(db: Database, data: DataLayout, job: Job) -> JobSpec:
+    spec = JobSpec.model_validate(job.spec)
+    update = {"model": model_source(db, data, spec.model, job.owner, job.id)}
+    for name in ("training_file", "validation_file"):
+        file_id = getattr(spec, name)
+        if file_id:
+            row = file_store.get_file(db, file_id, job.owner)
+            if row is None:
+                raise InputError("file_not_found", f"{name} {file_id} no longer exists", name)
+            update[name] = str(data.resolve(row.path))
+    return spec.model_copy(update=update)
+
+
+def model_source(db: Database, data: DataLayout, name: str, owner: str, job_id: str) -> str:
+    """A catalogue model, a fine-tuned model or a checkpoint of this key, as a folder or hub id the
+    trainer loads (a LoRA checkpoint is merged into its base first, in the job's run folder)."""
+    try:
+        ref = resolve_model(db, data, name, owner)
+    except ModelNotFound as error:
+        raise InputError("model_not_found", str(error), "model") from None
+    return loadable_source(ref, data.job(job_id).start_model)

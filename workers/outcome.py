@@ -1,0 +1,106 @@
+"""Recording how an attempt ended: one transaction writes the job's new status, its event and what
+the run produced (the results file, the fine-tuned model). Tried again while the database is
+unreachable, until another attempt holds the job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from lmtune.dispatch import send_job
+from lmtune.ids import new_id
+from lmtune.layout import EXIT_PAUSED, DataLayout, RunLayout, file_sha256
+from lmtune.metrics_log import MetricsLog
+from lmtune.settings import Settings
+from lmtune.spec import JobSpec
+from lmtune.store.database import Database, until_answered
+from lmtune.store.fine_tuned import fine_tuned_model_id
+from lmtune.store.jobs import JobStatus, Note, fail_attempt, finish_attempt, get_job, new_event
+from lmtune.store.models import File, FineTunedModel, Job
+from workers.supervision import Ending
+
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+PARAM_OF_CODE = {"invalid_training_file": "training_file", "model_not_found": "model", "invalid_hyperparameters": "hyperparameters"}
+
+
+@dataclass
+class Recorder:
+    """Ends one attempt of one job in the store."""
+
+    settings: Settings
+    db: Database
+    job: Job
+    attempt: int
+    between: Callable[[], object]  # before each new try: raises StaleAttempt once the job is another's
+
+    @property
+    def data(self) -> DataLayout:
+        return DataLayout(self.settings.data_dir)
+
+    def _finish(self, status: JobStatus, note: Note, rows: tuple = (), **fields) -> Job:
+        return until_answered(lambda: finish_attempt(self.db, self.job.id, self.attempt, status, note, rows=rows, **fields),
+                              f"ending attempt {self.attempt} of job {self.job.id}", between=self.between)  # fmt: skip
+
+    def outcome(self, ending: Ending) -> None:
+        run = self.data.job(self.job.id)
+        if ending.code == 0 and run.result.exists():
+            self.succeed(run)
+        elif ending.stop_reason == "cancel":
+            self._finish(JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
+        elif ending.stop_reason == "shutdown":
+            job = self._finish(JobStatus.QUEUED, Note(f"The worker is shutting down; the job is queued again and continues "
+                                                      f"from step {self._step()}", "warn"))  # fmt: skip
+            send_job(self.settings, job)
+        elif ending.code == EXIT_PAUSED or (ending.stop_reason == "pause" and ending.code != 0):
+            self._finish(JobStatus.PAUSED, Note(f"Fine-tuning job paused at step {self._step()}; resume continues from there"))
+        elif run.error.exists():
+            error = json.loads(run.error.read_text())
+            self.fail(error["code"], error["message"], error.get("param") or PARAM_OF_CODE.get(error["code"]))
+        else:
+            log = self.data.relative(self.data.trainer_log(self.job.id))
+            self.retry_or_fail(f"the trainer exited with status {ending.code} ({log} has its output)")
+
+    def _step(self) -> int:
+        return until_answered(lambda: get_job(self.db, self.job.id).step, "reading the step", between=self.between)
+
+    def fail(self, code: str, message: str, param: str | None) -> None:
+        self._finish(JobStatus.FAILED, Note(f"Fine-tuning job failed: {message}", "error"), error_code=code,
+                     error_message=message, error_param=param)  # fmt: skip
+
+    def retry_or_fail(self, message: str) -> None:
+        """A crash that may not happen again: queued again from its checkpoint, until failures run out."""
+        job = until_answered(lambda: fail_attempt(self.db, self.job.id, self.attempt, message, self.settings.max_attempts),
+                             f"ending attempt {self.attempt} of job {self.job.id}", between=self.between)  # fmt: skip
+        if job.status == JobStatus.QUEUED:
+            send_job(self.settings, job)
+
+    def succeed(self, run: RunLayout) -> None:
+        result = json.loads(run.result.read_text())
+        base = JobSpec.model_validate(self.job.spec).model
+        model_id = fine_tuned_model_id(base, self.job.suffix, self.job.id)
+        results = self._write_results_file(run)
+        model = FineTunedModel(id=model_id, owner=self.job.owner, base_model=base, job_id=self.job.id,
+                               path=self.data.relative(run.final), created_at=results.created_at)  # fmt: skip
+        created = new_event(self.job.id, f"New fine-tuned model created: {model_id}")
+        self._finish(JobStatus.SUCCEEDED, Note("The job has successfully completed"), rows=(results, model, created),
+                     fine_tuned_model=model_id, trained_tokens=result["trained_tokens"], result_file_id=results.id,
+                     error_message=None)  # fmt: skip
+
+    def _write_results_file(self, run: RunLayout) -> File:
+        """OpenAI's step-metrics CSV, a file of the job's owner; its row is committed with the outcome."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(RESULT_COLUMNS)
+        for row in MetricsLog(run.metrics).read():
+            writer.writerow([row["step"], row["train_loss"], row["train_mean_token_accuracy"],
+                             row.get("valid_loss", ""), row.get("valid_mean_token_accuracy", "")])  # fmt: skip
+        file_id = new_id("file")
+        path = self.data.file(file_id).with_suffix(".csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(buffer.getvalue())
+        return File(id=file_id, owner=self.job.owner, filename=f"{self.job.id}-results.csv", purpose="fine-tune-results",
+                    bytes=path.stat().st_size, sha256=file_sha256(path), examples=0, path=self.data.relative(path),
+                    created_at=int(path.stat().st_mtime))  # fmt: skip

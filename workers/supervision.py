@@ -1,0 +1,70 @@
+"""Supervising a trainer subprocess: start it, record its progress, pass on cancel, pause and the
+worker's shutdown as signals, and make sure it is gone when the attempt ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from lmtune.fence import ATTEMPT_ENV
+from lmtune.launcher import die_with_parent
+from lmtune.settings import Settings
+from workers.lease_keeper import LeaseKeeper
+from workers.progress_reporter import ProgressReporter
+
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How the trainer ended: its exit status, and why it was stopped, if it was."""
+
+    code: int
+    stop_reason: str | None  # "cancel", "pause", "shutdown" or None
+
+
+def supervise(settings: Settings, command: list[str], log_path, attempt: int, reporter: ProgressReporter,
+              lease: LeaseKeeper, shutting_down) -> Ending:  # fmt: skip
+    """Run the trainer to its end. Raises StaleAttempt (after killing it) once another attempt holds
+    the job; the trainer's own fence stops it before that at its next write."""
+    env = {**os.environ, ATTEMPT_ENV: str(attempt)}
+    with open(log_path, "ab") as trainer_log:
+        trainer = subprocess.Popen(command, stdout=trainer_log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+    try:
+        stop_reason, signalled_at = None, 0.0
+        while trainer.poll() is None:
+            lease.check()
+            control = reporter.poll()
+            wanted = "cancel" if control.cancel else "pause" if control.pause else "shutdown" if shutting_down.is_set() else None
+            if wanted and stop_reason != wanted:
+                # SIGTERM: the trainer finishes its step, writes a checkpoint and exits
+                stop_reason, signalled_at = wanted, time.monotonic()
+                trainer.send_signal(signal.SIGTERM)
+            if stop_reason:  # a pause or a shutdown waits for the checkpoint; a cancel does not wait long
+                grace = settings.cancel_grace_seconds if stop_reason == "cancel" else settings.pause_grace_seconds
+                if time.monotonic() - signalled_at > grace:
+                    trainer.kill()
+            _wait(trainer, POLL_SECONDS)
+        reporter.flush(between=lease.check)
+        return Ending(trainer.returncode, stop_reason)
+    finally:
+        if trainer.poll() is None:  # superseded, or a fault in this worker
+            trainer.kill()
+            trainer.wait()
+
+
+def _wait(process: subprocess.Popen, seconds: float) -> None:
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def trainer_command(spec_path, output, processes: int, model_name: str) -> list[str]:
+    """`model_name`: the job's model as the client named it, for the trainer's messages (never a path)."""
+    return [sys.executable, "-m", "lmtune.cli", "train", str(spec_path), "--output", str(output),
+            "--num-processes", str(max(1, processes)), "--model-name", model_name]  # fmt: skip
