@@ -1,6 +1,7 @@
-# Two images from one file, as the layers install apart:
+# Three images from one file, as the layers install apart:
 #   docker build --target api -t lmtune-api .        the HTTP API: no torch, small, starts fast
 #   docker build --target worker -t lmtune-worker .  the trainer; the default torch wheel on Linux x86_64 carries CUDA
+#   docker build --target models -t lmtune-models .  the model server (torch and an HTTP server)
 FROM python:3.11-slim AS base
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
@@ -22,3 +23,8 @@ FROM base AS worker
 RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker]"
 USER lmtune
 CMD ["lmtune", "worker"]
+
+FROM base AS models
+RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[api,worker]"
+USER lmtune
+CMD ["lmtune", "serve-models", "--host", "0.0.0.0", "--port", "8001"]

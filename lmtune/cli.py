@@ -173,14 +173,36 @@ def serve(host: str, port: int) -> None:
     )  # fmt: skip
 
 
+@main.command("serve-models")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Default: the port of LMTUNE_INFERENCE_URL.")
+def serve_models(host: str, port: int | None) -> None:
+    """Run the model server: it keeps recently used models loaded and answers the API's completions."""
+    import uvicorn
+
+    from workers.serving.engine import ModelCache
+    from workers.serving.server import create_serving_app
+
+    settings = _settings()
+    cache = ModelCache(settings.serve_max_models, settings.serve_max_memory_mb * 2**20)
+    app = create_serving_app(cache, settings.serve_concurrency, settings.serve_queue)
+    uvicorn.run(app, host=host, port=port or _inference_port(settings.inference_url), log_level="info")
+
+
+def _inference_port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port or 80
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option("--gpus", type=click.IntRange(0), default=None, help="GPUs for the worker; default: all it sees.")
 def up(host: str, port: int, gpus: int | None) -> None:
-    """Run the API and one worker on this machine. With no REDIS_URL and DATABASE_URL it needs no
-    service at all: SQLite, the local data folder and an embedded broker. Prints the dashboard URL
-    with the local key (made on first start and saved, 0600, in the data folder)."""
+    """Run the API, one worker and the model server on this machine. With no REDIS_URL and DATABASE_URL
+    it needs no service at all: SQLite, the local data folder and an embedded broker. Prints the
+    dashboard URL with the local key (made on first start and saved, 0600, in the data folder)."""
     from lmtune.local_key import dashboard_url, ensure_local_key, key_file
     from lmtune.store.database import open_database
 
@@ -200,9 +222,12 @@ def up(host: str, port: int, gpus: int | None) -> None:
     # the worker and its trainer run at a lower CPU priority: on a shared machine the API stays responsive
     worker = Supervisor(worker_command, nice=WORKER_NICENESS,
                         on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))  # fmt: skip
+    models = Supervisor([sys.executable, "-m", "lmtune.cli", "serve-models"],
+                        on_restart=lambda code: click.echo(f"the model server exited ({code}); starting another", err=True))  # fmt: skip
     try:
         serve.callback(host=host, port=port)
     finally:
+        models.stop()
         worker.stop()
 
 

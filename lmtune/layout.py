@@ -74,6 +74,14 @@ class RunLayout:
         return self.root / "metrics.jsonl"
 
     @property
+    def samples(self) -> Path:
+        return self.root / "samples.jsonl"  # one line per checkpoint: the model's answers to the sample prompts
+
+    @property
+    def notices(self) -> Path:
+        return self.root / "notices.jsonl"  # what the trainer decided that the user should hear of (early stop)
+
+    @property
     def loss_plot(self) -> Path:
         return self.root / "loss.png"
 
@@ -84,6 +92,10 @@ class RunLayout:
     @property
     def final(self) -> Path:
         return self.root / "final"
+
+    @property
+    def start_model(self) -> Path:
+        return self.root / "start-model"  # a LoRA checkpoint the job starts from, merged into its base
 
     @property
     def error(self) -> Path:

@@ -11,16 +11,16 @@ from typing import Callable, TypeVar
 from sqlalchemy.exc import IntegrityError
 
 from lmtune import quotas
-from lmtune.catalogue import load_catalogue
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
+from lmtune.layout import DataLayout
+from lmtune.model_refs import ModelNotFound, resolve_model
 from lmtune.problems import quote
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
 from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
-from lmtune.store.fine_tuned import get_fine_tuned_model
 from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
 from lmtune.store.jobs import TooManyActiveJobs, create_job, get_job, queue_name
 from lmtune.store.models import Job
@@ -36,12 +36,13 @@ def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, sp
     """Check that the model and files exist for this key and that it is within its quotas, store the
     job, and tell the workers. The answer never depends on the broker (`queue.send` does not raise):
     a job stored while it is down is sent when it is back. A repeat of an `idempotency_key` request
-    (same `request_hash`) returns the first one's job."""
+    (same `request_hash`) returns the first one's job. The model is a catalogue model, a fine-tuned
+    model of this key, or one of its jobs' checkpoints."""
     idem = idempotency(owner, idempotency_key, "job", request_hash)
     earlier = earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
     if earlier is not None:
         return earlier
-    _check_model(db, spec.model, owner)
+    _check_model(settings, db, spec.model, owner)
     for field in ("training_file", "validation_file"):
         file_id = getattr(spec, field)
         if not file_id:
@@ -99,11 +100,9 @@ def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[st
     return load(object_id) if object_id else None
 
 
-def _check_model(db: Database, model: str, owner: str) -> None:
-    if model.startswith("ft:"):
-        if get_fine_tuned_model(db, model, owner) is None:
-            raise RequestError(404, f"no fine-tuned model {quote(model)}", param="model", code="model_not_found")
-    elif model not in load_catalogue():
-        known = ", ".join(sorted(load_catalogue()))
-        raise RequestError(404, f"model {quote(model)} is not in the catalogue (known: {known})", param="model",
-                           code="model_not_found")  # fmt: skip
+def _check_model(settings: Settings, db: Database, model: str, owner: str) -> None:
+    """A catalogue model, a fine-tuned model of this key, or one of its jobs' checkpoints."""
+    try:
+        resolve_model(db, DataLayout(settings.data_dir), model, owner)
+    except ModelNotFound as error:
+        raise RequestError(404, str(error), param="model", code="model_not_found") from None

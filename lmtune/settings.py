@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     max_streams_per_key: int = Field(8, ge=1, le=10_000, description="LMTUNE_MAX_STREAMS_PER_KEY: a key's open event streams per API process")
     stream_keepalive_seconds: float = Field(15, gt=0, le=60, description="LMTUNE_STREAM_KEEPALIVE_SECONDS: an idle event stream sends a comment this often")
     max_connections: int = Field(1000, ge=1, le=1_000_000, description="LMTUNE_MAX_CONNECTIONS: open connections per API process; more get 503")
+    inference_url: str = Field("http://127.0.0.1:8001", description="LMTUNE_INFERENCE_URL: the model server (lmtune serve-models) the API sends completions to")
+    serve_max_models: int = Field(2, ge=1, le=64, description="LMTUNE_SERVE_MAX_MODELS: models (bases and adapters) the model server keeps loaded")
+    serve_max_memory_mb: int = Field(4096, ge=64, le=1 << 22, description="LMTUNE_SERVE_MAX_MEMORY_MB: memory the model server's loaded weights may take")
+    serve_concurrency: int = Field(1, ge=1, le=64, description="LMTUNE_SERVE_CONCURRENCY: answers generated at once")
+    serve_queue: int = Field(8, ge=0, le=1024, description="LMTUNE_SERVE_QUEUE: requests that may wait beyond those; more get 429")
     redeliver_seconds: float = Field(30, gt=0, le=3600, description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
                                      "again the messages of queued jobs that a broker lost")  # fmt: skip
 

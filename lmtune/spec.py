@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from lmtune.problems import quote, summarize
 
@@ -27,6 +27,8 @@ BASE_LEARNING_RATE_FULL = 2e-5
 BASE_LEARNING_RATE_LORA = 2e-4
 MESSAGE_CHARS = 300  # of one field's problem: a pydantic message never quotes a whole value
 LOCATION_PART_CHARS = 64  # of each part of a field's path (an unknown key is a client's text)
+MAX_SAMPLE_PROMPTS = 8
+MAX_SAMPLE_PROMPT_CHARS = 4000
 
 
 class SpecError(ValueError):
@@ -105,6 +107,24 @@ class LoraSettings(_Strict):
     ] = "all-linear"  # fmt: skip
 
 
+class SampleMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_SAMPLE_PROMPT_CHARS)
+
+
+SamplePrompt = Annotated[str, Field(max_length=MAX_SAMPLE_PROMPT_CHARS)] | Annotated[
+    list[SampleMessage], Field(min_length=1, max_length=16)
+]
+
+
+class EarlyStopping(_Strict):
+    """Stop when the periodic `valid_loss` has not improved by more than `min_delta` for `patience`
+    evaluations in a row."""
+
+    patience: int = Field(3, ge=1, le=1000)
+    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+
 class TrainingSettings(_Strict):
     """lmtune's own settings, all optional."""
 
@@ -130,6 +150,13 @@ class TrainingSettings(_Strict):
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    sample_prompts: list[SamplePrompt] | None = Field(None, max_length=MAX_SAMPLE_PROMPTS)
+    """Prompts answered (greedily) at each checkpoint, into samples.jsonl: plain strings or chat
+    messages. Unset: the first few prompts of the validation file (or the training file)."""
+    sample_max_tokens: int = Field(64, ge=1, le=1024)
+    early_stopping: EarlyStopping | None = None
+    keep_best: bool = False
+    """Keep the checkpoint with the lowest validation loss from pruning; it becomes the final model."""
 
 
 class JobSpec(_Strict):
@@ -140,6 +167,13 @@ class JobSpec(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     hyperparameters: Hyperparameters = Hyperparameters()
     training: TrainingSettings = TrainingSettings()
+
+    @model_validator(mode="after")
+    def _validation_file_for_validation_loss(self) -> "JobSpec":
+        for name in ("early_stopping", "keep_best"):
+            if getattr(self.training, name) and not self.validation_file:
+                raise ValueError(f"training.{name} watches the validation loss: give a validation_file")
+        return self
 
 
 class ResolvedHyperparameters(_Strict):

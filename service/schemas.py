@@ -9,7 +9,7 @@ from fastapi import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from lmtune.spec import Hyperparameters, TrainingSettings, at_most_items
-from lmtune.store.fine_tuned import fine_tuned_model_id
+from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
 from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job, JobStatus
 
 T = TypeVar("T")
@@ -202,7 +202,7 @@ class JobCheckpoint(BaseModel):
     def of(cls, row: Checkpoint, job: Job) -> "JobCheckpoint":
         model = fine_tuned_model_id(job.spec["model"], job.suffix, job.id)
         return cls(
-            id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=f"{model}:ckpt-step-{row.step}",
+            id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=checkpoint_model_id(model, row.step),
             fine_tuning_job_id=job.id, step_number=row.step, metrics=row.metrics or {"step": row.step},
             download_url=f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{row.id}/content",
         )  # fmt: skip

@@ -46,6 +46,13 @@ class Deployment:
     def start_worker(self) -> subprocess.Popen:
         return self._start("worker", "worker", "--gpus", "0")
 
+    def start_model_server(self, **settings: str) -> str:
+        """`lmtune serve-models` on a free port, which servers started after it use; its base URL."""
+        port = free_port()
+        self.env.update(settings, LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{port}")
+        wait_until_listening(port, self._start("models", "serve-models"))
+        return self.env["LMTUNE_INFERENCE_URL"]
+
     def start_server(self) -> str:
         """`lmtune serve` on a free port; its base URL once it answers."""
         port = free_port()
@@ -67,7 +74,7 @@ class Deployment:
         spec = parse_spec({
             "model": "lmtune-tiny", "training_file": self.upload(chat_examples(examples, seed=11, spread=0.5), owner),
             "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
-            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, **training},
+            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": [], **training},
         })  # fmt: skip
         return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), owner, spec)
 
@@ -157,9 +164,11 @@ class LocalService:
 @contextmanager
 def local_service(root: Path, **environment: str):
     """`lmtune up` as a user on one machine runs it: a fresh data folder, SQLite and the embedded
-    broker (no Redis, no PostgreSQL) and one worker."""
+    broker (no Redis, no PostgreSQL), one worker and the model server."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LMTUNE_API_KEY", "LMTUNE_BASE_URL")}
-    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **environment)
+    # its model server on a free port, beside other tests' (the default is 8001)
+    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{free_port()}", **environment)  # fmt: skip
     port, log = free_port(), root / "up.log"
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,

@@ -27,3 +27,5 @@ def test_compose_builds_the_api_from_the_image_without_torch():
     assert "[api]" in stages["api"] and "torch" not in stages["api"] and "[worker]" in stages["worker"]
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"
+    # the model server holds models (torch) and answers over HTTP
+    assert "[api,worker]" in stages["models"] and services["models"]["build"]["target"] == "models"

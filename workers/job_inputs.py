@@ -3,17 +3,13 @@ turned into paths on this machine."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
-from lmtune.catalogue import load_catalogue
 from lmtune.layout import DataLayout
+from lmtune.model_refs import ModelNotFound, resolve_model
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
 from lmtune.store.database import Database
-from lmtune.store.fine_tuned import get_fine_tuned_model
 from lmtune.store.models import Job
+from workers.model_sources import loadable_source
 
 
 class InputError(Exception):
@@ -26,7 +22,7 @@ class InputError(Exception):
 
 def trainer_spec(db: Database, data: DataLayout, job: Job) -> JobSpec:
     spec = JobSpec.model_validate(job.spec)
-    update = {"model": model_source(db, data, spec.model, job.owner)}
+    update = {"model": model_source(db, data, spec.model, job.owner, job.id)}
     for name in ("training_file", "validation_file"):
         file_id = getattr(spec, name)
         if file_id:
@@ -37,30 +33,11 @@ def trainer_spec(db: Database, data: DataLayout, job: Job) -> JobSpec:
     return spec.model_copy(update=update)
 
 
-def model_source(db: Database, data: DataLayout, name: str, owner: str) -> str:
-    if name.startswith("ft:"):
-        row = get_fine_tuned_model(db, name, owner)
-        if row is None:
-            raise InputError("model_not_found", f"the fine-tuned model {name} does not exist", "model")
-        return str(data.resolve(row.path))
-    entry = load_catalogue().get(name)
-    if entry is None:
-        raise InputError("model_not_found", f"model {name!r} is not in the catalogue", "model")
-    if entry.builtin:
-        return str(ensure_builtin_model(data, name))
-    return entry.source
-
-
-def ensure_builtin_model(data: DataLayout, name: str) -> Path:
-    """Made once, aside and renamed into place, so concurrent workers never see half a model."""
-    folder = data.builtin_model(name)
-    if not folder.exists():
-        from workers.training.tiny_model import make_tiny_model
-
-        partial = folder.with_name(f".partial-{name}-{os.getpid()}")
-        make_tiny_model(partial)
-        try:
-            os.rename(partial, folder)
-        except OSError:  # another worker won the race
-            shutil.rmtree(partial, ignore_errors=True)
-    return folder
+def model_source(db: Database, data: DataLayout, name: str, owner: str, job_id: str) -> str:
+    """A catalogue model, a fine-tuned model or a checkpoint of this key, as a folder or hub id the
+    trainer loads (a LoRA checkpoint is merged into its base first, in the job's run folder)."""
+    try:
+        ref = resolve_model(db, data, name, owner)
+    except ModelNotFound as error:
+        raise InputError("model_not_found", str(error), "model") from None
+    return loadable_source(ref, data.job(job_id).start_model)

@@ -1,5 +1,6 @@
-"""Recording what a running trainer writes: metrics, progress, checkpoints. Apart from supervision,
-so a database that does not answer delays the records and never touches the training.
+"""Recording what a running trainer writes: metrics, progress, sample sets, notices, checkpoints.
+Apart from supervision, so a database that does not answer delays the records and never touches
+the training.
 
 Each poll reads what is new in the run folder and records all of it in one transaction. While the
 database is unreachable the rows wait here and polls back off; once it answers, everything missed
@@ -31,6 +32,7 @@ class ProgressReporter:
         self.follower = RunFollower(data.job(job_id))
         self.control = Control(cancel=False, pause=False)  # the last answer; kept while unreachable
         self._pending: dict[int, dict] = {}  # rows read, not yet recorded, by step
+        self._pending_messages: list[dict] = []  # sample sets and notices read, not yet recorded
         self._recorded_checkpoints: set[int] | None = None
         self._on_disk: set[int] = set()  # complete checkpoints as the last report saw them
         self._next_try, self._backoff = 0.0, 0.0
@@ -38,6 +40,7 @@ class ProgressReporter:
     def poll(self) -> Control:
         """Record what is new, unless backing off; raises StaleAttempt once the attempt is superseded."""
         self._pending.update((row["step"], row) for row in self.follower.new_metrics())
+        self._pending_messages += self.follower.new_messages()
         if time.monotonic() < self._next_try:
             return self.control
         try:
@@ -51,6 +54,7 @@ class ProgressReporter:
                         self.job_id, type(error).__name__, len(self._pending), self._backoff)  # fmt: skip
             return self.control
         self._pending.clear()
+        self._pending_messages.clear()
         self._recorded_checkpoints = self._on_disk
         self._next_try, self._backoff = 0.0, 0.0
         return self.control
@@ -62,7 +66,7 @@ class ProgressReporter:
             self._next_try = 0.0
             control = self.poll()
             on_disk = {step for step, _ in complete_checkpoints(self.follower.layout.checkpoints)}
-            if not self._pending and self._recorded_checkpoints == on_disk:
+            if not self._pending and not self._pending_messages and self._recorded_checkpoints == on_disk:
                 return control
             time.sleep(self._backoff)
             between()
@@ -70,7 +74,8 @@ class ProgressReporter:
     def _report(self) -> Report:
         rows = [self._pending[step] for step in sorted(self._pending)]
         report = Report(metric_events=[new_event(self.job_id, _step_message(row), type="metrics", data=_event_data(row),
-                                                 step=row["step"]) for row in rows])  # fmt: skip
+                                                 step=row["step"]) for row in rows],
+                        message_events=[new_event(self.job_id, **message) for message in self._pending_messages])  # fmt: skip
         if rows:
             latest = rows[-1]
             report.progress = {

@@ -14,6 +14,22 @@ def fine_tuned_model_id(base_model: str, suffix: str | None, job_id: str) -> str
     return f"ft:{base_model}:{suffix}:{job_id}" if suffix else f"ft:{base_model}:{job_id}"
 
 
+CHECKPOINT_MARK = ":ckpt-step-"
+
+
+def checkpoint_model_id(fine_tuned_model: str, step: int) -> str:
+    """OpenAI's `fine_tuned_model_checkpoint`: the job's model id and the step, `ft:...:ckpt-step-N`."""
+    return f"{fine_tuned_model}{CHECKPOINT_MARK}{step}"
+
+
+def split_checkpoint_model_id(model_id: str) -> tuple[str, int] | None:
+    """(the job's fine-tuned model id, step) of a checkpoint model id; None for any other id."""
+    model, mark, step = model_id.rpartition(CHECKPOINT_MARK)
+    if not (model.startswith("ft:") and mark and step.isdigit()):
+        return None
+    return model, int(step)
+
+
 def add_fine_tuned_model(db: Database, *, model_id: str, owner: str, base_model: str, job_id: str, path: str) -> None:
     with db.session() as session:
         if session.get(FineTunedModel, model_id) is None:  # a repeated finish records it once

@@ -14,10 +14,11 @@ from lmtune.store.models import Checkpoint, Event
 
 @dataclass
 class Report:
-    """What one poll of a running trainer found: new metrics rows (as events), the progress they
-    show, new checkpoints and the steps still on disk."""
+    """What one poll of a running trainer found: new metrics rows (as events), sample sets and
+    notices (message events), the progress they show, new checkpoints and the steps still on disk."""
 
     metric_events: list[Event] = field(default_factory=list)
+    message_events: list[Event] = field(default_factory=list)  # a sample set's carries its step
     progress: dict | None = None  # job fields: step, total_steps, trained_tokens, latest_metrics, ...
     checkpoints: dict[int, tuple[str, dict | None]] = field(default_factory=dict)  # step: (path, metrics)
     on_disk: set[int] | None = None
@@ -26,14 +27,12 @@ class Report:
 
 def record_report(db: Database, job_id: str, attempt: int, report: Report) -> Control:
     """One transaction per poll, whatever its size; what the client asks of the job in return.
-    Steps and checkpoints already recorded (a resumed run reads its file again) are skipped."""
+    Steps, sample sets and checkpoints already recorded (a resumed run reads its files again) are skipped."""
     with db.session() as session:
         job = fenced(session, job_id, attempt)
-        steps = [event.step for event in report.metric_events]
-        if steps:
-            known = set(session.scalars(select(Event.step).where(Event.job_id == job_id, Event.type == "metrics",
-                                                                  Event.step.in_(steps))))  # fmt: skip
-            session.add_all(event for event in report.metric_events if event.step not in known)
+        _add_new_steps(session, job_id, "metrics", report.metric_events)
+        session.add_all(event for event in report.message_events if event.step is None)
+        _add_new_steps(session, job_id, "message", [event for event in report.message_events if event.step is not None])
         for key, value in (report.progress or {}).items():
             setattr(job, key, value)
         if report.checkpoints:
@@ -48,6 +47,19 @@ def record_report(db: Database, job_id: str, attempt: int, report: Report) -> Co
         if report.on_disk is not None:  # checkpoints the trainer pruned from disk
             session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.not_in(report.on_disk)))
         return Control(cancel=job.cancel_requested, pause=job.pause_requested)
+
+
+def _add_new_steps(session, job_id: str, type: str, events: list[Event]) -> None:
+    """The events of `type` whose step the job has no event of that type for yet (one per step)."""
+    steps = {event.step for event in events}
+    if not steps:
+        return
+    known = set(session.scalars(select(Event.step).where(Event.job_id == job_id, Event.type == type,
+                                                          Event.step.in_(steps))))  # fmt: skip
+    for event in events:
+        if event.step not in known:
+            known.add(event.step)
+            session.add(event)
 
 
 def list_events(db: Database, job_id: str, *, after: str | None, limit: int) -> tuple[list[Event], bool]:
@@ -86,3 +98,8 @@ def list_checkpoints(db: Database, job_id: str, *, after: str | None = None, lim
 def get_checkpoint(db: Database, job_id: str, checkpoint_id: str) -> Checkpoint | None:
     with db.session() as session:
         return session.scalar(select(Checkpoint).where(Checkpoint.id == checkpoint_id, Checkpoint.job_id == job_id))
+
+
+def get_checkpoint_at(db: Database, job_id: str, step: int) -> Checkpoint | None:
+    with db.session() as session:
+        return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))

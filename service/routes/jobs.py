@@ -12,11 +12,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 from sse_starlette import ServerSentEvent
+from pydantic import ValidationError
 
 from lmtune.layout import DataLayout
 from lmtune.services import RequestError, resume_job as resume_paused_job, submit_job
 from lmtune.metrics_log import MetricsLog
-from lmtune.spec import Hyperparameters, JobSpec
+from lmtune.spec import Hyperparameters, JobSpec, describe_validation_error
 from lmtune.store import jobs as job_store
 from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
@@ -39,11 +40,14 @@ def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDe
     if body.method and body.method.supervised:
         hyperparameters = body.method.supervised.hyperparameters
     # every field was validated as the body was parsed, against the same types the spec uses
-    spec = JobSpec(
-        model=body.model, training_file=body.training_file, validation_file=body.validation_file,
-        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-        hyperparameters=hyperparameters or Hyperparameters(), training=body.training,
-    )  # fmt: skip
+    try:  # the fields are valid; what is checked here is how they go together
+        spec = JobSpec(
+            model=body.model, training_file=body.training_file, validation_file=body.validation_file,
+            seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+            hyperparameters=hyperparameters or Hyperparameters(), training=body.training,
+        )  # fmt: skip
+    except ValidationError as error:
+        raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
     job = submit_job(settings, db, queue, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus,
                      idempotency_key=idempotency_key, request_hash=body.model_dump_json())  # fmt: skip
     return _present(db, job)

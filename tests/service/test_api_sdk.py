@@ -18,7 +18,7 @@ from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
-TRAINING = {"learning_rate": 3e-3, "checkpoint_every_steps": 5, "eval_every_steps": 5}
+TRAINING = {"learning_rate": 3e-3, "checkpoint_every_steps": 5, "eval_every_steps": 5, "sample_prompts": []}
 
 
 def waiter(deployment):

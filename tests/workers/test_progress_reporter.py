@@ -37,3 +37,24 @@ def test_rows_written_while_the_database_is_unreachable_are_recorded_once_it_ans
     assert get_job(db, job.id).step == 4
     events, _ = records.list_events(db, job.id, after=None, limit=100)
     assert sorted(e.step for e in events if e.type == "metrics") == [1, 2, 3, 4]
+
+
+def test_a_sample_set_read_again_by_a_resumed_run_is_recorded_once(tmp_path, db):
+    create_job(db, owner="key-a", spec={}, queue="cpu")
+    job, attempt = claim_next_job(db, "cpu", "worker-1", 60, 3)
+    data = DataLayout(tmp_path)
+    data.job(job.id).root.mkdir(parents=True)
+    samples = MetricsLog(data.job(job.id).samples)
+
+    def sample_set(step: int) -> dict:
+        return {"step": step, "generation_seconds": 0.5, "samples": [{"completion": f"answer at {step}"}]}
+
+    samples.append(sample_set(5))
+    ProgressReporter(db, data, job.id, attempt).poll()
+    samples.append(sample_set(10))
+    ProgressReporter(db, data, job.id, attempt).poll()  # a resumed run's reporter reads the file from its start
+
+    events, _ = records.list_events(db, job.id, after=None, limit=100)
+    sample_events = sorted((e.step, e.message) for e in events if e.message.startswith("Samples at step"))
+    assert [step for step, _ in sample_events] == [5, 10]
+    assert "answer at 10" in sample_events[1][1]

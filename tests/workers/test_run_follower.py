@@ -29,3 +29,16 @@ def test_a_resumed_run_rewriting_the_file_longer_than_before_is_read_from_the_st
     for step in range(4, 12):  # ... and writes past where the reader had got to
         log.append({**row(step), "note": "resumed run with longer lines than before"})
     assert [r["step"] for r in follower.new_metrics()] == list(range(1, 12))
+
+
+def test_sample_sets_and_notices_become_events_once_each(tmp_path):
+    layout = RunLayout(tmp_path)
+    follower = RunFollower(layout)
+    samples, notices = MetricsLog(layout.samples), MetricsLog(layout.notices)
+    samples.append({"step": 5, "generation_seconds": 0.25, "samples": [{"completion": "HELLO"}]})
+    notices.append({"step": 6, "message": "Early stopping at step 6: ...", "data": {"early_stopped_at": 6}})
+    messages = follower.new_messages()
+    assert {"message": "Early stopping at step 6: ...", "data": {"early_stopped_at": 6}} in messages
+    [sampled] = [m for m in messages if m.get("step") == 5]
+    assert sampled["message"] == "Samples at step 5: 1 answers in 0.2 s; the first: 'HELLO'"
+    assert follower.new_messages() == []

@@ -27,9 +27,11 @@ def partial_folder(parent: Path, name: str) -> Path:
     return parent / f".partial-{name}"
 
 
-def prune_checkpoints(folder: Path, keep: int) -> None:
-    for _, path in complete_checkpoints(folder)[:-keep]:
-        shutil.rmtree(path)
+def prune_checkpoints(folder: Path, keep: int, protected: set[int] = frozenset()) -> None:
+    """Remove all but the newest `keep` and the `protected` steps (the best one, with keep_best)."""
+    for step, path in complete_checkpoints(folder)[:-keep]:
+        if step not in protected:
+            shutil.rmtree(path)
 
 
 def remove_partials(folder: Path) -> None:

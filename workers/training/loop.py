@@ -1,9 +1,11 @@
 """The training function: one job spec in, a trained model and its records out.
 
 `train` reads as the run's phases: `_setup` (data, model, optimizer, resume), then per step
-`_train_step` (micro-batches, clip, optimizer step), `_evaluate`, `_record` and `_checkpoint`,
-then `_export_final`. The `Observer` is told of each step and checkpoint. It runs the same under
-the CLI, a Celery worker, a test, or `torchrun` with several processes.
+`_train_step` (micro-batches, clip, optimizer step), `_evaluate`, `_record` and `_checkpoint` (with
+its sample answers), then `_export_final` (from the best checkpoint with keep_best). Early stopping
+ends the steps once the validation loss stops improving. The `Observer` is told of each step and
+checkpoint. It runs the same under the CLI, a Celery worker, a test, or `torchrun` with several
+processes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from workers.training.loss import CausalLMLoss
 from workers.training.loss_plot import plot_loss
 from workers.training.model_loading import check_context_length, load_model, load_tokenizer, save_final, save_model
 from workers.training.observer import Observer
+from workers.training.sampling import Sampler
 from workers.training.step_plan import StepPlan
+from workers.training.validation_watch import ValidationWatch
 
 
 @dataclass
@@ -88,6 +92,8 @@ class _Run:
     metrics: MetricsLog
     progress: Progress
     fence: RunFence  # a superseded attempt stops before its next write
+    sampler: Sampler  # sample answers at each checkpoint
+    watch: ValidationWatch  # early stopping and the best checkpoint
     history: list[dict] = field(default_factory=list)  # metric rows, on the main process
     last_row: dict = field(default_factory=dict)
     session_start: float = field(default_factory=time.monotonic)
@@ -123,8 +129,14 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
             _evaluate_if_due(run, done.row, last_step, ends_epoch)
             _record(run, done.row)
             observer.on_step(done.row)
-            if (step + 1) % spec.training.checkpoint_every_steps == 0 or ends_epoch or done.stop_requested:
+            run.watch.observe(done.row)
+            if ((step + 1) % spec.training.checkpoint_every_steps == 0 or ends_epoch or done.stop_requested
+                    or run.watch.wants_checkpoint):  # fmt: skip
                 observer.on_checkpoint(step + 1, _checkpoint(run))
+            if run.watch.stop and not last_step:
+                if run.accelerator.is_main_process:
+                    run.watch.announce_stop(run.layout, step + 1)
+                break
             if done.stop_requested and not last_step:
                 raise TrainingPaused(step + 1)
     return _export_final(run)
@@ -185,13 +197,16 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     if accelerator.is_main_process:  # rows past the step this run starts at (0 without a checkpoint) come again
         metrics.truncate_after(progress.step)
     history = metrics.read() if accelerator.is_main_process else []
+    # every process judges the validation loss alike (all stop together); rows past the start come again
+    watch = ValidationWatch(settings, [row for row in metrics.read() if row["step"] <= progress.step])
     return _Run(
         spec=spec, layout=layout, accelerator=accelerator, hp=hp, plan=plan, tokenizer=tokenizer,
         train_data=train_data, valid_data=valid_data,
         eval_sample=_fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None,
         model=model, optimizer=optimizer, scheduler=scheduler, loss=loss,
         collate=_collator(settings.packing, tokenizer.pad_token_id, settings.max_seq_length),
-        metrics=metrics, progress=progress, fence=fence, history=history, last_row=history[-1] if history else {},
+        metrics=metrics, progress=progress, fence=fence, sampler=Sampler(spec, tokenizer, layout, accelerator, progress.step),
+        watch=watch, history=history, last_row=history[-1] if history else {},
         elapsed_before=progress.elapsed_seconds,
     )  # fmt: skip
 
@@ -367,15 +382,17 @@ def _evaluate(run: _Run, ids) -> tuple[float, float]:
 
 def _checkpoint(run: _Run) -> Path:
     folder = _write_checkpoint(run.accelerator, run.model, run.tokenizer, run.layout, run.progress,
-                               run.spec.training.keep_checkpoints, run.fence)  # fmt: skip
+                               run.spec.training.keep_checkpoints, run.fence, run.watch.protected_steps)  # fmt: skip
     if run.accelerator.is_main_process:
         plot_loss(run.history, run.layout.loss_plot)
+    run.sampler.at_checkpoint(run.model, run.progress.step)
     return folder
 
 
 def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: Progress, keep: int,
-                      fence: RunFence) -> Path:  # fmt: skip
-    """All processes take part (save_state writes per-process RNG state); the main one publishes."""
+                      fence: RunFence, protected: set[int] = frozenset()) -> Path:  # fmt: skip
+    """All processes take part (save_state writes per-process RNG state); the main one publishes.
+    `protected`: steps kept from pruning (the best one, with keep_best)."""
     name = checkpoint_name(progress.step)
     partial = ckpt.partial_folder(layout.checkpoints, name)
     accelerator.wait_for_everyone()
@@ -387,13 +404,14 @@ def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLay
         ckpt.write_manifest(partial)
         fence.check()
         ckpt.publish(partial, layout.checkpoints / name)
-        ckpt.prune_checkpoints(layout.checkpoints, keep)
+        ckpt.prune_checkpoints(layout.checkpoints, keep, protected)
     accelerator.wait_for_everyone()
     return layout.checkpoints / name
 
 
 def _export_final(run: _Run) -> TrainingResult:
     accelerator, layout = run.accelerator, run.layout
+    run.watch.restore_best(accelerator, run.model, layout, run.progress.step)
     result = TrainingResult(layout.root, run.progress.step, run.progress.tokens, layout.final, run.last_row)
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(run.model)

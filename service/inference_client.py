@@ -1,0 +1,84 @@
+"""The API's side of the model server (lmtune serve-models, at LMTUNE_INFERENCE_URL): send a
+resolved model and the request, read back events as they come. See workers/serving/server.py for
+the protocol; any server that speaks it (an adapter over vLLM or TGI, docs/inference.md) fits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import httpx
+
+from lmtune.problems import quote
+from lmtune.services import RequestError
+
+CONNECT_SECONDS = 5.0
+
+
+class ServerBusy(RequestError):
+    def __init__(self, message: str, retry_after: str):
+        super().__init__(429, message, code="rate_limit_exceeded")
+        self.retry_after = retry_after
+
+
+@dataclass
+class Upstream:
+    """An answer under way: `start` is the first event (load and queue time, prompt tokens)."""
+
+    start: dict
+    _lines: AsyncIterator[str]
+    _response: httpx.Response
+
+    async def events(self) -> AsyncIterator[dict]:
+        try:
+            async for line in self._lines:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self._response.aclose()  # the server stops generating for a client that went away
+
+
+class InferenceClient:
+    def __init__(self, url: str, transport: httpx.AsyncBaseTransport | None = None):
+        self.url, self._transport = url, transport
+        self._client: httpx.AsyncClient | None = None
+
+    async def open(self, model: str, payload: dict) -> Upstream:
+        """Send the request; return once the model is loaded and the answer begins."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.url, transport=self._transport,
+                                             timeout=httpx.Timeout(None, connect=CONNECT_SECONDS))  # fmt: skip
+        try:
+            response = await self._client.send(self._client.build_request("POST", "/generate", json=payload), stream=True)
+        except httpx.TransportError:
+            raise RequestError(503, f"the model server is not reachable at {self.url} (start it with `lmtune serve-models`)",
+                               code="model_server_unavailable") from None  # fmt: skip
+        if response.status_code == 429:
+            body = json.loads(await response.aread())
+            raise ServerBusy(body["message"], response.headers.get("retry-after", "1"))
+        if response.status_code != 200:
+            await response.aclose()
+            raise RequestError(502, f"the model server answered {response.status_code}", code="model_server_error")
+        lines = response.aiter_lines()
+        first = json.loads(await anext(lines))
+        if first["event"] == "error":
+            await response.aclose()
+            raise upstream_error(model, first)
+        return Upstream(first, lines, response)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def upstream_error(model: str, event: dict) -> RequestError:
+    """The model server's error for the client, without its paths or internals (its log has those)."""
+    if event["status"] == 400:
+        return RequestError(400, event["message"], param="max_tokens", code="context_length_exceeded")
+    if event["status"] == 503:
+        return RequestError(503, f"model {quote(model)} could not be loaded by the model server; its log says why", code="model_not_loadable")
+    return RequestError(500, "the model server failed while answering; its log has the details", code="model_server_error")

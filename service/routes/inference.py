@@ -1,0 +1,213 @@
+"""POST /v1/chat/completions and /v1/completions in OpenAI's shapes, for the key's fine-tuned models,
+their checkpoints and the catalogue models.
+
+The API resolves the model id (checking that the key owns it) to folders in the data folder and
+hands them to the model server, which loads and answers; the answer streams through as OpenAI's
+server-sent chunks, or is gathered into one object. Loading and queueing time are reported in the
+`X-Lmtune-Load-Seconds` and `X-Lmtune-Queue-Seconds` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lmtune.ids import new_id
+from lmtune.layout import DataLayout
+from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
+from lmtune.services import RequestError
+from service.deps import DbDep, OwnerDep, SettingsDep
+from service.errors import documented, error_response
+from service.inference_client import InferenceClient, ServerBusy, Upstream, upstream_error
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+MAX_N = 4
+MAX_STOP = 4
+DEFAULT_MAX_TOKENS = 256
+MAX_TOKENS = 4096
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(1.0, ge=0, le=2, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: dict[str, bool] | None = Field(None, description="{include_usage: true} adds a last chunk with usage")
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_limits(cls, value):
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        return stops
+
+    def generation(self, max_tokens: int | None) -> dict:
+        return {"max_tokens": max_tokens or DEFAULT_MAX_TOKENS, "temperature": self.temperature, "top_p": self.top_p,
+                "stop": self.stop or [], "seed": self.seed, "n": self.n}  # fmt: skip
+
+
+class ContentPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart]
+    name: str | None = None
+
+    def plain(self) -> dict:
+        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class ChatCompletionRequest(_Common):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value):
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("give one prompt (a string)")
+        return value if isinstance(value, str) else value[0]
+
+
+@router.post("/chat/completions", responses={**documented(400, 404, 429, 503), 200: {"content": {"text/event-stream": {}}}})
+async def chat_completions(body: ChatCompletionRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    """OpenAI's chat completion (`stream: true` for server-sent chunks); the chat template is the model's, as in training."""
+    payload = {"messages": [m.plain() for m in body.messages], **body.generation(body.max_completion_tokens or body.max_tokens)}
+    return await _complete(request, body, payload, "chat.completion", db, settings, owner)
+
+
+@router.post("/completions", responses={**documented(400, 404, 429, 503), 200: {"content": {"text/event-stream": {}}}})
+async def completions(body: CompletionRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+    """OpenAI's (legacy) text completion: the prompt is continued as is."""
+    payload = {"prompt": body.prompt, **body.generation(body.max_tokens)}
+    return await _complete(request, body, payload, "text_completion", db, settings, owner)
+
+
+async def _complete(request: Request, body: _Common, payload: dict, kind: str, db, settings, owner: str):
+    try:
+        ref = await asyncio.to_thread(resolve_model, db, DataLayout(settings.data_dir), body.model, owner)
+    except ModelNotFound as error:
+        raise RequestError(404, str(error), param="model", code="model_not_found") from None
+    try:
+        upstream = await inference_client(request).open(body.model, {"model": _served(ref), **payload})
+    except ServerBusy as busy:
+        response = error_response(429, busy.message, code=busy.code)
+        response.headers["Retry-After"] = busy.retry_after
+        return response
+    headers = {"X-Lmtune-Load-Seconds": str(upstream.start["load_seconds"]),
+               "X-Lmtune-Queue-Seconds": str(upstream.start["queue_seconds"])}  # fmt: skip
+    shape = _Shape(kind, body.model, body.n, upstream.start["prompt_tokens"])
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_stream(upstream, shape, include_usage), media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+    async for event in upstream.events():
+        if event["event"] == "error":
+            raise upstream_error(body.model, event)
+        shape.add(event)
+    return JSONResponse(shape.whole(), headers=headers)
+
+
+def _served(ref: ModelRef) -> dict:
+    """What the model server is given: folders found through the store, never a client's path."""
+    served = asdict(ref)
+    served.pop("id")
+    return served
+
+
+def inference_client(request: Request) -> InferenceClient:
+    state = request.app.state
+    if getattr(state, "inference", None) is None:
+        state.inference = InferenceClient(state.settings.inference_url)
+    return state.inference
+
+
+class _Shape:
+    """OpenAI's objects for one answer: built whole, or chunk by chunk as the events come."""
+
+    def __init__(self, kind: str, model: str, n: int, prompt_tokens: int):
+        self.kind, self.model = kind, model
+        self.id = new_id("chatcmpl" if kind == "chat.completion" else "cmpl")
+        self.created = int(time.time())
+        self.texts, self.finish = [""] * n, [None] * n
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, 0
+
+    def add(self, event: dict) -> None:
+        if event["event"] == "text":
+            self.texts[event["index"]] += event["text"]
+        elif event["event"] == "finish":
+            self.finish[event["index"]] = event["finish_reason"]
+            self.completion_tokens += event["completion_tokens"]
+
+    def usage(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}  # fmt: skip
+
+    def whole(self) -> dict:
+        if self.kind == "chat.completion":
+            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
+                       for i, (text, reason) in enumerate(zip(self.texts, self.finish))]  # fmt: skip
+        else:
+            choices = [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+                       for i, (text, reason) in enumerate(zip(self.texts, self.finish))]  # fmt: skip
+        return self._object(self.kind, choices, usage=self.usage())
+
+    def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, first: bool = False) -> dict:
+        if self.kind == "chat.completion":
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if text is not None:
+                delta["content"] = text
+            choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            return self._object("chat.completion.chunk", [choice])
+        return self._object("text_completion", [{"index": index, "text": text or "", "finish_reason": finish_reason, "logprobs": None}])
+
+    def usage_chunk(self) -> dict:
+        return self._object("chat.completion.chunk" if self.kind == "chat.completion" else "text_completion", [], usage=self.usage())
+
+    def _object(self, kind: str, choices: list, **extra) -> dict:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices,
+                "system_fingerprint": None, **extra}  # fmt: skip
+
+
+async def _stream(upstream: Upstream, shape: _Shape, include_usage: bool) -> AsyncIterator[str]:
+    def sse(data: dict) -> str:
+        return f"data: {json.dumps(data)}\n\n"
+
+    if shape.kind == "chat.completion":
+        for index in range(len(shape.texts)):
+            yield sse(shape.chunk(index, first=True))
+    async for event in upstream.events():
+        if event["event"] == "error":
+            error = upstream_error(shape.model, event)
+            yield sse({"error": {"message": error.message, "type": "server_error", "param": error.param, "code": error.code}})
+            return
+        shape.add(event)
+        if event["event"] == "text":
+            yield sse(shape.chunk(event["index"], text=event["text"]))
+        elif event["event"] == "finish":
+            yield sse(shape.chunk(event["index"], finish_reason=event["finish_reason"]))
+    if include_usage:
+        yield sse(shape.usage_chunk())
+    yield "data: [DONE]\n\n"

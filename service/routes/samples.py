@@ -1,0 +1,51 @@
+"""GET /v1/fine_tuning/jobs/{id}/samples (lmtune): the model's answers to the sample prompts at each
+checkpoint, as the trainer wrote them to the run folder's samples.jsonl."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from lmtune.layout import DataLayout
+from lmtune.metrics_log import MetricsLog
+from service.deps import DbDep, OwnerDep, SettingsDep
+from service.errors import documented
+from service.routes.jobs import owned_job
+from service.schemas import ListResponse
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["fine-tuning jobs"])
+
+
+class Sample(BaseModel):
+    prompt: str | list[dict[str, Any]] = Field(description="A plain prompt, or chat messages up to the assistant's turn")
+    completion: str = Field(description="The greedy answer, up to training.sample_max_tokens tokens")
+    completion_tokens: int
+    finish_reason: str
+
+
+class SampleSet(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.samples"] = "fine_tuning.job.samples"
+    created_at: int
+    step: int
+    generation_seconds: float = Field(description="Time the trainer spent answering these prompts")
+    samples: list[Sample]
+
+
+def sample_set_id(step: int) -> str:
+    return f"ftsamples-step-{step}"
+
+
+@router.get("/samples", response_model=ListResponse[SampleSet], responses=documented(404))
+def list_samples(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, after: str | None = None,
+                 limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ListResponse[SampleSet]:  # fmt: skip
+    """Oldest first (by step): what the model answered at each checkpoint; `after` is the id of the
+    last set seen. The prompts are `training.sample_prompts`, or the first of the validation file."""
+    owned_job(db, job_id, owner)
+    rows = {row["step"]: row for row in MetricsLog(DataLayout(settings.data_dir).job(job_id).samples).read()}
+    sets = [SampleSet(id=sample_set_id(step), **row) for step, row in sorted(rows.items())]
+    ids = [s.id for s in sets]
+    start = ids.index(after) + 1 if after in ids else 0
+    return ListResponse(data=sets[start : start + limit], has_more=len(sets) > start + limit)

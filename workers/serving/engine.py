@@ -1,0 +1,173 @@
+"""The models a model server keeps loaded, and answering with them.
+
+Recently used models stay in memory, bounded by count and by bytes; the least recently used one
+that is not answering is unloaded to make room. A LoRA model (a LoRA job's checkpoint or final
+model) is its adapter applied over its base, which is loaded once and shared by every adapter
+trained on it: each adapter is one more entry, of the adapter's size.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from workers.model_sources import ensure_builtin_model
+from workers.training.errors import ModelLoadError
+from workers.training.generation import Choice, GenerationParams, end_of_turn_ids, generate, prompt_ids
+from workers.training.model_loading import load_tokenizer
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+@dataclass
+class _Base:
+    """A loaded base model and the adapters loaded over it (adapter folder -> adapter name)."""
+
+    source: str
+    model: object
+    tokenizer: object
+    stop_ids: list[int]
+    bytes: int
+    adapters: OrderedDict = field(default_factory=OrderedDict)
+    adapter_bytes: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one answer at a time: the active adapter is shared state
+    users: int = 0
+
+
+@dataclass
+class Answer:
+    choices: list[Choice]
+    prompt_tokens: int
+
+
+class ModelCache:
+    def __init__(self, max_models: int, max_bytes: int, device: str | None = None):
+        self.max_models, self.max_bytes = max_models, max_bytes
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        self._bases: OrderedDict[str, _Base] = OrderedDict()
+        self._lock = threading.Lock()  # guards the tables; loading happens outside it, under _loading
+        self._loading = threading.Lock()
+
+    @property
+    def loaded(self) -> list[str]:
+        """What is in memory, least recently used first: base sources and `base+adapter` pairs."""
+        with self._lock:
+            return [name for base in self._bases.values() for name in (base.source, *(f"{base.source}+{a}" for a in base.adapters))]
+
+    def answer(self, model: dict, prompt: str | list[dict], params: GenerationParams, on_start, on_text, cancelled) -> Answer:
+        """Load what is missing (timed, and told to `on_start(load_seconds, prompt_tokens)`), then answer."""
+        started = time.monotonic()
+        base_ref, adapter = (model["base"], model["adapter"]) if model.get("adapter") else (model, None)
+        base = self._get(base_ref, adapter)
+        try:
+            with base.lock:
+                ids = prompt_ids(base.tokenizer, prompt)
+                limit = getattr(base.model.config, "max_position_embeddings", None)
+                if limit and len(ids) + params.max_tokens > limit:
+                    raise PromptTooLong(f"the prompt ({len(ids)} tokens) and max_tokens ({params.max_tokens}) exceed "
+                                        f"the model's context of {limit} tokens")  # fmt: skip
+                on_start(time.monotonic() - started, len(ids))
+                choices = self._generate(base, adapter, ids, params, on_text, cancelled)
+        finally:
+            with self._lock:
+                base.users -= 1
+        return Answer(choices, len(ids))
+
+    def _generate(self, base: _Base, adapter: str | None, ids, params, on_text, cancelled) -> list[Choice]:
+        model = base.model
+        run = lambda: generate(model, base.tokenizer, ids, params, stop_ids=base.stop_ids, on_text=on_text, cancelled=cancelled)  # noqa: E731
+        if adapter is not None:
+            model.set_adapter(base.adapters[adapter])
+            return run()
+        if base.adapters:  # the base alone, under adapters loaded for other models
+            with model.disable_adapter():
+                return run()
+        return run()
+
+    def _get(self, base_ref: dict, adapter: str | None) -> _Base:
+        """The base with the adapter loaded, marked in use and most recently used."""
+        source = base_ref["source"]
+        with self._lock:  # the common case: all loaded, nothing to wait for
+            base = self._bases.get(source)
+            if base is not None and (adapter is None or adapter in base.adapters):
+                self._touch(base, adapter)
+                return base
+        with self._loading:
+            with self._lock:
+                base = self._bases.get(source)
+            if base is None:
+                if base_ref.get("builtin"):
+                    ensure_builtin_model(Path(source))
+                self._make_room(_size_on_disk(source))
+                base = self._load_base(source)
+            if adapter is not None and adapter not in base.adapters:
+                self._make_room(_size_on_disk(adapter))
+                self._load_adapter(base, adapter)
+            with self._lock:
+                self._bases[source] = base
+                self._touch(base, adapter)
+        return base
+
+    def _touch(self, base: _Base, adapter: str | None) -> None:
+        self._bases.move_to_end(base.source)
+        if adapter is not None:
+            base.adapters.move_to_end(adapter)
+        base.users += 1
+
+    def _load_base(self, source: str) -> _Base:
+        tokenizer = load_tokenizer(source)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"cannot load {source}: {error}") from None
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        return _Base(source, model, tokenizer, end_of_turn_ids(tokenizer), size)
+
+    def _load_adapter(self, base: _Base, adapter: str) -> None:
+        from peft import PeftModel
+
+        name = f"adapter-{len(base.adapter_bytes)}-{abs(hash(adapter))}"
+        if hasattr(base.model, "peft_config"):
+            base.model.load_adapter(adapter, adapter_name=name)
+        else:
+            base.model = PeftModel.from_pretrained(base.model, adapter, adapter_name=name).eval()
+        base.adapters[adapter] = name
+        base.adapter_bytes[adapter] = _size_on_disk(adapter)
+
+    def _make_room(self, incoming: int) -> None:
+        """Unload least recently used models that are not answering until one more of `incoming` bytes fits."""
+        with self._lock:
+            while self._count() + 1 > self.max_models or self._bytes() + incoming > self.max_bytes:
+                idle = [b for b in self._bases.values() if b.users == 0]
+                if not idle:
+                    return  # everything is answering; the queue in front bounds how far this goes
+                victim = idle[0]
+                if victim.adapters:
+                    adapter, name = victim.adapters.popitem(last=False)
+                    victim.model.delete_adapter(name)
+                    victim.adapter_bytes.pop(adapter)
+                else:
+                    del self._bases[victim.source]
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    def _count(self) -> int:
+        return sum(1 + len(b.adapters) for b in self._bases.values())
+
+    def _bytes(self) -> int:
+        return sum(b.bytes + sum(b.adapter_bytes.values()) for b in self._bases.values())
+
+
+def _size_on_disk(source: str) -> int:
+    """The weights' size, to make room before loading; 0 for a hub id (known once loaded)."""
+    folder = Path(source)
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors")) if folder.is_dir() else 0

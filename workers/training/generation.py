@@ -1,0 +1,147 @@
+"""Answering a prompt with a model: the chat template as in training, `generate()`, stop sequences,
+and the text handed out piece by piece as it is produced.
+
+Used by the trainer for its sample answers at checkpoints and by the model server for
+/v1/chat/completions and /v1/completions. Generation is `transformers`' own `generate()`, so a
+greedy answer is exactly what `model.generate(do_sample=False)` gives; a stopping criterion reads
+each new token to cut the text at a stop sequence or the end of the turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from workers.training.chat_format import CHATML_TEMPLATE
+
+REPLACEMENT = "\ufffd"  # what a decoder shows for a UTF-8 sequence cut in the middle
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+
+
+@dataclass
+class Choice:
+    index: int
+    text: str = ""
+    finish_reason: str | None = None  # "stop" | "length"
+    tokens: int = 0
+
+
+def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
+    """Token ids of a prompt as training encodes it: chat messages through the tokenizer's chat
+    template (ChatML when it has none) with the assistant's turn opened; plain text after BOS."""
+    if isinstance(prompt, str):
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    text = render_chat(tokenizer, prompt, generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def render_chat(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt,
+                                         chat_template=tokenizer.chat_template or CHATML_TEMPLATE)  # fmt: skip
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The ids that end an assistant turn: EOS, and the template's end-of-turn token (e.g. ChatML's
+    `<|im_end|>`, which training teaches the model to emit) when that is a single token."""
+    ids = {tokenizer.eos_token_id} - {None}
+    probe = [{"role": "user", "content": "q"}]
+    opened = render_chat(tokenizer, probe, generation_prompt=True)
+    closed = render_chat(tokenizer, probe + [{"role": "assistant", "content": "a"}], generation_prompt=False)
+    if closed.startswith(opened + "a"):
+        marker = closed[len(opened) + 1 :].strip()
+        if marker and marker in tokenizer.get_vocab():
+            ids.add(tokenizer.convert_tokens_to_ids(marker))
+    return sorted(ids)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, ids: list[int], params: GenerationParams, *, stop_ids: list[int] | None = None,
+             on_text: Callable[[int, str], None] = lambda index, text: None,
+             cancelled: Callable[[], bool] = lambda: False) -> list[Choice]:  # fmt: skip
+    """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows."""
+    stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
+    rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled)
+    sampling = params.temperature > 0
+    config = GenerationConfig(
+        max_new_tokens=params.max_tokens, do_sample=sampling, temperature=params.temperature if sampling else None,
+        top_p=params.top_p if sampling else None, top_k=None, eos_token_id=stop_ids or None,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or [0])[0],
+        use_cache=True,
+    )  # fmt: skip
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    device = next(model.parameters()).device
+    inputs = torch.tensor([ids] * params.n, device=device)
+    model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                   stopping_criteria=StoppingCriteriaList([rows]))  # fmt: skip
+    return rows.finish()
+
+
+class _Rows(StoppingCriteria):
+    """Reads the newest token of every answer at each step: ends an answer at a stop id or a stop
+    sequence, and hands out the text that can no longer change (a stop sequence might still be
+    forming at the end, or a character might be half decoded)."""
+
+    def __init__(self, tokenizer, params: GenerationParams, stop_ids: set[int], on_text, cancelled):
+        self.tokenizer, self.stop, self.stop_ids = tokenizer, [s for s in params.stop if s], stop_ids
+        self.on_text, self.cancelled = on_text, cancelled
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.choices = [Choice(index) for index in range(params.n)]
+        self.tokens: list[list[int]] = [[] for _ in range(params.n)]
+        self.sent = [""] * params.n
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        for choice, token in zip(self.choices, input_ids[:, -1].tolist()):
+            if choice.finish_reason is None:
+                self._add(choice, token)
+        done = [choice.finish_reason is not None for choice in self.choices]
+        if self.cancelled():
+            done = [True] * len(done)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _add(self, choice: Choice, token: int) -> None:
+        choice.tokens += 1
+        if token in self.stop_ids:
+            choice.finish_reason = "stop"
+            self._send(choice, self._text(choice))
+            return
+        self.tokens[choice.index].append(token)
+        text = self._text(choice)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            choice.finish_reason = "stop"
+            self._send(choice, text[:cut])
+        else:
+            settled = text[: len(text) - self.hold] if self.hold else text
+            self._send(choice, settled.rstrip(REPLACEMENT))
+
+    def _text(self, choice: Choice) -> str:
+        return self.tokenizer.decode(self.tokens[choice.index], skip_special_tokens=True)
+
+    def _send(self, choice: Choice, text: str) -> None:
+        sent = self.sent[choice.index]
+        if len(text) > len(sent) and text.startswith(sent):
+            self.on_text(choice.index, text[len(sent) :])
+            self.sent[choice.index] = text
+
+    def finish(self) -> list[Choice]:
+        for choice in self.choices:
+            if choice.finish_reason is None:  # ran out of max_tokens (or was cancelled)
+                choice.finish_reason = "length"
+                self._send(choice, self._text(choice))
+            choice.text = self.sent[choice.index]
+        return self.choices
