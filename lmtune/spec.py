@@ -213,7 +213,8 @@ def error_location(item: dict) -> str:
 
 def _is_union_branch(part: Any) -> bool:
     # pydantic names the union member it tried (`int`, `literal['auto']`); users never wrote those
-    return isinstance(part, str) and (part in {"int", "float"} or part.startswith(("literal[", "function-")))
+    return isinstance(part, str) and (part in {"int", "float", "str", "constrained-str"}
+                                      or part.startswith(("literal[", "function-", "list[")))  # fmt: skip
 
 
 def parse_spec(data: Any) -> JobSpec:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from dataclasses import asdict
-from typing import Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -34,26 +34,26 @@ DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS = 4096
 
 
+StopText = Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=512)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float = Field(1.0, ge=0, le=2, description="0: greedy")
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: dict[str, bool] | None = Field(None, description="{include_usage: true} adds a last chunk with usage")
-    user: str | None = None
+    user: str | None = Field(None, max_length=256)
 
     @field_validator("stop")
     @classmethod
-    def _stop_limits(cls, value):
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
-        return stops
+    def _stop_list(cls, value):
+        return [value] if isinstance(value, str) else value or []
 
     def generation(self, max_tokens: int | None) -> dict:
         return {"max_tokens": max_tokens or DEFAULT_MAX_TOKENS, "temperature": self.temperature, "top_p": self.top_p,
@@ -81,13 +81,12 @@ class ChatCompletionRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str]
+    # OpenAI also takes a batch of prompts; lmtune answers one (a list of one is accepted as OpenAI's SDK may send it)
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
 
     @field_validator("prompt")
     @classmethod
     def _one_prompt(cls, value):
-        if isinstance(value, list) and len(value) != 1:
-            raise ValueError("give one prompt (a string)")
         return value if isinstance(value, str) else value[0]
 
 
