@@ -101,6 +101,8 @@ class LmtuneClient:
                              headers=self.headers, timeout=STREAM_TIMEOUT) as source:  # fmt: skip
                 check(source.response)
                 for message in source.iter_sse():
+                    if not message.data:  # a keep-alive comment (httpx-sse hands it on once an id was seen)
+                        continue
                     if message.data == "[DONE]":
                         return
                     yield json.loads(message.data)
