@@ -14,11 +14,17 @@ def row(step: int) -> dict:
             "tokens": 100 * step, "elapsed_seconds": 0.1 * step}  # fmt: skip
 
 
-def test_rows_written_while_the_database_is_unreachable_are_recorded_once_it_answers(tmp_path, db):
+def running_job(db, tmp_path):
+    """A job claimed by a worker, with its run folder: (job, attempt, data layout)."""
     create_job(db, owner="key-a", spec={}, queue="cpu")
     job, attempt = claim_next_job(db, "cpu", "worker-1", 60, 3)
     data = DataLayout(tmp_path)
     data.job(job.id).root.mkdir(parents=True)
+    return job, attempt, data
+
+
+def test_rows_written_while_the_database_is_unreachable_are_recorded_once_it_answers(tmp_path, db):
+    job, attempt, data = running_job(db, tmp_path)
     log = MetricsLog(data.job(job.id).metrics)
     reporter = ProgressReporter(db, data, job.id, attempt)
     for step in (1, 2):
@@ -40,10 +46,7 @@ def test_rows_written_while_the_database_is_unreachable_are_recorded_once_it_ans
 
 
 def test_a_sample_set_read_again_by_a_resumed_run_is_recorded_once(tmp_path, db):
-    create_job(db, owner="key-a", spec={}, queue="cpu")
-    job, attempt = claim_next_job(db, "cpu", "worker-1", 60, 3)
-    data = DataLayout(tmp_path)
-    data.job(job.id).root.mkdir(parents=True)
+    job, attempt, data = running_job(db, tmp_path)
     samples = MetricsLog(data.job(job.id).samples)
 
     def sample_set(step: int) -> dict:
