@@ -70,7 +70,9 @@ class Deployment:
     def __init__(self, root: Path, extra_env: dict | None = None):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "LMTUNE_DATA_DIR": str(root / "data"), "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+        # a fuller job list than the default quota of active jobs per key allows
+        self.env = {**os.environ, "LMTUNE_DATA_DIR": str(root / "data"), "HF_HUB_OFFLINE": "1", "LMTUNE_QUOTA_ACTIVE_JOBS": "100",
+                    **(extra_env or {})}  # fmt: skip
         self.env.pop("DATABASE_URL", None)
         if "REDIS_URL" not in (extra_env or {}):
             self.env.pop("REDIS_URL", None)
@@ -275,7 +277,7 @@ def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[s
 
     def http(path: str, expected: int) -> float:
         start = time.perf_counter()
-        received = asyncio.run(_download(deployment.port, _request(path, deployment.secret)))
+        received = _download(deployment.port, _request(path, deployment.secret))
         if received != expected:
             raise RuntimeError(f"{path}: {received} bytes, expected {expected}")
         return received / (time.perf_counter() - start)
@@ -288,6 +290,8 @@ def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[s
         "single file (final/files/big.bin)": [http(f"{base}/files/big.bin", size) for _ in range(repeats)],
         "archive (final/content, tar)": [http(f"{base}/content", _tar_size(final)) for _ in range(repeats)],
     }
+    if shutil.which("curl"):  # the same download by a client that is not ours
+        speeds["single file, read by curl"] = [_curl(deployment, f"{base}/files/big.bin") for _ in range(repeats)]
     lines = [f"| {name} | {statistics.median(v) / 1e6:,.0f} | {', '.join(f'{x / 1e6:,.0f}' for x in v)} |" for name, v in speeds.items()]
     lines.append(f"API peak RSS: {rss_before:,.0f} MB before the downloads, {deployment.peak_rss_mb():,.0f} MB after "
                  f"({size / 1e6:,.0f} MB file, {archive_size / 1e6:,.0f} MB archive)")  # fmt: skip
@@ -296,33 +300,33 @@ def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[s
     return lines
 
 
-async def _download(port: int, request: bytes) -> int:
-    """The body's size, read in large blocks (Content-Length or chunked), into a large socket
-    buffer: with the default 64 KiB ones, every few hundred KB waits for the other process to be
-    scheduled, which on a busy machine, not the server, sets the speed."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    reader, writer = await asyncio.open_connection(sock=sock, limit=8 << 20)
-    try:
-        writer.write(request)
-        head = (await reader.readuntil(b"\r\n\r\n")).lower()
-        if b"transfer-encoding: chunked" not in head:
-            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-            received = 0
-            while received < length:
-                received += len(await reader.read(min(8 << 20, length - received)))
-            return received
+def _download(port: int, request: bytes) -> int:
+    """The body's size (the routes send Content-Length), read into one reused 8 MiB buffer with a
+    blocking socket: an asyncio stream reader copies every block and tops out near 0.6 GB/s here,
+    below the server, while `recv_into` reads at about curl's speed (2.7-2.9 GB/s on this machine)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.sendall(request)
+        buffer = bytearray(8 << 20)
+        view = memoryview(buffer)
         received = 0
-        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
-            left = size
-            while left:
-                left -= len(await reader.read(min(8 << 20, left)))
-            await reader.readexactly(2)
-            received += size
-        await reader.readuntil(b"\r\n")
-        return received
-    finally:
-        writer.close()
+        while (head_end := buffer.find(b"\r\n\r\n", 0, received)) < 0:
+            received += sock.recv_into(view[received:])
+        head = bytes(buffer[:head_end]).lower()
+        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+        body = received - head_end - 4
+        while body < length:
+            got = sock.recv_into(view[: min(len(view), length - body)])
+            if not got:
+                break
+            body += got
+        return body
+
+
+def _curl(deployment: Deployment, path: str) -> float:
+    command = ["curl", "-sSf", "-o", "/dev/null", "-w", "%{speed_download}", "-H", f"Authorization: Bearer {deployment.secret}",
+               f"http://127.0.0.1:{deployment.port}{path}"]  # fmt: skip
+    return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
 def _tar_size(folder: Path) -> int:

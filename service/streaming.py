@@ -24,29 +24,37 @@ RECORD = tarfile.RECORDSIZE  # tar readers expect the archive padded to whole re
 STREAM_RETRY_AFTER_SECONDS = 30
 
 
-def tar_stream(folder: Path, relative_paths: list[str], prefix: str) -> Iterator[bytes]:
-    written = 0
-    for relative in relative_paths:
-        path = folder / relative
-        with path.open("rb") as source:
+class TarArchive:
+    """A folder's files as a tar stream whose length is known before the first byte (the headers
+    are made up front), so the response carries Content-Length and clients can show progress."""
+
+    def __init__(self, folder: Path, relative_paths: list[str], prefix: str):
+        self.members = []
+        for relative in relative_paths:
+            path = folder / relative
             stat = path.stat()
             info = tarfile.TarInfo(f"{prefix}/{relative}")
             info.size, info.mtime, info.mode = stat.st_size, int(stat.st_mtime), 0o644
-            header = info.tobuf(format=tarfile.PAX_FORMAT)
+            self.members.append((path, info.tobuf(format=tarfile.PAX_FORMAT), info.size))
+        written = sum(len(header) + size + -size % BLOCK for _, header, size in self.members)
+        end = 2 * BLOCK
+        self.trailer = end + -(written + end) % RECORD
+        self.size = written + self.trailer
+
+    def __iter__(self) -> Iterator[bytes]:
+        for path, header, size in self.members:
             yield header
-            left = info.size
-            while left:
-                chunk = source.read(min(CHUNK, left))
-                if not chunk:  # the file shrank while being sent: the archive cannot be completed
-                    raise OSError(f"{path} changed while it was being sent")
-                left -= len(chunk)
-                yield chunk
-            padding = -info.size % BLOCK
-            if padding:
-                yield bytes(padding)
-        written += len(header) + info.size + padding
-    end = 2 * BLOCK
-    yield bytes(end + -(written + end) % RECORD)
+            with path.open("rb") as source:
+                left = size
+                while left:
+                    chunk = source.read(min(CHUNK, left))
+                    if not chunk:  # the file shrank while being sent: the archive cannot be completed
+                        raise OSError(f"{path} changed while it was being sent")
+                    left -= len(chunk)
+                    yield chunk
+            if size % BLOCK:
+                yield bytes(-size % BLOCK)
+        yield bytes(self.trailer)
 
 
 class StreamSlots:

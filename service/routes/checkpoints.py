@@ -22,7 +22,7 @@ from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, not_found
 from service.routes.jobs import owned_job
 from service.schemas import JobCheckpoint, ListResponse, ManifestEntry
-from service.streaming import CHUNK, tar_stream
+from service.streaming import CHUNK, TarArchive
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["checkpoints and downloads"])
 
@@ -96,9 +96,9 @@ def _final_folder(job_id, owner, db, settings) -> Path:
 
 
 def _archive(folder: Path, name: str) -> StreamingResponse:
-    paths = [*sorted(read_manifest(folder)), MANIFEST]
-    return StreamingResponse(tar_stream(folder, paths, name), media_type="application/x-tar",
-                             headers={"Content-Disposition": f'attachment; filename="{name}.tar"'})  # fmt: skip
+    archive = TarArchive(folder, [*sorted(read_manifest(folder)), MANIFEST], name)
+    return StreamingResponse(archive, media_type="application/x-tar",
+                             headers={"Content-Disposition": f'attachment; filename="{name}.tar"', "Content-Length": str(archive.size)})  # fmt: skip
 
 
 def _listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
