@@ -18,7 +18,7 @@ class Report:
     notices (message events), the progress they show, new checkpoints and the steps still on disk."""
 
     metric_events: list[Event] = field(default_factory=list)
-    message_events: list[Event] = field(default_factory=list)  # a sample set's carries its step
+    message_events: list[Event] = field(default_factory=list)  # a sample set's carries its step; a notice's does not
     progress: dict | None = None  # job fields: step, total_steps, trained_tokens, latest_metrics, ...
     checkpoints: dict[int, tuple[str, dict | None]] = field(default_factory=dict)  # step: (path, metrics)
     on_disk: set[int] | None = None
@@ -27,11 +27,12 @@ class Report:
 
 def record_report(db: Database, job_id: str, attempt: int, report: Report) -> Control:
     """One transaction per poll, whatever its size; what the client asks of the job in return.
-    Steps, sample sets and checkpoints already recorded (a resumed run reads its files again) are skipped."""
+    Steps, sample sets, notices and checkpoints already recorded (a resumed run or a new attempt
+    reads its files again) are skipped."""
     with db.session() as session:
         job = fenced(session, job_id, attempt)
         _add_new_steps(session, job_id, "metrics", report.metric_events)
-        session.add_all(event for event in report.message_events if event.step is None)
+        _add_new_notices(session, job_id, [event for event in report.message_events if event.step is None])
         _add_new_steps(session, job_id, "message", [event for event in report.message_events if event.step is not None])
         for key, value in (report.progress or {}).items():
             setattr(job, key, value)
@@ -59,6 +60,19 @@ def _add_new_steps(session, job_id: str, type: str, events: list[Event]) -> None
     for event in events:
         if event.step not in known:
             known.add(event.step)
+            session.add(event)
+
+
+def _add_new_notices(session, job_id: str, events: list[Event]) -> None:
+    """Trainer notices the job has no event with the same text for: a notice's text names its step
+    and is the same however often its file is read (early stop, the best checkpoint made final)."""
+    if not events:
+        return
+    known = set(session.scalars(select(Event.message).where(Event.job_id == job_id, Event.type == "message",
+                                                             Event.message.in_({event.message for event in events}))))  # fmt: skip
+    for event in events:
+        if event.message not in known:
+            known.add(event.message)
             session.add(event)
 
 

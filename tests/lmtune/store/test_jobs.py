@@ -140,6 +140,18 @@ def test_metrics_events_are_recorded_once_per_step_and_listed_newest_first(db):
     assert [e.message for e in rest] == ["Step 1", "Fine-tuning job started (attempt 1)"] and not more
 
 
+def test_a_trainer_notice_read_again_by_a_new_attempt_is_recorded_once(db):
+    job = new_job(db)
+    notice = "Early stopping at step 4: the validation loss has not improved by more than 0 for 2 evaluations (best 1.2 at step 2)"
+    claim_job(db, job.id, "worker-1", lease_seconds=60, max_attempts=3)
+    record_report(db, job.id, 1, Report(message_events=[new_event(job.id, notice)]))
+    db.clock = lambda: time.time() + 61  # its worker was lost after recording the notice
+    requeue_lost_jobs(db, max_attempts=3)
+    claim_job(db, job.id, "worker-2", lease_seconds=60, max_attempts=3)
+    record_report(db, job.id, 2, Report(message_events=[new_event(job.id, notice), new_event(job.id, "Another notice")]))
+    assert messages(db, job.id).count(notice) == 1 and "Another notice" in messages(db, job.id)
+
+
 def test_checkpoints_are_unique_per_step_and_forgotten_when_pruned(db):
     job = new_job(db)
     claim_job(db, job.id, "worker-1", 60, 3)
