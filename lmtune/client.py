@@ -117,6 +117,10 @@ class LmtuneClient:
     def list_models(self) -> list[dict]:
         return self.json("GET", "/models")["data"]
 
+    def delete(self, collection: str, object_id: str) -> dict:
+        """Delete from `files`, `fine_tuning/jobs` or `models`; the server's `{"id", "object", "deleted"}`."""
+        return self.json("DELETE", f"/{collection}/{object_id}")
+
 
 def check(response: httpx.Response) -> None:
     """Raise ApiError with the server's message for an error status."""

@@ -308,4 +308,17 @@ def models_list(ctx: Context) -> None:
     ctx.show(ctx.client.list_models(), lambda rows: views.table(rows, views.MODEL_COLUMNS))
 
 
+def _delete_command(group: click.Group, collection: str, help: str) -> click.Command:
+    def command(ctx: Context, object_id: str) -> None:
+        ctx.show(ctx.client.delete(collection, object_id), lambda deleted: f"deleted {deleted['object']} {deleted['id']}")
+
+    command.__doc__ = help
+    return client_command(group, "delete")(click.argument("object_id", metavar="ID")(command))
+
+
+files_delete = _delete_command(files, "files", "Delete an uploaded file (jobs that used it keep what they trained).")
+jobs_delete = _delete_command(jobs, "fine_tuning/jobs", "Delete an ended or paused job with its checkpoints, final model, "
+                              "metrics and events, freeing its disk; cancel a queued or running job first.")  # fmt: skip
+models_delete = _delete_command(models, "models", "Delete a fine-tuned model from the list (its job's files stay until the job is deleted).")
+
 GROUPS = (files, jobs, models)

@@ -59,7 +59,8 @@ def check_storage(settings: Settings, db: Database, owner: str, adding: int = 0)
     if use.largest_files:
         message += f"; free space by deleting files (DELETE /v1/files/{{id}}), the largest: {_listed(use.largest_files)}"
     if use.largest_outputs:
-        message += f"; the largest job outputs (checkpoints and models): {_listed(use.largest_outputs)}"
+        message += (f"; or ended jobs with their checkpoints and models (DELETE /v1/fine_tuning/jobs/{{id}}), the largest: "
+                    f"{_listed(use.largest_outputs)}")  # fmt: skip
     raise RequestError(429, message, code=CODE)
 
 

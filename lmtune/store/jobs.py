@@ -19,7 +19,7 @@ from sqlalchemy.orm import aliased
 
 from lmtune.ids import new_id
 from lmtune.store.database import Database, get_owned
-from lmtune.store.models import TERMINAL, ApiKey, Event, Job, JobStatus
+from lmtune.store.models import TERMINAL, ApiKey, Event, FineTunedModel, Job, JobStatus
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
 
@@ -306,6 +306,18 @@ def resume_job(db: Database, job_id: str, owner: str, max_active: int | None = N
             _take_active_slot(session, owner, max_active)
         job.status = JobStatus.QUEUED
         session.add(Note("Fine-tuning job resumed; it continues from its last checkpoint").event(job.id))
+        return job
+
+
+def delete_job(db: Database, job_id: str, owner: str) -> Job:
+    """A job that is neither queued nor running, with its events, checkpoints and fine-tuned model;
+    its run folder is the caller's to remove once this has committed."""
+    with db.session() as session:
+        job = _owned(session, job_id, owner)
+        if job.status in ACTIVE:
+            raise WrongState(job, "delete")
+        session.execute(delete(FineTunedModel).where(FineTunedModel.job_id == job_id))
+        session.delete(job)  # its events and checkpoints go with it (ON DELETE CASCADE)
         return job
 
 

@@ -1,4 +1,4 @@
-"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events, metrics, loss curve."""
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, delete, events, metrics, loss curve."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import secrets
+import shutil
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
@@ -24,7 +25,7 @@ from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
 from service.deps import DbDep, OwnerDep, QueueDep, SettingsDep
 from service.errors import documented, not_found
-from service.schemas import FineTuningJob, JobCreate, JobEvent, ListResponse, json_response
+from service.schemas import Deleted, FineTuningJob, JobCreate, JobEvent, ListResponse, json_response
 from service.streaming import EventStream
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
@@ -91,6 +92,16 @@ def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, q
         return resume_paused_job(settings, db, queue, job_id, owner)
 
     return _present(db, _transition(resume, db, job_id, owner))
+
+
+@router.delete("/{job_id}", response_model=Deleted, responses=documented(404, 409))
+def delete_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> Deleted:
+    """A job that has ended or is paused, with all it wrote: checkpoints, the final model (its
+    fine-tuned model id stops answering), metrics and events; its disk leaves the key's storage
+    quota. A queued or running job is cancelled first (409 until it has stopped)."""
+    _transition(job_store.delete_job, db, job_id, owner)
+    shutil.rmtree(DataLayout(settings.data_dir).job(job_id).root, ignore_errors=True)
+    return Deleted(id=job_id, object="fine_tuning.job")
 
 
 def _transition(action, db, job_id: str, owner: str) -> Job:

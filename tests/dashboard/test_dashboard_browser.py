@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,11 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     row.get_by_role("button", name=f"Delete {model}").click()
     row.wait_for(state="detached")
     page.get_by_role("row").filter(has_text="lmtune-tiny").first.wait_for()  # the catalogue stays
+
+    page.get_by_role("link", name="Jobs").first.click()
+    page.get_by_role("link", name=job_id).click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.wait_for_url(re.compile(r"#/jobs$"))
+    page.get_by_role("link", name=job_id).wait_for(state="detached")
+    assert not (Path(session.service.env["LMTUNE_DATA_DIR"]) / "jobs" / job_id).exists()  # its checkpoints and model are gone from disk

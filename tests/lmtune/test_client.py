@@ -166,6 +166,24 @@ def test_jobs_list_and_get_show_status_step_and_losses(server):
     assert json.loads(server.lmtune("jobs", "get", job_id, "--json").output)["progress"] == {"step": 10, "total_steps": 10}
 
 
+def test_delete_frees_a_job_a_model_and_a_file_and_a_running_job_must_be_cancelled_first(server, api, tmp_path):  # noqa: F811
+    job_id = server.finished_job(fine_tuned_model="ft:lmtune-tiny:demo")
+    done = server.lmtune("jobs", "delete", job_id)
+    assert done.exit_code == 0 and done.output == f"deleted fine_tuning.job {job_id}\n"
+    assert not server.data.job(job_id).root.exists()
+    assert server.lmtune("jobs", "get", job_id).exit_code == 1
+
+    (tmp_path / "train.jsonl").write_bytes(GOOD_FILE)
+    file_id = json.loads(server.lmtune("files", "upload", str(tmp_path / "train.jsonl"), "--json").output)["id"]
+    server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", file_id)
+    queued = server.lmtune("jobs", "delete", api.queue.sent[-1])
+    assert queued.exit_code == 1 and queued.output == f"Error: cannot delete job {api.queue.sent[-1]}: it is queued\n"
+    assert json.loads(server.lmtune("files", "delete", file_id, "--json").output) == {"id": file_id, "object": "file", "deleted": True}
+    assert server.lmtune("files", "list", "--json").output.strip() == "[]"
+    catalogue = server.lmtune("models", "delete", "lmtune-tiny")
+    assert catalogue.exit_code == 1 and "'lmtune-tiny' is a catalogue model; only fine-tuned models can be deleted" in catalogue.output
+
+
 def test_a_server_error_is_one_line_and_a_non_zero_exit(server):
     done = server.lmtune("jobs", "get", "ftjob-missing")
     assert done.exit_code == 1

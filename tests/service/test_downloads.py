@@ -8,7 +8,8 @@ import tarfile
 
 from lmtune.layout import DataLayout, checkpoint_name
 from lmtune.store import records
-from lmtune.store.jobs import claim_job, finish_attempt
+from lmtune.store.fine_tuned import add_fine_tuned_model
+from lmtune.store.jobs import claim_job, finish_attempt, get_job
 from tests.service.conftest import GOOD_FILE
 from tests.service.test_api_errors import error_of
 from workers.training.checkpoints import write_manifest
@@ -73,3 +74,20 @@ def test_the_final_model_downloads_once_the_job_succeeded(api):
     assert final == set(FILES)
     weights = api.client.get(f"/v1/fine_tuning/jobs/{job_id}/final/files/model.safetensors", headers=api.alice)
     assert weights.content == FILES["model.safetensors"]
+
+
+def test_deleting_an_ended_job_removes_its_files_model_and_records_and_only_its_owner_can(api):
+    job_id, checkpoint_id = trained_job(api)
+    db = api.client.app.state.db
+    add_fine_tuned_model(db, model_id=f"ft:lmtune-tiny:{job_id}", owner=get_job(db, job_id).owner, base_model="lmtune-tiny",
+                         job_id=job_id, path="unused")  # as the worker records it  # fmt: skip
+    run = DataLayout(api.settings.data_dir).job(job_id)
+    assert error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.bob), 404)["code"] == "fine-tuning_job_not_found"
+    assert run.final.exists()
+
+    assert api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.alice).json()["deleted"] is True
+    assert not run.root.exists()
+    for path in (f"/v1/fine_tuning/jobs/{job_id}", f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/content",
+                 f"/v1/models/ft:lmtune-tiny:{job_id}", f"/v1/fine_tuning/jobs/{job_id}/events"):  # fmt: skip
+        assert api.client.get(path, headers=api.alice).status_code == 404, path
+    assert error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.alice), 404)["code"] == "fine-tuning_job_not_found"

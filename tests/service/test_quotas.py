@@ -61,5 +61,11 @@ def test_job_outputs_count_towards_the_storage_quota(make_api):
     again = {"model": "lmtune-tiny", "training_file": job["training_file"]}
     refused = error_of(api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json=again), 429)
     assert "job outputs 12.0 MiB" in refused["message"] and "of the 10.0 MiB allowed" in refused["message"]
-    assert f"the largest job outputs (checkpoints and models): {job['id']} (12.0 MiB)" in refused["message"]
+    assert f"(DELETE /v1/fine_tuning/jobs/{{id}}), the largest: {job['id']} (12.0 MiB)" in refused["message"]
     error_of(api.upload(api.alice, GOOD_FILE), 429)
+
+    assert error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice), 409)["code"] == "invalid_state"
+    api.client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=api.alice)
+    assert api.client.delete(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice).json() == {
+        "id": job["id"], "object": "fine_tuning.job", "deleted": True}
+    assert api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json=again).status_code == 200  # its space is free again

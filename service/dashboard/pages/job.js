@@ -17,7 +17,12 @@ const ACTIONS = {
   pause: { allowed: ["queued", "running"], done: "Pause requested: the trainer writes a checkpoint and stops." },
   resume: { allowed: ["paused"], done: "Resumed: the job is queued and continues from its checkpoint." },
   cancel: { allowed: ACTIVE, done: "Cancel requested.", confirm: "Cancel this job? It cannot be resumed afterwards." },
+  delete: {
+    allowed: ["paused", "succeeded", "failed", "cancelled"], done: "Job deleted.",
+    confirm: "Delete this job with its checkpoints, final model, metrics and events? This frees its disk and cannot be undone.",
+  },
 };
+const DANGEROUS = new Set(["cancel", "delete"]);
 
 export async function renderJob(main, [jobId], signal) {
   const base = `v1/fine_tuning/jobs/${jobId}`;
@@ -39,7 +44,7 @@ class JobView {
     this.timers = new Map();
     this.pending = null; // the action asked for and not yet visible in the status
     this.buttons = Object.fromEntries(Object.keys(ACTIONS).map((name) => [name, h("button", {
-      type: "button", class: name === "cancel" ? "danger" : "secondary", onclick: () => this.act(name),
+      type: "button", class: DANGEROUS.has(name) ? "danger" : "secondary", onclick: () => this.act(name),
     }, name[0].toUpperCase() + name.slice(1))]));
     this.charts = [new StepChart("Loss", LOSS_SERIES), new StepChart("Token accuracy", ACCURACY_SERIES),
       new StepChart("Learning rate", LEARNING_RATE_SERIES)];
@@ -116,6 +121,12 @@ class JobView {
     const action = ACTIONS[name];
     if (action.confirm && !window.confirm(action.confirm)) return;
     try {
+      if (name === "delete") {
+        await api.delete(this.base);
+        announce(action.done);
+        location.hash = "#/jobs";
+        return;
+      }
       const job = await api.post(`${this.base}/${name}`);
       this.pending = job.status === this.job.status ? `${name[0].toUpperCase()}${name.slice(1)} requested…` : null;
       this.show(job);
