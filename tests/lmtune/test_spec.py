@@ -47,6 +47,14 @@ def test_bad_training_setting_names_the_field():
         parse_spec({**BASE, "training": {"lr_scheduler": "exp"}})
 
 
+@pytest.mark.parametrize("given, mode", [(None, "selective"), (True, "full"), (False, "off"), ("full", "full")])
+def test_activation_checkpointing_is_selective_unless_asked_and_takes_its_old_true_and_false(given, mode):
+    training = {} if given is None else {"gradient_checkpointing": given}
+    assert parse_spec({**BASE, "training": training}).training.gradient_checkpointing == mode
+    with pytest.raises(SpecError, match=r"training\.gradient_checkpointing: Input should be 'selective', 'full' or 'off'"):
+        parse_spec({**BASE, "training": {"gradient_checkpointing": "some"}})
+
+
 def test_auto_epochs_follow_dataset_size():
     def epochs(n):
         return resolve_hyperparameters(JobSpec(**BASE), n).n_epochs

@@ -15,6 +15,7 @@ from transformers.pytorch_utils import Conv1D
 
 from lmtune.problems import quote_names, replace_paths
 from lmtune.spec import TrainingSettings
+from workers.training import activation_checkpointing
 from workers.training.errors import InvalidSettingsError, ModelLoadError
 
 ADAPTER_DIR = "adapter"
@@ -56,8 +57,7 @@ def load_model(source: str, settings: TrainingSettings, resume_from: Path | None
         raise ModelLoadError(_cannot_load(str(start), name, error), param="model") from None
     # saved configs and LoRA adapters record the base model by this: its name, not a server folder
     model.config._name_or_path = model.name_or_path = name
-    if settings.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    activation_checkpointing.enable(model, settings.gradient_checkpointing, name)
     model.config.use_cache = False
     if settings.lora is not None:
         model = _with_lora(model, settings, resume_from, name)
@@ -67,7 +67,7 @@ def load_model(source: str, settings: TrainingSettings, resume_from: Path | None
 def _with_lora(model, settings: TrainingSettings, resume_from: Path | None, name: str):
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    if settings.gradient_checkpointing:
+    if settings.gradient_checkpointing != "off":
         model.enable_input_require_grads()  # checkpointed blocks need an input that carries grad
     if resume_from is not None:
         return PeftModel.from_pretrained(model, resume_from, is_trainable=True)
