@@ -11,10 +11,12 @@ prints tokens per second (after warm-up) and MFU against the GPU's dense bf16 pe
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,6 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lmtune-gpu-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # its models and runs: gigabytes
     model = make_tiny_model(
         work / "model", hidden_size=args.hidden_size, num_layers=args.layers, num_heads=max(1, args.hidden_size // 64),
         intermediate_size=args.hidden_size * 4, max_positions=args.max_seq_length, vocab_size=args.vocab_size,

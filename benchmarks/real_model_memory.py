@@ -15,10 +15,12 @@ lmtune run's per-step losses are compared with Trainer's in every round.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +56,7 @@ def main() -> None:
     from workers.training.gguf_import import smollm2_folder
 
     work = Path(tempfile.mkdtemp(prefix="lmtune-real-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # its models and runs: gigabytes
     examples = args.steps * args.batch_size
     data = write_jsonl(chat_examples(examples, seed=0, median_words=args.median_words, spread=0.5), work / "train.jsonl")
     spec = work / "spec.json"

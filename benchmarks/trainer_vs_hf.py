@@ -14,8 +14,10 @@ difference between lmtune (padding) and Trainer.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -46,6 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lmtune-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # its models and runs: gigabytes
     model = make_tiny_model(
         work / "model", hidden_size=args.hidden_size, num_layers=args.layers,
         num_heads=max(1, args.hidden_size // 64), intermediate_size=args.hidden_size * 8 // 3,
