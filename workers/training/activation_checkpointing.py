@@ -25,18 +25,19 @@ from workers.training.errors import InvalidSettingsError
 
 log = logging.getLogger(__name__)
 
-_aten = torch.ops.aten
-# matrix products and every attention kernel torch may pick (CPU, CUDA flash, memory-efficient, cuDNN)
-_KEPT_OPS = frozenset(
-    getattr(_aten, name).default
-    for name in ("mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")  # fmt: skip
-    if hasattr(_aten, name)
-)
+# matrix products, and every attention kernel torch or flash-attn may run (CPU, CUDA flash,
+# memory-efficient, cuDNN, flash-attn 2's own ops): matched by name, since the GPU ones are not
+# registered on a CPU-only install
+_KEPT_OPS = frozenset({
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention",
+    "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
+    "flash_attn::_flash_attn_forward", "flash_attn::_flash_attn_varlen_forward",
+})  # fmt: skip
 
 
 def _keep_costly_outputs(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    return CheckpointPolicy.MUST_SAVE if op in _KEPT_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+    return CheckpointPolicy.MUST_SAVE if op.name() in _KEPT_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
 def enable(model, mode: str, name: str) -> None:

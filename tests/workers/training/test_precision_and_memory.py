@@ -18,6 +18,18 @@ def test_activation_checkpointing_changes_memory_not_numbers(mode, make_spec, ch
     assert train_losses(tmp_path / mode) == pytest.approx(train_losses(tmp_path / "kept"), rel=1e-6)
 
 
+def test_selective_checkpointing_keeps_matrix_products_and_attention_and_recomputes_the_rest():
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from workers.training.activation_checkpointing import _keep_costly_outputs
+
+    aten = torch.ops.aten
+    kept = [aten.mm.default, aten.addmm.default, aten._scaled_dot_product_flash_attention_for_cpu.default]
+    recomputed = [aten.mul.Tensor, aten.silu.default, aten.rsqrt.default, aten.cat.default]
+    assert [_keep_costly_outputs(None, op) for op in kept] == [CheckpointPolicy.MUST_SAVE] * len(kept)
+    assert [_keep_costly_outputs(None, op) for op in recomputed] == [CheckpointPolicy.PREFER_RECOMPUTE] * len(recomputed)
+
+
 @pytest.mark.slow  # three processes
 def test_selective_checkpointing_lowers_the_peak_of_a_step_and_full_lowers_it_most(tmp_path):
     model = make_tiny_model(tmp_path / "model", hidden_size=256, num_layers=8, num_heads=4, intermediate_size=1024)
