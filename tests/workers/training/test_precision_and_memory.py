@@ -1,4 +1,3 @@
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.process_memory import peak_rss_mb
 from tests.helpers import train_losses
 from workers.training.loop import _precision, train
 from workers.training.tiny_model import make_tiny_model
@@ -67,6 +67,6 @@ if __name__ == "__main__":  # the child of _peak_growth_of_one_step
     model = load_model(sys.argv[1], TrainingSettings(gradient_checkpointing=sys.argv[2])).train()
     ids = torch.randint(3, 261, (8, 512), generator=torch.Generator().manual_seed(0))
     loss = CausalLMLoss(model, "cpu")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mb()
     loss(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}).loss.backward()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    print(peak_rss_mb() - before)
