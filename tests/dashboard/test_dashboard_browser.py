@@ -123,7 +123,8 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     wait(lambda seen: seen[0] in ("succeeded", "failed", "cancelled"), "the end of the job")
     assert look() == ("succeeded", 8), session.service.log_tail()
     assert page.locator("figure.chart", has_text="Learning rate").locator(".count").inner_text() == "8 steps plotted"
-    page.get_by_text("The job has successfully completed").wait_for()
+    # in the events list (the live region may announce the same words at that moment)
+    page.get_by_role("list", name="Events, newest first").get_by_text("The job has successfully completed").wait_for()
     page.get_by_text("Loss curve picture").click()
     page.get_by_role("img", name=re.compile("as drawn by the trainer")).wait_for()
     with page.expect_download() as final:
