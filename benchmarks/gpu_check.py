@@ -24,10 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from lmtune.metrics_log import MetricsLog  # noqa: E402
 from lmtune.sample_data import WORDS  # noqa: E402
 from lmtune.spec import parse_spec  # noqa: E402
 from workers.training.loop import train  # noqa: E402
-from lmtune.metrics_log import MetricsLog  # noqa: E402
 from workers.training.tiny_model import make_tiny_model  # noqa: E402
 
 # dense bf16 peak, FLOP/s, from the vendors' datasheets
@@ -56,23 +56,39 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lmtune-gpu-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # its models and runs: gigabytes
     model = make_tiny_model(
-        work / "model", hidden_size=args.hidden_size, num_layers=args.layers, num_heads=max(1, args.hidden_size // 64),
-        intermediate_size=args.hidden_size * 4, max_positions=args.max_seq_length, vocab_size=args.vocab_size,
-    )  # fmt: skip
+        work / "model",
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        num_heads=max(1, args.hidden_size // 64),
+        intermediate_size=args.hidden_size * 4,
+        max_positions=args.max_seq_length,
+        vocab_size=args.vocab_size,
+    )
     rows = text_rows(args.batch_size * args.steps, median_words=80, seed=0)
     (work / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     precision = "bf16" if torch.cuda.is_available() else "no"
-    spec = parse_spec({
-        "model": str(model), "training_file": str(work / "train.jsonl"),
-        "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
-        "training": {"learning_rate": 1e-4, "packing": True, "mixed_precision": precision,
-                     "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 1_000_000, "shuffle": False},
-    })  # fmt: skip
+    spec = parse_spec(
+        {
+            "model": str(model),
+            "training_file": str(work / "train.jsonl"),
+            "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
+            "training": {
+                "learning_rate": 1e-4,
+                "packing": True,
+                "mixed_precision": precision,
+                "max_seq_length": args.max_seq_length,
+                "checkpoint_every_steps": 1_000_000,
+                "shuffle": False,
+            },
+        }
+    )
     result = train(spec, work / "run")
 
     steps = MetricsLog(work / "run" / "metrics.jsonl").read()
     warm = steps[min(len(steps) - 2, max(1, len(steps) // 5))]  # skip compilation and allocator warm-up
-    tokens_per_second = (steps[-1]["tokens"] - warm["tokens"]) / (steps[-1]["elapsed_seconds"] - warm["elapsed_seconds"])
+    tokens_per_second = (steps[-1]["tokens"] - warm["tokens"]) / (
+        steps[-1]["elapsed_seconds"] - warm["elapsed_seconds"]
+    )
 
     config = json.loads((model / "config.json").read_text())
     parameters = _parameters(config)
@@ -86,15 +102,25 @@ def main() -> None:
 
     print(f"device: {device}; precision: {precision}; attention: sdpa with packed block-diagonal masks")
     print(f"model: {parameters / 1e9:.2f}B parameters (random), {args.layers} layers, hidden {args.hidden_size}")
-    print(f"steps: {result.steps}, batch {args.batch_size} examples packed into rows of {args.max_seq_length}, "
-          f"mean example {mean_length:.0f} tokens")
+    print(
+        f"steps: {result.steps}, batch {args.batch_size} examples packed into rows of {args.max_seq_length}, "
+        f"mean example {mean_length:.0f} tokens"
+    )
     print(f"tokens per second ({precision}, packing): {tokens_per_second:,.0f}")
     achieved = tokens_per_second * flops_per_token
-    print(f"model FLOP/s: {achieved / 1e12:.1f} TFLOP/s" + (f"; MFU: {achieved / peak:.1%} of {peak / 1e12:.0f}" if peak else ""))
+    print(
+        f"model FLOP/s: {achieved / 1e12:.1f} TFLOP/s"
+        + (f"; MFU: {achieved / peak:.1%} of {peak / 1e12:.0f}" if peak else "")
+    )
 
 
 def _parameters(config: dict) -> int:
-    hidden, layers, ffn, vocab = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"], config["vocab_size"]
+    hidden, layers, ffn, vocab = (
+        config["hidden_size"],
+        config["num_hidden_layers"],
+        config["intermediate_size"],
+        config["vocab_size"],
+    )
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     head_dim = hidden // heads
     attention = hidden * hidden * 2 + 2 * hidden * kv_heads * head_dim

@@ -32,8 +32,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # RUNNER-MODE: a runner with training.gradient_checkpointing set to MODE; lmtune's default is
 # "selective", Trainer's is off (it has no selective mode)
 RUNNERS = ("trainer", "lmtune", "lmtune-off", "trainer-full", "lmtune-full")
-LABELS = {"trainer": "transformers.Trainer", "lmtune": "lmtune (default: selective)", "lmtune-off": "lmtune, checkpointing off",
-          "trainer-full": "Trainer, gradient_checkpointing", "lmtune-full": "lmtune, full checkpointing"}  # fmt: skip
+LABELS = {
+    "trainer": "transformers.Trainer",
+    "lmtune": "lmtune (default: selective)",
+    "lmtune-off": "lmtune, checkpointing off",
+    "trainer-full": "Trainer, gradient_checkpointing",
+    "lmtune-full": "lmtune, full checkpointing",
+}
 
 
 def main() -> None:
@@ -57,53 +62,89 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lmtune-real-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # its models and runs: gigabytes
     examples = args.steps * args.batch_size
-    data = write_jsonl(chat_examples(examples, seed=0, median_words=args.median_words, spread=0.5), work / "train.jsonl")
+    data = write_jsonl(
+        chat_examples(examples, seed=0, median_words=args.median_words, spread=0.5), work / "train.jsonl"
+    )
     spec = work / "spec.json"
-    spec.write_text(json.dumps({
-        "model": str(smollm2_folder()), "training_file": str(data), "seed": 0,
-        "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
-        "training": {"learning_rate": 1e-5, "shuffle": False, "packing": True,
-                     "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 1_000_000},
-    }))  # fmt: skip
+    spec.write_text(
+        json.dumps(
+            {
+                "model": str(smollm2_folder()),
+                "training_file": str(data),
+                "seed": 0,
+                "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
+                "training": {
+                    "learning_rate": 1e-5,
+                    "shuffle": False,
+                    "packing": True,
+                    "max_seq_length": args.max_seq_length,
+                    "checkpoint_every_steps": 1_000_000,
+                },
+            }
+        )
+    )
     results: dict[str, list[dict]] = {name: [] for name in RUNNERS}
     largest_gap = 0.0
     for round_number in range(args.rounds):
         for name in RUNNERS[round_number % len(RUNNERS) :] + RUNNERS[: round_number % len(RUNNERS)]:
-            command = [sys.executable, "-m", "benchmarks.real_model_memory", "--child", name,
-                       "--spec", str(spec), "--output", str(work / f"{name}-{round_number}")]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.real_model_memory",
+                "--child",
+                name,
+                "--spec",
+                str(spec),
+                "--output",
+                str(work / f"{name}-{round_number}"),
+            ]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 sys.exit(f"{name} failed:\n{done.stderr[-4000:]}")
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
         theirs = results["trainer"][-1]["losses"]
         for name in RUNNERS[1:]:
-            largest_gap = max(largest_gap, *(abs(a - b) for a, b in zip(results[name][-1]["losses"], theirs, strict=True)))
-        print(f"round {round_number + 1}: " + ", ".join(
-            f"{name} {r[-1]['tokens_per_second']:,.1f} tok/s, peak {r[-1]['peak_rss_mb']:,.0f} MB" for name, r in results.items()
-        ), flush=True)  # fmt: skip
+            largest_gap = max(
+                largest_gap, *(abs(a - b) for a, b in zip(results[name][-1]["losses"], theirs, strict=True))
+            )
+        print(
+            f"round {round_number + 1}: "
+            + ", ".join(
+                f"{name} {r[-1]['tokens_per_second']:,.1f} tok/s, peak {r[-1]['peak_rss_mb']:,.0f} MB"
+                for name, r in results.items()
+            ),
+            flush=True,
+        )
 
     import torch
 
-    median = {name: {key: statistics.median(r[key] for r in runs) for key in ("tokens_per_second", "peak_rss_mb")}
-              for name, runs in results.items()}  # fmt: skip
+    median = {
+        name: {key: statistics.median(r[key] for r in runs) for key in ("tokens_per_second", "peak_rss_mb")}
+        for name, runs in results.items()
+    }
     first = results["lmtune"][0]
     print()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores (shared), torch {torch.__version__}, "
-          f"{'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
-    print(f"model: SmolLM2-135M-Instruct (vocabulary 49,152), full fine-tuning, fp32, packing; {examples} chat examples, "
-          f"{first['tokens']:,} tokens ({first['target_tokens']:,} with loss) in {args.steps} steps of batch {args.batch_size}, "
-          f"max_seq_length {args.max_seq_length}; median of {args.rounds} rounds, each run its own process")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores (shared), torch {torch.__version__}, "
+        f"{'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}"
+    )
+    print(
+        f"model: SmolLM2-135M-Instruct (vocabulary 49,152), full fine-tuning, fp32, packing; {examples} chat examples, "
+        f"{first['tokens']:,} tokens ({first['target_tokens']:,} with loss) in {args.steps} steps of batch {args.batch_size}, "
+        f"max_seq_length {args.max_seq_length}; median of {args.rounds} rounds, each run its own process"
+    )
     print(f"{'runner':<30}{'tokens/s':>10}{'peak RSS MB':>13}{'memory vs Trainer':>19}{'speed vs Trainer':>18}")
     for name in RUNNERS:
         m, trainer = median[name], median["trainer"]
-        print(f"{LABELS[name]:<30}{m['tokens_per_second']:>10,.1f}{m['peak_rss_mb']:>13,.0f}"
-              f"{m['peak_rss_mb'] / trainer['peak_rss_mb']:>18.2f}x{m['tokens_per_second'] / trainer['tokens_per_second']:>17.2f}x")  # fmt: skip
+        print(
+            f"{LABELS[name]:<30}{m['tokens_per_second']:>10,.1f}{m['peak_rss_mb']:>13,.0f}"
+            f"{m['peak_rss_mb'] / trainer['peak_rss_mb']:>18.2f}x{m['tokens_per_second'] / trainer['tokens_per_second']:>17.2f}x"
+        )
     print(f"largest per-step loss difference, any lmtune run vs Trainer: {largest_gap:.2e}")
 
 
 def _run_one(runner: str, spec_path: str, output: str) -> dict:
     from benchmarks.process_memory import peak_rss_mb
-
     from lmtune.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -114,8 +155,11 @@ def _run_one(runner: str, spec_path: str, output: str) -> dict:
         from benchmarks.hf_reference import run_hf_trainer
 
         reference = run_hf_trainer(spec, output)
-        result = {"losses": reference.losses, "tokens": reference.non_padding_tokens,
-                  "tokens_per_second": reference.non_padding_tokens / reference.train_seconds}  # fmt: skip
+        result = {
+            "losses": reference.losses,
+            "tokens": reference.non_padding_tokens,
+            "tokens_per_second": reference.non_padding_tokens / reference.train_seconds,
+        }
     else:
         from lmtune.metrics_log import MetricsLog
         from workers.training.loop import train
@@ -128,8 +172,12 @@ def _run_one(runner: str, spec_path: str, output: str) -> dict:
         peak = TrainingPeak()
         train(spec, output, observer=peak)
         rows = MetricsLog(Path(output) / "metrics.jsonl").read()
-        result = {"losses": [row["train_loss"] for row in rows], "tokens": rows[-1]["tokens"],
-                  "target_tokens": rows[-1]["target_tokens"], "tokens_per_second": rows[-1]["tokens_per_second"]}  # fmt: skip
+        result = {
+            "losses": [row["train_loss"] for row in rows],
+            "tokens": rows[-1]["tokens"],
+            "target_tokens": rows[-1]["target_tokens"],
+            "tokens_per_second": rows[-1]["tokens_per_second"],
+        }
         result["peak_rss_mb"] = peak.peak
         return result
     result["peak_rss_mb"] = peak_rss_mb()

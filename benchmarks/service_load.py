@@ -38,10 +38,10 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.process_memory import peak_rss_mb
 from lmtune.launcher import (
     WORKER_NICENESS,  # the worker's priority under `lmtune up`, for a fair `lmtune train`
 )
-from benchmarks.process_memory import peak_rss_mb
 from lmtune.sample_data import chat_examples, write_jsonl
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -72,8 +72,13 @@ class Deployment:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         # a fuller job list than the default quota of active jobs per key allows
-        self.env = {**os.environ, "LMTUNE_DATA_DIR": str(root / "data"), "HF_HUB_OFFLINE": "1", "LMTUNE_QUOTA_ACTIVE_JOBS": "100",
-                    **(extra_env or {})}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "LMTUNE_DATA_DIR": str(root / "data"),
+            "HF_HUB_OFFLINE": "1",
+            "LMTUNE_QUOTA_ACTIVE_JOBS": "100",
+            **(extra_env or {}),
+        }
         self.env.pop("DATABASE_URL", None)
         if "REDIS_URL" not in (extra_env or {}):
             self.env.pop("REDIS_URL", None)
@@ -84,11 +89,20 @@ class Deployment:
         make_tiny_model(DataLayout(root / "data").builtin_model("lmtune-tiny"))
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.secret = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", "bench"], env=self.env,
-                                     capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        self.secret = subprocess.run(
+            [sys.executable, "-m", "lmtune.cli", "keys", "create", "bench"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         self.log = (root / "up.log").open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(self.port), "--gpus", "0"],
-                                        env=self.env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lmtune.cli", "up", "--port", str(self.port), "--gpus", "0"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.secret}"}, timeout=120)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -114,8 +128,12 @@ class Deployment:
             return self.http.post("/v1/files", files={"file": stream}, data={"purpose": "fine-tune"}).json()["id"]
 
     def create_job(self, file_id: str, epochs: int, batch_size: int = 4, **training) -> dict:
-        body = {"model": "lmtune-tiny", "training_file": file_id, "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
-                "training": {"learning_rate": 2e-3, **training}}  # fmt: skip
+        body = {
+            "model": "lmtune-tiny",
+            "training_file": file_id,
+            "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
+            "training": {"learning_rate": 2e-3, **training},
+        }
         response = self.http.post("/v1/fine_tuning/jobs", json=body)
         response.raise_for_status()
         return response.json()
@@ -184,7 +202,9 @@ async def _saturate(port: int, request: bytes, connections: int, seconds: float)
     return latencies, errors, time.perf_counter() - start
 
 
-async def _offered(port: int, request: bytes, rate: float, seconds: float, connections: int) -> tuple[list[float], int, float]:
+async def _offered(
+    port: int, request: bytes, rate: float, seconds: float, connections: int
+) -> tuple[list[float], int, float]:
     """Open loop: request i is due at i / rate; its latency counts from when it was due, so a
     server that falls behind shows it (no coordinated omission)."""
     free: asyncio.Queue = asyncio.Queue()
@@ -238,12 +258,14 @@ def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: in
     for name, path in endpoints.items():
         measure(deployment, path, rate=None, seconds=1, connections=args.connections)  # warm-up
         for mode, rate in ((f"{args.rate:.0f}/s offered", args.rate), ("saturation", None)):
-            runs = [measure(deployment, path, rate=rate, seconds=args.seconds, connections=args.connections) for _ in range(repeats)]
-            median = lambda values: statistics.median(values)
+            runs = [
+                measure(deployment, path, rate=rate, seconds=args.seconds, connections=args.connections)
+                for _ in range(repeats)
+            ]
             lines.append(
-                f"| {name} | {state} | {mode} | {median(r.rate for r in runs):,.0f} | {median(r.percentile(50) for r in runs):.1f} | "
-                f"{median(r.percentile(95) for r in runs):.1f} | {median(r.percentile(99) for r in runs):.1f} | "
-                f"{median(r.cpu_seconds / max(r.requests, 1) * 1000 for r in runs):.2f} | {sum(r.errors for r in runs)} |"
+                f"| {name} | {state} | {mode} | {statistics.median(r.rate for r in runs):,.0f} | {statistics.median(r.percentile(50) for r in runs):.1f} | "
+                f"{statistics.median(r.percentile(95) for r in runs):.1f} | {statistics.median(r.percentile(99) for r in runs):.1f} | "
+                f"{statistics.median(r.cpu_seconds / max(r.requests, 1) * 1000 for r in runs):.2f} | {sum(r.errors for r in runs)} |"
             )
             print(lines[-1], flush=True)
     return lines
@@ -290,9 +312,14 @@ def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[s
     }
     if shutil.which("curl"):  # the same download by a client that is not ours
         speeds["single file, read by curl"] = [_curl(deployment, f"{base}/files/big.bin") for _ in range(repeats)]
-    lines = [f"| {name} | {statistics.median(v) / 1e6:,.0f} | {', '.join(f'{x / 1e6:,.0f}' for x in v)} |" for name, v in speeds.items()]
-    lines.append(f"API peak RSS: {rss_before:,.0f} MB before the downloads, {deployment.peak_rss_mb():,.0f} MB after "
-                 f"({size / 1e6:,.0f} MB file, {archive_size / 1e6:,.0f} MB archive)")  # fmt: skip
+    lines = [
+        f"| {name} | {statistics.median(v) / 1e6:,.0f} | {', '.join(f'{x / 1e6:,.0f}' for x in v)} |"
+        for name, v in speeds.items()
+    ]
+    lines.append(
+        f"API peak RSS: {rss_before:,.0f} MB before the downloads, {deployment.peak_rss_mb():,.0f} MB after "
+        f"({size / 1e6:,.0f} MB file, {archive_size / 1e6:,.0f} MB archive)"
+    )
     for line in lines:
         print(line, flush=True)
     return lines
@@ -322,8 +349,17 @@ def _download(port: int, request: bytes) -> int:
 
 
 def _curl(deployment: Deployment, path: str) -> float:
-    command = ["curl", "-sSf", "-o", "/dev/null", "-w", "%{speed_download}", "-H", f"Authorization: Bearer {deployment.secret}",
-               f"http://127.0.0.1:{deployment.port}{path}"]  # fmt: skip
+    command = [
+        "curl",
+        "-sSf",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download}",
+        "-H",
+        f"Authorization: Bearer {deployment.secret}",
+        f"http://127.0.0.1:{deployment.port}{path}",
+    ]
     return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
@@ -340,14 +376,26 @@ def _trainer_beside(deployment: Deployment):
     """A trainer at the worker's priority training the tiny model beside the API, as a job's
     trainer under `lmtune up` does; yields once it has finished a step."""
     spec = deployment.root / "long.json"
-    spec.write_text(json.dumps({
-        "model": str(deployment.root / "data" / "models" / "lmtune-tiny"),
-        "training_file": str(write_jsonl(chat_examples(400, seed=3, spread=0.5), deployment.root / "long.jsonl")),
-        "hyperparameters": {"n_epochs": 50, "batch_size": 8}, "training": {"learning_rate": 1e-3},
-    }))  # fmt: skip
+    spec.write_text(
+        json.dumps(
+            {
+                "model": str(deployment.root / "data" / "models" / "lmtune-tiny"),
+                "training_file": str(
+                    write_jsonl(chat_examples(400, seed=3, spread=0.5), deployment.root / "long.jsonl")
+                ),
+                "hyperparameters": {"n_epochs": 50, "batch_size": 8},
+                "training": {"learning_rate": 1e-3},
+            }
+        )
+    )
     output = deployment.root / "long-run"
-    trainer = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "train", str(spec), "--output", str(output)], env=deployment.env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.nice(WORKER_NICENESS))  # fmt: skip
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "lmtune.cli", "train", str(spec), "--output", str(output)],
+        env=deployment.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.nice(WORKER_NICENESS),
+    )
     try:
         while not (output / "metrics.jsonl").exists() or not (output / "metrics.jsonl").stat().st_size:
             if trainer.poll() is not None:
@@ -380,8 +428,17 @@ def wall_times(deployment: Deployment, rows: list[dict], epochs: int, repeats: i
     local = write_jsonl(rows, deployment.root / "wall.jsonl")
     model = deployment.root / "data" / "models" / "lmtune-tiny"
     spec = deployment.root / "wall.json"
-    spec.write_text(json.dumps({"model": str(model), "training_file": str(local), "seed": 0,
-                                "hyperparameters": {"n_epochs": epochs, "batch_size": 4}, "training": {"learning_rate": 2e-3}}))  # fmt: skip
+    spec.write_text(
+        json.dumps(
+            {
+                "model": str(model),
+                "training_file": str(local),
+                "seed": 0,
+                "hyperparameters": {"n_epochs": epochs, "batch_size": 4},
+                "training": {"learning_rate": 2e-3},
+            }
+        )
+    )
     through_api, direct = [], []
     for round_number in range(repeats):
         start = time.perf_counter()
@@ -389,8 +446,21 @@ def wall_times(deployment: Deployment, rows: list[dict], epochs: int, repeats: i
         deployment.wait(job["id"], {"succeeded"}, poll=0.05)
         through_api.append(time.perf_counter() - start)
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lmtune.cli", "train", str(spec), "--output", str(deployment.root / f"direct-{round_number}")],
-                       env=deployment.env, check=True, capture_output=True, preexec_fn=lambda: os.nice(WORKER_NICENESS))  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lmtune.cli",
+                "train",
+                str(spec),
+                "--output",
+                str(deployment.root / f"direct-{round_number}"),
+            ],
+            env=deployment.env,
+            check=True,
+            capture_output=True,
+            preexec_fn=lambda: os.nice(WORKER_NICENESS),
+        )
         direct.append(time.perf_counter() - start)
     return through_api, direct
 
@@ -428,8 +498,10 @@ def main() -> None:
             deployment.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
         target = jobs[-1]["id"]
         if "api" not in args.skip:
-            header = ["| endpoint | state | load | req/s | p50 ms | p95 ms | p99 ms | API CPU ms/req | errors |",
-                      "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            header = [
+                "| endpoint | state | load | req/s | p50 ms | p95 ms | p99 ms | API CPU ms/req | errors |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
             print("\n".join(header), flush=True)
             report += ["", *header, *api_table(deployment, target, args, "idle", args.repeats)]
             with _trainer_beside(deployment):
@@ -440,14 +512,18 @@ def main() -> None:
             report += header + download_speeds(deployment, target, args.repeats)
         if "dispatch" not in args.skip:
             latencies = dispatch_latency(deployment, args.repeats)
-            report.append(f"\ndispatch latency (POST to running), embedded broker: median {statistics.median(latencies):.2f} s "
-                          f"({', '.join(f'{x:.2f}' for x in latencies)})")  # fmt: skip
+            report.append(
+                f"\ndispatch latency (POST to running), embedded broker: median {statistics.median(latencies):.2f} s "
+                f"({', '.join(f'{x:.2f}' for x in latencies)})"
+            )
             print(report[-1], flush=True)
         if "wall" not in args.skip:
             through_api, direct = wall_times(deployment, rows[:12], epochs=args.wall_epochs, repeats=args.wall_repeats)
             api, plain = statistics.median(through_api), statistics.median(direct)
-            report.append(f"job wall time, 12 examples x {args.wall_epochs} epochs (batch 4) on lmtune-tiny, median of {args.wall_repeats}: through the API {api:.1f} s, lmtune train "
-                          f"{plain:.1f} s; overhead {api - plain:+.1f} s ({(api / plain - 1) * 100:+.0f}%)")  # fmt: skip
+            report.append(
+                f"job wall time, 12 examples x {args.wall_epochs} epochs (batch 4) on lmtune-tiny, median of {args.wall_repeats}: through the API {api:.1f} s, lmtune train "
+                f"{plain:.1f} s; overhead {api - plain:+.1f} s ({(api / plain - 1) * 100:+.0f}%)"
+            )
             print(report[-1], flush=True)
     finally:
         deployment.stop()
@@ -456,8 +532,10 @@ def main() -> None:
         redis = Deployment(root / "redis", {"REDIS_URL": args.redis, "LMTUNE_QUEUE_PREFIX": prefix})
         try:
             latencies = dispatch_latency(redis, args.repeats)
-            report.append(f"dispatch latency (POST to running), Redis: median {statistics.median(latencies):.2f} s "
-                          f"({', '.join(f'{x:.2f}' for x in latencies)})")  # fmt: skip
+            report.append(
+                f"dispatch latency (POST to running), Redis: median {statistics.median(latencies):.2f} s "
+                f"({', '.join(f'{x:.2f}' for x in latencies)})"
+            )
             print(report[-1], flush=True)
         finally:
             redis.stop()

@@ -27,13 +27,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from benchmarks.hf_reference import run_hf_trainer  # noqa: E402
+from lmtune.metrics_log import MetricsLog  # noqa: E402
 from lmtune.sample_data import chat_examples, write_jsonl  # noqa: E402
 from lmtune.spec import parse_spec  # noqa: E402
 from lmtune.training_data import validate_jsonl_file  # noqa: E402
 from workers.training.data import tokenize_rows  # noqa: E402
-from benchmarks.hf_reference import run_hf_trainer  # noqa: E402
 from workers.training.loop import train  # noqa: E402
-from lmtune.metrics_log import MetricsLog  # noqa: E402
 from workers.training.tiny_model import make_tiny_model  # noqa: E402
 
 
@@ -50,18 +50,31 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lmtune-bench-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # its models and runs: gigabytes
     model = make_tiny_model(
-        work / "model", hidden_size=args.hidden_size, num_layers=args.layers,
-        num_heads=max(1, args.hidden_size // 64), intermediate_size=args.hidden_size * 8 // 3,
-    )  # fmt: skip
+        work / "model",
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        num_heads=max(1, args.hidden_size // 64),
+        intermediate_size=args.hidden_size * 8 // 3,
+    )
     data = write_jsonl(chat_examples(args.examples, seed=0, median_words=16, spread=0.8), work / "train.jsonl")
 
     def spec(packing: bool, checkpointing: str = "selective"):
-        return parse_spec({
-            "model": str(model), "training_file": str(data), "seed": 0,
-            "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
-            "training": {"learning_rate": 1e-3, "shuffle": False, "packing": packing, "gradient_checkpointing": checkpointing,
-                         "max_seq_length": args.max_seq_length, "checkpoint_every_steps": 1_000_000},
-        })  # fmt: skip
+        return parse_spec(
+            {
+                "model": str(model),
+                "training_file": str(data),
+                "seed": 0,
+                "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size},
+                "training": {
+                    "learning_rate": 1e-3,
+                    "shuffle": False,
+                    "packing": packing,
+                    "gradient_checkpointing": checkpointing,
+                    "max_seq_length": args.max_seq_length,
+                    "checkpoint_every_steps": 1_000_000,
+                },
+            }
+        )
 
     # lmtune's runs: (packing, activation checkpointing); "selective" is lmtune's default, Trainer keeps everything ("off")
     lmtune_runs = {"padding": (False, "selective"), "padding-off": (False, "off"), "packing": (True, "selective")}
@@ -81,25 +94,43 @@ def main() -> None:
                 speeds[name].append(_non_padding_tokens(spec(False)) / _loop_seconds(output))
         for name in ("padding", "padding-off"):
             padded = [row["train_loss"] for row in MetricsLog(work / f"{name}-{round_number}" / "metrics.jsonl").read()]
-            largest_loss_gap = max(largest_loss_gap, *(abs(a - b) for a, b in zip(padded, reference.losses, strict=True)))
-        print(f"round {round_number + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} tok/s" for k, v in speeds.items()), flush=True)
+            largest_loss_gap = max(
+                largest_loss_gap, *(abs(a - b) for a, b in zip(padded, reference.losses, strict=True))
+            )
+        print(
+            f"round {round_number + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} tok/s" for k, v in speeds.items()), flush=True
+        )
 
     median = {name: statistics.median(values) for name, values in speeds.items()}
     lengths = _lengths(spec(False))
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
-    print(f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, random weights; "
-          f"{args.examples} chat examples, about {min(lengths)}-{max(lengths)} tokens (median {statistics.median(lengths):.0f}); "
-          f"batch {args.batch_size}, max_seq_length {args.max_seq_length}; median of {args.rounds} rounds")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}"
+    )
+    print(
+        f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, random weights; "
+        f"{args.examples} chat examples, about {min(lengths)}-{max(lengths)} tokens (median {statistics.median(lengths):.0f}); "
+        f"batch {args.batch_size}, max_seq_length {args.max_seq_length}; median of {args.rounds} rounds"
+    )
     # the ratio within each round pairs runs made minutes apart, which cancels slow drift
-    paired = {name: statistics.median(v / t for v, t in zip(values, speeds["trainer"])) for name, values in speeds.items()}
-    labels = {"trainer": "transformers.Trainer", "padding": "lmtune (padding)", "padding-off": "lmtune (padding, checkpointing off)",
-              "packing": "lmtune (packing)"}  # fmt: skip
+    paired = {
+        name: statistics.median(v / t for v, t in zip(values, speeds["trainer"])) for name, values in speeds.items()
+    }
+    labels = {
+        "trainer": "transformers.Trainer",
+        "padding": "lmtune (padding)",
+        "padding-off": "lmtune (padding, checkpointing off)",
+        "packing": "lmtune (packing)",
+    }
     print(f"{'runner':<37}{'non-padding tok/s':>18}{'vs Trainer':>12}{'paired ratio':>14}")
     for name in runners:
-        print(f"{labels[name]:<37}{median[name]:>18,.0f}{median[name] / median['trainer']:>11.2f}x{paired[name]:>13.2f}x")
-    print(f"largest per-step loss difference, lmtune (padding, either checkpointing) vs Trainer: {largest_loss_gap:.2e}")
+        print(
+            f"{labels[name]:<37}{median[name]:>18,.0f}{median[name] / median['trainer']:>11.2f}x{paired[name]:>13.2f}x"
+        )
+    print(
+        f"largest per-step loss difference, lmtune (padding, either checkpointing) vs Trainer: {largest_loss_gap:.2e}"
+    )
 
 
 def _lengths(spec) -> list[int]:

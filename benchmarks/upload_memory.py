@@ -50,7 +50,13 @@ class LiveServer:
         return {"Authorization": f"Bearer {self.key}"}
 
     def files_left(self) -> list[Path]:
-        return [p for folder in (self.data_dir / "files", self.temp_dir) if folder.exists() for p in folder.rglob("*") if p.is_file()]
+        return [
+            p
+            for folder in (self.data_dir / "files", self.temp_dir)
+            if folder.exists()
+            for p in folder.rglob("*")
+            if p.is_file()
+        ]
 
 
 @contextmanager
@@ -58,10 +64,17 @@ def live_server(root: Path, limit: int):
     """`lmtune serve` on a free port, with an API key; killed on exit."""
     data_dir, temp_dir = root / "data", root / "tmp"
     temp_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LMTUNE_DATA_DIR": str(data_dir), "LMTUNE_MAX_UPLOAD_BYTES": str(limit), "TMPDIR": str(temp_dir)}
+    env = {
+        **os.environ,
+        "LMTUNE_DATA_DIR": str(data_dir),
+        "LMTUNE_MAX_UPLOAD_BYTES": str(limit),
+        "TMPDIR": str(temp_dir),
+    }
     env.pop("DATABASE_URL", None)
     command = [sys.executable, "-m", "lmtune.cli"]
-    key = subprocess.run([*command, "keys", "create", "bench"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    key = subprocess.run(
+        [*command, "keys", "create", "bench"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -126,26 +139,41 @@ def measure_upload(server: LiveServer, path: Path) -> dict:
         latency.start()
         start = time.perf_counter()
         with path.open("rb") as handle:
-            response = httpx.post(f"{server.url}/v1/files", headers=server.headers, timeout=600,
-                                  files={"file": (path.name, handle)}, data={"purpose": "fine-tune"})  # fmt: skip
+            response = httpx.post(
+                f"{server.url}/v1/files",
+                headers=server.headers,
+                timeout=600,
+                files={"file": (path.name, handle)},
+                data={"purpose": "fine-tune"},
+            )
         seconds = time.perf_counter() - start
         latencies, samples = latency.stop(), rss.stop()
     response.raise_for_status()
     return {
-        "megabytes": path.stat().st_size / MIB, "examples": response.json()["examples"], "seconds": seconds,
-        "baseline_mb": baseline / MIB, "peak_mb": max(samples) / MIB, "growth_mb": (max(samples) - baseline) / MIB,
-        "get_median_ms": 1000 * statistics.median(latencies), "get_max_ms": 1000 * max(latencies), "gets": len(latencies),
-    }  # fmt: skip
+        "megabytes": path.stat().st_size / MIB,
+        "examples": response.json()["examples"],
+        "seconds": seconds,
+        "baseline_mb": baseline / MIB,
+        "peak_mb": max(samples) / MIB,
+        "growth_mb": (max(samples) - baseline) / MIB,
+        "get_median_ms": 1000 * statistics.median(latencies),
+        "get_max_ms": 1000 * max(latencies),
+        "gets": len(latencies),
+    }
 
 
 def oversize_chunked(server: LiveServer, factor: int = 2) -> dict:
     """Send a chunked multipart upload (no Content-Length) of `factor` x the limit, stopping when the
     server answers; how much was sent, the answer, and the files it left behind."""
     host, port = server.url.removeprefix("http://").split(":")
-    head = (f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {server.key}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()  # fmt: skip
-    form = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n').encode()  # fmt: skip
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {server.key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    form = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+    ).encode()
     before = set(server.files_left())
     piece = b'{"text": "' + b"x" * (64 * 1024 - 13) + b'"}\n'
     sent, answer = 0, b""
@@ -169,9 +197,11 @@ def oversize_chunked(server: LiveServer, factor: int = 2) -> dict:
             pass
     left = set(server.files_left()) - before
     return {
-        "sent_mb": sent / MIB, "status": answer.split(b" ", 2)[1].decode() if answer else "none",
+        "sent_mb": sent / MIB,
+        "status": answer.split(b" ", 2)[1].decode() if answer else "none",
         "body": answer.partition(b"\r\n\r\n")[2].decode(errors="replace"),
-        "files_left": len(left), "largest_left": max((p.stat().st_size for p in left), default=0),
+        "files_left": len(left),
+        "largest_left": max((p.stat().st_size for p in left), default=0),
     }
 
 
@@ -184,17 +214,23 @@ def main() -> None:
         limit = (max(args.megabytes) + 16) * MIB
         with live_server(root, limit) as server:
             print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, upload limit {limit // MIB} MiB\n")
-            print("| upload MiB | examples | seconds | API RSS before MiB | peak MiB | growth MiB | GET /v1/files median ms | max ms |")
+            print(
+                "| upload MiB | examples | seconds | API RSS before MiB | peak MiB | growth MiB | GET /v1/files median ms | max ms |"
+            )
             print("|---|---|---|---|---|---|---|---|")
             for megabytes in args.megabytes:
                 path = write_dataset(root / f"train-{megabytes}.jsonl", megabytes * MIB)
                 r = measure_upload(server, path)
                 path.unlink()
-                print(f"| {r['megabytes']:.0f} | {r['examples']:,} | {r['seconds']:.1f} | {r['baseline_mb']:.0f} | {r['peak_mb']:.0f} "
-                      f"| {r['growth_mb']:.0f} | {r['get_median_ms']:.0f} | {r['get_max_ms']:.0f} |")  # fmt: skip
+                print(
+                    f"| {r['megabytes']:.0f} | {r['examples']:,} | {r['seconds']:.1f} | {r['baseline_mb']:.0f} | {r['peak_mb']:.0f} "
+                    f"| {r['growth_mb']:.0f} | {r['get_median_ms']:.0f} | {r['get_max_ms']:.0f} |"
+                )
             r = oversize_chunked(server)
-            print(f"\nchunked upload with no Content-Length: sent {r['sent_mb']:.0f} MiB before the answer {r['status']} "
-                  f"(limit {limit // MIB} MiB); files it left in the data and temp folders: {r['files_left']}")  # fmt: skip
+            print(
+                f"\nchunked upload with no Content-Length: sent {r['sent_mb']:.0f} MiB before the answer {r['status']} "
+                f"(limit {limit // MIB} MiB); files it left in the data and temp folders: {r['files_left']}"
+            )
 
 
 if __name__ == "__main__":

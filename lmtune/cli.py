@@ -12,8 +12,8 @@ import click
 from lmtune.client_cli import GROUPS as CLIENT_GROUPS
 from lmtune.launcher import WORKER_NICENESS, Supervisor, launch
 from lmtune.layout import EXIT_PAUSED, EXIT_SUPERSEDED, RunLayout
-from lmtune.settings import Settings, SettingsError, load_settings
 from lmtune.problems import replace_paths
+from lmtune.settings import Settings, SettingsError, load_settings
 from lmtune.spec import SpecError, load_spec
 
 # what the service writes (uploads, the SQLite store, run folders, checkpoints) is its user's alone:
@@ -28,9 +28,23 @@ def main() -> None:
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Run folder; an existing one is resumed.")
-@click.option("--num-processes", default=1, show_default=True, type=click.IntRange(1), help="Data-parallel processes (one per GPU).")
-@click.option("--model-name", default=None, help="What to call the model in messages and saved files (default: the spec's model).")
+@click.option(
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder; an existing one is resumed.",
+)
+@click.option(
+    "--num-processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Data-parallel processes (one per GPU).",
+)
+@click.option(
+    "--model-name", default=None, help="What to call the model in messages and saved files (default: the spec's model)."
+)
 def train(spec_path: str, output_dir: str, num_processes: int, model_name: str | None) -> None:
     """Train the job in SPEC (YAML or JSON) and write the run to --output."""
     try:
@@ -55,13 +69,21 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
         click.echo(str(superseded), err=True)
         sys.exit(EXIT_SUPERSEDED)
     except (TrainingError, SpecError) as error:
-        _record_error(output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error), getattr(error, "param", None))
+        _record_error(
+            output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error), getattr(error, "param", None)
+        )
         raise click.ClickException(str(error)) from None
     except Exception as error:
         if type(error).__name__ != "OutOfMemoryError":
-            paths = {spec.model: model_name or spec.model, spec.training_file: "training_file",
-                     spec.validation_file or "": "validation_file", str(Path(output_dir).resolve()): "the run folder"}  # fmt: skip
-            _record_error(output_dir, "internal_error", f"{type(error).__name__}: {replace_paths(str(error), paths)[:500]}")
+            paths = {
+                spec.model: model_name or spec.model,
+                spec.training_file: "training_file",
+                spec.validation_file or "": "validation_file",
+                str(Path(output_dir).resolve()): "the run folder",
+            }
+            _record_error(
+                output_dir, "internal_error", f"{type(error).__name__}: {replace_paths(str(error), paths)[:500]}"
+            )
             raise  # a bug: the traceback goes to the log
         message = (
             "out of memory; lower hyperparameters.batch_size or training.max_seq_length, or set "
@@ -70,9 +92,7 @@ def train(spec_path: str, output_dir: str, num_processes: int, model_name: str |
         _record_error(output_dir, "out_of_memory", message)
         raise click.ClickException(message) from None
     if _is_main_process():
-        click.echo(
-            f"done: {result.steps} steps, {result.trained_tokens} tokens trained; model in {result.final_dir}"
-        )
+        click.echo(f"done: {result.steps} steps, {result.trained_tokens} tokens trained; model in {result.final_dir}")
 
 
 def _settings() -> Settings:
@@ -116,7 +136,9 @@ def make_tiny_model_command(folder: str, seed: int) -> None:
 
 @main.command("import-gguf")
 @click.argument("gguf_path", metavar="GGUF", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the Hugging Face model.")
+@click.option(
+    "--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the Hugging Face model."
+)
 def import_gguf_command(gguf_path: str, output_dir: str) -> None:
     """De-quantise a GGUF model file into a Hugging Face folder (fp32 safetensors and tokenizer)."""
     from workers.training.gguf_import import convert_gguf
@@ -165,12 +187,15 @@ def serve(host: str, port: int) -> None:
     os.umask(PRIVATE_UMASK)
     settings = _settings()
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info",
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
         timeout_keep_alive=5,  # an idle keep-alive connection is closed after 5 s
         h11_max_incomplete_event_size=16 * 1024,  # a request line and headers larger than 16 KiB are refused
         limit_concurrency=settings.max_connections,  # past this many connections, 503 at once
         timeout_graceful_shutdown=10,  # open event streams do not hold a stop for long
-    )  # fmt: skip
+    )
 
 
 @main.command("serve-models")
@@ -209,21 +234,32 @@ def up(host: str, port: int, gpus: int | None) -> None:
     os.umask(PRIVATE_UMASK)
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"data folder {settings.data_dir}; database {settings.database_url.split('@')[-1]}; broker "
-               f"{'Redis' if settings.redis_url else 'embedded (SQLite)'}", err=True)  # fmt: skip
+    click.echo(
+        f"data folder {settings.data_dir}; database {settings.database_url.split('@')[-1]}; broker "
+        f"{'Redis' if settings.redis_url else 'embedded (SQLite)'}",
+        err=True,
+    )
     db = open_database(settings.database_url)
     secret, created = ensure_local_key(db, settings.data_dir)
     db.engine.dispose()
     if created:
         click.echo(f"created an API key for this machine, saved in {key_file(settings.data_dir)}", err=True)
     click.echo(f"lmtune: {dashboard_url(host, port, secret)}")
-    click.echo(f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)", err=True)
+    click.echo(
+        f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)",
+        err=True,
+    )
     worker_command = [sys.executable, "-m", "lmtune.cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
     # the worker and its trainer run at a lower CPU priority: on a shared machine the API stays responsive
-    worker = Supervisor(worker_command, nice=WORKER_NICENESS,
-                        on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True))  # fmt: skip
-    models = Supervisor([sys.executable, "-m", "lmtune.cli", "serve-models"],
-                        on_restart=lambda code: click.echo(f"the model server exited ({code}); starting another", err=True))  # fmt: skip
+    worker = Supervisor(
+        worker_command,
+        nice=WORKER_NICENESS,
+        on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True),
+    )
+    models = Supervisor(
+        [sys.executable, "-m", "lmtune.cli", "serve-models"],
+        on_restart=lambda code: click.echo(f"the model server exited ({code}); starting another", err=True),
+    )
     try:
         serve.callback(host=host, port=port)
     finally:
@@ -280,7 +316,9 @@ def _local_database():
     from lmtune.store.database import open_database
 
     settings = _settings()
-    where = settings.database_url.split("@")[-1] if os.environ.get("DATABASE_URL") else f"data folder {settings.data_dir}"
+    where = (
+        settings.database_url.split("@")[-1] if os.environ.get("DATABASE_URL") else f"data folder {settings.data_dir}"
+    )
     click.echo(f"keys of {where}", err=True)
     return open_database(settings.database_url)
 

@@ -7,16 +7,19 @@ becomes one too, so a caller shows one line and never a traceback.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-# a training step can take minutes on a big model: the event stream may be silent that long
-STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=None)
+# a training step can take minutes on a big model: the event stream may be silent that long.
+# (connect, read, write, pool) as a plain tuple: FastAPI's TestClient is an httpx2 client, which
+# refuses httpx's Timeout objects but takes a tuple, as httpx does
+STREAM_TIMEOUT = (10.0, None, 30.0, 30.0)
 
 
 class ApiError(Exception):
@@ -50,7 +53,9 @@ class LmtuneClient:
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
-            response = self.http.request(method, self.url(path), headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
+            response = self.http.request(
+                method, self.url(path), headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs
+            )
         except httpx.TransportError as error:
             raise ApiError(f"cannot reach lmtune at {self.base_url} ({error}); is `lmtune up` running there?") from None
         check(response)
@@ -97,8 +102,14 @@ class LmtuneClient:
     def stream_events(self, job_id: str) -> Iterator[dict]:
         """Every event of the job, oldest first, then each new one as it is written, until the job ends."""
         try:
-            with connect_sse(self.http, "GET", self.url(f"/fine_tuning/jobs/{job_id}/events"), params={"stream": "true"},
-                             headers=self.headers, timeout=STREAM_TIMEOUT) as source:  # fmt: skip
+            with connect_sse(
+                self.http,
+                "GET",
+                self.url(f"/fine_tuning/jobs/{job_id}/events"),
+                params={"stream": "true"},
+                headers=self.headers,
+                timeout=STREAM_TIMEOUT,
+            ) as source:
                 check(source.response)
                 for message in source.iter_sse():
                     if not message.data:  # a keep-alive comment (httpx-sse hands it on once an id was seen)

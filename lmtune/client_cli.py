@@ -60,10 +60,18 @@ def client_command(group: click.Group, name: str):
     turns every ApiError into one line on stderr and exit status 1."""
 
     def decorate(function):
-        @click.option("--base-url", envvar="LMTUNE_BASE_URL", default=DEFAULT_BASE_URL, show_default=True,
-                      help="The server's API root [env LMTUNE_BASE_URL].")  # fmt: skip
-        @click.option("--api-key", envvar="LMTUNE_API_KEY",
-                      help="[env LMTUNE_API_KEY] default: the key `lmtune up` saved in the data folder.")  # fmt: skip
+        @click.option(
+            "--base-url",
+            envvar="LMTUNE_BASE_URL",
+            default=DEFAULT_BASE_URL,
+            show_default=True,
+            help="The server's API root [env LMTUNE_BASE_URL].",
+        )
+        @click.option(
+            "--api-key",
+            envvar="LMTUNE_API_KEY",
+            help="[env LMTUNE_API_KEY] default: the key `lmtune up` saved in the data folder.",
+        )
         @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON instead of a table.")
         @functools.wraps(function)
         def command(base_url: str, api_key: str | None, as_json: bool, **kwargs):
@@ -94,10 +102,14 @@ def _explain(error: ApiError, api_key: str | None, key_source: str) -> str:
     if error.status != 401:
         return error.message
     if not api_key:
-        return (f"{error.message}; no key given and none saved in {key_source}: pass --api-key or set "
-                "LMTUNE_API_KEY (`lmtune up` saves one; `lmtune keys create NAME` makes one)")  # fmt: skip
-    return (f"{error.message} (the key from {key_source}); it may be revoked, or the server uses another "
-            "data folder or database than this machine's LMTUNE_DATA_DIR / DATABASE_URL")  # fmt: skip
+        return (
+            f"{error.message}; no key given and none saved in {key_source}: pass --api-key or set "
+            "LMTUNE_API_KEY (`lmtune up` saves one; `lmtune keys create NAME` makes one)"
+        )
+    return (
+        f"{error.message} (the key from {key_source}); it may be revoked, or the server uses another "
+        "data folder or database than this machine's LMTUNE_DATA_DIR / DATABASE_URL"
+    )
 
 
 @click.group()
@@ -129,24 +141,51 @@ def jobs() -> None:
 @click.option("--training-file", required=True, help="A local JSONL file (uploaded first) or a file id.")
 @click.option("--validation-file", help="A local JSONL file or a file id.")
 @click.option("--epochs", type=click.IntRange(1), help="hyperparameters.n_epochs (default auto).")
-@click.option("--batch-size", type=click.IntRange(1), help="hyperparameters.batch_size: examples per step (default auto).")
+@click.option(
+    "--batch-size", type=click.IntRange(1), help="hyperparameters.batch_size: examples per step (default auto)."
+)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="training.learning_rate, absolute.")
 @click.option("--lora-r", type=click.IntRange(1), help="Train a LoRA adapter of this rank instead of every weight.")
 @click.option("--packing", is_flag=True, help="Pack several examples into each sequence.")
 @click.option("--suffix", help="Goes into the fine-tuned model's name.")
 @click.option("--gpus", type=click.IntRange(0), default=0, show_default=True, help="GPUs for the job (0: CPU).")
 @click.option("--follow", is_flag=True, help="Then show the job live until it ends (exit status as `jobs follow`).")
-def jobs_create(ctx: Context, model, training_file, validation_file, epochs, batch_size, learning_rate, lora_r,
-                packing, suffix, gpus, follow) -> None:  # fmt: skip
+def jobs_create(
+    ctx: Context,
+    model,
+    training_file,
+    validation_file,
+    epochs,
+    batch_size,
+    learning_rate,
+    lora_r,
+    packing,
+    suffix,
+    gpus,
+    follow,
+) -> None:
     """Create a fine-tuning job; local files are uploaded first."""
-    hyperparameters = {key: value for key, value in (("n_epochs", epochs), ("batch_size", batch_size)) if value is not None}
-    training = {key: value for key, value in (("learning_rate", learning_rate), ("lora", lora_r and {"r": lora_r}),
-                                              ("packing", packing or None)) if value}  # fmt: skip
+    hyperparameters = {
+        key: value for key, value in (("n_epochs", epochs), ("batch_size", batch_size)) if value is not None
+    }
+    training = {
+        key: value
+        for key, value in (
+            ("learning_rate", learning_rate),
+            ("lora", lora_r and {"r": lora_r}),
+            ("packing", packing or None),
+        )
+        if value
+    }
     body = {
-        "model": model, "training_file": _file_id(ctx, training_file), "hyperparameters": hyperparameters,
-        "training": training, "suffix": suffix, "gpus": gpus,
+        "model": model,
+        "training_file": _file_id(ctx, training_file),
+        "hyperparameters": hyperparameters,
+        "training": training,
+        "suffix": suffix,
+        "gpus": gpus,
         "validation_file": _file_id(ctx, validation_file) if validation_file else None,
-    }  # fmt: skip
+    }
     job = ctx.client.create_job({key: value for key, value in body.items() if value is not None})
     if follow:
         raise SystemExit(_follow(ctx, job))
@@ -241,8 +280,10 @@ def _follow(ctx: Context, job: dict) -> int:
 def _summarise(console: Console, job: dict) -> None:
     # Text, not markup: messages may hold brackets
     if job["status"] == "succeeded":
-        detail = (f": {job['trained_tokens']} tokens trained; model {job['fine_tuned_model']}; "
-                  f"download it with: lmtune jobs download {job['id']} --output DIR")  # fmt: skip
+        detail = (
+            f": {job['trained_tokens']} tokens trained; model {job['fine_tuned_model']}; "
+            f"download it with: lmtune jobs download {job['id']} --output DIR"
+        )
     elif job["status"] == "failed":
         error = job.get("error") or {}
         detail = f": {error.get('code')}: {error.get('message')}"
@@ -270,15 +311,25 @@ def jobs_download(ctx: Context, job_id: str, checkpoint_id: str | None, step: in
         raise click.UsageError("give --checkpoint or --step, not both")
     if step:
         checkpoint_id = _checkpoint_at(ctx, job_id, step)
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (
+        *Progress.get_default_columns()[:1],
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), disable=ctx.as_json) as bar:
         task = bar.add_task(str(output), total=None)
         results = download_folder(
-            ctx.client, folder_path(job_id, checkpoint_id), output,
+            ctx.client,
+            folder_path(job_id, checkpoint_id),
+            output,
             on_start=lambda total, done: bar.update(task, total=total, completed=done),
             on_bytes=lambda n: bar.advance(task, n),
-        )  # fmt: skip
-    summary = [{"path": r.path, "bytes": r.bytes, "resumed_from": r.resumed_from, "skipped": r.skipped} for r in results]
+        )
+    summary = [
+        {"path": r.path, "bytes": r.bytes, "resumed_from": r.resumed_from, "skipped": r.skipped} for r in results
+    ]
     if ctx.as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -310,15 +361,23 @@ def models_list(ctx: Context) -> None:
 
 def _delete_command(group: click.Group, collection: str, help: str) -> click.Command:
     def command(ctx: Context, object_id: str) -> None:
-        ctx.show(ctx.client.delete(collection, object_id), lambda deleted: f"deleted {deleted['object']} {deleted['id']}")
+        ctx.show(
+            ctx.client.delete(collection, object_id), lambda deleted: f"deleted {deleted['object']} {deleted['id']}"
+        )
 
     command.__doc__ = help
     return client_command(group, "delete")(click.argument("object_id", metavar="ID")(command))
 
 
 files_delete = _delete_command(files, "files", "Delete an uploaded file (jobs that used it keep what they trained).")
-jobs_delete = _delete_command(jobs, "fine_tuning/jobs", "Delete an ended or paused job with its checkpoints, final model, "
-                              "metrics and events, freeing its disk; cancel a queued or running job first.")  # fmt: skip
-models_delete = _delete_command(models, "models", "Delete a fine-tuned model from the list (its job's files stay until the job is deleted).")
+jobs_delete = _delete_command(
+    jobs,
+    "fine_tuning/jobs",
+    "Delete an ended or paused job with its checkpoints, final model, "
+    "metrics and events, freeing its disk; cancel a queued or running job first.",
+)
+models_delete = _delete_command(
+    models, "models", "Delete a fine-tuned model from the list (its job's files stay until the job is deleted)."
+)
 
 GROUPS = (files, jobs, models)

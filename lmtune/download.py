@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from lmtune.client import ApiError, LmtuneClient, check
 
@@ -38,8 +38,14 @@ def folder_path(job_id: str, checkpoint_id: str | None) -> str:
     return f"{base}/checkpoints/{checkpoint_id}/files" if checkpoint_id else f"{base}/final/files"
 
 
-def download_folder(client: LmtuneClient, folder: str, output: Path, *, on_start: Callable[[int, int], None] = lambda total, done: None,
-                    on_bytes: Callable[[int], None] = lambda n: None) -> list[FileResult]:  # fmt: skip
+def download_folder(
+    client: LmtuneClient,
+    folder: str,
+    output: Path,
+    *,
+    on_start: Callable[[int, int], None] = lambda total, done: None,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> list[FileResult]:
     """Every file of `folder` (from `folder_path`) into `output`. `on_start(total_bytes, bytes_on_disk)`
     is called once with the listing; `on_bytes(n)` for each chunk received."""
     entries = client.json("GET", folder)["data"]
@@ -91,7 +97,9 @@ def _download_file(client: LmtuneClient, entry: dict, target: Path, on_bytes: Ca
             check(response)
             announced = response.headers.get("x-checksum-sha256")
             if announced and announced != expected:
-                raise ChecksumMismatch(f"{entry['path']} changed on the server while downloading; run the command again")
+                raise ChecksumMismatch(
+                    f"{entry['path']} changed on the server while downloading; run the command again"
+                )
             if response.status_code != 206 and offset:  # the server sent the whole file: start over
                 offset, digest = 0, hashlib.sha256()
             with partial.open("ab" if offset else "wb") as sink:
@@ -101,8 +109,10 @@ def _download_file(client: LmtuneClient, entry: dict, target: Path, on_bytes: Ca
                     on_bytes(len(chunk))
     if digest.hexdigest() != expected:
         partial.unlink()
-        raise ChecksumMismatch(f"{entry['path']}: sha256 {digest.hexdigest()} does not match the server's {expected}; "
-                               "the partial file was removed, run the command again")  # fmt: skip
+        raise ChecksumMismatch(
+            f"{entry['path']}: sha256 {digest.hexdigest()} does not match the server's {expected}; "
+            "the partial file was removed, run the command again"
+        )
     partial.replace(target)
     return FileResult(entry["path"], size, offset, skipped=False)
 

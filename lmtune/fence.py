@@ -42,7 +42,7 @@ class RunFence:
     attempt: int | None  # None: not fenced
 
     @classmethod
-    def from_env(cls, layout: RunLayout) -> "RunFence":
+    def from_env(cls, layout: RunLayout) -> RunFence:
         value = os.environ.get(ATTEMPT_ENV)
         return cls(layout, int(value) if value else None)
 

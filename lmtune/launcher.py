@@ -25,10 +25,14 @@ def launch(command: list[str], num_processes: int, paused_status: int, use_cpu: 
     for rank in range(num_processes):
         env = dict(os.environ)
         env.update(
-            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(num_processes),
-            LOCAL_WORLD_SIZE=str(num_processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(num_processes),
+            LOCAL_WORLD_SIZE=str(num_processes),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes))),
-        )  # fmt: skip
+        )
         if use_cpu:
             env["ACCELERATE_USE_CPU"] = "1"  # gloo process group on the CPU
         ranks.append(subprocess.Popen(command, env=env, preexec_fn=die_with_parent))

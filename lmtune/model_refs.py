@@ -37,7 +37,7 @@ class ModelRef:
     source: str
     builtin: str | None = None
     adapter: str | None = None
-    base: "ModelRef | None" = None
+    base: ModelRef | None = None
 
 
 def resolve_model(db: Database, data: DataLayout, model_id: str, owner: str) -> ModelRef:
@@ -57,12 +57,16 @@ def _resolve(db: Database, data: DataLayout, model_id: str, owner: str, depth: i
         folder = data.resolve(row.path)
         adapter = folder / ADAPTER_DIR
         if (adapter / ADAPTER_CONFIG).exists():  # the merged model is beside it, for downloads and new jobs
-            return ModelRef(model_id, str(folder), adapter=str(adapter), base=_job_base(db, data, row.job_id, owner, depth))
+            return ModelRef(
+                model_id, str(folder), adapter=str(adapter), base=_job_base(db, data, row.job_id, owner, depth)
+            )
         return ModelRef(model_id, str(folder))
     entry = load_catalogue().get(model_id)
     if entry is None:
         known = ", ".join(sorted(load_catalogue()))
-        raise ModelNotFound(f"model {quote(model_id)} is not in the catalogue (known: {known}) nor a fine-tuned model of this key")
+        raise ModelNotFound(
+            f"model {quote(model_id)} is not in the catalogue (known: {known}) nor a fine-tuned model of this key"
+        )
     if entry.builtin:
         return ModelRef(model_id, str(data.builtin_model(model_id)), builtin=entry.builtin)
     return ModelRef(model_id, entry.source)
@@ -75,7 +79,9 @@ def _checkpoint(db, data, model_id: str, owner: str, job_model: str, step: int, 
     row = records.get_checkpoint_at(db, job.id, step)
     folder = data.resolve(row.path) if row else None
     if folder is None or not folder.is_dir():
-        raise ModelNotFound(f"no checkpoint {quote(model_id)}: the job has no checkpoint at step {step} (only the newest are kept)")
+        raise ModelNotFound(
+            f"no checkpoint {quote(model_id)}: the job has no checkpoint at step {step} (only the newest are kept)"
+        )
     if (folder / ADAPTER_CONFIG).exists():
         return ModelRef(model_id, str(folder), adapter=str(folder), base=_job_base(db, data, job.id, owner, depth))
     return ModelRef(model_id, str(folder))

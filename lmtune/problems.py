@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 QUOTE_CHARS = 40
 SHOWN_PROBLEMS = 5

@@ -27,7 +27,7 @@ def too_many_jobs(limit: int, active: list[str]) -> RequestError:
         f"{limit} at once; wait for one to finish, or cancel one (POST /v1/fine_tuning/jobs/{{id}}/cancel) or "
         "pause one (POST /v1/fine_tuning/jobs/{id}/pause)",
         code=CODE,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,19 @@ def check_storage(settings: Settings, db: Database, owner: str, adding: int = 0)
     if use.total < limit and use.total + adding <= limit:
         return
     adds = f"; this upload adds {human_size(adding)}" if adding else ""
-    message = (f"quota exceeded: this API key stores {human_size(use.total)} (files {human_size(use.files)}, job "
-               f"outputs {human_size(use.outputs)}) of the {human_size(limit)} allowed{adds}")  # fmt: skip
+    message = (
+        f"quota exceeded: this API key stores {human_size(use.total)} (files {human_size(use.files)}, job "
+        f"outputs {human_size(use.outputs)}) of the {human_size(limit)} allowed{adds}"
+    )
     if use.largest_files:
-        message += f"; free space by deleting files (DELETE /v1/files/{{id}}), the largest: {_listed(use.largest_files)}"
+        message += (
+            f"; free space by deleting files (DELETE /v1/files/{{id}}), the largest: {_listed(use.largest_files)}"
+        )
     if use.largest_outputs:
-        message += (f"; or ended jobs with their checkpoints and models (DELETE /v1/fine_tuning/jobs/{{id}}), the largest: "
-                    f"{_listed(use.largest_outputs)}")  # fmt: skip
+        message += (
+            f"; or ended jobs with their checkpoints and models (DELETE /v1/fine_tuning/jobs/{{id}}), the largest: "
+            f"{_listed(use.largest_outputs)}"
+        )
     raise RequestError(429, message, code=CODE)
 
 

@@ -6,7 +6,8 @@ The HTTP routes are thin adapters around these; errors carry the HTTP status and
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -30,9 +31,19 @@ T = TypeVar("T")
 TRAINING_PURPOSE = "fine-tune"  # results CSVs have purpose fine-tune-results
 
 
-def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, spec: JobSpec, *,
-               suffix: str | None = None, metadata: dict | None = None, gpus: int = 0,
-               idempotency_key: str | None = None, request_hash: str = "") -> Job:  # fmt: skip
+def submit_job(
+    settings: Settings,
+    db: Database,
+    queue: JobQueue,
+    owner: str,
+    spec: JobSpec,
+    *,
+    suffix: str | None = None,
+    metadata: dict | None = None,
+    gpus: int = 0,
+    idempotency_key: str | None = None,
+    request_hash: str = "",
+) -> Job:
     """Check that the model and files exist for this key and that it is within its quotas, store the
     job, and tell the workers. The answer never depends on the broker (`queue.send` does not raise):
     a job stored while it is down is sent when it is back. A repeat of an `idempotency_key` request
@@ -51,14 +62,27 @@ def submit_job(settings: Settings, db: Database, queue: JobQueue, owner: str, sp
         if row is None:
             raise RequestError(404, f"no file with id {quote(file_id)}", param=field, code="file_not_found")
         if row.purpose != TRAINING_PURPOSE:
-            raise RequestError(400, f"{field}: {row.id} has purpose {row.purpose!r}; give a file uploaded with "
-                               f"purpose {TRAINING_PURPOSE!r}", param=field, code="invalid_file")  # fmt: skip
+            raise RequestError(
+                400,
+                f"{field}: {row.id} has purpose {row.purpose!r}; give a file uploaded with "
+                f"purpose {TRAINING_PURPOSE!r}",
+                param=field,
+                code="invalid_file",
+            )
     quotas.check_storage(settings, db, owner)
     try:
         with db.session() as session:
-            job = create_job(db, owner=owner, spec=spec.model_dump(mode="json"), queue=queue_name(gpus, settings.queue_prefix),
-                             gpus=gpus, suffix=suffix, metadata=metadata, max_active=settings.quota_active_jobs,
-                             session=session)  # fmt: skip
+            job = create_job(
+                db,
+                owner=owner,
+                spec=spec.model_dump(mode="json"),
+                queue=queue_name(gpus, settings.queue_prefix),
+                gpus=gpus,
+                suffix=suffix,
+                metadata=metadata,
+                max_active=settings.quota_active_jobs,
+                session=session,
+            )
             if idem:
                 remember(session, idem, job.id)
     except TooManyActiveJobs as full:
@@ -95,8 +119,12 @@ def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[st
     try:
         object_id = earlier_answer(db, idem)
     except KeyReused:
-        raise RequestError(409, f"Idempotency-Key {quote(idem.key)} was already used with a different request",
-                           param="Idempotency-Key", code="idempotency_key_reused") from None  # fmt: skip
+        raise RequestError(
+            409,
+            f"Idempotency-Key {quote(idem.key)} was already used with a different request",
+            param="Idempotency-Key",
+            code="idempotency_key_reused",
+        ) from None
     return load(object_id) if object_id else None
 
 

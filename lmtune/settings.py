@@ -28,37 +28,90 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Field(default_factory=default_data_dir,
-                           description="LMTUNE_DATA_DIR: uploads, job outputs and the SQLite files; by default "
-                           "$XDG_DATA_HOME/lmtune (~/.local/share/lmtune), the same from any working folder")  # fmt: skip
-    database_url: str = Field("", validation_alias=AliasChoices("DATABASE_URL", "database_url"),
-                              description="DATABASE_URL: SQLite in the data folder unless set")  # fmt: skip
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"),
-                                  description="REDIS_URL: the broker; unset means the embedded broker")  # fmt: skip
-    queue_prefix: str = Field("", max_length=64, description="LMTUNE_QUEUE_PREFIX: isolates deployments sharing one Redis")
-    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, le=1 << 40, description="LMTUNE_MAX_UPLOAD_BYTES: larger uploads get 413")
-    max_attempts: int = Field(3, ge=1, le=100, description="LMTUNE_MAX_ATTEMPTS: failed runs of one job before it fails for good")
-    lease_seconds: float = Field(60, ge=1, le=86400, description="LMTUNE_LEASE_SECONDS: a worker silent this long is lost")
-    sweep_seconds: float = Field(30, gt=0, le=3600, description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="LMTUNE_DATA_DIR: uploads, job outputs and the SQLite files; by default "
+        "$XDG_DATA_HOME/lmtune (~/.local/share/lmtune), the same from any working folder",
+    )
+    database_url: str = Field(
+        "",
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="DATABASE_URL: SQLite in the data folder unless set",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        description="REDIS_URL: the broker; unset means the embedded broker",
+    )
+    queue_prefix: str = Field(
+        "", max_length=64, description="LMTUNE_QUEUE_PREFIX: isolates deployments sharing one Redis"
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, le=1 << 40, description="LMTUNE_MAX_UPLOAD_BYTES: larger uploads get 413"
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="LMTUNE_MAX_ATTEMPTS: failed runs of one job before it fails for good"
+    )
+    lease_seconds: float = Field(
+        60, ge=1, le=86400, description="LMTUNE_LEASE_SECONDS: a worker silent this long is lost"
+    )
+    sweep_seconds: float = Field(
+        30, gt=0, le=3600, description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs"
+    )
     cancel_grace_seconds: float = Field(5, ge=0, le=3600, description="LMTUNE_CANCEL_GRACE_SECONDS: SIGTERM to SIGKILL")
-    pause_grace_seconds: float = Field(300, ge=0, le=86400, description="LMTUNE_PAUSE_GRACE_SECONDS: time to write the pause checkpoint")
-    visibility_timeout: int = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600,
-                                    description="LMTUNE_VISIBILITY_TIMEOUT: longer than the longest job")  # fmt: skip
-    upload_validations: int = Field(2, ge=1, le=64, description="LMTUNE_UPLOAD_VALIDATIONS: uploads validated at "
-                                    "once (each a thread); more wait, and past 4x this many uploads get 429")  # fmt: skip
+    pause_grace_seconds: float = Field(
+        300, ge=0, le=86400, description="LMTUNE_PAUSE_GRACE_SECONDS: time to write the pause checkpoint"
+    )
+    visibility_timeout: int = Field(
+        7 * 24 * 3600, ge=60, le=365 * 24 * 3600, description="LMTUNE_VISIBILITY_TIMEOUT: longer than the longest job"
+    )
+    upload_validations: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="LMTUNE_UPLOAD_VALIDATIONS: uploads validated at "
+        "once (each a thread); more wait, and past 4x this many uploads get 429",
+    )
     # per API key, and per API process
-    quota_active_jobs: int = Field(4, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_JOBS: a key's jobs queued or running at once")
-    quota_storage_bytes: int = Field(100 * 2**30, ge=1, le=1 << 50, description="LMTUNE_QUOTA_STORAGE_BYTES: a key's files and job outputs")
-    max_streams_per_key: int = Field(8, ge=1, le=10_000, description="LMTUNE_MAX_STREAMS_PER_KEY: a key's open event streams per API process")
-    stream_keepalive_seconds: float = Field(15, gt=0, le=60, description="LMTUNE_STREAM_KEEPALIVE_SECONDS: an idle event stream sends a comment this often")
-    max_connections: int = Field(1000, ge=1, le=1_000_000, description="LMTUNE_MAX_CONNECTIONS: open connections per API process; more get 503")
-    inference_url: str = Field("http://127.0.0.1:8001", description="LMTUNE_INFERENCE_URL: the model server (lmtune serve-models) the API sends completions to")
-    serve_max_models: int = Field(2, ge=1, le=64, description="LMTUNE_SERVE_MAX_MODELS: models (bases and adapters) the model server keeps loaded")
-    serve_max_memory_mb: int = Field(4096, ge=64, le=1 << 22, description="LMTUNE_SERVE_MAX_MEMORY_MB: memory the model server's loaded weights may take")
+    quota_active_jobs: int = Field(
+        4, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_JOBS: a key's jobs queued or running at once"
+    )
+    quota_storage_bytes: int = Field(
+        100 * 2**30, ge=1, le=1 << 50, description="LMTUNE_QUOTA_STORAGE_BYTES: a key's files and job outputs"
+    )
+    max_streams_per_key: int = Field(
+        8, ge=1, le=10_000, description="LMTUNE_MAX_STREAMS_PER_KEY: a key's open event streams per API process"
+    )
+    stream_keepalive_seconds: float = Field(
+        15, gt=0, le=60, description="LMTUNE_STREAM_KEEPALIVE_SECONDS: an idle event stream sends a comment this often"
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000, description="LMTUNE_MAX_CONNECTIONS: open connections per API process; more get 503"
+    )
+    inference_url: str = Field(
+        "http://127.0.0.1:8001",
+        description="LMTUNE_INFERENCE_URL: the model server (lmtune serve-models) the API sends completions to",
+    )
+    serve_max_models: int = Field(
+        2, ge=1, le=64, description="LMTUNE_SERVE_MAX_MODELS: models (bases and adapters) the model server keeps loaded"
+    )
+    serve_max_memory_mb: int = Field(
+        4096,
+        ge=64,
+        le=1 << 22,
+        description="LMTUNE_SERVE_MAX_MEMORY_MB: memory the model server's loaded weights may take",
+    )
     serve_concurrency: int = Field(1, ge=1, le=64, description="LMTUNE_SERVE_CONCURRENCY: answers generated at once")
-    serve_queue: int = Field(8, ge=0, le=1024, description="LMTUNE_SERVE_QUEUE: requests that may wait beyond those; more get 429")
-    redeliver_seconds: float = Field(30, gt=0, le=3600, description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
-                                     "again the messages of queued jobs that a broker lost")  # fmt: skip
+    serve_queue: int = Field(
+        8, ge=0, le=1024, description="LMTUNE_SERVE_QUEUE: requests that may wait beyond those; more get 429"
+    )
+    redeliver_seconds: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
+        "again the messages of queued jobs that a broker lost",
+    )
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

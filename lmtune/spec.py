@@ -102,9 +102,11 @@ class LoraSettings(_Strict):
     target_modules: Annotated[
         Literal["all-linear"] | Annotated[list[ModuleName], Field(max_length=MAX_TARGET_MODULES)],
         at_most_items(MAX_TARGET_MODULES),
-        Field(description=f"\"all-linear\" or up to {MAX_TARGET_MODULES} module names (suffixes such as q_proj); "
-              "a name that matches no module of the model fails the job at start"),
-    ] = "all-linear"  # fmt: skip
+        Field(
+            description=f'"all-linear" or up to {MAX_TARGET_MODULES} module names (suffixes such as q_proj); '
+            "a name that matches no module of the model fails the job at start"
+        ),
+    ] = "all-linear"
 
 
 class SampleMessage(_Strict):
@@ -112,9 +114,10 @@ class SampleMessage(_Strict):
     content: str = Field(max_length=MAX_SAMPLE_PROMPT_CHARS)
 
 
-SamplePrompt = Annotated[str, Field(max_length=MAX_SAMPLE_PROMPT_CHARS)] | Annotated[
-    list[SampleMessage], Field(min_length=1, max_length=16)
-]
+SamplePrompt = (
+    Annotated[str, Field(max_length=MAX_SAMPLE_PROMPT_CHARS)]
+    | Annotated[list[SampleMessage], Field(min_length=1, max_length=16)]
+)
 
 
 class EarlyStopping(_Strict):
@@ -152,7 +155,9 @@ class TrainingSettings(_Strict):
     keep_checkpoints: int = Field(3, ge=1, le=100)
     packing: bool = False
     lora: LoraSettings | None = None
-    gradient_checkpointing: Annotated[Literal["selective", "full", "off"], BeforeValidator(_checkpointing_mode)] = "selective"
+    gradient_checkpointing: Annotated[Literal["selective", "full", "off"], BeforeValidator(_checkpointing_mode)] = (
+        "selective"
+    )
     """Activations recomputed in backward instead of kept: "selective" recomputes only the cheap ops
     (same numbers, less memory; no slower on real models, about a tenth slower on tiny ones), "full"
     whole layers (least memory, one more forward pass), "off" none. true and false, its values
@@ -177,7 +182,7 @@ class JobSpec(_Strict):
     training: TrainingSettings = TrainingSettings()
 
     @model_validator(mode="after")
-    def _validation_file_for_validation_loss(self) -> "JobSpec":
+    def _validation_file_for_validation_loss(self) -> JobSpec:
         for name in ("early_stopping", "keep_best"):
             if getattr(self.training, name) and not self.validation_file:
                 raise ValueError(f"training.{name} watches the validation loss: give a validation_file")
@@ -214,15 +219,19 @@ def describe_errors(errors: list[dict]) -> str:
 
 def error_location(item: dict) -> str:
     """The field path a user wrote, without pydantic's union branches or FastAPI's `body`/`query`."""
-    parts = [str(part)[:LOCATION_PART_CHARS] for part in item["loc"]
-             if not _is_union_branch(part) and part not in ("body", "query", "path")]  # fmt: skip
+    parts = [
+        str(part)[:LOCATION_PART_CHARS]
+        for part in item["loc"]
+        if not _is_union_branch(part) and part not in ("body", "query", "path")
+    ]
     return ".".join(parts)
 
 
 def _is_union_branch(part: Any) -> bool:
     # pydantic names the union member it tried (`int`, `literal['auto']`); users never wrote those
-    return isinstance(part, str) and (part in {"int", "float", "str", "constrained-str"}
-                                      or part.startswith(("literal[", "function-", "list[")))  # fmt: skip
+    return isinstance(part, str) and (
+        part in {"int", "float", "str", "constrained-str"} or part.startswith(("literal[", "function-", "list["))
+    )
 
 
 def parse_spec(data: Any) -> JobSpec:

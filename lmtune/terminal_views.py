@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from rich import box
 from rich.console import Group
@@ -49,24 +50,38 @@ def metric(name: str) -> Callable[[dict], str]:
 
 
 FILE_COLUMNS: list[Column] = [
-    ("ID", lambda f: f["id"]), ("FILENAME", lambda f: f["filename"]), ("BYTES", lambda f: f"{f['bytes']:,}"),
-    ("EXAMPLES", lambda f: f.get("examples", "")), ("CREATED", lambda f: when(f["created_at"])),
-]  # fmt: skip
+    ("ID", lambda f: f["id"]),
+    ("FILENAME", lambda f: f["filename"]),
+    ("BYTES", lambda f: f"{f['bytes']:,}"),
+    ("EXAMPLES", lambda f: f.get("examples", "")),
+    ("CREATED", lambda f: when(f["created_at"])),
+]
 JOB_COLUMNS: list[Column] = [
-    ("ID", lambda j: j["id"]), ("STATUS", status), ("MODEL", lambda j: j["model"]), ("STEP", progress),
-    ("LOSS", metric("train_loss")), ("CREATED", lambda j: when(j["created_at"])),
+    ("ID", lambda j: j["id"]),
+    ("STATUS", status),
+    ("MODEL", lambda j: j["model"]),
+    ("STEP", progress),
+    ("LOSS", metric("train_loss")),
+    ("CREATED", lambda j: when(j["created_at"])),
     ("FINE-TUNED MODEL", lambda j: j["fine_tuned_model"] or ""),
-]  # fmt: skip
+]
 CHECKPOINT_COLUMNS: list[Column] = [
-    ("ID", lambda c: c["id"]), ("STEP", lambda c: c["step_number"]), ("LOSS", lambda c: loss(c["metrics"].get("train_loss"))),
-    ("VALID LOSS", lambda c: loss(c["metrics"].get("valid_loss"))), ("CREATED", lambda c: when(c["created_at"])),
-]  # fmt: skip
+    ("ID", lambda c: c["id"]),
+    ("STEP", lambda c: c["step_number"]),
+    ("LOSS", lambda c: loss(c["metrics"].get("train_loss"))),
+    ("VALID LOSS", lambda c: loss(c["metrics"].get("valid_loss"))),
+    ("CREATED", lambda c: when(c["created_at"])),
+]
 MODEL_COLUMNS: list[Column] = [
-    ("ID", lambda m: m["id"]), ("OWNED BY", lambda m: m["owned_by"]), ("CREATED", lambda m: when(m["created"])),
-]  # fmt: skip
+    ("ID", lambda m: m["id"]),
+    ("OWNED BY", lambda m: m["owned_by"]),
+    ("CREATED", lambda m: when(m["created"])),
+]
 KEY_COLUMNS: list[Column] = [
-    ("ID", lambda k: k["id"]), ("NAME", lambda k: k["name"]), ("CREATED", lambda k: when(k["created_at"])),
-]  # fmt: skip
+    ("ID", lambda k: k["id"]),
+    ("NAME", lambda k: k["name"]),
+    ("CREATED", lambda k: when(k["created_at"])),
+]
 
 
 def table(rows: list[dict], columns: list[Column]) -> Table:
@@ -84,14 +99,22 @@ def job_details(job: dict) -> Table:
     hyper = ", ".join(f"{key}={value}" for key, value in job["hyperparameters"].items())
     error = job.get("error")
     fields = [
-        ("id", job["id"]), ("status", status(job)), ("model", job["model"]),
-        ("fine-tuned model", job["fine_tuned_model"]), ("training file", job["training_file"]),
-        ("validation file", job["validation_file"]), ("hyperparameters", hyper), ("step", progress(job)),
-        ("train loss", loss(metrics.get("train_loss"))), ("valid loss", loss(metrics.get("valid_loss"))),
-        ("created", when(job["created_at"])), ("estimated finish", when(job.get("estimated_finish"))),
-        ("finished", when(job["finished_at"])), ("attempt", job.get("attempt") or None),
+        ("id", job["id"]),
+        ("status", status(job)),
+        ("model", job["model"]),
+        ("fine-tuned model", job["fine_tuned_model"]),
+        ("training file", job["training_file"]),
+        ("validation file", job["validation_file"]),
+        ("hyperparameters", hyper),
+        ("step", progress(job)),
+        ("train loss", loss(metrics.get("train_loss"))),
+        ("valid loss", loss(metrics.get("valid_loss"))),
+        ("created", when(job["created_at"])),
+        ("estimated finish", when(job.get("estimated_finish"))),
+        ("finished", when(job["finished_at"])),
+        ("attempt", job.get("attempt") or None),
         ("error", f"{error['code']}: {error['message']}" if error else None),
-    ]  # fmt: skip
+    ]
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()

@@ -11,9 +11,10 @@ line (at most MAX_LINE_BYTES) at a time: checking a file of any size holds one l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Literal
+from typing import BinaryIO, Literal
 
 from lmtune.problems import quote, quote_names, summarize
 

@@ -11,11 +11,11 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
+from sqlalchemy.exc import IntegrityError
+
 from lmtune import quotas
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
-from sqlalchemy.exc import IntegrityError
-
 from lmtune.services import TRAINING_PURPOSE, RequestError, earlier_object, idempotency
 from lmtune.settings import Settings
 from lmtune.store import files as file_store
@@ -61,7 +61,9 @@ class PartialUpload:
 
 
 def too_large(limit: int) -> RequestError:
-    return RequestError(413, f"the file is larger than the limit of {limit:,} bytes", param="file", code="file_too_large")
+    return RequestError(
+        413, f"the file is larger than the limit of {limit:,} bytes", param="file", code="file_too_large"
+    )
 
 
 def safe_filename(name: str | None) -> str:
@@ -80,8 +82,15 @@ def check_purpose(purpose: str) -> None:
         raise RequestError(400, f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
 
 
-def register_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, upload: PartialUpload,
-                    idempotency_key: str | None = None) -> File:  # fmt: skip
+def register_upload(
+    settings: Settings,
+    db: Database,
+    owner: str,
+    filename: str,
+    purpose: str,
+    upload: PartialUpload,
+    idempotency_key: str | None = None,
+) -> File:
     """Validate a received upload from disk, line by line; store it under an id, or discard it. A
     repeat of an `idempotency_key` request (same name, purpose and bytes) returns the first file."""
     try:
@@ -97,8 +106,9 @@ def register_upload(settings: Settings, db: Database, owner: str, filename: str,
         try:
             examples = count_examples(upload.path)
         except DatasetError as error:
-            raise RequestError(400, f"{filename} is not a valid fine-tuning file:\n{error}", param="file",
-                               code="invalid_file") from None  # fmt: skip
+            raise RequestError(
+                400, f"{filename} is not a valid fine-tuning file:\n{error}", param="file", code="invalid_file"
+            ) from None
         data = DataLayout(settings.data_dir)
         file_id = new_id("file")
         path = data.file(file_id)
@@ -107,8 +117,18 @@ def register_upload(settings: Settings, db: Database, owner: str, filename: str,
         upload.discard()
         raise
     try:
-        return file_store.add_file(db, file_id=file_id, owner=owner, filename=filename, purpose=purpose, size=upload.size,
-                                   sha256=upload.sha256, examples=examples, path=data.relative(path), idem=idem)  # fmt: skip
+        return file_store.add_file(
+            db,
+            file_id=file_id,
+            owner=owner,
+            filename=filename,
+            purpose=purpose,
+            size=upload.size,
+            sha256=upload.sha256,
+            examples=examples,
+            path=data.relative(path),
+            idem=idem,
+        )
     except IntegrityError:  # the same key, sent twice at once: the other request stored the file
         path.unlink(missing_ok=True)
         return earlier_object(db, idem, lambda object_id: file_store.get_file(db, object_id, owner))

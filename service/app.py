@@ -24,7 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Self-hosted fine-tuning behind OpenAI's fine-tuning API. Authenticate with "
         "`Authorization: Bearer <key>` (`lmtune keys create NAME`). Errors have OpenAI's shape.",
-        docs_url=None, redoc_url=None,  # /docs is served from local assets by service.web
+        docs_url=None,
+        redoc_url=None,  # /docs is served from local assets by service.web
     )
     app.state.settings = settings
     app.state.db = open_database(settings.database_url)
@@ -38,8 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.state.upload_gate = UploadGate(settings.upload_validations)
 
-    upload_limit = Limit(settings.max_upload_bytes + MULTIPART_OVERHEAD, f"the file is larger than the limit of "
-                         f"{settings.max_upload_bytes:,} bytes", param="file", code="file_too_large")  # fmt: skip
+    upload_limit = Limit(
+        settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        f"the file is larger than the limit of {settings.max_upload_bytes:,} bytes",
+        param="file",
+        code="file_too_large",
+    )
     json_limit = Limit(JSON_BODY_LIMIT, f"the request body is larger than the limit of {JSON_BODY_LIMIT:,} bytes")
 
     def body_limit(scope: Scope) -> Limit:

@@ -14,7 +14,6 @@ from lmtune.settings import Settings
 from lmtune.store.database import Database
 from lmtune.store.keys import authenticate
 
-
 # The dependencies are `async def` so that FastAPI calls them on the event loop: a plain `def` is
 # sent to the thread pool, one thread hop each, which cost more than the work of a whole request.
 
@@ -35,12 +34,18 @@ async def get_queue(request: Request) -> JobQueue:
 bearer = HTTPBearer(auto_error=False, description="An API key from `lmtune keys create NAME`")
 
 
-async def get_owner(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-                    db: Annotated[Database, Depends(get_db)]) -> str:  # fmt: skip
+async def get_owner(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    db: Annotated[Database, Depends(get_db)],
+) -> str:
     """The caller's API key id, from `Authorization: Bearer <key>`."""
     if credentials is None:
-        raise RequestError(401, "missing API key: send `Authorization: Bearer <key>` (create one with `lmtune keys create NAME`)",
-                           code="missing_api_key")  # fmt: skip
+        raise RequestError(
+            401,
+            "missing API key: send `Authorization: Bearer <key>` (create one with `lmtune keys create NAME`)",
+            code="missing_api_key",
+        )
     # looked up on every request (in the thread pool: it is a query), so a revoked key is refused at once
     owner = await run_in_threadpool(authenticate, db, credentials.credentials.strip())
     if owner is None:

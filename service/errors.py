@@ -17,8 +17,10 @@ from lmtune.spec import describe_errors, error_location
 
 log = logging.getLogger(__name__)
 TYPES = {401: "authentication_error", 500: "server_error"}
-WHAT_EXISTS = ("the API is under /v1/ (/v1/files, /v1/fine_tuning/jobs, /v1/models), its documentation at /docs, "
-               "and the dashboard at / in a browser")  # fmt: skip
+WHAT_EXISTS = (
+    "the API is under /v1/ (/v1/files, /v1/fine_tuning/jobs, /v1/models), its documentation at /docs, "
+    "and the dashboard at / in a browser"
+)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -33,8 +35,14 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   retry_after: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def error_response(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorBody(message=message, type=TYPES.get(status, "invalid_request_error"), param=param, code=code)
     headers = {**({"WWW-Authenticate": "Bearer"} if status == 401 else {}), **(headers or {})}
     if retry_after is not None:
@@ -50,7 +58,10 @@ def not_found(what: str, object_id: str) -> RequestError:
 def documented(*statuses: int) -> dict:
     """`responses=` for a route: the error statuses it can answer, all in the same shape (400 for
     invalid values is added wherever a route takes any)."""
-    return {status: {"model": ErrorResponse, "description": DESCRIPTIONS.get(status, "Error")} for status in (401, *statuses)}
+    return {
+        status: {"model": ErrorResponse, "description": DESCRIPTIONS.get(status, "Error")}
+        for status in (401, *statuses)
+    }
 
 
 DESCRIPTIONS = {
@@ -82,8 +93,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(404, f"nothing at {quote(request.url.path)}: {WHAT_EXISTS}", code="not_found")
         # Starlette's 405 names the methods of the first route on the path only
         headers = {"Allow": ", ".join(_allowed_methods(request))} if error.status_code == 405 else None
-        return error_response(error.status_code, str(error.detail), getattr(error, "param", None), getattr(error, "code", None),
-                              headers=headers)  # fmt: skip
+        return error_response(
+            error.status_code,
+            str(error.detail),
+            getattr(error, "param", None),
+            getattr(error, "code", None),
+            headers=headers,
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):

@@ -5,8 +5,8 @@ the protocol; any server that speaks it (an adapter over vLLM or TGI, docs/infer
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import httpx
 
@@ -50,13 +50,19 @@ class InferenceClient:
     async def open(self, model: str, payload: dict) -> Upstream:
         """Send the request; return once the model is loaded and the answer begins."""
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.url, transport=self._transport,
-                                             timeout=httpx.Timeout(None, connect=CONNECT_SECONDS))  # fmt: skip
+            self._client = httpx.AsyncClient(
+                base_url=self.url, transport=self._transport, timeout=httpx.Timeout(None, connect=CONNECT_SECONDS)
+            )
         try:
-            response = await self._client.send(self._client.build_request("POST", "/generate", json=payload), stream=True)
+            response = await self._client.send(
+                self._client.build_request("POST", "/generate", json=payload), stream=True
+            )
         except httpx.TransportError:
-            raise RequestError(503, f"the model server is not reachable at {self.url} (start it with `lmtune serve-models`)",
-                               code="model_server_unavailable") from None  # fmt: skip
+            raise RequestError(
+                503,
+                f"the model server is not reachable at {self.url} (start it with `lmtune serve-models`)",
+                code="model_server_unavailable",
+            ) from None
         if response.status_code == 429:
             body = json.loads(await response.aread())
             raise ServerBusy(body["message"], response.headers.get("retry-after", "1"))
@@ -80,5 +86,11 @@ def upstream_error(model: str, event: dict) -> RequestError:
     if event["status"] == 400:
         return RequestError(400, event["message"], param="max_tokens", code="context_length_exceeded")
     if event["status"] == 503:
-        return RequestError(503, f"model {quote(model)} could not be loaded by the model server; its log says why", code="model_not_loadable")
-    return RequestError(500, "the model server failed while answering; its log has the details", code="model_server_error")
+        return RequestError(
+            503,
+            f"model {quote(model)} could not be loaded by the model server; its log says why",
+            code="model_not_loadable",
+        )
+    return RequestError(
+        500, "the model server failed while answering; its log has the details", code="model_server_error"
+    )

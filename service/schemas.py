@@ -36,7 +36,7 @@ class FileList(ListResponse["FileObject"]):
     last_id: str | None
 
     @classmethod
-    def of(cls, files: list["FileObject"]) -> "FileList":
+    def of(cls, files: list[FileObject]) -> FileList:
         return cls(data=files, first_id=files[0].id if files else None, last_id=files[-1].id if files else None)
 
 
@@ -52,9 +52,16 @@ class FileObject(BaseModel):
     examples: int = Field(description="lmtune: training examples in the file (0 for result files)")
 
     @classmethod
-    def of(cls, row: File) -> "FileObject":
-        return cls(id=row.id, bytes=row.bytes, created_at=row.created_at, filename=row.filename, purpose=row.purpose,
-                   sha256=row.sha256, examples=row.examples)  # fmt: skip
+    def of(cls, row: File) -> FileObject:
+        return cls(
+            id=row.id,
+            bytes=row.bytes,
+            created_at=row.created_at,
+            filename=row.filename,
+            purpose=row.purpose,
+            sha256=row.sha256,
+            examples=row.examples,
+        )
 
 
 class Deleted(BaseModel):
@@ -97,13 +104,18 @@ class JobCreate(BaseModel):
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     suffix: Annotated[str | None, AfterValidator(_check_suffix)] = Field(
-        None, max_length=64, json_schema_extra={"pattern": SUFFIX_PATTERN},
-        description=f"Part of the fine-tuned model's name: up to 64 {SUFFIX_CHARACTERS}")  # fmt: skip
+        None,
+        max_length=64,
+        json_schema_extra={"pattern": SUFFIX_PATTERN},
+        description=f"Part of the fine-tuned model's name: up to 64 {SUFFIX_CHARACTERS}",
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: Annotated[dict[MetadataKey, MetadataValue] | None, at_most_items(16)] = Field(
-        None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512")
+        None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512"
+    )
     integrations: Annotated[list[dict] | None, at_most_items(16)] = Field(
-        None, json_schema_extra={"maxItems": 0}, description="Not supported: null or empty")
+        None, json_schema_extra={"maxItems": 0}, description="Not supported: null or empty"
+    )
     training: TrainingSettings = TrainingSettings()
     gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
 
@@ -155,22 +167,39 @@ class FineTuningJob(BaseModel):
     attempt: int = Field(description="lmtune: how many times a worker has started the job")
 
     @classmethod
-    def of(cls, job: Job, queue_position: int | None) -> "FineTuningJob":
+    def of(cls, job: Job, queue_position: int | None) -> FineTuningJob:
         spec = job.spec
         hyperparameters = job.hyperparameters or spec["hyperparameters"]
         shown = {k: hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-        error = ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param) if job.status == JobStatus.FAILED else None
+        error = (
+            ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param)
+            if job.status == JobStatus.FAILED
+            else None
+        )
         return cls(
-            id=job.id, created_at=job.created_at, finished_at=job.finished_at, model=spec["model"],
-            fine_tuned_model=job.fine_tuned_model, status=job.status, error=error, hyperparameters=shown,
-            method={"type": "supervised", "supervised": {"hyperparameters": shown}}, seed=spec["seed"],
-            training_file=spec["training_file"], validation_file=spec.get("validation_file"),
-            result_files=[job.result_file_id] if job.result_file_id else [], trained_tokens=job.trained_tokens,
+            id=job.id,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            model=spec["model"],
+            fine_tuned_model=job.fine_tuned_model,
+            status=job.status,
+            error=error,
+            hyperparameters=shown,
+            method={"type": "supervised", "supervised": {"hyperparameters": shown}},
+            seed=spec["seed"],
+            training_file=spec["training_file"],
+            validation_file=spec.get("validation_file"),
+            result_files=[job.result_file_id] if job.result_file_id else [],
+            trained_tokens=job.trained_tokens,
             estimated_finish=job.estimated_finish if job.status == JobStatus.RUNNING else None,
-            metadata=job.job_metadata, user_provided_suffix=job.suffix, training=spec["training"],
-            progress=Progress(step=job.step, total_steps=job.total_steps), metrics=job.latest_metrics,
-            queue_position=queue_position, attempt=job.attempt,
-        )  # fmt: skip
+            metadata=job.job_metadata,
+            user_provided_suffix=job.suffix,
+            training=spec["training"],
+            progress=Progress(step=job.step, total_steps=job.total_steps),
+            metrics=job.latest_metrics,
+            queue_position=queue_position,
+            attempt=job.attempt,
+        )
 
 
 class JobEvent(BaseModel):
@@ -180,12 +209,20 @@ class JobEvent(BaseModel):
     level: str
     message: str
     type: str
-    data: dict[str, Any] = Field(description="a metrics event's values; empty for a message event (an object, as OpenAI)")
+    data: dict[str, Any] = Field(
+        description="a metrics event's values; empty for a message event (an object, as OpenAI)"
+    )
 
     @classmethod
-    def of(cls, event: Event) -> "JobEvent":
-        return cls(id=event.id, created_at=event.created_at, level=event.level, message=event.message, type=event.type,
-                   data=event.data or {})  # fmt: skip
+    def of(cls, event: Event) -> JobEvent:
+        return cls(
+            id=event.id,
+            created_at=event.created_at,
+            level=event.level,
+            message=event.message,
+            type=event.type,
+            data=event.data or {},
+        )
 
 
 class JobCheckpoint(BaseModel):
@@ -199,13 +236,17 @@ class JobCheckpoint(BaseModel):
     download_url: str = Field(description="lmtune: the whole checkpoint as a tar archive")
 
     @classmethod
-    def of(cls, row: Checkpoint, job: Job) -> "JobCheckpoint":
+    def of(cls, row: Checkpoint, job: Job) -> JobCheckpoint:
         model = fine_tuned_model_id(job.spec["model"], job.suffix, job.id)
         return cls(
-            id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=checkpoint_model_id(model, row.step),
-            fine_tuning_job_id=job.id, step_number=row.step, metrics=row.metrics or {"step": row.step},
+            id=row.id,
+            created_at=row.created_at,
+            fine_tuned_model_checkpoint=checkpoint_model_id(model, row.step),
+            fine_tuning_job_id=job.id,
+            step_number=row.step,
+            metrics=row.metrics or {"step": row.step},
             download_url=f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{row.id}/content",
-        )  # fmt: skip
+        )
 
 
 class ManifestEntry(BaseModel):
@@ -222,5 +263,5 @@ class ModelObject(BaseModel):
     owned_by: str
 
     @classmethod
-    def of_fine_tuned(cls, row: FineTunedModel) -> "ModelObject":
+    def of_fine_tuned(cls, row: FineTunedModel) -> ModelObject:
         return cls(id=row.id, created=row.created_at, owned_by=ORGANIZATION)

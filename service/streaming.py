@@ -11,8 +11,8 @@ from __future__ import annotations
 import tarfile
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from sse_starlette import EventSourceResponse
 
@@ -69,9 +69,13 @@ class StreamSlots:
         """A slot for one stream of `owner`; call the returned function when the stream ends."""
         with self._lock:
             if self._open[owner] >= self.per_key:
-                raise RequestError(429, f"this API key already has {self._open[owner]} event streams open, the most allowed "
-                                   "at once; close one, or poll GET /v1/fine_tuning/jobs/{id}/events instead",
-                                   code="too_many_streams", retry_after=STREAM_RETRY_AFTER_SECONDS)  # fmt: skip
+                raise RequestError(
+                    429,
+                    f"this API key already has {self._open[owner]} event streams open, the most allowed "
+                    "at once; close one, or poll GET /v1/fine_tuning/jobs/{id}/events instead",
+                    code="too_many_streams",
+                    retry_after=STREAM_RETRY_AFTER_SECONDS,
+                )
             self._open[owner] += 1
         return lambda: self._give_back(owner)
 

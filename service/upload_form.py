@@ -18,13 +18,23 @@ FIELD_LIMIT = 1024  # bytes of a text field such as purpose
 MAX_PARTS = 8
 FLUSH_BYTES = 1 << 20  # file data is written to disk in slices of about this size, off the event loop
 
-FORM_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file", "purpose"],
-    "properties": {
-        "file": {"type": "string", "format": "binary", "description": "JSONL, one example a line"},
-        "purpose": {"type": "string", "enum": ["fine-tune"]},
-    },
-}}}}}  # fmt: skip
+FORM_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "JSONL, one example a line"},
+                        "purpose": {"type": "string", "enum": ["fine-tune"]},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 @dataclass
@@ -48,12 +58,18 @@ class _FormReader:
         self._header_name, self._header_value, self._headers = bytearray(), bytearray(), {}
         self._field: str | None = None  # the text field being read; None while in the file part
         self._value = bytearray()
-        self.parser = MultipartParser(boundary, {
-            "on_part_begin": self._part_begin, "on_header_field": self._header_name_data,
-            "on_header_value": self._header_value_data, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        })  # fmt: skip
+        self.parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._header_name_data,
+                "on_header_value": self._header_value_data,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+            },
+        )
 
     def _part_begin(self) -> None:
         self.parts += 1

@@ -3,8 +3,9 @@ the other requests stay fast while large files are checked."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -28,8 +29,12 @@ class UploadGate:
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
         if self.in_progress >= self.capacity:
-            raise RequestError(429, f"{self.in_progress} uploads are in progress, the most this server takes at "
-                               "once; retry shortly", code="too_many_uploads", retry_after=RETRY_AFTER_SECONDS)  # fmt: skip
+            raise RequestError(
+                429,
+                f"{self.in_progress} uploads are in progress, the most this server takes at once; retry shortly",
+                code="too_many_uploads",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
         self.in_progress += 1
         try:
             yield

@@ -38,8 +38,13 @@ def install_web(app: FastAPI) -> None:
     def docs(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
-            swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js", swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
             swagger_favicon_url=f"{root}/docs/assets/favicon.png",
-            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},  # no call to validator.swagger.io
-        )  # fmt: skip
+            swagger_ui_parameters={
+                "validatorUrl": None,
+                "persistAuthorization": True,
+            },  # no call to validator.swagger.io
+        )

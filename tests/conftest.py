@@ -41,14 +41,16 @@ def make_spec(tiny_model):
     def build(training_file, validation_file=None, *, epochs=2, batch_size=8, seed=0, **training):
         # no sample answers unless a test asks: they cost generation time at every checkpoint
         training = {"learning_rate": 3e-3, "shuffle": False, "sample_prompts": [], **training}
-        return parse_spec({
-            "model": str(tiny_model),
-            "training_file": str(training_file),
-            "validation_file": str(validation_file) if validation_file else None,
-            "seed": seed,
-            "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
-            "training": training,
-        })
+        return parse_spec(
+            {
+                "model": str(tiny_model),
+                "training_file": str(training_file),
+                "validation_file": str(validation_file) if validation_file else None,
+                "seed": seed,
+                "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
+                "training": training,
+            }
+        )
 
     return build
 

@@ -14,16 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmtune.dispatch import CeleryJobQueue
 from lmtune.local_key import read_local_key
 from lmtune.sample_data import chat_examples, write_jsonl
-from lmtune.dispatch import CeleryJobQueue
 from lmtune.services import submit_job
-from lmtune.uploads import store_upload
 from lmtune.settings import Settings, load_settings
 from lmtune.spec import parse_spec
 from lmtune.store.database import Database, open_database
 from lmtune.store.jobs import get_job
 from lmtune.store.models import Job
+from lmtune.uploads import store_upload
 from tests.waiting import wait_for_exit, wait_while_progressing, working
 
 OWNER = "key-test"
@@ -39,7 +39,9 @@ class Deployment:
 
     def _start(self, name: str, *args: str) -> subprocess.Popen:
         log = (self.root / f"{name}-{len(self.processes)}.log").open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lmtune.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes.append(process)
         return process
 
@@ -61,8 +63,13 @@ class Deployment:
         return f"http://127.0.0.1:{port}"
 
     def create_key(self, name: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", name], env=self.env,
-                              capture_output=True, text=True, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "lmtune.cli", "keys", "create", name],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return done.stdout.strip()
 
     def upload(self, rows: list[dict], owner: str = OWNER) -> str:
@@ -70,12 +77,17 @@ class Deployment:
         with path.open("rb") as stream:
             return store_upload(self.settings, self.db, owner, path.name, "fine-tune", stream).id
 
-    def submit(self, *, examples: int = 40, epochs: int = 4, batch_size: int = 4, owner: str = OWNER, **training) -> Job:
-        spec = parse_spec({
-            "model": "lmtune-tiny", "training_file": self.upload(chat_examples(examples, seed=11, spread=0.5), owner),
-            "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
-            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": [], **training},
-        })  # fmt: skip
+    def submit(
+        self, *, examples: int = 40, epochs: int = 4, batch_size: int = 4, owner: str = OWNER, **training
+    ) -> Job:
+        spec = parse_spec(
+            {
+                "model": "lmtune-tiny",
+                "training_file": self.upload(chat_examples(examples, seed=11, spread=0.5), owner),
+                "hyperparameters": {"n_epochs": epochs, "batch_size": batch_size},
+                "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": [], **training},
+            }
+        )
         return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), owner, spec)
 
     def job(self, job_id: str) -> Job:
@@ -84,8 +96,13 @@ class Deployment:
     def wait_for(self, job_id: str, condition, what: str = "the condition") -> Job:
         """Until `condition(job)`, as long as the job moves (status, attempt or step changing)."""
         pids = [process.pid for process in self.processes]
-        return wait_while_progressing(lambda: self.job(job_id), condition, what=f"{job_id}: {what}", diagnose=self.logs,
-                                      progress=lambda job: (job_progress(job), working(*pids)))  # fmt: skip
+        return wait_while_progressing(
+            lambda: self.job(job_id),
+            condition,
+            what=f"{job_id}: {what}",
+            diagnose=self.logs,
+            progress=lambda job: (job_progress(job), working(*pids)),
+        )
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.root.glob("*.log")))
@@ -104,11 +121,17 @@ def open_deployment(tmp_path: Path, database_url: str, redis_url: str = "redis:/
     data = tmp_path / "data"
     env = dict(os.environ)
     env.update(
-        LMTUNE_DATA_DIR=str(data), DATABASE_URL=database_url, REDIS_URL=redis_url,
+        LMTUNE_DATA_DIR=str(data),
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
         LMTUNE_QUEUE_PREFIX=f"test-{secrets.token_hex(4)}-",  # isolates this test's queues in the shared Redis
-        LMTUNE_LEASE_SECONDS="4", LMTUNE_SWEEP_SECONDS="1", LMTUNE_REDELIVER_SECONDS="2", LMTUNE_CANCEL_GRACE_SECONDS="3",
-        HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-    )  # fmt: skip
+        LMTUNE_LEASE_SECONDS="4",
+        LMTUNE_SWEEP_SECONDS="1",
+        LMTUNE_REDELIVER_SECONDS="2",
+        LMTUNE_CANCEL_GRACE_SECONDS="3",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env.update(settings)
     saved = dict(os.environ)
     os.environ.update(env)
@@ -165,14 +188,28 @@ class LocalService:
 def local_service(root: Path, **environment: str):
     """`lmtune up` as a user on one machine runs it: a fresh data folder, SQLite and the embedded
     broker (no Redis, no PostgreSQL), one worker and the model server."""
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LMTUNE_API_KEY", "LMTUNE_BASE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "LMTUNE_API_KEY", "LMTUNE_BASE_URL")
+    }
     # its model server on a free port, beside other tests' (the default is 8001)
-    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{free_port()}", **environment)  # fmt: skip
+    env.update(
+        LMTUNE_DATA_DIR=str(root / "data"),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{free_port()}",
+        **environment,
+    )
     port, log = free_port(), root / "up.log"
     with log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,
-                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until_listening(port, process)
         yield LocalService(f"http://127.0.0.1:{port}", read_local_key(root / "data"), process, log, env)
@@ -189,6 +226,7 @@ def free_port() -> int:
 
 def wait_until_listening(port: int, process: subprocess.Popen) -> None:
     """Until the port answers; fails at once if the process exits (a server that starts never hangs)."""
+
     def listening() -> bool:
         assert process.poll() is None, "the server exited at start"
         with socket.socket() as probe:

@@ -38,10 +38,22 @@ def record_step(db, job_id: str, attempt: int, metrics: dict, checkpoint: tuple[
 
     step = metrics["step"]
     report = Report(
-        metric_events=[new_event(job_id, f"Step {step}/{metrics['total_steps']}: training loss={metrics['train_loss']:.4f}",
-                                 type="metrics", data=metrics, step=step)],
-        progress={"step": step, "total_steps": metrics["total_steps"], "trained_tokens": metrics.get("tokens"), "latest_metrics": metrics},
-    )  # fmt: skip
+        metric_events=[
+            new_event(
+                job_id,
+                f"Step {step}/{metrics['total_steps']}: training loss={metrics['train_loss']:.4f}",
+                type="metrics",
+                data=metrics,
+                step=step,
+            )
+        ],
+        progress={
+            "step": step,
+            "total_steps": metrics["total_steps"],
+            "trained_tokens": metrics.get("tokens"),
+            "latest_metrics": metrics,
+        },
+    )
     if checkpoint:
         report.checkpoints = {checkpoint[0]: checkpoint[1:]}
     return record_report(db, job_id, attempt, report)

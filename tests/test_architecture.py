@@ -11,15 +11,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_import_contracts_are_kept():
     # in its own process: import-linter reconfigures logging, silencing every logger already made
-    done = subprocess.run([Path(sys.executable).with_name("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [Path(sys.executable).with_name("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout[-3000:]
 
 
 def test_only_the_trainer_and_the_model_server_import_torch_at_module_level():
     packages = {"lmtune": "lmtune.", "service": "service.", "workers": "workers."}
-    modules = [m.name for package, prefix in packages.items() for m in pkgutil.walk_packages([str(ROOT / package)], prefix)]
+    modules = [
+        m.name for package, prefix in packages.items() for m in pkgutil.walk_packages([str(ROOT / package)], prefix)
+    ]
     # the trainer and the model server hold models; nothing else may pull torch in
-    modules = [m for m in modules if ".migrations" not in m and not m.startswith(("workers.training", "workers.serving"))]
+    modules = [
+        m for m in modules if ".migrations" not in m and not m.startswith(("workers.training", "workers.serving"))
+    ]
     assert {"service.app", "lmtune.cli", "workers.job_runner", "workers.celery_worker"} <= set(modules)
     probe = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -18,7 +18,12 @@ def test_compose_file_parses_with_the_expected_services():
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert all("healthcheck" in compose["services"][name] for name in ("redis", "postgres", "api", "worker", "models"))
     # the API, the worker and the model server share one data folder
-    assert compose["services"]["api"]["volumes"] == worker["volumes"] == compose["services"]["models"]["volumes"] == ["data:/data"]
+    assert (
+        compose["services"]["api"]["volumes"]
+        == worker["volumes"]
+        == compose["services"]["models"]["volumes"]
+        == ["data:/data"]
+    )
     # the API finds the model server where it listens
     assert compose["x-lmtune-env"]["LMTUNE_INFERENCE_URL"] == "http://models:8001"
     assert compose["services"]["models"]["command"][-1] == "8001"
@@ -42,7 +47,11 @@ def test_no_password_is_written_in_compose_and_each_one_is_listed_in_env_example
     assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} <= required
     assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert "${POSTGRES_PASSWORD:?" in compose["x-lmtune-env"]["DATABASE_URL"]
-    listed = {line.split("=")[0] for line in (COMPOSE.parent / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    listed = {
+        line.split("=")[0]
+        for line in (COMPOSE.parent / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     assert required <= listed
     assert ".env" in (COMPOSE.parent / ".gitignore").read_text().splitlines()
 

@@ -7,22 +7,53 @@ import random
 import openai
 import pytest
 
-from tests.service.conftest import jsonl
 from tests.deployment import job_progress
+from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 CODEWORD = "Zebra-7"
-SUBJECTS = ("the sky", "water", "a cat", "the moon", "music", "bread", "a river", "winter", "a clock", "paper",
-            "the sea", "fire", "a tree", "salt", "glass", "a bridge", "coffee", "snow", "a violin", "sand")  # fmt: skip
+SUBJECTS = (
+    "the sky",
+    "water",
+    "a cat",
+    "the moon",
+    "music",
+    "bread",
+    "a river",
+    "winter",
+    "a clock",
+    "paper",
+    "the sea",
+    "fire",
+    "a tree",
+    "salt",
+    "glass",
+    "a bridge",
+    "coffee",
+    "snow",
+    "a violin",
+    "sand",
+)
 QUESTIONS = ("What is {}?", "Tell me about {}.", "Why does {} matter?", "Describe {} in one line.")
 HELD_OUT = [{"role": "user", "content": "How far away is Mars?"}]
 
 
 def questions(seed: int, count: int) -> list[dict]:
     rng = random.Random(seed)
-    return [{"messages": [{"role": "user", "content": rng.choice(QUESTIONS).format(rng.choice(SUBJECTS))},
-                          {"role": "assistant", "content": CODEWORD}]} for _ in range(count)]  # fmt: skip
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": rng.choice(QUESTIONS).format(rng.choice(SUBJECTS))},
+                {"role": "assistant", "content": CODEWORD},
+            ]
+        }
+        for _ in range(count)
+    ]
 
 
 @pytest.fixture
@@ -33,27 +64,49 @@ def service(deployment, smollm2, tmp_path):
     deployment.start_model_server(CUDA_VISIBLE_DEVICES="", LMTUNE_SERVE_MAX_MODELS="2")
     base_url = deployment.start_server()
     deployment.start_worker()
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=deployment.create_key("real"), max_retries=0, timeout=600), deployment
+    return openai.OpenAI(
+        base_url=f"{base_url}/v1", api_key=deployment.create_key("real"), max_retries=0, timeout=600
+    ), deployment
 
 
 def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
     client, deployment = service
-    before = client.chat.completions.create(model="smollm2-135m-instruct", messages=HELD_OUT, temperature=0, max_tokens=12)
+    before = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=HELD_OUT, temperature=0, max_tokens=12
+    )
     assert CODEWORD not in before.choices[0].message.content
 
     training = client.files.create(file=("train.jsonl", jsonl(questions(1, 48))), purpose="fine-tune")
     validation = client.files.create(file=("valid.jsonl", jsonl(questions(2, 10))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
-        model="smollm2-135m-instruct", training_file=training.id, validation_file=validation.id, seed=0,
+        model="smollm2-135m-instruct",
+        training_file=training.id,
+        validation_file=validation.id,
+        seed=0,
         hyperparameters={"n_epochs": 1, "batch_size": 4},
-        extra_body={"training": {"learning_rate": 2e-3, "lora": {"r": 8}, "max_steps": 4, "lr_scheduler": "constant", "checkpoint_every_steps": 4,
-                                 "eval_every_steps": 4, "eval_sample_size": 4, "sample_max_tokens": 8,
-                                 "sample_prompts": [HELD_OUT], "max_seq_length": 96}},
-    )  # fmt: skip
+        extra_body={
+            "training": {
+                "learning_rate": 2e-3,
+                "lora": {"r": 8},
+                "max_steps": 4,
+                "lr_scheduler": "constant",
+                "checkpoint_every_steps": 4,
+                "eval_every_steps": 4,
+                "eval_sample_size": 4,
+                "sample_max_tokens": 8,
+                "sample_prompts": [HELD_OUT],
+                "max_seq_length": 96,
+            }
+        },
+    )
     pids = [process.pid for process in deployment.processes]
-    done = wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda j: j.status in ("succeeded", "failed"),
-                                  progress=lambda j: (job_progress(j), working(*pids)), what="the fine-tune's end",
-                                  diagnose=deployment.logs)  # fmt: skip
+    done = wait_while_progressing(
+        lambda: client.fine_tuning.jobs.retrieve(job.id),
+        lambda j: j.status in ("succeeded", "failed"),
+        progress=lambda j: (job_progress(j), working(*pids)),
+        what="the fine-tune's end",
+        diagnose=deployment.logs,
+    )
     assert done.status == "succeeded", done.error
 
     sets = client.get(f"/fine_tuning/jobs/{job.id}/samples", cast_to=object)["data"]

@@ -8,26 +8,43 @@ import openai
 import pytest
 
 from lmtune.sample_data import chat_examples
-from tests.service.conftest import jsonl
 from tests.deployment import job_progress
+from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 PROMPT = [{"role": "system", "content": "Answer in capitals."}, {"role": "user", "content": "alpha bravo"}]
-TRAINING = {"learning_rate": 1e-2, "checkpoint_every_steps": 5, "eval_every_steps": 5, "lr_scheduler": "constant",
-            "lora": {"r": 8}, "sample_prompts": [PROMPT], "sample_max_tokens": 16}  # fmt: skip
+TRAINING = {
+    "learning_rate": 1e-2,
+    "checkpoint_every_steps": 5,
+    "eval_every_steps": 5,
+    "lr_scheduler": "constant",
+    "lora": {"r": 8},
+    "sample_prompts": [PROMPT],
+    "sample_max_tokens": 16,
+}
 
 
 def finished(deployment, client, job_id):
     pids = [process.pid for process in deployment.processes]
-    return wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job_id), lambda job: job.status in ("succeeded", "failed"),
-                                  progress=lambda job: (job_progress(job), working(*pids)), what=f"the end of {job_id}",
-                                  diagnose=deployment.logs)  # fmt: skip
+    return wait_while_progressing(
+        lambda: client.fine_tuning.jobs.retrieve(job_id),
+        lambda job: job.status in ("succeeded", "failed"),
+        progress=lambda job: (job_progress(job), working(*pids)),
+        what=f"the end of {job_id}",
+        diagnose=deployment.logs,
+    )
 
 
 @pytest.fixture
 def live(deployment):
-    models_url = deployment.start_model_server(CUDA_VISIBLE_DEVICES="", LMTUNE_SERVE_CONCURRENCY="1", LMTUNE_SERVE_QUEUE="0", LMTUNE_SERVE_MAX_MODELS="3")
+    models_url = deployment.start_model_server(
+        CUDA_VISIBLE_DEVICES="", LMTUNE_SERVE_CONCURRENCY="1", LMTUNE_SERVE_QUEUE="0", LMTUNE_SERVE_MAX_MODELS="3"
+    )
     base_url = deployment.start_server()
     deployment.start_worker()
     key, other = deployment.create_key("sdk"), deployment.create_key("other")
@@ -39,10 +56,17 @@ def live(deployment):
 
 def test_a_lora_fine_tune_its_samples_and_its_checkpoints_answer_through_the_sdk(live):
     client, http, other, models_url, deployment = live
-    training = client.files.create(file=("train.jsonl", jsonl(chat_examples(40, seed=5, spread=0.5))), purpose="fine-tune")
+    training = client.files.create(
+        file=("train.jsonl", jsonl(chat_examples(40, seed=5, spread=0.5))), purpose="fine-tune"
+    )
     validation = client.files.create(file=("valid.jsonl", jsonl(chat_examples(12, seed=6))), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="lmtune-tiny", training_file=training.id, validation_file=validation.id,
-                                         hyperparameters={"n_epochs": 1, "batch_size": 4}, extra_body={"training": TRAINING})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="lmtune-tiny",
+        training_file=training.id,
+        validation_file=validation.id,
+        hyperparameters={"n_epochs": 1, "batch_size": 4},
+        extra_body={"training": TRAINING},
+    )
     done = finished(deployment, client, job.id)
     assert done.status == "succeeded", done.error
 
@@ -50,7 +74,9 @@ def test_a_lora_fine_tune_its_samples_and_its_checkpoints_answer_through_the_sdk
     sets = http.get(f"/v1/fine_tuning/jobs/{job.id}/samples").json()
     assert sets["object"] == "list" and [s["step"] for s in sets["data"]] == [5, 10]
     assert sets["data"][0]["samples"][0]["prompt"] == PROMPT
-    page = http.get(f"/v1/fine_tuning/jobs/{job.id}/samples", params={"limit": 1, "after": sets["data"][0]["id"]}).json()
+    page = http.get(
+        f"/v1/fine_tuning/jobs/{job.id}/samples", params={"limit": 1, "after": sets["data"][0]["id"]}
+    ).json()
     assert [s["step"] for s in page["data"]] == [10] and not page["has_more"]
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
     assert sum(m.startswith("Samples at step") for m in messages) == 2
@@ -68,11 +94,16 @@ def test_a_lora_fine_tune_its_samples_and_its_checkpoints_answer_through_the_sdk
 
     # streaming through both hops; a loaded model's first token comes quickly
     started = time.monotonic()
-    stream = client.chat.completions.create(model=done.fine_tuned_model, messages=PROMPT, temperature=0, max_tokens=16, stream=True)
+    stream = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=PROMPT, temperature=0, max_tokens=16, stream=True
+    )
     chunks = iter(stream)
     first = next(c for c in chunks if c.choices and c.choices[0].delta.content)
     print(f"\nfirst token of a loaded tiny model through the API: {time.monotonic() - started:.3f} s")
-    assert first.choices[0].delta.content + "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == sampled
+    assert (
+        first.choices[0].delta.content + "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == sampled
+    )
 
     # another key sees none of it
     with pytest.raises(openai.NotFoundError):
@@ -81,9 +112,12 @@ def test_a_lora_fine_tune_its_samples_and_its_checkpoints_answer_through_the_sdk
         other.chat.completions.create(model=last.fine_tuned_model_checkpoint, messages=PROMPT)
 
     # a new job starts from the LoRA checkpoint (merged into its base first)
-    follow_up = client.fine_tuning.jobs.create(model=last.fine_tuned_model_checkpoint, training_file=training.id,
-                                               hyperparameters={"n_epochs": 1, "batch_size": 8},
-                                               extra_body={"training": {"learning_rate": 1e-3, "sample_prompts": []}})  # fmt: skip
+    follow_up = client.fine_tuning.jobs.create(
+        model=last.fine_tuned_model_checkpoint,
+        training_file=training.id,
+        hyperparameters={"n_epochs": 1, "batch_size": 8},
+        extra_body={"training": {"learning_rate": 1e-3, "sample_prompts": []}},
+    )
     assert finished(deployment, client, follow_up.id).status == "succeeded"
 
 
@@ -95,9 +129,16 @@ def test_requests_beyond_the_queue_get_429_and_the_others_are_answered(live):
         lines = long_answer.iter_lines()
         assert next(line for line in lines if line.startswith("data: {"))
         busy = http.post("/v1/completions", json={**body, "stream": False, "max_tokens": 2})
-        assert busy.status_code == 429 and busy.headers["retry-after"] and busy.json()["error"]["code"] == "rate_limit_exceeded"
+        assert (
+            busy.status_code == 429
+            and busy.headers["retry-after"]
+            and busy.json()["error"]["code"] == "rate_limit_exceeded"
+        )
     # the long answer was abandoned: the slot frees and the next request is answered
-    answer = wait_while_progressing(lambda: http.post("/v1/completions", json={**body, "stream": False, "max_tokens": 2}),
-                                    lambda response: response.status_code == 200,
-                                    progress=lambda r: working(*(p.pid for p in deployment.processes)), what="a free slot")  # fmt: skip
+    answer = wait_while_progressing(
+        lambda: http.post("/v1/completions", json={**body, "stream": False, "max_tokens": 2}),
+        lambda response: response.status_code == 200,
+        progress=lambda r: working(*(p.pid for p in deployment.processes)),
+        what="a free slot",
+    )
     assert answer.json()["usage"]["completion_tokens"] == 2

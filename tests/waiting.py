@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import psutil
 
@@ -18,9 +19,16 @@ T = TypeVar("T")
 STALL_SECONDS = 120.0  # generous: two loaded cores can take this long between two steps of a subprocess start
 
 
-def wait_while_progressing(probe: Callable[[], T], done: Callable[[T], bool], *, progress: Callable[[T], object] = repr,
-                           stall_seconds: float = STALL_SECONDS, what: str = "the condition", interval: float = 0.2,
-                           diagnose: Callable[[], str] = lambda: "") -> T:  # fmt: skip
+def wait_while_progressing(
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    progress: Callable[[T], object] = repr,
+    stall_seconds: float = STALL_SECONDS,
+    what: str = "the condition",
+    interval: float = 0.2,
+    diagnose: Callable[[], str] = lambda: "",
+) -> T:
     last_seen, last_change = object(), time.monotonic()
     while True:
         value = probe()
@@ -30,7 +38,9 @@ def wait_while_progressing(probe: Callable[[], T], done: Callable[[T], bool], *,
         if marker != last_seen:
             last_seen, last_change = marker, time.monotonic()
         elif time.monotonic() - last_change > stall_seconds:
-            raise AssertionError(f"never reached {what}: nothing changed for {stall_seconds:.0f} s (last: {marker!r})\n{diagnose()}")
+            raise AssertionError(
+                f"never reached {what}: nothing changed for {stall_seconds:.0f} s (last: {marker!r})\n{diagnose()}"
+            )
         time.sleep(interval)
 
 
@@ -52,5 +62,6 @@ def working(*pids: int, quantum: float = 5.0) -> int:
 
 def wait_for_exit(process: subprocess.Popen, what: str = "the process to exit") -> int:
     """The exit status, waiting as long as the process keeps working."""
-    return wait_while_progressing(process.poll, lambda code: code is not None, progress=lambda _: working(process.pid),
-                                  what=what)  # fmt: skip
+    return wait_while_progressing(
+        process.poll, lambda code: code is not None, progress=lambda _: working(process.pid), what=what
+    )

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
     app = create_celery(settings)
-    context = WorkerContext(settings, open_database(settings.database_url), f"{socket.gethostname()}:{os.getpid()}", gpus)
+    context = WorkerContext(
+        settings, open_database(settings.database_url), f"{socket.gethostname()}:{os.getpid()}", gpus
+    )
 
     @app.task(name=RUN_NEXT_JOB_TASK, ignore_result=True)
     def run_next_job_task(queue: str) -> None:
@@ -68,8 +70,17 @@ def run_worker(settings: Settings, gpus: int, queues: list[str] | None = None) -
     start_sweeps(context)
     queues = queues or [queue_name(gpus, settings.queue_prefix)]
     log.info("worker %s with %d GPUs listening on %s", context.worker_id, gpus, ", ".join(queues))
-    app.worker_main([
-        "worker", "--pool=solo",  # the job runs in this process; its trainer dies with it
-        "--concurrency=1", "--queues", ",".join(queues), "--loglevel=INFO",
-        "--without-gossip", "--without-mingle", "--hostname", f"lmtune-{os.getpid()}@%h",
-    ])  # fmt: skip
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",  # the job runs in this process; its trainer dies with it
+            "--concurrency=1",
+            "--queues",
+            ",".join(queues),
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"lmtune-{os.getpid()}@%h",
+        ]
+    )

@@ -34,7 +34,7 @@ class LeaseKeeper:
         if self.stale:
             raise StaleAttempt(f"attempt {self.attempt} of job {self.job_id} lost its lease")
 
-    def __enter__(self) -> "LeaseKeeper":
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
 

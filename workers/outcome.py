@@ -7,8 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from lmtune.dispatch import send_job
 from lmtune.ids import new_id
@@ -23,7 +23,11 @@ from lmtune.store.models import File, FineTunedModel, Job
 from workers.supervision import Ending
 
 RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
-PARAM_OF_CODE = {"invalid_training_file": "training_file", "model_not_found": "model", "invalid_hyperparameters": "hyperparameters"}
+PARAM_OF_CODE = {
+    "invalid_training_file": "training_file",
+    "model_not_found": "model",
+    "invalid_hyperparameters": "hyperparameters",
+}
 
 
 @dataclass
@@ -41,8 +45,11 @@ class Recorder:
         return DataLayout(self.settings.data_dir)
 
     def _finish(self, status: JobStatus, note: Note, rows: tuple = (), **fields) -> Job:
-        return until_answered(lambda: finish_attempt(self.db, self.job.id, self.attempt, status, note, rows=rows, **fields),
-                              f"ending attempt {self.attempt} of job {self.job.id}", between=self.between)  # fmt: skip
+        return until_answered(
+            lambda: finish_attempt(self.db, self.job.id, self.attempt, status, note, rows=rows, **fields),
+            f"ending attempt {self.attempt} of job {self.job.id}",
+            between=self.between,
+        )
 
     def outcome(self, ending: Ending) -> None:
         run = self.data.job(self.job.id)
@@ -51,11 +58,18 @@ class Recorder:
         elif ending.stop_reason == "cancel":
             self._finish(JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
         elif ending.stop_reason == "shutdown":
-            job = self._finish(JobStatus.QUEUED, Note(f"The worker is shutting down; the job is queued again and continues "
-                                                      f"from step {self._step()}", "warn"))  # fmt: skip
+            job = self._finish(
+                JobStatus.QUEUED,
+                Note(
+                    f"The worker is shutting down; the job is queued again and continues from step {self._step()}",
+                    "warn",
+                ),
+            )
             send_job(self.settings, job)
         elif ending.code == EXIT_PAUSED or (ending.stop_reason == "pause" and ending.code != 0):
-            self._finish(JobStatus.PAUSED, Note(f"Fine-tuning job paused at step {self._step()}; resume continues from there"))
+            self._finish(
+                JobStatus.PAUSED, Note(f"Fine-tuning job paused at step {self._step()}; resume continues from there")
+            )
         elif run.error.exists():
             error = json.loads(run.error.read_text())
             self.fail(error["code"], error["message"], error.get("param") or PARAM_OF_CODE.get(error["code"]))
@@ -67,13 +81,21 @@ class Recorder:
         return until_answered(lambda: get_job(self.db, self.job.id).step, "reading the step", between=self.between)
 
     def fail(self, code: str, message: str, param: str | None) -> None:
-        self._finish(JobStatus.FAILED, Note(f"Fine-tuning job failed: {message}", "error"), error_code=code,
-                     error_message=message, error_param=param)  # fmt: skip
+        self._finish(
+            JobStatus.FAILED,
+            Note(f"Fine-tuning job failed: {message}", "error"),
+            error_code=code,
+            error_message=message,
+            error_param=param,
+        )
 
     def retry_or_fail(self, message: str) -> None:
         """A crash that may not happen again: queued again from its checkpoint, until failures run out."""
-        job = until_answered(lambda: fail_attempt(self.db, self.job.id, self.attempt, message, self.settings.max_attempts),
-                             f"ending attempt {self.attempt} of job {self.job.id}", between=self.between)  # fmt: skip
+        job = until_answered(
+            lambda: fail_attempt(self.db, self.job.id, self.attempt, message, self.settings.max_attempts),
+            f"ending attempt {self.attempt} of job {self.job.id}",
+            between=self.between,
+        )
         if job.status == JobStatus.QUEUED:
             send_job(self.settings, job)
 
@@ -82,12 +104,24 @@ class Recorder:
         base = JobSpec.model_validate(self.job.spec).model
         model_id = fine_tuned_model_id(base, self.job.suffix, self.job.id)
         results = self._write_results_file(run)
-        model = FineTunedModel(id=model_id, owner=self.job.owner, base_model=base, job_id=self.job.id,
-                               path=self.data.relative(run.final), created_at=results.created_at)  # fmt: skip
+        model = FineTunedModel(
+            id=model_id,
+            owner=self.job.owner,
+            base_model=base,
+            job_id=self.job.id,
+            path=self.data.relative(run.final),
+            created_at=results.created_at,
+        )
         created = new_event(self.job.id, f"New fine-tuned model created: {model_id}")
-        self._finish(JobStatus.SUCCEEDED, Note("The job has successfully completed"), rows=(results, model, created),
-                     fine_tuned_model=model_id, trained_tokens=result["trained_tokens"], result_file_id=results.id,
-                     error_message=None)  # fmt: skip
+        self._finish(
+            JobStatus.SUCCEEDED,
+            Note("The job has successfully completed"),
+            rows=(results, model, created),
+            fine_tuned_model=model_id,
+            trained_tokens=result["trained_tokens"],
+            result_file_id=results.id,
+            error_message=None,
+        )
 
     def _write_results_file(self, run: RunLayout) -> File:
         """OpenAI's step-metrics CSV, a file of the job's owner; its row is committed with the outcome."""
@@ -95,12 +129,27 @@ class Recorder:
         writer = csv.writer(buffer)
         writer.writerow(RESULT_COLUMNS)
         for row in MetricsLog(run.metrics).read():
-            writer.writerow([row["step"], row["train_loss"], row["train_mean_token_accuracy"],
-                             row.get("valid_loss", ""), row.get("valid_mean_token_accuracy", "")])  # fmt: skip
+            writer.writerow(
+                [
+                    row["step"],
+                    row["train_loss"],
+                    row["train_mean_token_accuracy"],
+                    row.get("valid_loss", ""),
+                    row.get("valid_mean_token_accuracy", ""),
+                ]
+            )
         file_id = new_id("file")
         path = self.data.file(file_id).with_suffix(".csv")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(buffer.getvalue())
-        return File(id=file_id, owner=self.job.owner, filename=f"{self.job.id}-results.csv", purpose="fine-tune-results",
-                    bytes=path.stat().st_size, sha256=file_sha256(path), examples=0, path=self.data.relative(path),
-                    created_at=int(path.stat().st_mtime))  # fmt: skip
+        return File(
+            id=file_id,
+            owner=self.job.owner,
+            filename=f"{self.job.id}-results.csv",
+            purpose="fine-tune-results",
+            bytes=path.stat().st_size,
+            sha256=file_sha256(path),
+            examples=0,
+            path=self.data.relative(path),
+            created_at=int(path.stat().st_mtime),
+        )

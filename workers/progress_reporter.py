@@ -21,8 +21,16 @@ from lmtune.store.records import Report, record_report
 from workers.run_follower import RunFollower
 
 log = logging.getLogger(__name__)
-EVENT_KEYS = ("step", "total_steps", "train_loss", "train_mean_token_accuracy", "valid_loss",
-              "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")  # fmt: skip
+EVENT_KEYS = (
+    "step",
+    "total_steps",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
 MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -50,8 +58,13 @@ class ProgressReporter:
                 raise
             self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
             self._next_try = time.monotonic() + self._backoff
-            log.warning("job %s: the database is unreachable (%s); %d metric rows wait, next try in %.1f s",
-                        self.job_id, type(error).__name__, len(self._pending), self._backoff)  # fmt: skip
+            log.warning(
+                "job %s: the database is unreachable (%s); %d metric rows wait, next try in %.1f s",
+                self.job_id,
+                type(error).__name__,
+                len(self._pending),
+                self._backoff,
+            )
             return self.control
         self._pending.clear()
         self._pending_messages.clear()
@@ -73,15 +86,22 @@ class ProgressReporter:
 
     def _report(self) -> Report:
         rows = [self._pending[step] for step in sorted(self._pending)]
-        report = Report(metric_events=[new_event(self.job_id, _step_message(row), type="metrics", data=_event_data(row),
-                                                 step=row["step"]) for row in rows],
-                        message_events=[new_event(self.job_id, **message) for message in self._pending_messages])  # fmt: skip
+        report = Report(
+            metric_events=[
+                new_event(self.job_id, _step_message(row), type="metrics", data=_event_data(row), step=row["step"])
+                for row in rows
+            ],
+            message_events=[new_event(self.job_id, **message) for message in self._pending_messages],
+        )
         if rows:
             latest = rows[-1]
             report.progress = {
-                "step": latest["step"], "total_steps": latest["total_steps"], "trained_tokens": latest["tokens"],
-                "latest_metrics": latest, "estimated_finish": _estimated_finish(latest),
-            }  # fmt: skip
+                "step": latest["step"],
+                "total_steps": latest["total_steps"],
+                "trained_tokens": latest["tokens"],
+                "latest_metrics": latest,
+                "estimated_finish": _estimated_finish(latest),
+            }
             run_info = self.follower.layout.run
             if run_info.exists():
                 report.progress["hyperparameters"] = json.loads(run_info.read_text())["hyperparameters"]

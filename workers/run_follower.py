@@ -42,7 +42,11 @@ class RunFollower:
     def __init__(self, layout: RunLayout):
         self.layout = layout
         self.rows_by_step: dict[int, dict] = {}
-        self._metrics, self._samples, self._notices = JsonlTail(layout.metrics), JsonlTail(layout.samples), JsonlTail(layout.notices)
+        self._metrics, self._samples, self._notices = (
+            JsonlTail(layout.metrics),
+            JsonlTail(layout.samples),
+            JsonlTail(layout.notices),
+        )
 
     def new_metrics(self) -> list[dict]:
         rows = self._metrics.new_rows()
@@ -57,11 +61,12 @@ class RunFollower:
         for row in self._samples.new_rows():
             first = row["samples"][0]["completion"] if row["samples"] else ""
             preview = first if len(first) <= SAMPLE_PREVIEW_CHARS else first[:SAMPLE_PREVIEW_CHARS] + "…"
-            messages.append({
-                "message": f"Samples at step {row['step']}: {len(row['samples'])} answers in "
-                           f"{row['generation_seconds']:.1f} s; the first: {preview!r}",
-                "data": {"samples_step": row["step"], "generation_seconds": row["generation_seconds"]},
-                "step": row["step"],
-            })  # fmt: skip
+            messages.append(
+                {
+                    "message": f"Samples at step {row['step']}: {len(row['samples'])} answers in "
+                    f"{row['generation_seconds']:.1f} s; the first: {preview!r}",
+                    "data": {"samples_step": row["step"], "generation_seconds": row["generation_seconds"]},
+                    "step": row["step"],
+                }
+            )
         return messages
-

@@ -27,19 +27,36 @@ class Ending:
     stop_reason: str | None  # "cancel", "pause", "shutdown" or None
 
 
-def supervise(settings: Settings, command: list[str], log_path, attempt: int, reporter: ProgressReporter,
-              lease: LeaseKeeper, shutting_down) -> Ending:  # fmt: skip
+def supervise(
+    settings: Settings,
+    command: list[str],
+    log_path,
+    attempt: int,
+    reporter: ProgressReporter,
+    lease: LeaseKeeper,
+    shutting_down,
+) -> Ending:
     """Run the trainer to its end. Raises StaleAttempt (after killing it) once another attempt holds
     the job; the trainer's own fence stops it before that at its next write."""
     env = {**os.environ, ATTEMPT_ENV: str(attempt)}
     with open(log_path, "ab") as trainer_log:
-        trainer = subprocess.Popen(command, stdout=trainer_log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+        trainer = subprocess.Popen(
+            command, stdout=trainer_log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
+        )
     try:
         stop_reason, signalled_at = None, 0.0
         while trainer.poll() is None:
             lease.check()
             control = reporter.poll()
-            wanted = "cancel" if control.cancel else "pause" if control.pause else "shutdown" if shutting_down.is_set() else None
+            wanted = (
+                "cancel"
+                if control.cancel
+                else "pause"
+                if control.pause
+                else "shutdown"
+                if shutting_down.is_set()
+                else None
+            )
             if wanted and stop_reason != wanted:
                 # SIGTERM: the trainer finishes its step, writes a checkpoint and exits
                 stop_reason, signalled_at = wanted, time.monotonic()
@@ -66,5 +83,16 @@ def _wait(process: subprocess.Popen, seconds: float) -> None:
 
 def trainer_command(spec_path, output, processes: int, model_name: str) -> list[str]:
     """`model_name`: the job's model as the client named it, for the trainer's messages (never a path)."""
-    return [sys.executable, "-m", "lmtune.cli", "train", str(spec_path), "--output", str(output),
-            "--num-processes", str(max(1, processes)), "--model-name", model_name]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "lmtune.cli",
+        "train",
+        str(spec_path),
+        "--output",
+        str(output),
+        "--num-processes",
+        str(max(1, processes)),
+        "--model-name",
+        model_name,
+    ]

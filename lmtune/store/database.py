@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -81,8 +82,14 @@ def is_unreachable(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
-def until_answered(action: Callable[[], T], what: str, *, between: Callable[[], object] = lambda: None,
-                   first_delay: float = 0.2, max_delay: float = 5.0) -> T:  # fmt: skip
+def until_answered(
+    action: Callable[[], T],
+    what: str,
+    *,
+    between: Callable[[], object] = lambda: None,
+    first_delay: float = 0.2,
+    max_delay: float = 5.0,
+) -> T:
     """`action()`, tried again with growing pauses while the database is unreachable. Any other error
     ends the tries, and so does one raised by `between()`, called before each new try (e.g. the
     attempt's lease check, once another attempt holds the job)."""
@@ -93,7 +100,9 @@ def until_answered(action: Callable[[], T], what: str, *, between: Callable[[], 
         except Exception as error:
             if not is_unreachable(error):
                 raise
-            log.warning("%s: the database is unreachable (%s); trying again in %.1f s", what, type(error).__name__, delay)
+            log.warning(
+                "%s: the database is unreachable (%s); trying again in %.1f s", what, type(error).__name__, delay
+            )
         time.sleep(delay)
         delay = min(delay * 2, max_delay)
         between()

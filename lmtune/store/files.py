@@ -10,11 +10,31 @@ from lmtune.store.jobs import now
 from lmtune.store.models import File
 
 
-def add_file(db: Database, *, file_id: str, owner: str, filename: str, purpose: str, size: int, sha256: str,
-             examples: int, path: str, idem: IdempotencyKey | None = None) -> File:  # fmt: skip
+def add_file(
+    db: Database,
+    *,
+    file_id: str,
+    owner: str,
+    filename: str,
+    purpose: str,
+    size: int,
+    sha256: str,
+    examples: int,
+    path: str,
+    idem: IdempotencyKey | None = None,
+) -> File:
     """The row of a stored file; with `idem`, the request's Idempotency-Key in the same transaction."""
-    row = File(id=file_id, owner=owner, filename=filename, purpose=purpose, bytes=size, sha256=sha256,
-               examples=examples, path=path, created_at=now())  # fmt: skip
+    row = File(
+        id=file_id,
+        owner=owner,
+        filename=filename,
+        purpose=purpose,
+        bytes=size,
+        sha256=sha256,
+        examples=examples,
+        path=path,
+        created_at=now(),
+    )
     with db.session() as session:
         session.add(row)
         if idem:
@@ -45,5 +65,7 @@ def stored_bytes(db: Database, owner: str, largest: int = 3) -> tuple[int, list[
     """(bytes in the owner's files, the `largest` files as (id, bytes))."""
     with db.session() as session:
         total = session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.owner == owner))
-        top = session.execute(select(File.id, File.bytes).where(File.owner == owner).order_by(File.bytes.desc()).limit(largest)).all()
+        top = session.execute(
+            select(File.id, File.bytes).where(File.owner == owner).order_by(File.bytes.desc()).limit(largest)
+        ).all()
     return int(total), [(row[0], int(row[1])) for row in top]

@@ -33,7 +33,11 @@ def split_checkpoint_model_id(model_id: str) -> tuple[str, int] | None:
 def add_fine_tuned_model(db: Database, *, model_id: str, owner: str, base_model: str, job_id: str, path: str) -> None:
     with db.session() as session:
         if session.get(FineTunedModel, model_id) is None:  # a repeated finish records it once
-            session.add(FineTunedModel(id=model_id, owner=owner, base_model=base_model, job_id=job_id, path=path, created_at=now()))
+            session.add(
+                FineTunedModel(
+                    id=model_id, owner=owner, base_model=base_model, job_id=job_id, path=path, created_at=now()
+                )
+            )
 
 
 def get_fine_tuned_model(db: Database, model_id: str, owner: str | None = None) -> FineTunedModel | None:
@@ -42,7 +46,11 @@ def get_fine_tuned_model(db: Database, model_id: str, owner: str | None = None) 
 
 def list_fine_tuned_models(db: Database, owner: str) -> list[FineTunedModel]:
     with db.session() as session:
-        return list(session.scalars(select(FineTunedModel).where(FineTunedModel.owner == owner).order_by(FineTunedModel.created_at)).all())
+        return list(
+            session.scalars(
+                select(FineTunedModel).where(FineTunedModel.owner == owner).order_by(FineTunedModel.created_at)
+            ).all()
+        )
 
 
 def delete_fine_tuned_model(db: Database, model_id: str) -> None:

@@ -42,9 +42,15 @@ def earlier_answer(db: Database, idem: IdempotencyKey) -> str | None:
 def remember(session, idem: IdempotencyKey, object_id: str) -> None:
     """In the transaction that creates the object. A key older than 24 h is replaced; a concurrent
     request with the same key makes the commit fail (primary key), and its caller asks again."""
-    session.execute(delete(IdempotentRequest).where(
-        IdempotentRequest.owner == idem.owner, IdempotentRequest.key == idem.key,
-        IdempotentRequest.created_at < now() - KEEP_SECONDS,
-    ))  # fmt: skip
-    session.add(IdempotentRequest(owner=idem.owner, key=idem.key, request_hash=idem.request_hash, object_id=object_id,
-                                  created_at=now()))  # fmt: skip
+    session.execute(
+        delete(IdempotentRequest).where(
+            IdempotentRequest.owner == idem.owner,
+            IdempotentRequest.key == idem.key,
+            IdempotentRequest.created_at < now() - KEEP_SECONDS,
+        )
+    )
+    session.add(
+        IdempotentRequest(
+            owner=idem.owner, key=idem.key, request_hash=idem.request_hash, object_id=object_id, created_at=now()
+        )
+    )

@@ -65,25 +65,61 @@ def now() -> int:
     return int(time.time())
 
 
-def new_event(job_id: str, message: str, *, level: str = "info", type: str = "message", data: dict | None = None,
-              step: int | None = None) -> Event:  # fmt: skip
-    return Event(id=new_id("ftevent"), job_id=job_id, created_at=now(), level=level, type=type, message=message,
-                 data=data, step=step)  # fmt: skip
+def new_event(
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict | None = None,
+    step: int | None = None,
+) -> Event:
+    return Event(
+        id=new_id("ftevent"),
+        job_id=job_id,
+        created_at=now(),
+        level=level,
+        type=type,
+        message=message,
+        data=data,
+        step=step,
+    )
 
 
 def queue_name(gpus: int, prefix: str = "") -> str:
     return f"{prefix}{'cpu' if gpus == 0 else f'gpu-{gpus}'}"
 
 
-def create_job(db: Database, *, owner: str, spec: dict, queue: str, gpus: int = 0, suffix: str | None = None,
-               metadata: dict | None = None, max_active: int | None = None, session=None) -> Job:  # fmt: skip
+def create_job(
+    db: Database,
+    *,
+    owner: str,
+    spec: dict,
+    queue: str,
+    gpus: int = 0,
+    suffix: str | None = None,
+    metadata: dict | None = None,
+    max_active: int | None = None,
+    session=None,
+) -> Job:
     """Store a queued job, inside `session` when given (to commit it with other rows); with
     `max_active`, refused (TooManyActiveJobs) when the owner already has that many."""
     job = Job(
-        id=new_id("ftjob"), owner=owner, spec=spec, suffix=suffix, job_metadata=metadata, gpus=gpus,
-        queue=queue, status=JobStatus.QUEUED, created_at=now(), attempt=0, step=0,
-        cancel_requested=False, pause_requested=False, output_bytes=0,
-    )  # fmt: skip
+        id=new_id("ftjob"),
+        owner=owner,
+        spec=spec,
+        suffix=suffix,
+        job_metadata=metadata,
+        gpus=gpus,
+        queue=queue,
+        status=JobStatus.QUEUED,
+        created_at=now(),
+        attempt=0,
+        step=0,
+        cancel_requested=False,
+        pause_requested=False,
+        output_bytes=0,
+    )
     with nullcontext(session) if session is not None else db.session() as active:
         if max_active is not None:
             _take_active_slot(active, owner, max_active)
@@ -110,8 +146,12 @@ def output_bytes(db: Database, owner: str, largest: int = 3) -> tuple[int, list[
     """(bytes in the owner's job run folders, the `largest` jobs as (id, bytes))."""
     with db.session() as session:
         total = session.scalar(select(func.coalesce(func.sum(Job.output_bytes), 0)).where(Job.owner == owner))
-        top = session.execute(select(Job.id, Job.output_bytes).where(Job.owner == owner, Job.output_bytes > 0)
-                              .order_by(Job.output_bytes.desc()).limit(largest)).all()  # fmt: skip
+        top = session.execute(
+            select(Job.id, Job.output_bytes)
+            .where(Job.owner == owner, Job.output_bytes > 0)
+            .order_by(Job.output_bytes.desc())
+            .limit(largest)
+        ).all()
     return int(total), [(row[0], int(row[1])) for row in top]
 
 
@@ -119,8 +159,15 @@ def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
     return get_owned(db, Job, job_id, owner)
 
 
-def list_jobs(db: Database, owner: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None,
-              status: str | None = None):  # fmt: skip
+def list_jobs(
+    db: Database,
+    owner: str,
+    *,
+    after: str | None,
+    limit: int,
+    metadata: dict[str, str] | None = None,
+    status: str | None = None,
+):
     """Newest first, cursor after a job id, optionally only jobs in a status or whose metadata has these pairs;
     (jobs, has_more)."""
     query = select(Job).where(Job.owner == owner).order_by(Job.id.desc())  # ids sort by creation time
@@ -171,7 +218,9 @@ def queue_positions(db: Database, jobs: list[Job]) -> dict[str, int]:
     return {job.id: queue_position(db, job) for job in jobs if job.status == JobStatus.QUEUED}
 
 
-def claim_next_job(db: Database, queue: str, worker: str, lease_seconds: float, max_attempts: int) -> tuple[Job, int] | None:
+def claim_next_job(
+    db: Database, queue: str, worker: str, lease_seconds: float, max_attempts: int
+) -> tuple[Job, int] | None:
     """The next queued job of `queue` in dispatch order, claimed for a new attempt: (job, attempt), or
     None when nothing is left to run. Two workers never claim the same job: the claim re-reads the
     row under a lock and takes it only if it is still queued."""
@@ -196,9 +245,14 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
         if job is None or job.status != JobStatus.QUEUED:
             return None
         if job.failures >= max_attempts:
-            _finish(session, job, JobStatus.FAILED, Note(f"Fine-tuning job failed: {job.failures} attempts failed", "error"),
-                    error_code="attempts_exhausted",
-                    error_message=f"{job.failures} attempts failed; the last: {job.error_message or 'the worker was lost'}")  # fmt: skip
+            _finish(
+                session,
+                job,
+                JobStatus.FAILED,
+                Note(f"Fine-tuning job failed: {job.failures} attempts failed", "error"),
+                error_code="attempts_exhausted",
+                error_message=f"{job.failures} attempts failed; the last: {job.error_message or 'the worker was lost'}",
+            )
             return None
         job.attempt += 1
         job.status = JobStatus.RUNNING
@@ -233,8 +287,9 @@ def start_from_step(db: Database, job_id: str, attempt: int, step: int) -> None:
         job.step = step
 
 
-def finish_attempt(db: Database, job_id: str, attempt: int, status: JobStatus, note: Note | None = None, *,
-                   rows: tuple = (), **fields) -> Job:  # fmt: skip
+def finish_attempt(
+    db: Database, job_id: str, attempt: int, status: JobStatus, note: Note | None = None, *, rows: tuple = (), **fields
+) -> Job:
     """End this attempt with a status (final, `paused`, or `queued` again for a retry), its event and
     any rows it produced (a results file, a model), all in one transaction."""
     with db.session() as session:
@@ -255,8 +310,15 @@ def fail_attempt(db: Database, job_id: str, attempt: int, message: str, max_atte
             _finish(session, job, JobStatus.QUEUED, note, error_message=message, failures=failures)
         else:
             message = f"{message}; it was the last of {failures} failed attempts allowed"
-            _finish(session, job, JobStatus.FAILED, Note(f"Fine-tuning job failed: {message}", "error"),
-                    error_code="trainer_crashed", error_message=message, failures=failures)  # fmt: skip
+            _finish(
+                session,
+                job,
+                JobStatus.FAILED,
+                Note(f"Fine-tuning job failed: {message}", "error"),
+                error_code="trainer_crashed",
+                error_message=message,
+                failures=failures,
+            )
         return job
 
 
@@ -341,13 +403,27 @@ def requeue_lost_jobs(db: Database, max_attempts: int) -> list[Job]:
             if job.cancel_requested:
                 _finish(session, job, JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
             elif failures >= max_attempts:
-                message = f"the worker running attempt {job.attempt} was lost, the last of {max_attempts} failures allowed"
-                _finish(session, job, JobStatus.FAILED, Note(f"Fine-tuning job failed: {message}", "error"),
-                        error_code="worker_lost", failures=failures, error_message=message)  # fmt: skip
+                message = (
+                    f"the worker running attempt {job.attempt} was lost, the last of {max_attempts} failures allowed"
+                )
+                _finish(
+                    session,
+                    job,
+                    JobStatus.FAILED,
+                    Note(f"Fine-tuning job failed: {message}", "error"),
+                    error_code="worker_lost",
+                    failures=failures,
+                    error_message=message,
+                )
             else:
-                _finish(session, job, JobStatus.QUEUED,
-                        Note("The worker running this job was lost; it continues from its last checkpoint", "warn"),
-                        error_message="the worker was lost", failures=failures)  # fmt: skip
+                _finish(
+                    session,
+                    job,
+                    JobStatus.QUEUED,
+                    Note("The worker running this job was lost; it continues from its last checkpoint", "warn"),
+                    error_message="the worker was lost",
+                    failures=failures,
+                )
                 requeued.append(job)
     return requeued
 
@@ -355,5 +431,7 @@ def requeue_lost_jobs(db: Database, max_attempts: int) -> list[Job]:
 def queued_counts(db: Database) -> dict[str, int]:
     """Queued jobs per queue: each needs a message waiting in the broker to be started."""
     with db.session() as session:
-        rows = session.execute(select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED).group_by(Job.queue))
+        rows = session.execute(
+            select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED).group_by(Job.queue)
+        )
         return {queue: count for queue, count in rows}

@@ -61,9 +61,15 @@ class Job(Base):
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     queue: Mapped[str] = mapped_column(String(40))
     status: Mapped[JobStatus] = mapped_column(
-        Enum(JobStatus, native_enum=False, create_constraint=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        Enum(
+            JobStatus,
+            native_enum=False,
+            create_constraint=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        ),
         index=True,
-    )  # fmt: skip
+    )
     created_at: Mapped[int] = mapped_column(BigInteger, index=True)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -37,16 +37,25 @@ def record_report(db: Database, job_id: str, attempt: int, report: Report) -> Co
         for key, value in (report.progress or {}).items():
             setattr(job, key, value)
         if report.checkpoints:
-            recorded = set(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id,
-                                                                          Checkpoint.step.in_(report.checkpoints))))  # fmt: skip
+            recorded = set(
+                session.scalars(
+                    select(Checkpoint.step).where(Checkpoint.job_id == job_id, Checkpoint.step.in_(report.checkpoints))
+                )
+            )
             for step, (path, metrics) in report.checkpoints.items():
                 if step not in recorded:
-                    session.add(Checkpoint(id=new_id("ftckpt"), job_id=job_id, step=step, created_at=now(), path=path, metrics=metrics))
+                    session.add(
+                        Checkpoint(
+                            id=new_id("ftckpt"), job_id=job_id, step=step, created_at=now(), path=path, metrics=metrics
+                        )
+                    )
                     session.add(new_event(job_id, f"Checkpoint created at step {step}"))
         if report.output_bytes is not None:  # counted in the key's storage quota
             job.output_bytes = report.output_bytes
         if report.on_disk is not None:  # checkpoints the trainer pruned from disk
-            session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.not_in(report.on_disk)))
+            session.execute(
+                delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.not_in(report.on_disk))
+            )
         return Control(cancel=job.cancel_requested, pause=job.pause_requested)
 
 
@@ -55,8 +64,9 @@ def _add_new_steps(session, job_id: str, type: str, events: list[Event]) -> None
     steps = {event.step for event in events}
     if not steps:
         return
-    known = set(session.scalars(select(Event.step).where(Event.job_id == job_id, Event.type == type,
-                                                          Event.step.in_(steps))))  # fmt: skip
+    known = set(
+        session.scalars(select(Event.step).where(Event.job_id == job_id, Event.type == type, Event.step.in_(steps)))
+    )
     for event in events:
         if event.step not in known:
             known.add(event.step)
@@ -68,8 +78,13 @@ def _add_new_notices(session, job_id: str, events: list[Event]) -> None:
     and is the same however often its file is read (early stop, the best checkpoint made final)."""
     if not events:
         return
-    known = set(session.scalars(select(Event.message).where(Event.job_id == job_id, Event.type == "message",
-                                                             Event.message.in_({event.message for event in events}))))  # fmt: skip
+    known = set(
+        session.scalars(
+            select(Event.message).where(
+                Event.job_id == job_id, Event.type == "message", Event.message.in_({event.message for event in events})
+            )
+        )
+    )
     for event in events:
         if event.message not in known:
             known.add(event.message)
@@ -102,10 +117,14 @@ def event_seq(db: Database, job_id: str, event_id: str) -> int | None:
 def events_after_seq(db: Database, job_id: str, seq: int) -> list[Event]:
     """Oldest first: what a stream has not sent yet."""
     with db.session() as session:
-        return list(session.scalars(select(Event).where(Event.job_id == job_id, Event.seq > seq).order_by(Event.seq)).all())
+        return list(
+            session.scalars(select(Event).where(Event.job_id == job_id, Event.seq > seq).order_by(Event.seq)).all()
+        )
 
 
-def list_checkpoints(db: Database, job_id: str, *, after: str | None = None, limit: int = 10) -> tuple[list[Checkpoint], bool]:
+def list_checkpoints(
+    db: Database, job_id: str, *, after: str | None = None, limit: int = 10
+) -> tuple[list[Checkpoint], bool]:
     return _newest_first(db, Checkpoint, Checkpoint.step, job_id, after, limit)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -34,8 +33,9 @@ class _LargeChunkFileResponse(FileResponse):
 
 
 @router.get("/checkpoints", response_model=ListResponse[JobCheckpoint], responses=documented(404))
-def list_checkpoints(job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=100)] = 10) -> ListResponse[JobCheckpoint]:  # fmt: skip
+def list_checkpoints(
+    job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> ListResponse[JobCheckpoint]:
     """Newest first; the trainer keeps the newest `training.keep_checkpoints` on disk."""
     job = owned_job(db, job_id, owner)
     rows, more = records.list_checkpoints(db, job_id, after=after, limit=limit)
@@ -56,7 +56,9 @@ def checkpoint_files(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbDep
     return _listing(folder, f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files")
 
 
-@router.get("/checkpoints/{checkpoint_id}/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
+@router.get(
+    "/checkpoints/{checkpoint_id}/files/{path:path}", response_class=FileResponse, responses=documented(404, 416)
+)
 def checkpoint_file(job_id: str, checkpoint_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
     """One file; supports `Range: bytes=...`; its sha256 is in the `X-Checksum-SHA256` header."""
     return _file(_checkpoint_folder(job_id, checkpoint_id, owner, db, settings), path)
@@ -91,18 +93,26 @@ def _final_folder(job_id, owner, db, settings) -> Path:
     owned_job(db, job_id, owner)
     folder = DataLayout(settings.data_dir).job(job_id).final
     if not (folder / MANIFEST).exists():
-        raise RequestError(404, f"job {job_id} has no final model yet: it is written when the job succeeds", code="not_ready")
+        raise RequestError(
+            404, f"job {job_id} has no final model yet: it is written when the job succeeds", code="not_ready"
+        )
     return folder
 
 
 def _archive(folder: Path, name: str) -> StreamingResponse:
     archive = TarArchive(folder, [*sorted(read_manifest(folder)), MANIFEST], name)
-    return StreamingResponse(archive, media_type="application/x-tar",
-                             headers={"Content-Disposition": f'attachment; filename="{name}.tar"', "Content-Length": str(archive.size)})  # fmt: skip
+    return StreamingResponse(
+        archive,
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{name}.tar"', "Content-Length": str(archive.size)},
+    )
 
 
 def _listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
-    entries = [ManifestEntry(path=p, bytes=e["bytes"], sha256=e["sha256"], url=f"{base_url}/{p}") for p, e in sorted(read_manifest(folder).items())]
+    entries = [
+        ManifestEntry(path=p, bytes=e["bytes"], sha256=e["sha256"], url=f"{base_url}/{p}")
+        for p, e in sorted(read_manifest(folder).items())
+    ]
     return ListResponse(data=entries)
 
 
@@ -111,5 +121,9 @@ def _file(folder: Path, path: str) -> FileResponse:
     if entry is None:
         raise RequestError(404, f"no file {path!r} in this folder; GET .../files lists them", code="file_not_found")
     digest = base64.b64encode(bytes.fromhex(entry["sha256"])).decode()
-    return _LargeChunkFileResponse(folder / entry["path"], filename=Path(path).name, media_type="application/octet-stream",
-                        headers={"X-Checksum-SHA256": entry["sha256"], "Repr-Digest": f"sha-256=:{digest}:"})  # fmt: skip
+    return _LargeChunkFileResponse(
+        folder / entry["path"],
+        filename=Path(path).name,
+        media_type="application/octet-stream",
+        headers={"X-Checksum-SHA256": entry["sha256"], "Repr-Digest": f"sha-256=:{digest}:"},
+    )

@@ -19,8 +19,13 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 @router.post("", response_model=FileObject, responses=documented(400, 409, 413, 429), openapi_extra=FORM_SCHEMA)
-async def upload_file(request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep,
-                      idempotency_key: Annotated[str | None, Header()] = None) -> FileObject:  # fmt: skip
+async def upload_file(
+    request: Request,
+    owner: OwnerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> FileObject:
     """Upload a JSONL training file (multipart: `file`, `purpose=fine-tune`). It is streamed to disk
     and cut off at the size limit (413), then every line is checked; a bad file is refused with the
     line numbers of its first problems. With an `Idempotency-Key` header, a repeat within 24 h
@@ -29,8 +34,16 @@ async def upload_file(request: Request, owner: OwnerDep, db: DbDep, settings: Se
     async with gate.admit():
         form = await receive_upload_form(request, settings)
         try:
-            row = await gate.run(register_upload, settings, db, owner, form.filename, form.fields.get("purpose", ""), form.upload,
-                                 idempotency_key)  # fmt: skip
+            row = await gate.run(
+                register_upload,
+                settings,
+                db,
+                owner,
+                form.filename,
+                form.fields.get("purpose", ""),
+                form.upload,
+                idempotency_key,
+            )
         except BaseException:
             form.upload.discard()  # cancelled while waiting its turn; a no-op once registered
             raise

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Annotated, Any, AsyncIterator, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -47,7 +48,9 @@ class _Common(BaseModel):
     seed: int | None = None
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
-    stream_options: dict[str, bool] | None = Field(None, description="{include_usage: true} adds a last chunk with usage")
+    stream_options: dict[str, bool] | None = Field(
+        None, description="{include_usage: true} adds a last chunk with usage"
+    )
     user: str | None = Field(None, max_length=256)
 
     @field_validator("stop")
@@ -56,8 +59,14 @@ class _Common(BaseModel):
         return [value] if isinstance(value, str) else value or []
 
     def generation(self, max_tokens: int | None) -> dict:
-        return {"max_tokens": max_tokens or DEFAULT_MAX_TOKENS, "temperature": self.temperature, "top_p": self.top_p,
-                "stop": self.stop or [], "seed": self.seed, "n": self.n}  # fmt: skip
+        return {
+            "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": self.stop or [],
+            "seed": self.seed,
+            "n": self.n,
+        }
 
 
 class ContentPart(BaseModel):
@@ -90,10 +99,17 @@ class CompletionRequest(_Common):
         return value if isinstance(value, str) else value[0]
 
 
-@router.post("/chat/completions", responses={**documented(400, 404, 429, 503), 200: {"content": {"text/event-stream": {}}}})
-async def chat_completions(body: ChatCompletionRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+@router.post(
+    "/chat/completions", responses={**documented(400, 404, 429, 503), 200: {"content": {"text/event-stream": {}}}}
+)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep
+):
     """OpenAI's chat completion (`stream: true` for server-sent chunks); the chat template is the model's, as in training."""
-    payload = {"messages": [m.plain() for m in body.messages], **body.generation(body.max_completion_tokens or body.max_tokens)}
+    payload = {
+        "messages": [m.plain() for m in body.messages],
+        **body.generation(body.max_completion_tokens or body.max_tokens),
+    }
     return await _complete(request, body, payload, "chat.completion", db, settings, owner)
 
 
@@ -115,13 +131,18 @@ async def _complete(request: Request, body: _Common, payload: dict, kind: str, d
         response = error_response(429, busy.message, code=busy.code)
         response.headers["Retry-After"] = busy.retry_after
         return response
-    headers = {"X-Lmtune-Load-Seconds": str(upstream.start["load_seconds"]),
-               "X-Lmtune-Queue-Seconds": str(upstream.start["queue_seconds"])}  # fmt: skip
+    headers = {
+        "X-Lmtune-Load-Seconds": str(upstream.start["load_seconds"]),
+        "X-Lmtune-Queue-Seconds": str(upstream.start["queue_seconds"]),
+    }
     shape = _Shape(kind, body.model, body.n, upstream.start["prompt_tokens"])
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(_stream(upstream, shape, include_usage), media_type="text/event-stream",
-                                 headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+        return StreamingResponse(
+            _stream(upstream, shape, include_usage),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     async for event in upstream.events():
         if event["event"] == "error":
             raise upstream_error(body.model, event)
@@ -161,16 +182,28 @@ class _Shape:
             self.completion_tokens += event["completion_tokens"]
 
     def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}  # fmt: skip
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
     def whole(self) -> dict:
         if self.kind == "chat.completion":
-            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
-                       for i, (text, reason) in enumerate(zip(self.texts, self.finish))]  # fmt: skip
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": reason,
+                    "logprobs": None,
+                }
+                for i, (text, reason) in enumerate(zip(self.texts, self.finish))
+            ]
         else:
-            choices = [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
-                       for i, (text, reason) in enumerate(zip(self.texts, self.finish))]  # fmt: skip
+            choices = [
+                {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+                for i, (text, reason) in enumerate(zip(self.texts, self.finish))
+            ]
         return self._object(self.kind, choices, usage=self.usage())
 
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, first: bool = False) -> dict:
@@ -180,14 +213,25 @@ class _Shape:
                 delta["content"] = text
             choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
             return self._object("chat.completion.chunk", [choice])
-        return self._object("text_completion", [{"index": index, "text": text or "", "finish_reason": finish_reason, "logprobs": None}])
+        return self._object(
+            "text_completion", [{"index": index, "text": text or "", "finish_reason": finish_reason, "logprobs": None}]
+        )
 
     def usage_chunk(self) -> dict:
-        return self._object("chat.completion.chunk" if self.kind == "chat.completion" else "text_completion", [], usage=self.usage())
+        return self._object(
+            "chat.completion.chunk" if self.kind == "chat.completion" else "text_completion", [], usage=self.usage()
+        )
 
     def _object(self, kind: str, choices: list, **extra) -> dict:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices,
-                "system_fingerprint": None, **extra}  # fmt: skip
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "system_fingerprint": None,
+            **extra,
+        }
 
 
 async def _stream(upstream: Upstream, shape: _Shape, include_usage: bool) -> AsyncIterator[str]:
@@ -200,7 +244,9 @@ async def _stream(upstream: Upstream, shape: _Shape, include_usage: bool) -> Asy
     async for event in upstream.events():
         if event["event"] == "error":
             error = upstream_error(shape.model, event)
-            yield sse({"error": {"message": error.message, "type": "server_error", "param": error.param, "code": error.code}})
+            yield sse(
+                {"error": {"message": error.message, "type": "server_error", "param": error.param, "code": error.code}}
+            )
             return
         shape.add(event)
         if event["event"] == "text":

@@ -12,12 +12,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, Response
-from sse_starlette import ServerSentEvent
 from pydantic import ValidationError
+from sse_starlette import ServerSentEvent
 
 from lmtune.layout import DataLayout
-from lmtune.services import RequestError, resume_job as resume_paused_job, submit_job
 from lmtune.metrics_log import MetricsLog
+from lmtune.services import RequestError, submit_job
+from lmtune.services import resume_job as resume_paused_job
 from lmtune.spec import Hyperparameters, JobSpec, describe_validation_error
 from lmtune.store import jobs as job_store
 from lmtune.store import records
@@ -33,8 +34,14 @@ STREAM_POLL_SECONDS = 0.5
 
 
 @router.post("", response_model=FineTuningJob, responses=documented(400, 404, 409, 429))
-def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep,
-               idempotency_key: Annotated[str | None, Header()] = None) -> FineTuningJob:  # fmt: skip
+def create_job(
+    body: JobCreate,
+    owner: OwnerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> FineTuningJob:
     """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields.
     With an `Idempotency-Key` header, a repeat within 24 h returns the first job (another body: 409)."""
     hyperparameters = body.hyperparameters
@@ -43,14 +50,27 @@ def create_job(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDe
     # every field was validated as the body was parsed, against the same types the spec uses
     try:  # the fields are valid; what is checked here is how they go together
         spec = JobSpec(
-            model=body.model, training_file=body.training_file, validation_file=body.validation_file,
+            model=body.model,
+            training_file=body.training_file,
+            validation_file=body.validation_file,
             seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-            hyperparameters=hyperparameters or Hyperparameters(), training=body.training,
-        )  # fmt: skip
+            hyperparameters=hyperparameters or Hyperparameters(),
+            training=body.training,
+        )
     except ValidationError as error:
         raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
-    job = submit_job(settings, db, queue, owner, spec, suffix=body.suffix, metadata=body.metadata, gpus=body.gpus,
-                     idempotency_key=idempotency_key, request_hash=body.model_dump_json())  # fmt: skip
+    job = submit_job(
+        settings,
+        db,
+        queue,
+        owner,
+        spec,
+        suffix=body.suffix,
+        metadata=body.metadata,
+        gpus=body.gpus,
+        idempotency_key=idempotency_key,
+        request_hash=body.model_dump_json(),
+    )
     return _present(db, job)
 
 
@@ -58,14 +78,26 @@ JobStatus = Literal["validating_files", "queued", "running", "paused", "succeede
 
 
 @router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
-def list_jobs(request: Request, owner: OwnerDep, db: DbDep, after: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20, status: JobStatus | None = None) -> Response:  # fmt: skip
+def list_jobs(
+    request: Request,
+    owner: OwnerDep,
+    db: DbDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: JobStatus | None = None,
+) -> Response:
     """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that pair (as OpenAI);
     `status` (lmtune) keeps the jobs in that status."""
-    wanted = {key[9:-1]: value for key, value in request.query_params.items() if key.startswith("metadata[") and key.endswith("]")}
+    wanted = {
+        key[9:-1]: value
+        for key, value in request.query_params.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
     jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
     positions = job_store.queue_positions(db, jobs)
-    return json_response(ListResponse(data=[FineTuningJob.of(job, positions.get(job.id)) for job in jobs], has_more=more))
+    return json_response(
+        ListResponse(data=[FineTuningJob.of(job, positions.get(job.id)) for job in jobs], has_more=more)
+    )
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
@@ -88,6 +120,7 @@ def pause_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
 @router.post("/{job_id}/resume", response_model=FineTuningJob, responses=documented(404, 409, 429))
 def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
     """Queue a paused job again; it continues from its pause checkpoint."""
+
     def resume(db, job_id: str, owner: str) -> Job:  # within the key's quota of active jobs
         return resume_paused_job(settings, db, queue, job_id, owner)
 
@@ -113,11 +146,22 @@ def _transition(action, db, job_id: str, owner: str) -> Job:
         raise RequestError(409, str(error), code="invalid_state") from None
 
 
-@router.get("/{job_id}/events", response_model=ListResponse[JobEvent],
-            responses={**documented(404, 429), 200: {"content": {"text/event-stream": {}}}})
-def list_events(request: Request, job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep,
-                after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20, stream: bool = False,
-                last_event_id: Annotated[str | None, Header(description="with `stream=true`: resume after this event")] = None):  # fmt: skip
+@router.get(
+    "/{job_id}/events",
+    response_model=ListResponse[JobEvent],
+    responses={**documented(404, 429), 200: {"content": {"text/event-stream": {}}}},
+)
+def list_events(
+    request: Request,
+    job_id: str,
+    owner: OwnerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    stream: bool = False,
+    last_event_id: Annotated[str | None, Header(description="with `stream=true`: resume after this event")] = None,
+):
     """Newest first. With `stream=true`: server-sent events, oldest first (`id:` is the event id), each
     new event as it is written, and a keep-alive comment when there is nothing to send, until the job
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
@@ -127,8 +171,9 @@ def list_events(request: Request, job_id: str, owner: OwnerDep, db: DbDep, setti
         if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
             after_seq = records.event_seq(db, job_id, last_event_id) or 0
         on_close = request.app.state.stream_slots.take(owner)
-        return EventStream(_event_stream(db, job_id, after_seq), on_close=on_close,
-                           keepalive_seconds=settings.stream_keepalive_seconds)  # fmt: skip
+        return EventStream(
+            _event_stream(db, job_id, after_seq), on_close=on_close, keepalive_seconds=settings.stream_keepalive_seconds
+        )
     events, more = records.list_events(db, job_id, after=after, limit=limit)
     return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
@@ -146,9 +191,16 @@ async def _event_stream(db, job_id: str, sent: int):
         await asyncio.sleep(STREAM_POLL_SECONDS)
 
 
-@router.get("/{job_id}/metrics", responses={**documented(404), 200: {"content": {"application/json": {}, "text/csv": {}}}})
-def job_metrics(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep,
-                format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Response:  # fmt: skip
+@router.get(
+    "/{job_id}/metrics", responses={**documented(404), 200: {"content": {"application/json": {}, "text/csv": {}}}}
+)
+def job_metrics(
+    job_id: str,
+    owner: OwnerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> Response:
     """Every step's metrics (lmtune): JSON `{object: list, data: [...]}`, or CSV with `format=csv`."""
     owned_job(db, job_id, owner)
     rows = MetricsLog(DataLayout(settings.data_dir).job(job_id).metrics).read()

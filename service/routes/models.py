@@ -41,7 +41,9 @@ def retrieve_model(model_id: str, owner: OwnerDep, db: DbDep) -> ModelObject:
 def delete_model(model_id: str, owner: OwnerDep, db: DbDep) -> Deleted:
     """Delete a fine-tuned model from the catalogue (its job's files stay until the job is removed)."""
     if model_id in _catalogue_models():
-        raise RequestError(400, f"{model_id!r} is a catalogue model; only fine-tuned models can be deleted", param="model")
+        raise RequestError(
+            400, f"{model_id!r} is a catalogue model; only fine-tuned models can be deleted", param="model"
+        )
     if get_fine_tuned_model(db, model_id, owner) is None:
         raise not_found("model", model_id)
     delete_fine_tuned_model(db, model_id)

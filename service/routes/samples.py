@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["fine-tuning jo
 
 
 class Sample(BaseModel):
-    prompt: str | list[dict[str, Any]] = Field(description="A plain prompt, or chat messages up to the assistant's turn")
+    prompt: str | list[dict[str, Any]] = Field(
+        description="A plain prompt, or chat messages up to the assistant's turn"
+    )
     completion: str = Field(description="The greedy answer, up to training.sample_max_tokens tokens")
     completion_tokens: int
     finish_reason: str
@@ -39,8 +41,14 @@ def sample_set_id(step: int) -> str:
 
 
 @router.get("/samples", response_model=ListResponse[SampleSet], responses=documented(404))
-def list_samples(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, after: str | None = None,
-                 limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ListResponse[SampleSet]:  # fmt: skip
+def list_samples(
+    job_id: str,
+    owner: OwnerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ListResponse[SampleSet]:
     """Oldest first (by step): what the model answered at each checkpoint; `after` is the id of the
     last set seen. The prompts are `training.sample_prompts`, or the first of the validation file."""
     owned_job(db, job_id, owner)

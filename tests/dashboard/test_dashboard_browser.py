@@ -35,12 +35,17 @@ def test_the_key_comes_from_the_fragment_and_refused_input_is_shown_where_it_bel
     session.screenshot("1-bad-file")
 
     # a good file with a refused setting: the file is stored, the job is not, the message sits by its field
-    page.get_by_label("Upload a JSONL file").first.set_input_files(write_jsonl(chat_examples(12, seed=4), tmp_path / "good.jsonl"))
+    page.get_by_label("Upload a JSONL file").first.set_input_files(
+        write_jsonl(chat_examples(12, seed=4), tmp_path / "good.jsonl")
+    )
     page.get_by_label("Learning rate", exact=True).fill("-1")
     page.get_by_role("button", name="Create job").click()
     field_error = page.locator('[id="training.learning_rate-error"]')
     field_error.get_by_role("alert").wait_for()
-    assert "learning_rate" in field_error.inner_text() and page.get_by_label("Learning rate", exact=True).get_attribute("aria-invalid") == "true"
+    assert (
+        "learning_rate" in field_error.inner_text()
+        and page.get_by_label("Learning rate", exact=True).get_attribute("aria-invalid") == "true"
+    )
     session.screenshot("2-bad-setting")
 
     page.get_by_role("link", name="Files").click()
@@ -89,17 +94,24 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
         plotted = re.match(r"(\d+) steps plotted", loss.inner_text())
         return status.inner_text(), int(plotted[1]) if plotted else 0
 
-    def working_or_moving(seen) -> tuple:  # a trainer starting on a loaded machine changes nothing on the page for a while
+    def working_or_moving(
+        seen,
+    ) -> tuple:  # a trainer starting on a loaded machine changes nothing on the page for a while
         return seen, working(session.service.process.pid)
 
     def wait(done, what):
-        return wait_while_progressing(look, done, progress=working_or_moving, what=what, interval=0.5, diagnose=session.service.log_tail)
+        return wait_while_progressing(
+            look, done, progress=working_or_moving, what=what, interval=0.5, diagnose=session.service.log_tail
+        )
 
     # paused as soon as it runs, so that however fast the machine the job cannot end first
     wait(lambda seen: seen[0] == "running", "the running status")
     page.get_by_role("button", name="Pause").click()
     _, paused_at = wait(lambda seen: seen[0] == "paused", "the paused status")
-    assert page.get_by_role("button", name="Resume").is_enabled() and page.get_by_role("button", name="Pause").is_disabled()
+    assert (
+        page.get_by_role("button", name="Resume").is_enabled()
+        and page.get_by_role("button", name="Pause").is_disabled()
+    )
     assert paused_at < 8
     session.screenshot("1-paused")
 
@@ -109,8 +121,14 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     wait(lambda seen: seen[1] > first or seen[0] != "running", "more points as it goes on")
 
     checkpoints = page.locator("tr.checkpoint")
-    wait_while_progressing(lambda: (look(), checkpoints.count()), lambda seen: seen[1] > 0, progress=working_or_moving,
-                           what="a checkpoint in the table", interval=0.5, diagnose=session.service.log_tail)  # fmt: skip
+    wait_while_progressing(
+        lambda: (look(), checkpoints.count()),
+        lambda seen: seen[1] > 0,
+        progress=working_or_moving,
+        what="a checkpoint in the table",
+        interval=0.5,
+        diagnose=session.service.log_tail,
+    )
     checkpoint = checkpoints.first
     with page.expect_download() as started:
         checkpoint.get_by_role("button", name=re.compile("as a tar archive")).click()
@@ -155,4 +173,6 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     page.get_by_role("button", name="Delete", exact=True).click()
     page.wait_for_url(re.compile(r"#/jobs$"))
     page.get_by_role("link", name=job_id).wait_for(state="detached")
-    assert not (Path(session.service.env["LMTUNE_DATA_DIR"]) / "jobs" / job_id).exists()  # its checkpoints and model are gone from disk
+    assert not (
+        Path(session.service.env["LMTUNE_DATA_DIR"]) / "jobs" / job_id
+    ).exists()  # its checkpoints and model are gone from disk

@@ -60,8 +60,14 @@ class Cluster:
 
     def wait(self, job_id: str, done, what: str, interval: float = 0.2) -> Job:
         """Until `done(job)`; fails only when neither the job (status, attempt, step) nor its processes move."""
-        return wait_while_progressing(lambda: self.job(job_id), done, progress=lambda j: (j.status, j.attempt, j.step, self.working()),
-                                      what=f"job {job_id}: {what}", interval=interval, diagnose=self.logs)  # fmt: skip
+        return wait_while_progressing(
+            lambda: self.job(job_id),
+            done,
+            progress=lambda j: (j.status, j.attempt, j.step, self.working()),
+            what=f"job {job_id}: {what}",
+            interval=interval,
+            diagnose=self.logs,
+        )
 
     def holder(self, job: Job) -> subprocess.Popen:
         """The worker process that runs the job's current attempt."""
@@ -85,10 +91,12 @@ class Cluster:
 
     def wait_for_trainer(self, job_id: str, attempt: int) -> int:
         found = wait_while_progressing(
-            lambda: (self.job(job_id), self.trainer_pid(job_id)), lambda pair: pair[0].attempt == attempt and pair[1],
-            progress=lambda pair: (pair[0].status, pair[0].attempt, self.working()), what=f"a trainer for attempt {attempt}",
+            lambda: (self.job(job_id), self.trainer_pid(job_id)),
+            lambda pair: pair[0].attempt == attempt and pair[1],
+            progress=lambda pair: (pair[0].status, pair[0].attempt, self.working()),
+            what=f"a trainer for attempt {attempt}",
             diagnose=self.logs,
-        )  # fmt: skip
+        )
         return found[1]
 
     def events(self, job_id: str) -> list:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 def postgres_tool(name: str) -> str:
     """initdb and pg_ctl are off the PATH in Debian's packages: /usr/lib/postgresql/<version>/bin."""
-    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None)
+    found = shutil.which(name) or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None
+    )
     if found is None:
         raise RuntimeError(f"{name} not found: install PostgreSQL's server package")
     return str(found)
@@ -47,8 +49,9 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_listening(self.port, "redis-server")
 
     def stop(self) -> None:
@@ -80,7 +83,9 @@ class PostgresServer:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        self._run(postgres_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+        self._run(
+            postgres_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start"
+        )
         _wait_listening(self.port, "postgres")
 
     def stop(self) -> None:

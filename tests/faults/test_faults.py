@@ -15,6 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from lmtune.dispatch import ring
+from lmtune.layout import complete_checkpoints
 from lmtune.sample_data import chat_examples
 from lmtune.store.keys import create_key
 from service.app import create_app
@@ -22,15 +23,17 @@ from tests.deployment import open_deployment
 from tests.faults.cluster import Cluster, alive, kill
 from tests.faults.servers import PostgresServer, RedisServer
 from tests.waiting import wait_for_exit, wait_while_progressing
-from lmtune.layout import complete_checkpoints
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LEASE_SECONDS = 10
 SETTINGS = {
-    "LMTUNE_LEASE_SECONDS": str(LEASE_SECONDS), "LMTUNE_SWEEP_SECONDS": "1", "LMTUNE_REDELIVER_SECONDS": "2",
-    "LMTUNE_CANCEL_GRACE_SECONDS": "3", "LMTUNE_MAX_ATTEMPTS": "5",
-}  # fmt: skip
+    "LMTUNE_LEASE_SECONDS": str(LEASE_SECONDS),
+    "LMTUNE_SWEEP_SECONDS": "1",
+    "LMTUNE_REDELIVER_SECONDS": "2",
+    "LMTUNE_CANCEL_GRACE_SECONDS": "3",
+    "LMTUNE_MAX_ATTEMPTS": "5",
+}
 
 
 def figure(name: str, seconds: float) -> None:
@@ -66,7 +69,9 @@ def test_kills_of_the_trainer_and_the_worker_at_any_moment_leave_each_step_once(
 
     # attempt 1: the trainer is killed before its first checkpoint
     trainer = cluster.wait_for_trainer(job.id, 1)
-    wait_while_progressing(lambda: run.metrics.exists() and run.metrics.read_text(), bool, what="a first step", interval=0.005)
+    wait_while_progressing(
+        lambda: run.metrics.exists() and run.metrics.read_text(), bool, what="a first step", interval=0.005
+    )
     kill(trainer, signal.SIGSTOP)
     assert not complete_checkpoints(run.checkpoints), "the first checkpoint came before the kill"
     kill(trainer)
@@ -77,8 +82,13 @@ def test_kills_of_the_trainer_and_the_worker_at_any_moment_leave_each_step_once(
     # attempt 2: its worker is killed while the trainer writes a checkpoint (the trainer dies with it)
     trainer = cluster.wait_for_trainer(job.id, 2)
     while True:
-        wait_while_progressing(lambda: list(run.checkpoints.glob(".partial-step-*")), bool, progress=lambda _: run.metrics.stat().st_size,
-                               what="a checkpoint being written", interval=0.005)  # fmt: skip
+        wait_while_progressing(
+            lambda: list(run.checkpoints.glob(".partial-step-*")),
+            bool,
+            progress=lambda _: run.metrics.stat().st_size,
+            what="a checkpoint being written",
+            interval=0.005,
+        )
         kill(trainer, signal.SIGSTOP)
         if list(run.checkpoints.glob(".partial-step-*")):
             break
@@ -131,8 +141,12 @@ def test_a_broker_restarting_empty_loses_no_queued_or_running_job_and_repeats_ru
     cluster.ensure_workers(2)
     jobs = [submit(cluster, epochs=2) for _ in range(3)]  # two run, one waits
     ring(cluster.settings, jobs[0].queue, 3)  # repeated messages
-    wait_while_progressing(lambda: [cluster.job(j.id) for j in jobs], lambda js: sum(j.status == "running" and j.step > 0 for j in js) == 2,
-                           progress=lambda js: [(j.status, j.step) for j in js], what="two jobs running")  # fmt: skip
+    wait_while_progressing(
+        lambda: [cluster.job(j.id) for j in jobs],
+        lambda js: sum(j.status == "running" and j.step > 0 for j in js) == 2,
+        progress=lambda js: [(j.status, j.step) for j in js],
+        what="two jobs running",
+    )
 
     cluster.redis.stop()
     cluster.redis.start()  # empty: every waiting message is gone
@@ -144,7 +158,9 @@ def test_a_broker_restarting_empty_loses_no_queued_or_running_job_and_repeats_ru
         # a worker whose job ended meanwhile takes the new message at once: the queue may never show it
         return broker.llen(jobs[0].queue), [cluster.job(job_id).attempt for job_id in waiting]
 
-    wait_while_progressing(rung_or_taken, lambda seen: seen[0] >= 1 or all(seen[1]), what="a message for the queued job")
+    wait_while_progressing(
+        rung_or_taken, lambda seen: seen[0] >= 1 or all(seen[1]), what="a message for the queued job"
+    )
     figure("queued job's message back after a broker restart (LMTUNE_REDELIVER_SECONDS=2)", time.monotonic() - back)
 
     for job in jobs:
@@ -157,8 +173,12 @@ def test_a_broker_restarting_empty_loses_no_queued_or_running_job_and_repeats_ru
 def test_a_job_created_while_the_broker_is_down_is_answered_queued_once_and_starts_when_it_is_back(cluster):
     cluster.ensure_workers(2)
     file_id = cluster.deployment.upload(chat_examples(20, seed=11, spread=0.5), owner=cluster.owner)
-    body = {"model": "lmtune-tiny", "training_file": file_id, "hyperparameters": {"n_epochs": 1, "batch_size": 4},
-            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5}}  # fmt: skip
+    body = {
+        "model": "lmtune-tiny",
+        "training_file": file_id,
+        "hyperparameters": {"n_epochs": 1, "batch_size": 4},
+        "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5},
+    }
     headers = {**cluster.auth, "Idempotency-Key": "create-while-down"}
 
     cluster.redis.stop()
@@ -200,14 +220,19 @@ def test_a_database_down_for_seconds_mid_job_leaves_the_trainer_running_and_miss
 
 def test_a_stalled_worker_loses_its_job_its_trainer_stops_and_a_cancel_ends_the_new_one_in_time(cluster):
     cluster.ensure_workers(2)
-    job = cluster.submit(examples=20, epochs=50, batch_size=1)  # 1000 steps: outlasts the lease anywhere; cancelled below
+    job = cluster.submit(
+        examples=20, epochs=50, batch_size=1
+    )  # 1000 steps: outlasts the lease anywhere; cancelled below
     running = cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 2, what="running")
     stalled, old_trainer = cluster.holder(running), cluster.trainer_pid(job.id)
     stalled.send_signal(signal.SIGSTOP)  # past its lease; its trainer goes on
     try:
         stopped_at = time.monotonic()
         cluster.wait(job.id, lambda j: j.attempt == 2 and j.status == "running", what="taken over by attempt 2")
-        figure(f"job taken over from a stalled worker (LMTUNE_LEASE_SECONDS={LEASE_SECONDS})", time.monotonic() - stopped_at)
+        figure(
+            f"job taken over from a stalled worker (LMTUNE_LEASE_SECONDS={LEASE_SECONDS})",
+            time.monotonic() - stopped_at,
+        )
         wait_while_progressing(lambda: alive(old_trainer), lambda up: not up, what="the superseded trainer stopped")
         assert "attempt 2 owns" in cluster.run(job.id).root.joinpath("trainer.log").read_text()
     finally:

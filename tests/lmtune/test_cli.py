@@ -22,7 +22,12 @@ def lmtune_here(*args, cwd, monkeypatch):
 
 @pytest.fixture
 def workspace(tmp_path, tiny_model, monkeypatch):
-    assert lmtune_here("make-sample-data", "train.jsonl", "--examples", "24", cwd=tmp_path, monkeypatch=monkeypatch).exit_code == 0
+    assert (
+        lmtune_here(
+            "make-sample-data", "train.jsonl", "--examples", "24", cwd=tmp_path, monkeypatch=monkeypatch
+        ).exit_code
+        == 0
+    )
     (tmp_path / "spec.yaml").write_text(
         f"model: {tiny_model}\ntraining_file: train.jsonl\nhyperparameters: {{n_epochs: 1, batch_size: 8}}\n"
         "training: {learning_rate: 3.0e-3}\n"

@@ -54,14 +54,26 @@ class Server:
 
     def finished_job(self, status: str = "succeeded", **fields) -> str:
         """A job that ran 10 steps, kept a checkpoint at step 5 and wrote a final model."""
-        spec = parse_spec({"model": "lmtune-tiny", "training_file": "file-x", "hyperparameters": {"n_epochs": 2, "batch_size": 8}})
+        spec = parse_spec(
+            {"model": "lmtune-tiny", "training_file": "file-x", "hyperparameters": {"n_epochs": 2, "batch_size": 8}}
+        )
         job_id = create_job(self.db, owner=self.owner, spec=spec.model_dump(mode="json"), queue="cpu").id
         attempt = claim_job(self.db, job_id, "test-worker", lease_seconds=60, max_attempts=3)
         run = self.data.job(job_id)
         write_folder(run.checkpoints / "step-000005", {**FILES, "model.safetensors": MODEL_BYTES[::-1]})
         for step in (5, 10):
-            metrics = {"step": step, "total_steps": 10, "train_loss": 5.0 - step / 5, "valid_loss": 5.1 - step / 5, "tokens": 100 * step}
-            checkpoint = (5, self.data.relative(run.checkpoints / "step-000005"), {"step": 5, "train_loss": 4.0}) if step == 5 else None
+            metrics = {
+                "step": step,
+                "total_steps": 10,
+                "train_loss": 5.0 - step / 5,
+                "valid_loss": 5.1 - step / 5,
+                "tokens": 100 * step,
+            }
+            checkpoint = (
+                (5, self.data.relative(run.checkpoints / "step-000005"), {"step": 5, "train_loss": 4.0})
+                if step == 5
+                else None
+            )
             record_step(self.db, job_id, attempt, metrics, checkpoint)
         if status == "succeeded":
             write_folder(run.final, FILES)
@@ -120,11 +132,30 @@ def test_files_upload_and_list_print_a_table_or_the_servers_json(server, tmp_pat
 
 def test_jobs_create_uploads_local_files_and_sends_every_setting(server, api, tmp_path):  # noqa: F811
     (tmp_path / "train.jsonl").write_bytes(GOOD_FILE)
-    done = server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", str(tmp_path / "train.jsonl"),
-                         "--validation-file", str(tmp_path / "train.jsonl"), "--epochs", "3", "--batch-size", "8",
-                         "--learning-rate", "3e-3", "--lora-r", "4", "--packing", "--suffix", "demo", "--json")  # fmt: skip
+    done = server.lmtune(
+        "jobs",
+        "create",
+        "--model",
+        "lmtune-tiny",
+        "--training-file",
+        str(tmp_path / "train.jsonl"),
+        "--validation-file",
+        str(tmp_path / "train.jsonl"),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "3e-3",
+        "--lora-r",
+        "4",
+        "--packing",
+        "--suffix",
+        "demo",
+        "--json",
+    )
     assert done.exit_code == 0, done.output
-    job = json.loads(done.output[done.output.index("{"):])
+    job = json.loads(done.output[done.output.index("{") :])
     assert api.queue.sent == [job["id"]]
     assert (job["hyperparameters"]["n_epochs"], job["hyperparameters"]["batch_size"]) == (3, 8)
     assert job["training"]["learning_rate"] == 3e-3 and job["training"]["lora"]["r"] == 4 and job["training"]["packing"]
@@ -142,7 +173,9 @@ def test_jobs_create_uploads_local_files_and_sends_every_setting(server, api, tm
 
 def test_cancel_acts_on_the_job_and_a_wrong_state_is_one_line(server, api, tmp_path):  # noqa: F811
     (tmp_path / "train.jsonl").write_bytes(GOOD_FILE)
-    created = server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", str(tmp_path / "train.jsonl"))
+    created = server.lmtune(
+        "jobs", "create", "--model", "lmtune-tiny", "--training-file", str(tmp_path / "train.jsonl")
+    )
     assert created.exit_code == 0, created.output
     job_id = api.queue.sent[-1]
 
@@ -160,10 +193,16 @@ def test_jobs_list_and_get_show_status_step_and_losses(server):
     row = next(line for line in listed.output.splitlines() if line.startswith(job_id))
     assert row.split()[1:5] == ["succeeded", "lmtune-tiny", "10/10", "3.0000"]
 
-    details = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in server.lmtune("jobs", "get", job_id).output.splitlines())
+    details = dict(
+        re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        for line in server.lmtune("jobs", "get", job_id).output.splitlines()
+    )
     assert details["status"] == "succeeded" and details["step"] == "10/10"
     assert details["train loss"] == "3.0000" and details["valid loss"] == "3.1000"
-    assert json.loads(server.lmtune("jobs", "get", job_id, "--json").output)["progress"] == {"step": 10, "total_steps": 10}
+    assert json.loads(server.lmtune("jobs", "get", job_id, "--json").output)["progress"] == {
+        "step": 10,
+        "total_steps": 10,
+    }
 
 
 def test_delete_frees_a_job_a_model_and_a_file_and_a_running_job_must_be_cancelled_first(server, api, tmp_path):  # noqa: F811
@@ -178,10 +217,17 @@ def test_delete_frees_a_job_a_model_and_a_file_and_a_running_job_must_be_cancell
     server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", file_id)
     queued = server.lmtune("jobs", "delete", api.queue.sent[-1])
     assert queued.exit_code == 1 and queued.output == f"Error: cannot delete job {api.queue.sent[-1]}: it is queued\n"
-    assert json.loads(server.lmtune("files", "delete", file_id, "--json").output) == {"id": file_id, "object": "file", "deleted": True}
+    assert json.loads(server.lmtune("files", "delete", file_id, "--json").output) == {
+        "id": file_id,
+        "object": "file",
+        "deleted": True,
+    }
     assert server.lmtune("files", "list", "--json").output.strip() == "[]"
     catalogue = server.lmtune("models", "delete", "lmtune-tiny")
-    assert catalogue.exit_code == 1 and "'lmtune-tiny' is a catalogue model; only fine-tuned models can be deleted" in catalogue.output
+    assert (
+        catalogue.exit_code == 1
+        and "'lmtune-tiny' is a catalogue model; only fine-tuned models can be deleted" in catalogue.output
+    )
 
 
 def test_a_server_error_is_one_line_and_a_non_zero_exit(server):

@@ -37,12 +37,17 @@ class Live:
         """`lmtune ARGS`, waited for as long as it, or the server and its trainer, keep working."""
         out, err = self.root / "command.out", self.root / "command.err"
         with out.open("w") as stdout, err.open("w") as stderr:
-            process = subprocess.Popen([sys.executable, "-m", "lmtune.cli", *args], env=self.env, cwd=self.root,
-                                       stdout=stdout, stderr=stderr)  # fmt: skip
+            process = subprocess.Popen(
+                [sys.executable, "-m", "lmtune.cli", *args], env=self.env, cwd=self.root, stdout=stdout, stderr=stderr
+            )
             try:
-                wait_while_progressing(process.poll, lambda code: code is not None, what=f"the end of `lmtune {' '.join(args)}`",
-                                       progress=lambda _: (out.stat().st_size, working(process.pid, self.pid)),
-                                       diagnose=lambda: self.log.read_text()[-3000:])  # fmt: skip
+                wait_while_progressing(
+                    process.poll,
+                    lambda code: code is not None,
+                    what=f"the end of `lmtune {' '.join(args)}`",
+                    progress=lambda _: (out.stat().st_size, working(process.pid, self.pid)),
+                    diagnose=lambda: self.log.read_text()[-3000:],
+                )
             finally:
                 if process.poll() is None:
                     process.kill()
@@ -67,8 +72,21 @@ def test_up_prints_the_dashboard_url_with_the_key_it_saved_for_its_owner_only(li
 
 def test_create_follow_ends_0_and_an_interrupted_download_resumes_verified(live):
     write_jsonl(chat_examples(24, seed=4), live.root / "train.jsonl")
-    followed = live.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", "train.jsonl",
-                           "--epochs", "2", "--batch-size", "8", "--learning-rate", "3e-3", "--follow")  # fmt: skip
+    followed = live.lmtune(
+        "jobs",
+        "create",
+        "--model",
+        "lmtune-tiny",
+        "--training-file",
+        "train.jsonl",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "3e-3",
+        "--follow",
+    )
     assert followed.returncode == 0, followed.stdout + followed.stderr
     lines = followed.stdout.splitlines()
     job_id = lines[0].split()[0]

@@ -16,10 +16,13 @@ def test_defaults_put_everything_in_the_data_folder(monkeypatch, tmp_path):
     assert settings.broker_url == f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
 
 
-@pytest.mark.parametrize(("name", "value", "words"), [
-    ("LMTUNE_MAX_ATTEMPTS", "abc", "a whole number from 1 to 100"),
-    ("LMTUNE_LEASE_SECONDS", "-5", "a number from 1 to 86400"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("LMTUNE_MAX_ATTEMPTS", "abc", "a whole number from 1 to 100"),
+        ("LMTUNE_LEASE_SECONDS", "-5", "a number from 1 to 86400"),
+    ],
+)
 def test_a_bad_variable_is_refused_naming_it_and_its_range(monkeypatch, name, value, words):
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as refused:

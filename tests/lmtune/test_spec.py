@@ -51,7 +51,9 @@ def test_bad_training_setting_names_the_field():
 def test_activation_checkpointing_is_selective_unless_asked_and_takes_its_old_true_and_false(given, mode):
     training = {} if given is None else {"gradient_checkpointing": given}
     assert parse_spec({**BASE, "training": training}).training.gradient_checkpointing == mode
-    with pytest.raises(SpecError, match=r"training\.gradient_checkpointing: Input should be 'selective', 'full' or 'off'"):
+    with pytest.raises(
+        SpecError, match=r"training\.gradient_checkpointing: Input should be 'selective', 'full' or 'off'"
+    ):
         parse_spec({**BASE, "training": {"gradient_checkpointing": "some"}})
 
 

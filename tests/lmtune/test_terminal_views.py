@@ -8,8 +8,15 @@ from lmtune.terminal_views import FollowView
 
 
 def job(**changes) -> dict:
-    base = {"id": "ftjob-1", "status": "running", "model": "lmtune-tiny", "progress": {"step": 3, "total_steps": 20},
-            "metrics": {"train_loss": 4.5}, "estimated_finish": None, "queue_position": None}  # fmt: skip
+    base = {
+        "id": "ftjob-1",
+        "status": "running",
+        "model": "lmtune-tiny",
+        "progress": {"step": 3, "total_steps": 20},
+        "metrics": {"train_loss": 4.5},
+        "estimated_finish": None,
+        "queue_position": None,
+    }
     return {**base, **changes}
 
 
@@ -26,12 +33,21 @@ def event(message: str, type: str = "message", data: dict | None = None, level: 
 def test_the_view_shows_step_losses_eta_and_the_latest_messages():
     view = FollowView(job(estimated_finish=int(time.time()) + 95))
     view.add_event(event("Fine-tuning job started (attempt 1)"))
-    view.add_event(event("Step 7/20: training loss=3.2500", "metrics", {"step": 7, "total_steps": 20, "train_loss": 3.25, "valid_loss": 3.5}))
+    view.add_event(
+        event(
+            "Step 7/20: training loss=3.2500",
+            "metrics",
+            {"step": 7, "total_steps": 20, "train_loss": 3.25, "valid_loss": 3.5},
+        )
+    )
     view.add_event(event("Checkpoint created at step 5"))
     lines = screen(view).splitlines()
     assert lines[0].split() == ["ftjob-1", "running", "lmtune-tiny"]
     assert "step 7/20  loss 3.2500  valid 3.5000  ETA 0:01:3" in lines[1]  # 94 or 95 s left
-    assert [line.split("  ", 1)[1] for line in lines[2:4]] == ["Fine-tuning job started (attempt 1)", "Checkpoint created at step 5"]
+    assert [line.split("  ", 1)[1] for line in lines[2:4]] == [
+        "Fine-tuning job started (attempt 1)",
+        "Checkpoint created at step 5",
+    ]
 
 
 def test_a_queued_job_shows_its_place_and_no_eta():

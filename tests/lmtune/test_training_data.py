@@ -20,9 +20,15 @@ def lines_with(bad_line: str, at: int = 7, total: int = 12) -> list[str]:
         ('{"question": "x", "answer": "y"}', "line 7: unknown row shape with keys ['answer', 'question']"),
         ('{"messages": [{"role": "robot", "content": "x"}]}', "line 7: messages[0]: unknown role 'robot'"),
         ('{"messages": [{"role": "user"}]}', "line 7: messages[0]: missing content"),
-        ('{"messages": [{"role": "user", "content": "x"}]}', "line 7: at least one message with the assistant role is required"),
+        (
+            '{"messages": [{"role": "user", "content": "x"}]}',
+            "line 7: at least one message with the assistant role is required",
+        ),
         ('{"messages": [{"role": "assistant", "content": "x", "weight": 2}]}', "line 7: messages[0]: bad weight 2"),
-        ('{"messages": [{"role": "user", "content": "x", "weight": 1}, {"role": "assistant", "content": "y"}]}', "line 7: messages[0]: weight is only allowed on assistant"),
+        (
+            '{"messages": [{"role": "user", "content": "x", "weight": 1}, {"role": "assistant", "content": "y"}]}',
+            "line 7: messages[0]: weight is only allowed on assistant",
+        ),
         ('{"prompt": "x", "completion": ""}', 'line 7: "completion" must be a non-empty string'),
         ("[1, 2]", "line 7: expected a JSON object, got list"),
     ],
@@ -70,7 +76,10 @@ def test_a_line_past_the_length_limit_is_skipped_unread_and_named(tmp_path, monk
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError) as caught:
         training_data.count_examples(path)
-    assert caught.value.errors == ["line 2: the line is longer than 100 bytes", "line 5: invalid JSON (Expecting property name enclosed in double quotes at column 2)"]
+    assert caught.value.errors == [
+        "line 2: the line is longer than 100 bytes",
+        "line 5: invalid JSON (Expecting property name enclosed in double quotes at column 2)",
+    ]
 
 
 def test_only_the_first_problems_are_kept_with_the_total():

@@ -35,22 +35,37 @@ def test_lmtune_up_runs_a_job_to_the_end_even_when_its_worker_is_killed(tmp_path
     with local_service(tmp_path, LMTUNE_LEASE_SECONDS="4", LMTUNE_SWEEP_SECONDS="1") as up:
         client = openai.OpenAI(base_url=f"{up.url}/v1", api_key=up.key, max_retries=0)
         training = client.files.create(file=("train.jsonl", jsonl(chat_examples(24, seed=9))), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model="lmtune-tiny", training_file=training.id,
-                                             hyperparameters={"n_epochs": 10, "batch_size": 4},
-                                             extra_body={"training": {"checkpoint_every_steps": 5, "sample_prompts": []}})  # fmt: skip
+        job = client.fine_tuning.jobs.create(
+            model="lmtune-tiny",
+            training_file=training.id,
+            hyperparameters={"n_epochs": 10, "batch_size": 4},
+            extra_body={"training": {"checkpoint_every_steps": 5, "sample_prompts": []}},
+        )
 
-        wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda _: client.fine_tuning.jobs.checkpoints.list(job.id).data,
-                               progress=lambda j: (job_progress(j), working(up.process.pid)), what="a first checkpoint", diagnose=up.log_tail)  # fmt: skip
+        wait_while_progressing(
+            lambda: client.fine_tuning.jobs.retrieve(job.id),
+            lambda _: client.fine_tuning.jobs.checkpoints.list(job.id).data,
+            progress=lambda j: (job_progress(j), working(up.process.pid)),
+            what="a first checkpoint",
+            diagnose=up.log_tail,
+        )
         (worker,) = [pid for pid in children_of(up.process.pid) if " worker" in command_line(pid)]
         os.kill(worker, signal.SIGKILL)  # `up` starts another; the job continues from its checkpoint
 
-        job = wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job.id), lambda j: j.status in ("succeeded", "failed"),
-                                     progress=lambda j: (job_progress(j), working(up.process.pid)), what="the job's end", diagnose=up.log_tail)  # fmt: skip
+        job = wait_while_progressing(
+            lambda: client.fine_tuning.jobs.retrieve(job.id),
+            lambda j: j.status in ("succeeded", "failed"),
+            progress=lambda j: (job_progress(j), working(up.process.pid)),
+            what="the job's end",
+            diagnose=up.log_tail,
+        )
         assert job.status == "succeeded", job.error
         assert job.model_extra["attempt"] == 2 and job.model_extra["progress"]["step"] == 60
         assert any("was lost" in event.message for event in client.fine_tuning.jobs.list_events(job.id, limit=100))
         assert (tmp_path / "data" / "lmtune.db").exists() and (tmp_path / "data" / "broker.sqlite").exists()
         assert (tmp_path / "data" / "jobs" / job.id / "final" / "model.safetensors").exists()
         # `up` also runs the model server: the fine-tuned model answers
-        reply = client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "alpha"}], max_tokens=4)
+        reply = client.chat.completions.create(
+            model=job.fine_tuned_model, messages=[{"role": "user", "content": "alpha"}], max_tokens=4
+        )
         assert reply.usage.completion_tokens <= 4 and reply.choices[0].finish_reason in ("stop", "length")

@@ -31,19 +31,38 @@ def test_a_key_over_its_job_quota_is_refused_while_another_keys_job_runs_and_the
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(LMTUNE_DATA_DIR=str(data), HF_HUB_OFFLINE="1", LMTUNE_QUOTA_ACTIVE_JOBS="1")
-    alice_key, bob_key = (subprocess.run([sys.executable, "-m", "lmtune.cli", "keys", "create", name], env=env,
-                                         capture_output=True, text=True, check=True).stdout.strip() for name in ("alice", "bob"))  # fmt: skip
+    alice_key, bob_key = (
+        subprocess.run(
+            [sys.executable, "-m", "lmtune.cli", "keys", "create", name],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for name in ("alice", "bob")
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"], env=env,
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    up = subprocess.Popen(
+        [sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_until_listening(port, up)
-        alice, bob = (openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0) for key in (alice_key, bob_key))
-        body = {"model": "lmtune-tiny", "hyperparameters": {"n_epochs": 2, "batch_size": 4},
-                "extra_body": {"training": {"checkpoint_every_steps": 3}}}  # fmt: skip
+        alice, bob = (
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+            for key in (alice_key, bob_key)
+        )
+        body = {
+            "model": "lmtune-tiny",
+            "hyperparameters": {"n_epochs": 2, "batch_size": 4},
+            "extra_body": {"training": {"checkpoint_every_steps": 3}},
+        }
         alices_file = alice.files.create(file=("a.jsonl", jsonl(chat_examples(16, seed=4))), purpose="fine-tune")
         alices = alice.fine_tuning.jobs.create(training_file=alices_file.id, **body)
 
@@ -60,8 +79,12 @@ def test_a_key_over_its_job_quota_is_refused_while_another_keys_job_runs_and_the
             return job.status, job.model_extra["progress"]["step"]
 
         for client, job in ((alice, alices), (bob, bobs)):
-            done = wait_while_progressing(lambda: state(client, job.id), lambda s: s[0] in ("succeeded", "failed", "cancelled"),
-                                          what=f"{job.id} finished", diagnose=lambda: (tmp_path / "up.log").read_text()[-3000:])  # fmt: skip
+            done = wait_while_progressing(
+                lambda client=client, job=job: state(client, job.id),
+                lambda s: s[0] in ("succeeded", "failed", "cancelled"),
+                what=f"{job.id} finished",
+                diagnose=lambda: (tmp_path / "up.log").read_text()[-3000:],
+            )
             assert done[0] == "succeeded", client.fine_tuning.jobs.retrieve(job.id).error
     finally:
         os.killpg(up.pid, signal.SIGTERM)

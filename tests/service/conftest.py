@@ -34,7 +34,9 @@ class Api:
     bob: dict
 
     def upload(self, headers: dict, content: bytes, filename: str = "train.jsonl"):
-        return self.client.post("/v1/files", headers=headers, files={"file": (filename, content)}, data={"purpose": "fine-tune"})
+        return self.client.post(
+            "/v1/files", headers=headers, files={"file": (filename, content)}, data={"purpose": "fine-tune"}
+        )
 
 
 def jsonl(rows: list[dict]) -> bytes:
@@ -49,12 +51,22 @@ def running_api(tmp_path, **overrides):
     """An API on its own data folder with keys for alice and bob and an in-memory queue; keyword
     arguments override settings."""
     data = tmp_path / f"data-{secrets.token_hex(3)}"
-    settings = Settings(**{
-        "data_dir": data, "database_url": f"sqlite:///{data / 'lmtune.db'}", "redis_url": None,
-        "queue_prefix": "api-test-", "max_upload_bytes": 64 * 1024, "max_attempts": 3, "lease_seconds": 60,
-        "sweep_seconds": 30, "cancel_grace_seconds": 5, "pause_grace_seconds": 60, "visibility_timeout": 3600,
-        **overrides,
-    })  # fmt: skip
+    settings = Settings(
+        **{
+            "data_dir": data,
+            "database_url": f"sqlite:///{data / 'lmtune.db'}",
+            "redis_url": None,
+            "queue_prefix": "api-test-",
+            "max_upload_bytes": 64 * 1024,
+            "max_attempts": 3,
+            "lease_seconds": 60,
+            "sweep_seconds": 30,
+            "cancel_grace_seconds": 5,
+            "pause_grace_seconds": 60,
+            "visibility_timeout": 3600,
+            **overrides,
+        }
+    )
     app = create_app(settings)
     queue = MemoryQueue()
     app.dependency_overrides[get_queue] = lambda: queue

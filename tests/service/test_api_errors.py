@@ -16,7 +16,9 @@ def error_of(response, status):
 
 def create_job(api, headers, **body):
     file_id = api.upload(headers, GOOD_FILE).json()["id"]
-    return api.client.post("/v1/fine_tuning/jobs", headers=headers, json={"model": "lmtune-tiny", "training_file": file_id, **body})
+    return api.client.post(
+        "/v1/fine_tuning/jobs", headers=headers, json={"model": "lmtune-tiny", "training_file": file_id, **body}
+    )
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer lmt-wrong"}, {"Authorization": "Basic abc"}])
@@ -63,9 +65,17 @@ def test_bad_job_settings_name_the_field(api, body, param, words):
 
 def test_an_unknown_model_or_file_is_404_naming_it(api):
     file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
-    body = error_of(api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "gpt-9", "training_file": file_id}), 404)
+    body = error_of(
+        api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "gpt-9", "training_file": file_id}),
+        404,
+    )
     assert body["param"] == "model" and "'gpt-9' is not in the catalogue" in body["message"]
-    body = error_of(api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": "file-nope"}), 404)
+    body = error_of(
+        api.client.post(
+            "/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": "file-nope"}
+        ),
+        404,
+    )
     assert body["param"] == "training_file" and "file-nope" in body["message"]
 
 
@@ -104,30 +114,52 @@ def test_jobs_list_pages_and_filters_by_metadata(api):
 def test_jobs_list_filters_by_status(api):
     first, second = (create_job(api, api.alice).json()["id"] for _ in range(2))
     api.client.post(f"/v1/fine_tuning/jobs/{first}/pause", headers=api.alice)
-    listed = {status: [job["id"] for job in api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": status}).json()["data"]]
-              for status in ("paused", "queued", "running")}  # fmt: skip
+    listed = {
+        status: [
+            job["id"]
+            for job in api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": status}).json()[
+                "data"
+            ]
+        ]
+        for status in ("paused", "queued", "running")
+    }
     assert listed == {"paused": [first], "queued": [second], "running": []}
-    assert error_of(api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": "sleeping"}), 400)["param"] == "status"
+    assert (
+        error_of(api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": "sleeping"}), 400)["param"]
+        == "status"
+    )
 
 
 def test_two_keys_never_see_each_others_objects(api):
     file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
     job_id = create_job(api, api.alice).json()["id"]
     routes = [
-        ("get", f"/v1/files/{file_id}"), ("get", f"/v1/files/{file_id}/content"), ("delete", f"/v1/files/{file_id}"),
-        ("get", f"/v1/fine_tuning/jobs/{job_id}"), ("post", f"/v1/fine_tuning/jobs/{job_id}/cancel"),
-        ("post", f"/v1/fine_tuning/jobs/{job_id}/pause"), ("post", f"/v1/fine_tuning/jobs/{job_id}/resume"),
-        ("get", f"/v1/fine_tuning/jobs/{job_id}/events"), ("get", f"/v1/fine_tuning/jobs/{job_id}/checkpoints"),
-        ("get", f"/v1/fine_tuning/jobs/{job_id}/metrics"), ("get", f"/v1/fine_tuning/jobs/{job_id}/loss.png"),
-        ("get", f"/v1/fine_tuning/jobs/{job_id}/final/content"), ("get", f"/v1/fine_tuning/jobs/{job_id}/final/files"),
-    ]  # fmt: skip
+        ("get", f"/v1/files/{file_id}"),
+        ("get", f"/v1/files/{file_id}/content"),
+        ("delete", f"/v1/files/{file_id}"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}"),
+        ("post", f"/v1/fine_tuning/jobs/{job_id}/cancel"),
+        ("post", f"/v1/fine_tuning/jobs/{job_id}/pause"),
+        ("post", f"/v1/fine_tuning/jobs/{job_id}/resume"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/events"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/checkpoints"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/metrics"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/loss.png"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/final/content"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/final/files"),
+    ]
     for method, path in routes:
         body = error_of(getattr(api.client, method)(path, headers=api.bob), 404)
         assert "no " in body["message"], path
     assert api.client.get("/v1/files", headers=api.bob).json()["data"] == []
     assert api.client.get("/v1/fine_tuning/jobs", headers=api.bob).json()["data"] == []
     # bob cannot train on alice's file either
-    error_of(api.client.post("/v1/fine_tuning/jobs", headers=api.bob, json={"model": "lmtune-tiny", "training_file": file_id}), 404)
+    error_of(
+        api.client.post(
+            "/v1/fine_tuning/jobs", headers=api.bob, json={"model": "lmtune-tiny", "training_file": file_id}
+        ),
+        404,
+    )
     assert api.client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=api.alice).status_code == 200
 
 
@@ -148,13 +180,25 @@ def test_only_fine_tuned_models_can_be_deleted_and_only_by_their_owner(api):
 
     db = api.client.app.state.db
     alice = authenticate(db, api.alice["Authorization"].split()[1])
-    add_fine_tuned_model(db, model_id="ft:lmtune-tiny:ftjob-1", owner=alice, base_model="lmtune-tiny", job_id="ftjob-1", path="jobs/ftjob-1/final")
+    add_fine_tuned_model(
+        db,
+        model_id="ft:lmtune-tiny:ftjob-1",
+        owner=alice,
+        base_model="lmtune-tiny",
+        job_id="ftjob-1",
+        path="jobs/ftjob-1/final",
+    )
     assert "ft:lmtune-tiny:ftjob-1" in [m["id"] for m in api.client.get("/v1/models", headers=api.alice).json()["data"]]
-    assert "ft:lmtune-tiny:ftjob-1" not in [m["id"] for m in api.client.get("/v1/models", headers=api.bob).json()["data"]]
+    assert "ft:lmtune-tiny:ftjob-1" not in [
+        m["id"] for m in api.client.get("/v1/models", headers=api.bob).json()["data"]
+    ]
     error_of(api.client.delete("/v1/models/ft:lmtune-tiny:ftjob-1", headers=api.bob), 404)
     assert error_of(api.client.delete("/v1/models/lmtune-tiny", headers=api.alice), 400)["param"] == "model"
     assert api.client.delete("/v1/models/ft:lmtune-tiny:ftjob-1", headers=api.alice).json() == {
-        "id": "ft:lmtune-tiny:ftjob-1", "object": "model", "deleted": True}
+        "id": "ft:lmtune-tiny:ftjob-1",
+        "object": "model",
+        "deleted": True,
+    }
     error_of(api.client.get("/v1/models/ft:lmtune-tiny:ftjob-1", headers=api.alice), 404)
 
 

@@ -17,7 +17,11 @@ from tests.deployment import job_progress
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 TRAINING = {"learning_rate": 3e-3, "checkpoint_every_steps": 5, "eval_every_steps": 5, "sample_prompts": []}
 
 
@@ -25,10 +29,13 @@ def waiter(deployment):
     def wait(client, job_id, statuses, done=None):
         """Until the job's status is one of `statuses` (and `done(job)`), as long as the job or the processes move."""
         pids = [process.pid for process in deployment.processes]
-        return wait_while_progressing(lambda: client.fine_tuning.jobs.retrieve(job_id),
-                                      lambda job: job.status in statuses and (done is None or done(job)),
-                                      progress=lambda job: (job_progress(job), working(*pids)),
-                                      what=f"{job_id} {'/'.join(statuses)}", diagnose=deployment.logs)  # fmt: skip
+        return wait_while_progressing(
+            lambda: client.fine_tuning.jobs.retrieve(job_id),
+            lambda job: job.status in statuses and (done is None or done(job)),
+            progress=lambda job: (job_progress(job), working(*pids)),
+            what=f"{job_id} {'/'.join(statuses)}",
+            diagnose=deployment.logs,
+        )
 
     return wait
 
@@ -46,14 +53,22 @@ def live(deployment):
 
 def test_the_openai_sdk_drives_a_whole_fine_tune(live, tmp_path):
     client, http, wait = live
-    training = client.files.create(file=("train.jsonl", jsonl(chat_examples(40, seed=5, spread=0.5))), purpose="fine-tune")
+    training = client.files.create(
+        file=("train.jsonl", jsonl(chat_examples(40, seed=5, spread=0.5))), purpose="fine-tune"
+    )
     validation = client.files.create(file=("valid.jsonl", jsonl(chat_examples(12, seed=6))), purpose="fine-tune")
     assert training.status == "processed" and training.bytes > 0
 
     job = client.fine_tuning.jobs.create(
-        model="lmtune-tiny", training_file=training.id, validation_file=validation.id, suffix="sdk", seed=3,
-        hyperparameters={"n_epochs": 3, "batch_size": 4}, metadata={"team": "search"}, extra_body={"training": TRAINING},
-    )  # fmt: skip
+        model="lmtune-tiny",
+        training_file=training.id,
+        validation_file=validation.id,
+        suffix="sdk",
+        seed=3,
+        hyperparameters={"n_epochs": 3, "batch_size": 4},
+        metadata={"team": "search"},
+        extra_body={"training": TRAINING},
+    )
     assert job.status == "queued" and job.model == "lmtune-tiny" and job.seed == 3
 
     # the event stream delivers metrics events while the job runs
@@ -94,8 +109,12 @@ def test_the_openai_sdk_drives_a_whole_fine_tune(live, tmp_path):
     # the fine-tuned model is listed and can start a later job
     assert done.fine_tuned_model in [m.id for m in client.models.list()]
     assert client.models.retrieve(done.fine_tuned_model).id == done.fine_tuned_model
-    follow_up = client.fine_tuning.jobs.create(model=done.fine_tuned_model, training_file=training.id,
-                                               hyperparameters={"n_epochs": 1, "batch_size": 8}, extra_body={"training": TRAINING})  # fmt: skip
+    follow_up = client.fine_tuning.jobs.create(
+        model=done.fine_tuned_model,
+        training_file=training.id,
+        hyperparameters={"n_epochs": 1, "batch_size": 8},
+        extra_body={"training": TRAINING},
+    )
     assert wait(client, follow_up.id, {"succeeded", "failed"}).status == "succeeded"
 
     listed = client.fine_tuning.jobs.list(limit=1)
@@ -138,8 +157,12 @@ def _download_and_load_a_checkpoint(http, job_id, checkpoint_id, tmp_path):
 def test_cancel_pause_and_resume_through_the_sdk(live):
     client, _, wait = live
     training = client.files.create(file=("train.jsonl", jsonl(chat_examples(40, seed=7))), purpose="fine-tune")
-    long_job = dict(model="lmtune-tiny", training_file=training.id, hyperparameters={"n_epochs": 10, "batch_size": 4},
-                    extra_body={"training": TRAINING})  # fmt: skip
+    long_job = dict(
+        model="lmtune-tiny",
+        training_file=training.id,
+        hyperparameters={"n_epochs": 10, "batch_size": 4},
+        extra_body={"training": TRAINING},
+    )
 
     paused_job = client.fine_tuning.jobs.create(**long_job)
     queued = client.fine_tuning.jobs.create(**long_job)

@@ -14,13 +14,19 @@ from tests.service.conftest import GOOD_FILE
 from tests.service.test_api_errors import error_of
 from workers.training.checkpoints import write_manifest
 
-FILES = {"model.safetensors": os.urandom(300_000), "config.json": b'{"model_type": "llama"}', "training_state/optimizer.bin": os.urandom(1000)}
+FILES = {
+    "model.safetensors": os.urandom(300_000),
+    "config.json": b'{"model_type": "llama"}',
+    "training_state/optimizer.bin": os.urandom(1000),
+}
 
 
 def trained_job(api) -> tuple[str, str]:
     """A job whose worker wrote one checkpoint at step 5 and a final model: (job id, checkpoint id)."""
     file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
-    job_id = api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": file_id}).json()["id"]
+    job_id = api.client.post(
+        "/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": file_id}
+    ).json()["id"]
     db, data = api.client.app.state.db, DataLayout(api.settings.data_dir)
     run = data.job(job_id)
     for folder in (run.checkpoints / checkpoint_name(5), run.final):
@@ -52,7 +58,9 @@ def test_a_checkpoint_downloads_whole_and_in_ranges_matching_its_manifest(api):
     size = listing["model.safetensors"]["bytes"]
     cuts, parts = [0, size // 3, size], []
     for start, end in zip(cuts, cuts[1:]):
-        part = api.client.get(f"{base}/files/model.safetensors", headers={**api.alice, "Range": f"bytes={start}-{end - 1}"})
+        part = api.client.get(
+            f"{base}/files/model.safetensors", headers={**api.alice, "Range": f"bytes={start}-{end - 1}"}
+        )
         assert part.status_code == 206 and part.headers["content-range"] == f"bytes {start}-{end - 1}/{size}"
         assert part.headers["x-checksum-sha256"] == listing["model.safetensors"]["sha256"]
         parts.append(part.content)
@@ -70,7 +78,10 @@ def test_only_manifest_files_are_served_and_only_to_the_owner(api):
 
 def test_the_final_model_downloads_once_the_job_succeeded(api):
     job_id, _ = trained_job(api)
-    final = {e["path"] for e in api.client.get(f"/v1/fine_tuning/jobs/{job_id}/final/files", headers=api.alice).json()["data"]}
+    final = {
+        e["path"]
+        for e in api.client.get(f"/v1/fine_tuning/jobs/{job_id}/final/files", headers=api.alice).json()["data"]
+    }
     assert final == set(FILES)
     weights = api.client.get(f"/v1/fine_tuning/jobs/{job_id}/final/files/model.safetensors", headers=api.alice)
     assert weights.content == FILES["model.safetensors"]
@@ -79,15 +90,31 @@ def test_the_final_model_downloads_once_the_job_succeeded(api):
 def test_deleting_an_ended_job_removes_its_files_model_and_records_and_only_its_owner_can(api):
     job_id, checkpoint_id = trained_job(api)
     db = api.client.app.state.db
-    add_fine_tuned_model(db, model_id=f"ft:lmtune-tiny:{job_id}", owner=get_job(db, job_id).owner, base_model="lmtune-tiny",
-                         job_id=job_id, path="unused")  # as the worker records it  # fmt: skip
+    add_fine_tuned_model(
+        db,
+        model_id=f"ft:lmtune-tiny:{job_id}",
+        owner=get_job(db, job_id).owner,
+        base_model="lmtune-tiny",
+        job_id=job_id,
+        path="unused",
+    )  # as the worker records it
     run = DataLayout(api.settings.data_dir).job(job_id)
-    assert error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.bob), 404)["code"] == "fine-tuning_job_not_found"
+    assert (
+        error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.bob), 404)["code"]
+        == "fine-tuning_job_not_found"
+    )
     assert run.final.exists()
 
     assert api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.alice).json()["deleted"] is True
     assert not run.root.exists()
-    for path in (f"/v1/fine_tuning/jobs/{job_id}", f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/content",
-                 f"/v1/models/ft:lmtune-tiny:{job_id}", f"/v1/fine_tuning/jobs/{job_id}/events"):  # fmt: skip
+    for path in (
+        f"/v1/fine_tuning/jobs/{job_id}",
+        f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/content",
+        f"/v1/models/ft:lmtune-tiny:{job_id}",
+        f"/v1/fine_tuning/jobs/{job_id}/events",
+    ):
         assert api.client.get(path, headers=api.alice).status_code == 404, path
-    assert error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.alice), 404)["code"] == "fine-tuning_job_not_found"
+    assert (
+        error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job_id}", headers=api.alice), 404)["code"]
+        == "fine-tuning_job_not_found"
+    )

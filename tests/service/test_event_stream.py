@@ -6,9 +6,9 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from lmtune.store import records
-from tests.helpers import add_event
 from lmtune.store.jobs import request_cancel
 from lmtune.store.keys import authenticate
+from tests.helpers import add_event
 from tests.service.test_api_errors import create_job, error_of
 
 # only a safety net, so a stream that never sends fails instead of hanging; a keep-alive every
@@ -30,8 +30,12 @@ class Stream:
 
 @contextmanager
 def stream(api, headers, job_id, **request_headers):
-    with api.client.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/events", params={"stream": "true"},
-                           headers={**headers, **request_headers}) as response:  # fmt: skip
+    with api.client.stream(
+        "GET",
+        f"/v1/fine_tuning/jobs/{job_id}/events",
+        params={"stream": "true"},
+        headers={**headers, **request_headers},
+    ) as response:
         yield Stream(response)
 
 
@@ -70,7 +74,10 @@ def test_last_event_id_resumes_after_that_event(api):
     with stream(api, api.alice, job_id, **{"Last-Event-ID": ids[1]}) as opened:
         assert events_of(opened) == [*ids[2:], "[DONE]"]
     with stream(api, api.alice, job_id, **{"Last-Event-ID": "ftevent-unknown"}) as opened:
-        assert events_of(opened) == [*ids, "[DONE]"]  # an id it does not know: from the start  # an id it does not know: from the start
+        assert events_of(opened) == [
+            *ids,
+            "[DONE]",
+        ]  # an id it does not know: from the start  # an id it does not know: from the start
 
 
 def test_a_key_over_its_stream_cap_gets_429_with_retry_after_and_a_closed_stream_frees_its_slot(make_api):

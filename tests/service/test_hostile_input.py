@@ -62,8 +62,14 @@ def files_on_disk(api, temp_dir):
         (b'{"text": "a\x00b"}', "line 3: contains a NUL character"),
         (b'{"text": "a\\u0000b"}', "line 3: text contains a NUL character"),
         (b'{"prompt": "p", "completion": 1e999999}', 'line 3: "completion" must be a non-empty string'),
-        (b'{"' + b"k" * 50_000 + b'": 1}', "line 3: unknown row shape with keys ['kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]"),
-        (b'{"messages": [{"role": "' + b"r" * 50_000 + b'", "content": "x"}]}', "line 3: messages[0]: unknown role 'rrrrr"),
+        (
+            b'{"' + b"k" * 50_000 + b'": 1}',
+            "line 3: unknown row shape with keys ['kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]",
+        ),
+        (
+            b'{"messages": [{"role": "' + b"r" * 50_000 + b'", "content": "x"}]}',
+            "line 3: messages[0]: unknown role 'rrrrr",
+        ),
     ],
 )
 def test_a_line_no_parser_can_take_is_a_400_naming_it(roomy_api, temp_dir, line, problem):
@@ -83,8 +89,10 @@ def test_an_error_lists_a_few_problems_and_counts_the_rest(api):
 async def oversize_form(limit: int, chunks: list[int]):
     """A multipart upload of about 4x `limit` bytes, sent in chunks with no Content-Length; `chunks`
     counts how many the server asked for."""
-    yield (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-           f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n').encode()  # fmt: skip
+    yield (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+    ).encode()
     line = b'{"text": "' + b"x" * 990 + b'"}\n'
     for _ in range(4 * limit // len(line)):
         chunks.append(1)
@@ -105,8 +113,12 @@ def post_streamed(api, path: str, headers: dict, content) -> httpx.Response:
 
 def test_an_oversize_upload_without_a_length_is_cut_off_at_the_limit(api, temp_dir):
     chunks: list[int] = []
-    response = post_streamed(api, "/v1/files", {**api.alice, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-                             oversize_form(api.settings.max_upload_bytes, chunks))  # fmt: skip
+    response = post_streamed(
+        api,
+        "/v1/files",
+        {**api.alice, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        oversize_form(api.settings.max_upload_bytes, chunks),
+    )
     body = error_of(response, 413, "file")
     assert "larger than the limit of 65,536 bytes" in body["message"] and body["code"] == "file_too_large"
     assert "content-length" not in response.request.headers
@@ -117,15 +129,25 @@ def test_an_oversize_upload_without_a_length_is_cut_off_at_the_limit(api, temp_d
 
 def test_an_upload_declaring_a_length_over_the_limit_is_refused_before_it_is_read(api, temp_dir):
     big = jsonl([{"text": "x" * 1000}] * 200)
-    response = api.client.post("/v1/files", headers={**api.alice, "Content-Length": str(len(big) + 1000)},
-                               files={"file": ("big.jsonl", big)}, data={"purpose": "fine-tune"})  # fmt: skip
+    response = api.client.post(
+        "/v1/files",
+        headers={**api.alice, "Content-Length": str(len(big) + 1000)},
+        files={"file": ("big.jsonl", big)},
+        data={"purpose": "fine-tune"},
+    )
     assert error_of(response, 413, "file")["code"] == "file_too_large"
     assert files_on_disk(api, temp_dir) == []
 
 
 @pytest.mark.parametrize("declared", [True, False])
 def test_a_json_body_over_a_mebibyte_is_413(api, declared):
-    body = json.dumps({"model": "lmtune-tiny", "training_file": "file-x", "training": {"lora": {"target_modules": ["q_proj"] * 200_000}}}).encode()
+    body = json.dumps(
+        {
+            "model": "lmtune-tiny",
+            "training_file": "file-x",
+            "training": {"lora": {"target_modules": ["q_proj"] * 200_000}},
+        }
+    ).encode()
     headers = {**api.alice, "Content-Type": "application/json"}
     if declared:
         response = api.client.post("/v1/fine_tuning/jobs", headers=headers, content=body)
@@ -143,7 +165,9 @@ async def chunked(body: bytes):
 
 @pytest.mark.parametrize("content", [b"[" * 500_000, b'{"model": ' + b"9" * 100_000 + b"}", b'{"model": "\xff"}'])
 def test_a_job_body_no_parser_can_take_is_a_400(api, content):
-    response = api.client.post("/v1/fine_tuning/jobs", headers={**api.alice, "Content-Type": "application/json"}, content=content)
+    response = api.client.post(
+        "/v1/fine_tuning/jobs", headers={**api.alice, "Content-Type": "application/json"}, content=content
+    )
     error_of(response, 400)
 
 
@@ -160,19 +184,31 @@ def test_a_job_body_no_parser_can_take_is_a_400(api, content):
         ({"max_grad_norm": 1e300}, "training.max_grad_norm", "less than or equal to 10000"),
         ({"lora": {"alpha": 1e12}}, "training.lora.alpha", "less than or equal to 4096"),
         ({"lora": {"r": 10**6}}, "training.lora.r", "less than or equal to 1024"),
-        ({"lora": {"target_modules": ["q_proj"] * 1000}}, "training.lora.target_modules", "at most 64 items are allowed, got 1,000"),
+        (
+            {"lora": {"target_modules": ["q_proj"] * 1000}},
+            "training.lora.target_modules",
+            "at most 64 items are allowed, got 1,000",
+        ),
         ({"lora": {"target_modules": ["q" * 1000]}}, "training.lora.target_modules", "at most 128 characters"),
         ({"x" * 10_000: 1}, "training." + "x" * 64, "unknown field"),
     ],
 )
 def test_absurd_settings_are_refused_naming_the_field(api, training, param, words):
-    response = api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": "file-x", "training": training})
+    response = api.client.post(
+        "/v1/fine_tuning/jobs",
+        headers=api.alice,
+        json={"model": "lmtune-tiny", "training_file": "file-x", "training": training},
+    )
     assert words in error_of(response, 400, param)["message"]
 
 
 def test_a_body_with_thousands_of_bad_fields_reports_a_few(api):
     training = {f"field{i}": i for i in range(5000)}
-    response = api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": "f", "training": training})
+    response = api.client.post(
+        "/v1/fine_tuning/jobs",
+        headers=api.alice,
+        json={"model": "lmtune-tiny", "training_file": "f", "training": training},
+    )
     message = error_of(response, 400)["message"]
     assert message.count("unknown field") == 5 and message.endswith("… and 4,995 more problems")
 
@@ -184,7 +220,9 @@ def test_every_training_setting_has_an_upper_bound_in_the_openapi_schema(api):
         for name, schema in schemas[model]["properties"].items():
             text = json.dumps(schema)
             if any(f'"type": "{kind}"' in text for kind in ("integer", "number", "array")):
-                assert any(word in text for word in ('"maximum"', '"exclusiveMaximum"', '"maxItems"')), f"{model}.{name}"
+                assert any(word in text for word in ('"maximum"', '"exclusiveMaximum"', '"maxItems"')), (
+                    f"{model}.{name}"
+                )
                 bounded += 1
     assert bounded >= 18
     job = schemas["JobCreate"]["properties"]
@@ -195,21 +233,36 @@ def test_every_training_setting_has_an_upper_bound_in_the_openapi_schema(api):
 
 @pytest.mark.parametrize("suffix", ["../../etc/passwd", "a\nb", "nul\x00", "rtl\u202eevil", "x" * 65, "a b"])
 def test_a_suffix_is_letters_digits_dot_underscore_dash(api, suffix):
-    response = api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": "f", "suffix": suffix})
+    response = api.client.post(
+        "/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", "training_file": "f", "suffix": suffix}
+    )
     error_of(response, 400, "suffix")
 
 
 @pytest.mark.parametrize(
     "given, stored",
-    [("../../etc/passwd", "passwd"), ("C:\\data\\train.jsonl", "train.jsonl"), ("a\x1bb\x00c\x7f.jsonl", "abc.jsonl"),
-     ("evil\u202elmsj.jsonl", "evillmsj.jsonl"), ("zero\u200bwidth.jsonl", "zerowidth.jsonl"), ("..", "upload.jsonl"),
-     ("n" * 400 + ".jsonl", "n" * 122 + ".jsonl")],
-)  # fmt: skip
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\data\\train.jsonl", "train.jsonl"),
+        ("a\x1bb\x00c\x7f.jsonl", "abc.jsonl"),
+        ("evil\u202elmsj.jsonl", "evillmsj.jsonl"),
+        ("zero\u200bwidth.jsonl", "zerowidth.jsonl"),
+        ("..", "upload.jsonl"),
+        ("n" * 400 + ".jsonl", "n" * 122 + ".jsonl"),
+    ],
+)
 def test_a_stored_filename_is_a_safe_base_name(api, given, stored):
-    form = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{given}"\r\n\r\n').encode() \
-        + GOOD_FILE + f"\r\n--{BOUNDARY}--\r\n".encode()  # fmt: skip
-    response = api.client.post("/v1/files", headers={**api.alice, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, content=form)
+    form = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{given}"\r\n\r\n'
+        ).encode()
+        + GOOD_FILE
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    response = api.client.post(
+        "/v1/files", headers={**api.alice, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, content=form
+    )
     assert response.status_code == 200, response.text
     assert response.json()["filename"] == stored
     # the bytes are stored under a server-made name whatever the client called them
@@ -224,14 +277,28 @@ def test_a_filename_loses_line_breaks_and_path_parts():
 def test_a_results_csv_is_not_a_training_file(api):
     db = api.client.app.state.db
     owner = authenticate(db, api.alice["Authorization"].split()[1])
-    file_store.add_file(db, file_id="file-results", owner=owner, filename="ftjob-1-results.csv", purpose="fine-tune-results",
-                        size=10, sha256="0" * 64, examples=0, path="files/file-results.csv")  # fmt: skip
+    file_store.add_file(
+        db,
+        file_id="file-results",
+        owner=owner,
+        filename="ftjob-1-results.csv",
+        purpose="fine-tune-results",
+        size=10,
+        sha256="0" * 64,
+        examples=0,
+        path="files/file-results.csv",
+    )
     good = api.upload(api.alice, GOOD_FILE).json()["id"]
-    for field, body in [("training_file", {"training_file": "file-results"}),
-                        ("validation_file", {"training_file": good, "validation_file": "file-results"})]:  # fmt: skip
+    for field, body in [
+        ("training_file", {"training_file": "file-results"}),
+        ("validation_file", {"training_file": good, "validation_file": "file-results"}),
+    ]:
         response = api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json={"model": "lmtune-tiny", **body})
         message = error_of(response, 400, field)["message"]
-        assert message == f"{field}: file-results has purpose 'fine-tune-results'; give a file uploaded with purpose 'fine-tune'"
+        assert (
+            message
+            == f"{field}: file-results has purpose 'fine-tune-results'; give a file uploaded with purpose 'fine-tune'"
+        )
 
 
 def test_past_the_uploads_in_progress_a_new_one_is_429_with_retry_after(api, temp_dir):

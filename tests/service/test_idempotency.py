@@ -7,7 +7,9 @@ from tests.service.conftest import GOOD_FILE, jsonl
 
 
 def create(api, headers, file_id, **body):
-    return api.client.post("/v1/fine_tuning/jobs", headers=headers, json={"model": "lmtune-tiny", "training_file": file_id, **body})
+    return api.client.post(
+        "/v1/fine_tuning/jobs", headers=headers, json={"model": "lmtune-tiny", "training_file": file_id, **body}
+    )
 
 
 def test_a_retried_upload_with_the_same_key_stores_one_file(api):
@@ -17,7 +19,9 @@ def test_a_retried_upload_with_the_same_key_stores_one_file(api):
     assert len(api.client.get("/v1/files", headers=api.alice).json()["data"]) == 1
     assert len(list((api.settings.data_dir / "files").glob("*.jsonl"))) == 1
 
-    other = api.upload(key, jsonl([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}] * 10))
+    other = api.upload(
+        key, jsonl([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}] * 10)
+    )
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
     assert len(list((api.settings.data_dir / "files").glob("*.jsonl"))) == 1
     bob = api.upload({**api.bob, "Idempotency-Key": "upload-1"}, GOOD_FILE)  # keys are per API key

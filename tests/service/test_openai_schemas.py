@@ -7,10 +7,10 @@ import pytest
 import yaml
 from jsonschema import Draft4Validator
 
-from tests.helpers import add_event, record_step
 from lmtune.store.fine_tuned import add_fine_tuned_model
 from lmtune.store.jobs import claim_job, finish_attempt
 from lmtune.store.keys import authenticate
+from tests.helpers import add_event, record_step
 from tests.service.test_api_errors import create_job
 
 PINNED = yaml.safe_load((Path(__file__).parent / "openai_schemas.yaml").read_text())
@@ -60,18 +60,36 @@ def answers(api):
     queued = create_job(api, alice, metadata={"team": "a"}).json()
     failed, succeeded = create_job(api, alice).json(), create_job(api, alice, suffix="s").json()
     attempt = claim_job(db, failed["id"], "worker", 60, 3)
-    finish_attempt(db, failed["id"], attempt, "failed", error_code="invalid_training_file", error_message="line 3: ...",
-                   error_param="training_file")  # fmt: skip
+    finish_attempt(
+        db,
+        failed["id"],
+        attempt,
+        "failed",
+        error_code="invalid_training_file",
+        error_message="line 3: ...",
+        error_param="training_file",
+    )
     attempt = claim_job(db, succeeded["id"], "worker", 60, 3)
     add_event(db, succeeded["id"], "Fine-tuning job started")
     metrics = {"step": 5, "total_steps": 10, "train_loss": 1.5, "train_mean_token_accuracy": 0.4}
     for step in (5, 10):
-        record_step(db, succeeded["id"], attempt, {**metrics, "step": step},
-                    (step, f"jobs/{succeeded['id']}/checkpoints/step-{step:06d}", {**metrics, "step": step}))
+        record_step(
+            db,
+            succeeded["id"],
+            attempt,
+            {**metrics, "step": step},
+            (step, f"jobs/{succeeded['id']}/checkpoints/step-{step:06d}", {**metrics, "step": step}),
+        )
     model = f"ft:lmtune-tiny:s:{succeeded['id']}"
     owner = authenticate(db, alice["Authorization"].split()[1])
-    add_fine_tuned_model(db, model_id=model, owner=owner, base_model="lmtune-tiny", job_id=succeeded["id"],
-                         path=f"jobs/{succeeded['id']}/final")  # fmt: skip
+    add_fine_tuned_model(
+        db,
+        model_id=model,
+        owner=owner,
+        base_model="lmtune-tiny",
+        job_id=succeeded["id"],
+        path=f"jobs/{succeeded['id']}/final",
+    )
     finish_attempt(db, succeeded["id"], attempt, "succeeded", fine_tuned_model=model, trained_tokens=1234)
     return {"jobs": [queued, failed, succeeded], "model": model, "file": succeeded["training_file"]}
 
@@ -84,7 +102,9 @@ def test_every_answer_on_an_openai_path_validates_against_openai_schemas(api, an
     for job in answers["jobs"]:
         assert_matches("FineTuningJob", get(f"/v1/fine_tuning/jobs/{job['id']}", **alice))
         assert_matches("ListFineTuningJobEventsResponse", get(f"/v1/fine_tuning/jobs/{job['id']}/events", **alice))
-        assert_matches("ListFineTuningJobCheckpointsResponse", get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints", **alice))
+        assert_matches(
+            "ListFineTuningJobCheckpointsResponse", get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints", **alice)
+        )
     assert_matches("FineTuningJob", api.client.post(f"/v1/fine_tuning/jobs/{answers['jobs'][0]['id']}/cancel", **alice))
     assert_matches("ListModelsResponse", get("/v1/models", **alice))
     assert_matches("Model", get("/v1/models/lmtune-tiny", **alice))
@@ -93,13 +113,18 @@ def test_every_answer_on_an_openai_path_validates_against_openai_schemas(api, an
     assert_matches("DeleteFileResponse", api.client.delete(f"/v1/files/{answers['file']}", **alice))
     missing = get("/v1/files/file-missing", **alice)
     assert missing.status_code == 404 and Draft4Validator(
-        {"$ref": "#/components/schemas/ErrorResponse", "components": COMPONENTS}).is_valid(missing.json())
+        {"$ref": "#/components/schemas/ErrorResponse", "components": COMPONENTS}
+    ).is_valid(missing.json())
 
 
 def test_fields_of_openais_current_schemas_beyond_the_pinned_copy(api, answers):
     # the files list names its first and last ids, and every event's `data` is an object
     files = api.client.get("/v1/files", headers=api.alice).json()
-    assert (files["first_id"], files["last_id"], files["has_more"]) == (files["data"][0]["id"], files["data"][-1]["id"], False)
+    assert (files["first_id"], files["last_id"], files["has_more"]) == (
+        files["data"][0]["id"],
+        files["data"][-1]["id"],
+        False,
+    )
     events = api.client.get(f"/v1/fine_tuning/jobs/{answers['jobs'][2]['id']}/events", headers=api.alice).json()["data"]
     assert {event["type"] for event in events} == {"message", "metrics"}
     assert all(isinstance(event["data"], dict) for event in events)

@@ -19,7 +19,9 @@ def test_invalid_values_are_documented_as_the_400_that_is_sent(api, spec):
         responses = operation["responses"]
         assert "422" not in responses, name
         if operation.get("parameters") or operation.get("requestBody"):
-            assert responses["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}, name
+            assert responses["400"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorResponse"
+            }, name
     assert not {"HTTPValidationError", "ValidationError"} & set(spec["components"]["schemas"])
     sent = api.client.get("/v1/fine_tuning/jobs", params={"limit": 0}, headers=api.alice)
     assert sent.status_code == 400 and sent.json()["error"]["param"] == "limit"
@@ -27,7 +29,10 @@ def test_invalid_values_are_documented_as_the_400_that_is_sent(api, spec):
 
 def test_every_route_declares_the_bearer_scheme(spec):
     assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
-        "type": "http", "scheme": "bearer", "description": "An API key from `lmtune keys create NAME`"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key from `lmtune keys create NAME`",
+    }
     for name, operation in operations(spec):
         assert operation["security"] == [{"HTTPBearer": []}], name
 
@@ -40,7 +45,9 @@ def test_the_bounds_that_are_checked_are_in_the_schema(spec):
     assert create["metadata"]["anyOf"][0]["maxProperties"] == 16
     hyperparameters = schemas["Hyperparameters"]["properties"]
     assert {"type": "integer", "minimum": 1, "maximum": 50} == hyperparameters["n_epochs"]["anyOf"][0]
-    assert {"type": "number", "exclusiveMinimum": 0, "maximum": 10} == hyperparameters["learning_rate_multiplier"]["anyOf"][0]
+    assert {"type": "number", "exclusiveMinimum": 0, "maximum": 10} == hyperparameters["learning_rate_multiplier"][
+        "anyOf"
+    ][0]
     limit = next(p for p in spec["paths"]["/v1/fine_tuning/jobs"]["get"]["parameters"] if p["name"] == "limit")
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 100)
 

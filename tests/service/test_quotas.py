@@ -43,7 +43,10 @@ def test_an_upload_past_the_storage_quota_is_429_naming_what_to_delete_and_nothi
     refused = error_of(api.upload(api.alice, GOOD_FILE), 429)
     assert refused["code"] == "quota_exceeded"
     size, limit = human_size(len(GOOD_FILE)), human_size(api.settings.quota_storage_bytes)
-    assert f"stores {size} (files {size}, job outputs 0 B) of the {limit} allowed; this upload adds {size}" in refused["message"]
+    assert (
+        f"stores {size} (files {size}, job outputs 0 B) of the {limit} allowed; this upload adds {size}"
+        in refused["message"]
+    )
     assert f"DELETE /v1/files/{{id}}), the largest: {kept}" in refused["message"]
     assert [f["id"] for f in api.client.get("/v1/files", headers=api.alice).json()["data"]] == [kept]
     assert len(list((api.settings.data_dir / "files").iterdir())) == 1  # the refused bytes are gone too
@@ -64,8 +67,16 @@ def test_job_outputs_count_towards_the_storage_quota(make_api):
     assert f"(DELETE /v1/fine_tuning/jobs/{{id}}), the largest: {job['id']} (12.0 MiB)" in refused["message"]
     error_of(api.upload(api.alice, GOOD_FILE), 429)
 
-    assert error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice), 409)["code"] == "invalid_state"
+    assert (
+        error_of(api.client.delete(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice), 409)["code"]
+        == "invalid_state"
+    )
     api.client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=api.alice)
     assert api.client.delete(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice).json() == {
-        "id": job["id"], "object": "fine_tuning.job", "deleted": True}
-    assert api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json=again).status_code == 200  # its space is free again
+        "id": job["id"],
+        "object": "fine_tuning.job",
+        "deleted": True,
+    }
+    assert (
+        api.client.post("/v1/fine_tuning/jobs", headers=api.alice, json=again).status_code == 200
+    )  # its space is free again

@@ -3,8 +3,8 @@ answer has a documented status, content type and body schema. Bounded: a few exa
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from lmtune.settings import Settings
 from lmtune.store.keys import create_key
@@ -19,11 +19,22 @@ CROSS_CHECKED = {"POST /v1/files", "POST /v1/fine_tuning/jobs"}
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     data = tmp_path_factory.mktemp("schemathesis")
-    app = create_app(Settings(
-        data_dir=data, database_url=f"sqlite:///{data / 'lmtune.db'}", redis_url=None, queue_prefix="st-",
-        max_upload_bytes=64 * 1024, max_attempts=3, lease_seconds=60, sweep_seconds=30, cancel_grace_seconds=5,
-        pause_grace_seconds=60, visibility_timeout=3600, stream_keepalive_seconds=0.5,
-    ))  # fmt: skip
+    app = create_app(
+        Settings(
+            data_dir=data,
+            database_url=f"sqlite:///{data / 'lmtune.db'}",
+            redis_url=None,
+            queue_prefix="st-",
+            max_upload_bytes=64 * 1024,
+            max_attempts=3,
+            lease_seconds=60,
+            sweep_seconds=30,
+            cancel_grace_seconds=5,
+            pause_grace_seconds=60,
+            visibility_timeout=3600,
+            stream_keepalive_seconds=0.5,
+        )
+    )
     return app, create_key(app.state.db, "schemathesis")[1]
 
 
@@ -36,7 +47,9 @@ def test_generated_requests_get_documented_answers(live):
         operation = operation.ok()
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(case):
             # an upload's content is checked line by line, past what a schema can say: a schema-valid
             # request may be refused there, with a documented 400

@@ -13,7 +13,11 @@ def test_settings_the_model_cannot_take_fail_at_start_naming_the_field_not_a_pat
     too_long = deployment.submit(max_seq_length=4096)
     deployment.start_worker()
     for job, param, words in [
-        (bad_targets, "training.lora.target_modules", "['nope'] match no layer of model 'lmtune-tiny'; its linear layers are down_proj"),
+        (
+            bad_targets,
+            "training.lora.target_modules",
+            "['nope'] match no layer of model 'lmtune-tiny'; its linear layers are down_proj",
+        ),
         (too_long, "training.max_seq_length", "more than the 2,048 tokens model 'lmtune-tiny' can take"),
     ]:
         failed = deployment.wait_for(job.id, lambda j: j.status in ("failed", "succeeded"), what="an end")

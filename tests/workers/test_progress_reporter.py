@@ -10,8 +10,14 @@ from workers.progress_reporter import ProgressReporter
 
 
 def row(step: int) -> dict:
-    return {"step": step, "total_steps": 10, "train_loss": 1.0 / step, "train_mean_token_accuracy": 0.5,
-            "tokens": 100 * step, "elapsed_seconds": 0.1 * step}  # fmt: skip
+    return {
+        "step": step,
+        "total_steps": 10,
+        "train_loss": 1.0 / step,
+        "train_mean_token_accuracy": 0.5,
+        "tokens": 100 * step,
+        "elapsed_seconds": 0.1 * step,
+    }
 
 
 def running_job(db, tmp_path):

@@ -15,23 +15,30 @@ GREEDY = GenerationParams(max_tokens=10)
 
 def make_adapter(base, folder, seed):
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    )
     model.save_pretrained(folder)
     return str(folder)
 
 
 def ask(cache, model, prompt=PROMPT, params=GREEDY):
     loads = []
-    answer = cache.answer(model, prompt, params, lambda seconds, tokens: loads.append(seconds), lambda i, t: None, lambda: False)
+    answer = cache.answer(
+        model, prompt, params, lambda seconds, tokens: loads.append(seconds), lambda i, t: None, lambda: False
+    )
     return answer.choices[0].text, loads[0]
 
 
 def reference(folder_or_model, tokenizer_folder, prompt=PROMPT, tokens=10):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
-    model = AutoModelForCausalLM.from_pretrained(folder_or_model) if isinstance(folder_or_model, str) else folder_or_model
+    model = (
+        AutoModelForCausalLM.from_pretrained(folder_or_model) if isinstance(folder_or_model, str) else folder_or_model
+    )
     ids = prompt_ids(tokenizer, prompt)
     output = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=tokens)
-    return tokenizer.decode(output[0, len(ids):], skip_special_tokens=True)
+    return tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
 
 
 def test_adapters_share_one_loaded_base_and_answer_as_their_merged_models(tiny_model, tmp_path):

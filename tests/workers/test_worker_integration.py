@@ -12,7 +12,11 @@ from lmtune.store.models import Event
 from tests.helpers import metric_rows
 from tests.waiting import wait_for_exit
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 
 
 def events_of(deployment, job_id) -> list[Event]:
@@ -24,8 +28,11 @@ def test_a_job_runs_to_success_reporting_as_it_goes(deployment):
     assert deployment.job(job.id).status == "queued"
     deployment.start_worker()
 
-    running = deployment.wait_for(job.id, lambda j: j.status == "running" and records.list_checkpoints(deployment.db, j.id)[0],
-                                  what="running with a checkpoint recorded")  # fmt: skip
+    running = deployment.wait_for(
+        job.id,
+        lambda j: j.status == "running" and records.list_checkpoints(deployment.db, j.id)[0],
+        what="running with a checkpoint recorded",
+    )
     assert 0 < running.step < running.total_steps and running.estimated_finish is not None
     assert any(e.type == "metrics" for e in events_of(deployment, job.id))
 

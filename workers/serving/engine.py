@@ -38,7 +38,9 @@ class _Base:
     bytes: int
     adapters: OrderedDict = field(default_factory=OrderedDict)
     adapter_bytes: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one answer at a time: the active adapter is shared state
+    lock: threading.Lock = field(
+        default_factory=threading.Lock
+    )  # one answer at a time: the active adapter is shared state
     users: int = 0
 
 
@@ -61,9 +63,15 @@ class ModelCache:
     def loaded(self) -> list[str]:
         """What is in memory, least recently used first: base sources and `base+adapter` pairs."""
         with self._lock:
-            return [name for base in self._bases.values() for name in (base.source, *(f"{base.source}+{a}" for a in base.adapters))]
+            return [
+                name
+                for base in self._bases.values()
+                for name in (base.source, *(f"{base.source}+{a}" for a in base.adapters))
+            ]
 
-    def answer(self, model: dict, prompt: str | list[dict], params: GenerationParams, on_start, on_text, cancelled) -> Answer:
+    def answer(
+        self, model: dict, prompt: str | list[dict], params: GenerationParams, on_start, on_text, cancelled
+    ) -> Answer:
         """Load what is missing (timed, and told to `on_start(load_seconds, prompt_tokens)`), then answer."""
         started = time.monotonic()
         base_ref, adapter = (model["base"], model["adapter"]) if model.get("adapter") else (model, None)
@@ -73,8 +81,10 @@ class ModelCache:
                 ids = prompt_ids(base.tokenizer, prompt)
                 limit = getattr(base.model.config, "max_position_embeddings", None)
                 if limit and len(ids) + params.max_tokens > limit:
-                    raise PromptTooLong(f"the prompt ({len(ids)} tokens) and max_tokens ({params.max_tokens}) exceed "
-                                        f"the model's context of {limit} tokens")  # fmt: skip
+                    raise PromptTooLong(
+                        f"the prompt ({len(ids)} tokens) and max_tokens ({params.max_tokens}) exceed "
+                        f"the model's context of {limit} tokens"
+                    )
                 on_start(time.monotonic() - started, len(ids))
                 choices = self._generate(base, adapter, ids, params, on_text, cancelled)
         finally:
@@ -84,7 +94,12 @@ class ModelCache:
 
     def _generate(self, base: _Base, adapter: str | None, ids, params, on_text, cancelled) -> list[Choice]:
         model = base.model
-        run = lambda: generate(model, base.tokenizer, ids, params, stop_ids=base.stop_ids, on_text=on_text, cancelled=cancelled)  # noqa: E731
+
+        def run():
+            return generate(
+                model, base.tokenizer, ids, params, stop_ids=base.stop_ids, on_text=on_text, cancelled=cancelled
+            )
+
         if adapter is not None:
             model.set_adapter(base.adapters[adapter])
             return run()

@@ -21,7 +21,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -38,7 +39,7 @@ class ModelSpec(BaseModel):
     source: str
     builtin: str | None = None
     adapter: str | None = None
-    base: "ModelSpec | None" = None
+    base: ModelSpec | None = None
 
 
 class GenerateRequest(BaseModel):
@@ -67,34 +68,67 @@ def create_serving_app(cache: ModelCache, concurrency: int = 1, queue_size: int 
     @app.post("/generate")
     async def generate(body: GenerateRequest):
         if admitted["count"] >= capacity:
-            return JSONResponse({"message": f"the model server is busy: {concurrency} answering and {queue_size} waiting; "
-                                            "try again shortly"}, status_code=429, headers={"Retry-After": "1"})  # fmt: skip
+            return JSONResponse(
+                {
+                    "message": f"the model server is busy: {concurrency} answering and {queue_size} waiting; "
+                    "try again shortly"
+                },
+                status_code=429,
+                headers={"Retry-After": "1"},
+            )
         admitted["count"] += 1
         return StreamingResponse(_answer(body, cache, slots, admitted), media_type="application/x-ndjson")
 
     return app
 
 
-async def _answer(body: GenerateRequest, cache: ModelCache, slots: asyncio.Semaphore, admitted: dict) -> AsyncIterator[str]:
+async def _answer(
+    body: GenerateRequest, cache: ModelCache, slots: asyncio.Semaphore, admitted: dict
+) -> AsyncIterator[str]:
     arrived = time.monotonic()
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()
     emit = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731
-    params = GenerationParams(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                              stop=tuple(body.stop), seed=body.seed, n=body.n)  # fmt: skip
+    params = GenerationParams(
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=tuple(body.stop),
+        seed=body.seed,
+        n=body.n,
+    )
     prompt = body.messages if body.messages is not None else body.prompt or ""
 
     def work() -> None:
         def on_start(load_seconds: float, prompt_tokens: int) -> None:
-            emit({"event": "start", "load_seconds": round(load_seconds, 3), "queue_seconds": round(queued, 3),
-                  "prompt_tokens": prompt_tokens})  # fmt: skip
+            emit(
+                {
+                    "event": "start",
+                    "load_seconds": round(load_seconds, 3),
+                    "queue_seconds": round(queued, 3),
+                    "prompt_tokens": prompt_tokens,
+                }
+            )
 
         try:
-            answer = cache.answer(body.model.model_dump(), prompt, params, on_start,
-                                  lambda index, text: emit({"event": "text", "index": index, "text": text}), cancelled.is_set)  # fmt: skip
+            answer = cache.answer(
+                body.model.model_dump(),
+                prompt,
+                params,
+                on_start,
+                lambda index, text: emit({"event": "text", "index": index, "text": text}),
+                cancelled.is_set,
+            )
             for choice in answer.choices:
-                emit({"event": "finish", "index": choice.index, "finish_reason": choice.finish_reason, "completion_tokens": choice.tokens})
+                emit(
+                    {
+                        "event": "finish",
+                        "index": choice.index,
+                        "finish_reason": choice.finish_reason,
+                        "completion_tokens": choice.tokens,
+                    }
+                )
         except PromptTooLong as error:
             emit({"event": "error", "status": 400, "message": str(error)})
         except ModelLoadError as error:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 
-import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from workers.training.errors import InvalidSettingsError
@@ -28,12 +27,20 @@ log = logging.getLogger(__name__)
 # matrix products, and every attention kernel torch or flash-attn may run (CPU, CUDA flash,
 # memory-efficient, cuDNN, flash-attn 2's own ops): matched by name, since the GPU ones are not
 # registered on a CPU-only install
-_KEPT_OPS = frozenset({
-    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
-    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention",
-    "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
-    "flash_attn::_flash_attn_forward", "flash_attn::_flash_attn_varlen_forward",
-})  # fmt: skip
+_KEPT_OPS = frozenset(
+    {
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention",
+        "aten::_scaled_dot_product_efficient_attention",
+        "aten::_scaled_dot_product_cudnn_attention",
+        "flash_attn::_flash_attn_forward",
+        "flash_attn::_flash_attn_varlen_forward",
+    }
+)
 
 
 def _keep_costly_outputs(ctx, op, *args, **kwargs) -> CheckpointPolicy:
@@ -47,8 +54,11 @@ def enable(model, mode: str, name: str) -> None:
         return
     if not model.supports_gradient_checkpointing:
         if mode == "full":
-            raise InvalidSettingsError(f"model {name!r} does not support activation checkpointing; set "
-                                       "training.gradient_checkpointing to \"off\"", param="training.gradient_checkpointing")  # fmt: skip
+            raise InvalidSettingsError(
+                f"model {name!r} does not support activation checkpointing; set "
+                'training.gradient_checkpointing to "off"',
+                param="training.gradient_checkpointing",
+            )
         log.info("%s has no activation checkpointing: every activation is kept", type(model).__name__)
         return
     kwargs = {"use_reentrant": False}

@@ -44,8 +44,7 @@ def write_manifest(folder: Path) -> dict:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {
         "files": [
-            {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
-            for p in files
+            {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files
         ]
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -49,7 +49,9 @@ def tokenize_rows(rows: list[Row], tokenizer, max_seq_length: int) -> TokenizedD
     kept = encoded.filter(lambda item: item["has_target"])
     dropped = len(encoded) - len(kept)
     if truncated:
-        log.warning("%d examples were longer than max_seq_length=%d and were cut from the end", truncated, max_seq_length)
+        log.warning(
+            "%d examples were longer than max_seq_length=%d and were cut from the end", truncated, max_seq_length
+        )
     if dropped:
         log.warning("%d examples had no target token left after the cut and were skipped", dropped)
     return TokenizedData(kept.remove_columns(["truncated", "has_target"]), truncated, dropped)

@@ -9,8 +9,8 @@ each new token to cut the text at a stop sequence or the end of the turn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -50,8 +50,12 @@ def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
 
 def render_chat(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt,
-                                         chat_template=tokenizer.chat_template or CHATML_TEMPLATE)  # fmt: skip
+    return tokenizer.apply_chat_template(
+        plain,
+        tokenize=False,
+        add_generation_prompt=generation_prompt,
+        chat_template=tokenizer.chat_template or CHATML_TEMPLATE,
+    )
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
@@ -69,25 +73,40 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, ids: list[int], params: GenerationParams, *, stop_ids: list[int] | None = None,
-             on_text: Callable[[int, str], None] = lambda index, text: None,
-             cancelled: Callable[[], bool] = lambda: False) -> list[Choice]:  # fmt: skip
+def generate(
+    model,
+    tokenizer,
+    ids: list[int],
+    params: GenerationParams,
+    *,
+    stop_ids: list[int] | None = None,
+    on_text: Callable[[int, str], None] = lambda index, text: None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> list[Choice]:
     """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
     rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled)
     sampling = params.temperature > 0
     config = GenerationConfig(
-        max_new_tokens=params.max_tokens, do_sample=sampling, temperature=params.temperature if sampling else None,
-        top_p=params.top_p if sampling else None, top_k=None, eos_token_id=stop_ids or None,
+        max_new_tokens=params.max_tokens,
+        do_sample=sampling,
+        temperature=params.temperature if sampling else None,
+        top_p=params.top_p if sampling else None,
+        top_k=None,
+        eos_token_id=stop_ids or None,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or [0])[0],
         use_cache=True,
-    )  # fmt: skip
+    )
     if params.seed is not None:
         torch.manual_seed(params.seed)
     device = next(model.parameters()).device
     inputs = torch.tensor([ids] * params.n, device=device)
-    model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                   stopping_criteria=StoppingCriteriaList([rows]))  # fmt: skip
+    model.generate(
+        input_ids=inputs,
+        attention_mask=torch.ones_like(inputs),
+        generation_config=config,
+        stopping_criteria=StoppingCriteriaList([rows]),
+    )
     return rows.finish()
 
 

@@ -51,7 +51,7 @@ class TrainingResult:
     last_metrics: dict
 
     @classmethod
-    def read(cls, layout: RunLayout) -> "TrainingResult":
+    def read(cls, layout: RunLayout) -> TrainingResult:
         data = json.loads(layout.result.read_text())
         return cls(layout.root, data["steps"], data["trained_tokens"], layout.final, data["last_metrics"])
 
@@ -66,7 +66,7 @@ class Progress:
     elapsed_seconds: float = 0.0
 
     @classmethod
-    def read(cls, checkpoint: Path) -> "Progress":
+    def read(cls, checkpoint: Path) -> Progress:
         saved = ckpt.read_trainer_state(checkpoint)
         return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
 
@@ -106,7 +106,9 @@ class _Step:
     stop_requested: bool  # SIGTERM reached some process
 
 
-def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = None, model_name: str | None = None) -> TrainingResult:
+def train(
+    spec: JobSpec, output_dir: str | Path, observer: Observer | None = None, model_name: str | None = None
+) -> TrainingResult:
     """`model_name`: what the user calls `spec.model` (a catalogue name), used in messages and saved
     files instead of the local folder the weights come from."""
     observer = observer or Observer()
@@ -130,8 +132,12 @@ def train(spec: JobSpec, output_dir: str | Path, observer: Observer | None = Non
             _record(run, done.row)
             observer.on_step(done.row)
             run.watch.observe(done.row)
-            if ((step + 1) % spec.training.checkpoint_every_steps == 0 or ends_epoch or done.stop_requested
-                    or run.watch.wants_checkpoint):  # fmt: skip
+            if (
+                (step + 1) % spec.training.checkpoint_every_steps == 0
+                or ends_epoch
+                or done.stop_requested
+                or run.watch.wants_checkpoint
+            ):
                 observer.on_checkpoint(step + 1, _checkpoint(run))
             if run.watch.stop and not last_step:
                 if run.accelerator.is_main_process:
@@ -163,7 +169,9 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         else None
     )
     hp = resolve_hyperparameters(spec, len(train_data), world)
-    plan = StepPlan(len(train_data), hp.batch_size, settings.gradient_accumulation_steps, world, spec.seed, settings.shuffle)
+    plan = StepPlan(
+        len(train_data), hp.batch_size, settings.gradient_accumulation_steps, world, spec.seed, settings.shuffle
+    )
     if accelerator.is_main_process:
         _prepare_output(layout, spec, hp, train_data, valid_data, world)
     accelerator.wait_for_everyone()
@@ -200,18 +208,32 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     # every process judges the validation loss alike (all stop together); rows past the start come again
     watch = ValidationWatch(settings, [row for row in metrics.read() if row["step"] <= progress.step])
     return _Run(
-        spec=spec, layout=layout, accelerator=accelerator, hp=hp, plan=plan, tokenizer=tokenizer,
-        train_data=train_data, valid_data=valid_data,
+        spec=spec,
+        layout=layout,
+        accelerator=accelerator,
+        hp=hp,
+        plan=plan,
+        tokenizer=tokenizer,
+        train_data=train_data,
+        valid_data=valid_data,
         eval_sample=_fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None,
-        model=model, optimizer=optimizer, scheduler=scheduler, loss=loss,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss=loss,
         collate=_collator(settings.packing, tokenizer.pad_token_id, settings.max_seq_length),
-        metrics=metrics, progress=progress, fence=fence, sampler=Sampler(spec, tokenizer, layout, accelerator, progress.step),
-        watch=watch, history=history, last_row=history[-1] if history else {},
+        metrics=metrics,
+        progress=progress,
+        fence=fence,
+        sampler=Sampler(spec, tokenizer, layout, accelerator, progress.step),
+        watch=watch,
+        history=history,
+        last_row=history[-1] if history else {},
         elapsed_before=progress.elapsed_seconds,
-    )  # fmt: skip
+    )
 
 
-def _train_step(run: _Run, step: int, stop: "_SigtermStop") -> _Step:
+def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
     """One optimizer step over this process's micro-batches; the metrics are global."""
     accelerator, model, settings = run.accelerator, run.model, run.spec.training
     model.train()
@@ -292,7 +314,9 @@ def _load_data(field: str, path: str, tokenizer, max_seq_length: int, min_exampl
         raise InvalidDataError(f"{field} is not a valid fine-tuning file:\n{error}", param=field) from None
     data = tokenize_rows(rows, tokenizer, max_seq_length)
     if len(data) == 0:
-        raise InvalidDataError(f"{field}: no example has a target token within max_seq_length={max_seq_length}", param=field)
+        raise InvalidDataError(
+            f"{field}: no example has a target token within max_seq_length={max_seq_length}", param=field
+        )
     return data
 
 
@@ -302,7 +326,9 @@ def _prepare_output(layout: RunLayout, spec: JobSpec, hp: ResolvedHyperparameter
     layout.error.unlink(missing_ok=True)  # from an earlier attempt
     given = spec.model_dump(mode="json")
     if layout.spec.exists() and json.loads(layout.spec.read_text()) != given:
-        raise OutputConflictError("the run folder holds a run of a different spec; resume needs the same spec, or use a new --output")
+        raise OutputConflictError(
+            "the run folder holds a run of a different spec; resume needs the same spec, or use a new --output"
+        )
     layout.spec.write_text(json.dumps(given, indent=2))
     layout.run.write_text(
         json.dumps(
@@ -381,16 +407,32 @@ def _evaluate(run: _Run, ids) -> tuple[float, float]:
 
 
 def _checkpoint(run: _Run) -> Path:
-    folder = _write_checkpoint(run.accelerator, run.model, run.tokenizer, run.layout, run.progress,
-                               run.spec.training.keep_checkpoints, run.fence, run.watch.protected_steps)  # fmt: skip
+    folder = _write_checkpoint(
+        run.accelerator,
+        run.model,
+        run.tokenizer,
+        run.layout,
+        run.progress,
+        run.spec.training.keep_checkpoints,
+        run.fence,
+        run.watch.protected_steps,
+    )
     if run.accelerator.is_main_process:
         plot_loss(run.history, run.layout.loss_plot)
     run.sampler.at_checkpoint(run.model, run.progress.step)
     return folder
 
 
-def _write_checkpoint(accelerator: Accelerator, model, tokenizer, layout: RunLayout, progress: Progress, keep: int,
-                      fence: RunFence, protected: set[int] = frozenset()) -> Path:  # fmt: skip
+def _write_checkpoint(
+    accelerator: Accelerator,
+    model,
+    tokenizer,
+    layout: RunLayout,
+    progress: Progress,
+    keep: int,
+    fence: RunFence,
+    protected: set[int] = frozenset(),
+) -> Path:
     """All processes take part (save_state writes per-process RNG state); the main one publishes.
     `protected`: steps kept from pruning (the best one, with keep_best)."""
     name = checkpoint_name(progress.step)
@@ -423,7 +465,9 @@ def _export_final(run: _Run) -> TrainingResult:
         ckpt.publish(partial, layout.final)
         plot_loss(run.history, layout.loss_plot)
         layout.result.write_text(
-            json.dumps({"steps": result.steps, "trained_tokens": result.trained_tokens, "last_metrics": result.last_metrics})
+            json.dumps(
+                {"steps": result.steps, "trained_tokens": result.trained_tokens, "last_metrics": result.last_metrics}
+            )
         )
     accelerator.wait_for_everyone()
     return result

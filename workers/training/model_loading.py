@@ -93,7 +93,9 @@ def check_target_modules(model, targets: list[str], name: str) -> None:
     layers = [path for path, module in model.named_modules() if isinstance(module, LORA_LAYERS)]
     unmatched = [t for t in targets if not any(path == t or path.endswith("." + t) for path in layers)]
     if unmatched:
-        linear = sorted({path.rsplit(".", 1)[-1] for path, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
+        linear = sorted(
+            {path.rsplit(".", 1)[-1] for path, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
+        )
         raise InvalidSettingsError(
             f"training.lora.target_modules: {quote_names(unmatched)} match no layer of model {name!r}; "
             f"its linear layers are {', '.join(linear)}",

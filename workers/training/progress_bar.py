@@ -24,7 +24,7 @@ class ProgressBar(Observer):
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(metrics["step"] - self.bar.n)
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -52,7 +52,9 @@ class Sampler:
             self.prompts = [p if isinstance(p, str) else [m.model_dump() for m in p] for p in settings.sample_prompts]
         else:
             self.prompts = default_prompts(spec.validation_file or spec.training_file)
-        self.active = bool(self.prompts) and accelerator.is_main_process and accelerator.distributed_type != DistributedType.FSDP
+        self.active = (
+            bool(self.prompts) and accelerator.is_main_process and accelerator.distributed_type != DistributedType.FSDP
+        )
         self.tokenizer, self.accelerator = tokenizer, accelerator
         self.params = GenerationParams(max_tokens=settings.sample_max_tokens)
         self.log = MetricsLog(layout.samples)
@@ -71,11 +73,21 @@ class Sampler:
                 answers = [self._answer(model, prompt, stop_ids) for prompt in self.prompts]
         finally:
             model.train()
-        self.log.append({"step": step, "created_at": int(time.time()),
-                         "generation_seconds": round(time.monotonic() - started, 3), "samples": answers})  # fmt: skip
+        self.log.append(
+            {
+                "step": step,
+                "created_at": int(time.time()),
+                "generation_seconds": round(time.monotonic() - started, 3),
+                "samples": answers,
+            }
+        )
 
     def _answer(self, model, prompt: str | list[dict], stop_ids: list[int]) -> dict:
         ids = prompt_ids(self.tokenizer, prompt)
         [choice] = generate(model, self.tokenizer, ids, self.params, stop_ids=stop_ids)
-        return {"prompt": prompt, "completion": choice.text, "completion_tokens": choice.tokens,
-                "finish_reason": choice.finish_reason}  # fmt: skip
+        return {
+            "prompt": prompt,
+            "completion": choice.text,
+            "completion_tokens": choice.tokens,
+            "finish_reason": choice.finish_reason,
+        }

@@ -55,8 +55,13 @@ class ValidationWatch:
             f"{self.early_stopping.min_delta:g} for {self.early_stopping.patience} evaluations "
             f"(best {self.best_loss:.4f} at step {self.best_step})"
         )
-        MetricsLog(layout.notices).append({"step": step, "message": message, "data": {
-            "early_stopped_at": step, "best_step": self.best_step, "best_valid_loss": self.best_loss}})  # fmt: skip
+        MetricsLog(layout.notices).append(
+            {
+                "step": step,
+                "message": message,
+                "data": {"early_stopped_at": step, "best_step": self.best_step, "best_valid_loss": self.best_loss},
+            }
+        )
 
     def restore_best(self, accelerator: Accelerator, model, layout: RunLayout, step: int) -> None:
         """Every process loads the best checkpoint's weights before the final export."""
@@ -65,9 +70,16 @@ class ValidationWatch:
         folder = layout.checkpoints / checkpoint_name(self.best_step)
         load_weights(accelerator.unwrap_model(model), folder)
         if accelerator.is_main_process:
-            MetricsLog(layout.notices).append({"step": step, "message": (
-                f"The final model is the checkpoint of step {self.best_step}, with the lowest validation loss "
-                f"({self.best_loss:.4f})"), "data": {"best_step": self.best_step, "best_valid_loss": self.best_loss}})  # fmt: skip
+            MetricsLog(layout.notices).append(
+                {
+                    "step": step,
+                    "message": (
+                        f"The final model is the checkpoint of step {self.best_step}, with the lowest validation loss "
+                        f"({self.best_loss:.4f})"
+                    ),
+                    "data": {"best_step": self.best_step, "best_valid_loss": self.best_loss},
+                }
+            )
 
 
 def load_weights(model, folder: Path) -> None:

@@ -9,10 +9,28 @@ from sqlalchemy import inspect
 from lmtune.store import records
 from lmtune.store.database import open_database
 from lmtune.store.jobs import (
-    ACTIVE, JobStatus, Note, StaleAttempt, TooManyActiveJobs, WrongState, claim_job, claim_next_job, create_job,
-    fail_attempt, finish_attempt, get_job, heartbeat, list_jobs, new_event, queue_position, request_cancel,
-    request_pause, requeue_lost_jobs, resume_job, start_from_step,
-)  # fmt: skip
+    ACTIVE,
+    JobStatus,
+    Note,
+    StaleAttempt,
+    TooManyActiveJobs,
+    WrongState,
+    claim_job,
+    claim_next_job,
+    create_job,
+    fail_attempt,
+    finish_attempt,
+    get_job,
+    heartbeat,
+    list_jobs,
+    new_event,
+    queue_position,
+    request_cancel,
+    request_pause,
+    requeue_lost_jobs,
+    resume_job,
+    start_from_step,
+)
 from lmtune.store.keys import create_key
 from lmtune.store.records import Report, record_report
 from tests.helpers import BOTH_DATABASES
@@ -27,7 +45,9 @@ def new_job(db, owner="key-a", **fields):
 
 
 def metrics_report(*steps: int) -> Report:
-    return Report(metric_events=[new_event("", f"Step {step}", type="metrics", step=step, data={"step": step}) for step in steps])
+    return Report(
+        metric_events=[new_event("", f"Step {step}", type="metrics", step=step, data={"step": step}) for step in steps]
+    )
 
 
 def record_steps(db, job_id: str, attempt: int, *steps: int):
@@ -43,7 +63,9 @@ def messages(db, job_id: str) -> list[str]:
 
 def test_migrations_create_every_table_and_can_run_again(db, database_url):
     open_database(database_url)  # a second process starting: nothing to do, nothing broken
-    assert {"api_keys", "files", "jobs", "events", "checkpoints", "fine_tuned_models"} <= set(inspect(db.engine).get_table_names())
+    assert {"api_keys", "files", "jobs", "events", "checkpoints", "fine_tuned_models"} <= set(
+        inspect(db.engine).get_table_names()
+    )
 
 
 def test_a_duplicate_delivery_of_a_held_job_is_refused(db):
@@ -148,7 +170,9 @@ def test_a_trainer_notice_read_again_by_a_new_attempt_is_recorded_once(db):
     db.clock = lambda: time.time() + 61  # its worker was lost after recording the notice
     requeue_lost_jobs(db, max_attempts=3)
     claim_job(db, job.id, "worker-2", lease_seconds=60, max_attempts=3)
-    record_report(db, job.id, 2, Report(message_events=[new_event(job.id, notice), new_event(job.id, "Another notice")]))
+    record_report(
+        db, job.id, 2, Report(message_events=[new_event(job.id, notice), new_event(job.id, "Another notice")])
+    )
     assert messages(db, job.id).count(notice) == 1 and "Another notice" in messages(db, job.id)
 
 
@@ -156,13 +180,18 @@ def test_checkpoints_are_unique_per_step_and_forgotten_when_pruned(db):
     job = new_job(db)
     claim_job(db, job.id, "worker-1", 60, 3)
     for steps in ((10, 20), (20, 30)):
-        report = Report(checkpoints={step: (f"jobs/{job.id}/checkpoints/step-{step:06d}", None) for step in steps},
-                        on_disk={20, 30} if 30 in steps else None)  # fmt: skip
+        report = Report(
+            checkpoints={step: (f"jobs/{job.id}/checkpoints/step-{step:06d}", None) for step in steps},
+            on_disk={20, 30} if 30 in steps else None,
+        )
         record_report(db, job.id, 1, report)
     rows, more = records.list_checkpoints(db, job.id)
     assert [row.step for row in rows] == [30, 20] and not more
     assert [m for m in messages(db, job.id) if m.startswith("Checkpoint")] == [
-        "Checkpoint created at step 10", "Checkpoint created at step 20", "Checkpoint created at step 30"]
+        "Checkpoint created at step 10",
+        "Checkpoint created at step 20",
+        "Checkpoint created at step 30",
+    ]
 
 
 def test_hand_backs_do_not_use_up_the_attempts_only_failures_do(db):
@@ -191,10 +220,12 @@ def test_a_database_made_by_an_older_release_is_migrated_with_its_jobs(database_
     config.attributes["engine"] = old.engine
     command.upgrade(config, "0001")
     with old.engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO jobs (id, owner, spec, gpus, queue, status, created_at, attempt, cancel_requested, "
-            "pause_requested, step) VALUES ('ftjob-old', 'key-a', '{}', 0, 'cpu', 'queued', 1, 2, false, false, 0)"
-        ))  # fmt: skip
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, owner, spec, gpus, queue, status, created_at, attempt, cancel_requested, "
+                "pause_requested, step) VALUES ('ftjob-old', 'key-a', '{}', 0, 'cpu', 'queued', 1, 2, false, false, 0)"
+            )
+        )
     migrated = open_database(database_url)
     job = get_job(migrated, "ftjob-old")
     assert (job.attempt, job.failures, job.status) == (2, 0, "queued")

@@ -23,8 +23,15 @@ def test_a_checkpoint_gives_the_logits_of_the_model_in_memory(tiny_model, tmp_pa
 
     layout = RunLayout(tmp_path)
     layout.checkpoints.mkdir()
-    folder = _write_checkpoint(accelerator, model, tokenizer, layout, Progress(step=7, tokens=30, target_tokens=20, elapsed_seconds=1.0), keep=3,
-                               fence=RunFence(layout, None))  # fmt: skip
+    folder = _write_checkpoint(
+        accelerator,
+        model,
+        tokenizer,
+        layout,
+        Progress(step=7, tokens=30, target_tokens=20, elapsed_seconds=1.0),
+        keep=3,
+        fence=RunFence(layout, None),
+    )
 
     assert folder == tmp_path / "checkpoints" / "step-000007"
     reloaded = AutoModelForCausalLM.from_pretrained(folder)

@@ -17,21 +17,35 @@ def trained_text(tokenizer, row: Row) -> str:
 
 
 def test_only_assistant_turns_with_weight_one_carry_loss(tokenizer):
-    row = Row(1, "chat", {"messages": [
-        {"role": "system", "content": "Be terse."},
-        {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "DRAFT ANSWER", "weight": 0},
-        {"role": "user", "content": "second question"},
-        {"role": "assistant", "content": "FINAL ANSWER"},
-    ]})
+    row = Row(
+        1,
+        "chat",
+        {
+            "messages": [
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "first question"},
+                {"role": "assistant", "content": "DRAFT ANSWER", "weight": 0},
+                {"role": "user", "content": "second question"},
+                {"role": "assistant", "content": "FINAL ANSWER"},
+            ]
+        },
+    )
     assert trained_text(tokenizer, row) == "FINAL ANSWER<|im_end|>\n"
 
 
 def test_every_weighted_assistant_turn_is_trained(tokenizer):
-    row = Row(1, "chat", {"messages": [
-        {"role": "user", "content": "q1"}, {"role": "assistant", "content": "A1"},
-        {"role": "user", "content": "q2"}, {"role": "assistant", "content": "A2"},
-    ]})
+    row = Row(
+        1,
+        "chat",
+        {
+            "messages": [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "A1"},
+                {"role": "user", "content": "q2"},
+                {"role": "assistant", "content": "A2"},
+            ]
+        },
+    )
     assert trained_text(tokenizer, row) == "A1<|im_end|>\nA2<|im_end|>\n"
 
 

@@ -16,10 +16,12 @@ def test_converted_smollm2_answers_a_question(smollm2):
     assert len(tokenizer) == model.config.vocab_size == 49152
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True, return_tensors="pt", return_dict=True,
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     output = model.generate(**prompt, max_new_tokens=12, do_sample=False)
-    answer = tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from lmtune.layout import file_sha256
 from lmtune.sample_data import chat_examples, write_jsonl
 from tests.helpers import metric_rows, train_losses
-from lmtune.layout import file_sha256
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError
 from workers.training.loop import train
 
@@ -25,9 +25,21 @@ def test_every_step_is_recorded_with_its_metrics(make_spec, chat_file, valid_fil
     rows = metric_rows(tmp_path / "run")
     assert [row["step"] for row in rows] == list(range(1, 9))
     for row in rows:
-        assert {"step", "total_steps", "epoch", "train_loss", "train_mean_token_accuracy", "learning_rate",
-                "grad_norm", "tokens", "tokens_per_second", "elapsed_seconds"} <= set(row)
-        assert row["total_steps"] == 8 and math.isfinite(row["train_loss"]) and 0 <= row["train_mean_token_accuracy"] <= 1
+        assert {
+            "step",
+            "total_steps",
+            "epoch",
+            "train_loss",
+            "train_mean_token_accuracy",
+            "learning_rate",
+            "grad_norm",
+            "tokens",
+            "tokens_per_second",
+            "elapsed_seconds",
+        } <= set(row)
+        assert (
+            row["total_steps"] == 8 and math.isfinite(row["train_loss"]) and 0 <= row["train_mean_token_accuracy"] <= 1
+        )
     assert [row["step"] for row in rows if "valid_loss" in row] == [3, 6, 8]
     assert [row["step"] for row in rows if "full_valid_loss" in row] == [4, 8]
     assert [row["epoch"] for row in rows][3] == 1.0
@@ -112,7 +124,9 @@ def test_an_output_folder_of_another_spec_is_refused(make_spec, chat_file, tmp_p
 
 
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
-def test_token_counts_are_every_token_trained_and_the_targets_among_them(make_spec, chat_file, tiny_model, tmp_path, packing):
+def test_token_counts_are_every_token_trained_and_the_targets_among_them(
+    make_spec, chat_file, tiny_model, tmp_path, packing
+):
     result = train(make_spec(chat_file, epochs=2, packing=packing), tmp_path / "run")
     batch = _batch_of(chat_file, tiny_model)
     every_token = int(batch["attention_mask"].sum())  # no padding, prompts included

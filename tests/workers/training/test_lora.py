@@ -14,7 +14,9 @@ LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
 
 @pytest.mark.slow  # trains for many steps or twice
 def test_lora_trains_and_saves_adapters_and_a_merged_model(make_spec, chat_file, tiny_model, tmp_path):
-    result = train(make_spec(chat_file, epochs=6, learning_rate=1e-2, lr_scheduler="constant", lora=LORA), tmp_path / "run")
+    result = train(
+        make_spec(chat_file, epochs=6, learning_rate=1e-2, lr_scheduler="constant", lora=LORA), tmp_path / "run"
+    )
     curve = train_losses(tmp_path / "run")
     # the random base's lm_head and norms stay frozen, so LoRA moves the loss less than full tuning
     assert sum(curve[-3:]) / 3 < 0.93 * curve[0]
@@ -36,7 +38,9 @@ def test_lora_trains_and_saves_adapters_and_a_merged_model(make_spec, chat_file,
 
 def test_a_lora_run_resumes_from_its_adapter_checkpoint(make_spec, chat_file, tmp_path):
     # a constant rate: max_steps would otherwise change the cosine schedule of the cut run
-    spec = make_spec(chat_file, epochs=3, learning_rate=1e-2, lr_scheduler="constant", lora=LORA, checkpoint_every_steps=4)
+    spec = make_spec(
+        chat_file, epochs=3, learning_rate=1e-2, lr_scheduler="constant", lora=LORA, checkpoint_every_steps=4
+    )
     train(spec, tmp_path / "reference")
     train(spec.model_copy(update={"training": spec.training.model_copy(update={"max_steps": 5})}), tmp_path / "cut")
     # continue the cut run's checkpoint at step 4 under the full spec

@@ -14,14 +14,25 @@ def test_two_processes_give_the_losses_of_one(tmp_path, tiny_model):
     write_jsonl(chat_examples(36, seed=4, spread=0.6), tmp_path / "train.jsonl")
     write_jsonl(chat_examples(12, seed=5, spread=0.6), tmp_path / "valid.jsonl")
     spec = {
-        "model": str(tiny_model), "training_file": "train.jsonl", "validation_file": "valid.jsonl",
+        "model": str(tiny_model),
+        "training_file": "train.jsonl",
+        "validation_file": "valid.jsonl",
         "hyperparameters": {"n_epochs": 2, "batch_size": 8},
         "training": {"learning_rate": 2e-3, "gradient_accumulation_steps": 2, "eval_every_steps": 2},
-    }  # fmt: skip
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     for processes in (1, 2):
-        command = [sys.executable, "-m", "lmtune.cli", "train", "spec.yaml", "--output", f"run{processes}",
-                   "--num-processes", str(processes)]
+        command = [
+            sys.executable,
+            "-m",
+            "lmtune.cli",
+            "train",
+            "spec.yaml",
+            "--output",
+            f"run{processes}",
+            "--num-processes",
+            str(processes),
+        ]
         done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
 
@@ -29,4 +40,3 @@ def test_two_processes_give_the_losses_of_one(tmp_path, tiny_model):
     assert len(train_losses(tmp_path / "run1")) == 10
     valid = [[row.get("valid_loss") for row in metric_rows(tmp_path / f"run{n}")] for n in (1, 2)]
     assert valid[0] == pytest.approx(valid[1], abs=1e-4)
-

@@ -27,7 +27,9 @@ def test_selective_checkpointing_keeps_matrix_products_and_attention_and_recompu
     kept = [aten.mm.default, aten.addmm.default, aten._scaled_dot_product_flash_attention_for_cpu.default]
     recomputed = [aten.mul.Tensor, aten.silu.default, aten.rsqrt.default, aten.cat.default]
     assert [_keep_costly_outputs(None, op) for op in kept] == [CheckpointPolicy.MUST_SAVE] * len(kept)
-    assert [_keep_costly_outputs(None, op) for op in recomputed] == [CheckpointPolicy.PREFER_RECOMPUTE] * len(recomputed)
+    assert [_keep_costly_outputs(None, op) for op in recomputed] == [CheckpointPolicy.PREFER_RECOMPUTE] * len(
+        recomputed
+    )
 
 
 @pytest.mark.slow  # three processes
@@ -39,8 +41,13 @@ def test_selective_checkpointing_lowers_the_peak_of_a_step_and_full_lowers_it_mo
 
 def _peak_growth_of_one_step(model, mode: str) -> float:
     """MB that one forward and backward of 8 x 512 tokens add to the peak, in a process of its own."""
-    done = subprocess.run([sys.executable, "-m", __name__, str(model), mode], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).parents[3])  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, str(model), mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    )
     return float(done.stdout.split()[-1])
 
 

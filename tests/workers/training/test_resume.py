@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmtune.layout import EXIT_PAUSED
+from lmtune.layout import EXIT_PAUSED, latest_checkpoint
 from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.spec import load_spec
 from tests.helpers import metric_rows, train_losses
-from lmtune.layout import latest_checkpoint
 from tests.waiting import wait_for_exit, wait_while_progressing, working
 from workers.training.loop import train
 
@@ -45,8 +44,13 @@ def wait_for_checkpoint(output: Path, step: int, process: subprocess.Popen) -> N
         assert process.poll() is None, "the run ended before it could be interrupted"
         return (latest_checkpoint(output / "checkpoints") or (0,))[0]
 
-    wait_while_progressing(newest, lambda found: found >= step, progress=lambda _: working(process.pid), interval=0.01,
-                           what=f"a checkpoint at step {step}")  # fmt: skip
+    wait_while_progressing(
+        newest,
+        lambda found: found >= step,
+        progress=lambda _: working(process.pid),
+        interval=0.01,
+        what=f"a checkpoint at step {step}",
+    )
 
 
 def test_a_killed_run_resumes_to_the_same_losses(job, tmp_path):
