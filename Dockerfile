@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY lmtune lmtune
 COPY service service
 COPY workers workers
+COPY cli cli
 COPY configs configs
 ENV LMTUNE_DATA_DIR=/data
 # the service's files are private to its user

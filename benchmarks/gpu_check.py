@@ -24,11 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from cli.sample_data import WORDS  # noqa: E402
 from lmtune.metrics_log import MetricsLog  # noqa: E402
-from lmtune.sample_data import WORDS  # noqa: E402
 from lmtune.spec import parse_spec  # noqa: E402
+from workers.models.tiny_model import make_tiny_model  # noqa: E402
 from workers.training.loop import train  # noqa: E402
-from workers.training.tiny_model import make_tiny_model  # noqa: E402
 
 # dense bf16 peak, FLOP/s, from the vendors' datasheets
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12}

@@ -56,8 +56,8 @@ def main() -> None:
         print(json.dumps(_run_one(args.child, args.spec, args.output)))
         return
 
-    from lmtune.sample_data import chat_examples, write_jsonl
-    from workers.training.gguf_import import smollm2_folder
+    from cli.sample_data import chat_examples, write_jsonl
+    from workers.models.gguf_import import smollm2_folder
 
     work = Path(tempfile.mkdtemp(prefix="lmtune-real-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # its models and runs: gigabytes

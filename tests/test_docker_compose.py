@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import yaml
 
-from lmtune.cli import main
+from cli.main import main
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 

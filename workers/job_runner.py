@@ -25,7 +25,8 @@ from workers.job_inputs import InputError, trainer_spec
 from workers.lease_keeper import LeaseKeeper
 from workers.outcome import Recorder
 from workers.progress_reporter import ProgressReporter
-from workers.supervision import supervise, trainer_command
+from workers.supervision import supervise
+from workers.training.entry import trainer_command
 
 log = logging.getLogger(__name__)
 

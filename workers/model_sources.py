@@ -25,7 +25,7 @@ def loadable_source(ref: ModelRef, merged_folder: Path) -> str:
 def ensure_builtin_model(folder: Path) -> Path:
     """Made once, aside and renamed into place, so concurrent processes never see half a model."""
     if not folder.exists():
-        from workers.training.tiny_model import make_tiny_model
+        from workers.models.tiny_model import make_tiny_model
 
         _write_aside(folder, make_tiny_model)
     return folder

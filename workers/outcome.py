@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lmtune.dispatch import send_job
 from lmtune.ids import new_id
-from lmtune.layout import EXIT_PAUSED, DataLayout, RunLayout, file_sha256
+from lmtune.layout import DataLayout, RunLayout, file_sha256
 from lmtune.metrics_log import MetricsLog
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
@@ -21,6 +21,7 @@ from lmtune.store.fine_tuned import fine_tuned_model_id
 from lmtune.store.jobs import JobStatus, Note, fail_attempt, finish_attempt, get_job, new_event
 from lmtune.store.models import File, FineTunedModel, Job
 from workers.supervision import Ending
+from workers.training.errors import EXIT_PAUSED
 
 RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 PARAM_OF_CODE = {

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 from lmtune.fence import ATTEMPT_ENV
-from lmtune.launcher import die_with_parent
 from lmtune.settings import Settings
 from workers.lease_keeper import LeaseKeeper
+from workers.processes import die_with_parent
 from workers.progress_reporter import ProgressReporter
 
 POLL_SECONDS = 0.5
@@ -79,20 +78,3 @@ def _wait(process: subprocess.Popen, seconds: float) -> None:
         process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         pass
-
-
-def trainer_command(spec_path, output, processes: int, model_name: str) -> list[str]:
-    """`model_name`: the job's model as the client named it, for the trainer's messages (never a path)."""
-    return [
-        sys.executable,
-        "-m",
-        "lmtune.cli",
-        "train",
-        str(spec_path),
-        "--output",
-        str(output),
-        "--num-processes",
-        str(max(1, processes)),
-        "--model-name",
-        model_name,
-    ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.sample_data import chat_examples, write_jsonl
+from cli.sample_data import chat_examples, write_jsonl
 from tests.waiting import wait_while_progressing, working
 
 pytestmark = pytest.mark.integration

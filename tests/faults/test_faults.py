@@ -14,9 +14,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from cli.sample_data import chat_examples
 from lmtune.dispatch import ring
 from lmtune.layout import complete_checkpoints
-from lmtune.sample_data import chat_examples
 from lmtune.store.keys import create_key
 from service.app import create_app
 from tests.deployment import open_deployment

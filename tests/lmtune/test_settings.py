@@ -3,7 +3,7 @@
 import pytest
 from click.testing import CliRunner
 
-from lmtune.cli import main
+from cli.main import main
 from lmtune.settings import SettingsError, load_settings
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 from fastapi.testclient import TestClient
 
-from lmtune.sample_data import chat_examples
+from cli.sample_data import chat_examples
 from lmtune.settings import Settings
 from lmtune.store.keys import create_key
 from service.app import create_app

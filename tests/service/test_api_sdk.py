@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lmtune.sample_data import chat_examples
+from cli.sample_data import chat_examples
 from tests.deployment import job_progress
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working

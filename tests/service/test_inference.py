@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lmtune.store.fine_tuned import add_fine_tuned_model
 from lmtune.store.keys import authenticate
 from service.inference_client import InferenceClient
+from workers.models.generation import prompt_ids
 from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
-from workers.training.generation import prompt_ids
 
 MESSAGES = [{"role": "system", "content": "Answer in capitals."}, {"role": "user", "content": "alpha bravo"}]
 

@@ -6,8 +6,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from workers.models.generation import GenerationParams, prompt_ids
 from workers.serving.engine import ModelCache
-from workers.training.generation import GenerationParams, prompt_ids
 
 PROMPT = [{"role": "user", "content": "alpha bravo"}]
 GREEDY = GenerationParams(max_tokens=10)

@@ -18,9 +18,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from workers.model_sources import ensure_builtin_model
-from workers.training.errors import ModelLoadError
-from workers.training.generation import Choice, GenerationParams, end_of_turn_ids, generate, prompt_ids
-from workers.training.model_loading import load_tokenizer
+from workers.models.errors import ModelLoadError
+from workers.models.generation import Choice, GenerationParams, end_of_turn_ids, generate, prompt_ids
+from workers.models.loading import load_tokenizer
 
 
 class PromptTooLong(ValueError):

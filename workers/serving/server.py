@@ -28,9 +28,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.models.errors import ModelLoadError
+from workers.models.generation import GenerationParams
 from workers.serving.engine import ModelCache, PromptTooLong
-from workers.training.errors import ModelLoadError
-from workers.training.generation import GenerationParams
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import logging
 
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from workers.training.errors import InvalidSettingsError
+from workers.models.errors import InvalidSettingsError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import datasets
 import torch
 
 from lmtune.training_data import Row
-from workers.training.chat_format import row_segments
+from workers.models.chat_format import row_segments
 
 IGNORE_INDEX = -100
 log = logging.getLogger(__name__)

@@ -1,37 +1,27 @@
-"""Errors that end a training run, each with a stable code the worker and the API report."""
+"""How a training run ends when it does not finish: the errors with their codes, and the exit
+statuses the worker reads (the trainer's failure contract; `workers/training/entry.py` applies it)."""
 
 from __future__ import annotations
 
+from workers.models.errors import ReportedError
 
-class TrainingError(RuntimeError):
-    """Its message is shown to the user as is: it names fields and models, never a server path."""
-
-    code = "training_error"
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param  # the job field to change, when one is to blame
+# Exit status of a trainer stopped by SIGTERM after writing its checkpoint (sysexits' EX_TEMPFAIL):
+# running the same command again resumes.
+EXIT_PAUSED = 75
+# Exit status of a trainer that found its run folder claimed by a newer attempt (lmtune.fence):
+# it stopped without writing anything more.
+EXIT_SUPERSEDED = 76
 
 
-class InvalidDataError(TrainingError):
+class InvalidDataError(ReportedError):
     code = "invalid_training_file"
 
 
-class ModelLoadError(TrainingError):
-    code = "model_not_found"
-
-
-class InvalidSettingsError(TrainingError):
-    """Settings the model cannot take: a max_seq_length past its context, LoRA targets it lacks."""
-
-    code = "invalid_hyperparameters"
-
-
-class DivergedError(TrainingError):
+class DivergedError(ReportedError):
     code = "training_diverged"
 
 
-class OutputConflictError(TrainingError):
+class OutputConflictError(ReportedError):
     code = "output_conflict"
 
 

@@ -30,12 +30,13 @@ from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
 from lmtune.training_data import MIN_EXAMPLES, DatasetError, validate_jsonl_file
+from workers.models.loading import check_context_length, load_tokenizer, save_final, save_model
 from workers.training import checkpoints as ckpt
 from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, collate_padded, tokenize_rows
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
 from workers.training.loss import CausalLMLoss
 from workers.training.loss_plot import plot_loss
-from workers.training.model_loading import check_context_length, load_model, load_tokenizer, save_final, save_model
+from workers.training.model_setup import load_model
 from workers.training.observer import Observer
 from workers.training.sampling import Sampler
 from workers.training.step_plan import StepPlan

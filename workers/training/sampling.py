@@ -17,7 +17,7 @@ from accelerate.utils import DistributedType
 from lmtune.layout import RunLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import JobSpec
-from workers.training.generation import GenerationParams, end_of_turn_ids, generate, prompt_ids
+from workers.models.generation import GenerationParams, end_of_turn_ids, generate, prompt_ids
 
 DEFAULT_PROMPTS = 3
 SCANNED_LINES = 100  # where default prompts are looked for

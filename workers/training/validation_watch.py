@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from lmtune.layout import RunLayout, checkpoint_name
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import TrainingSettings
-from workers.training.model_loading import is_lora
+from workers.models.loading import is_lora
 
 
 class ValidationWatch:

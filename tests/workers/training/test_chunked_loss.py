@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmtune.sample_data import chat_examples, write_jsonl
+from cli.sample_data import chat_examples, write_jsonl
 from lmtune.training_data import validate_jsonl_file
 from workers.training.data import collate_packed, collate_padded, tokenize_rows
 from workers.training.loss import CausalLMLoss

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from workers.training.errors import InvalidDataError, InvalidSettingsError
+from workers.models.errors import InvalidSettingsError
+from workers.training.errors import InvalidDataError
 from workers.training.loop import train
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from cli.sample_data import chat_examples, write_jsonl
 from lmtune.layout import file_sha256
-from lmtune.sample_data import chat_examples, write_jsonl
 from tests.helpers import metric_rows, train_losses
 from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError
 from workers.training.loop import train

@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from lmtune.sample_data import chat_examples, write_jsonl
+from cli.sample_data import chat_examples, write_jsonl
 from tests.helpers import metric_rows, train_losses
 
 
@@ -25,7 +25,7 @@ def test_two_processes_give_the_losses_of_one(tmp_path, tiny_model):
         command = [
             sys.executable,
             "-m",
-            "lmtune.cli",
+            "cli",
             "train",
             "spec.yaml",
             "--output",

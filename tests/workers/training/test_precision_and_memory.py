@@ -7,8 +7,8 @@ import torch
 
 from benchmarks.process_memory import peak_rss_mb
 from tests.helpers import train_losses
+from workers.models.tiny_model import make_tiny_model
 from workers.training.loop import _precision, train
-from workers.training.tiny_model import make_tiny_model
 
 
 @pytest.mark.parametrize("mode", ["selective", "full"])
@@ -69,7 +69,7 @@ def test_bf16_autocast_trains_close_to_fp32(make_spec, chat_file, tmp_path):
 if __name__ == "__main__":  # the child of _peak_growth_of_one_step
     from lmtune.spec import TrainingSettings
     from workers.training.loss import CausalLMLoss
-    from workers.training.model_loading import load_model
+    from workers.training.model_setup import load_model
 
     model = load_model(sys.argv[1], TrainingSettings(gradient_checkpointing=sys.argv[2])).train()
     ids = torch.randint(3, 261, (8, 512), generator=torch.Generator().manual_seed(0))

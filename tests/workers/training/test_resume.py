@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmtune.layout import EXIT_PAUSED, latest_checkpoint
-from lmtune.sample_data import chat_examples, write_jsonl
+from cli.sample_data import chat_examples, write_jsonl
+from lmtune.layout import latest_checkpoint
 from lmtune.spec import load_spec
 from tests.helpers import metric_rows, train_losses
 from tests.waiting import wait_for_exit, wait_while_progressing, working
+from workers.training.errors import EXIT_PAUSED
 from workers.training.loop import train
 
 pytestmark = pytest.mark.slow  # each test trains in subprocesses and interrupts them
@@ -35,7 +36,7 @@ def job(tmp_path, tiny_model) -> Path:
 
 
 def start(job: Path, output: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lmtune.cli", "train", str(job), "--output", str(output), *extra]
+    command = [sys.executable, "-m", "cli", "train", str(job), "--output", str(output), *extra]
     return subprocess.Popen(command, cwd=job.parent, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 

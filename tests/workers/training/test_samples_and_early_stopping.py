@@ -7,11 +7,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from cli.sample_data import chat_examples, write_jsonl
 from lmtune.metrics_log import MetricsLog
-from lmtune.sample_data import chat_examples, write_jsonl
 from lmtune.spec import SpecError
 from tests.helpers import metric_rows
-from workers.training.generation import prompt_ids
+from workers.models.generation import prompt_ids
 from workers.training.loop import train
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.client import LmtuneClient
-from lmtune.download import download_folder, folder_path
-from lmtune.local_key import read_local_key
-from lmtune.sample_data import chat_examples, write_jsonl
+from cli.client import LmtuneClient
+from cli.download import download_folder, folder_path
+from cli.local_key import read_local_key
+from cli.sample_data import chat_examples, write_jsonl
 from tests.deployment import local_service
 from tests.waiting import wait_while_progressing, working
 
@@ -38,7 +38,7 @@ class Live:
         out, err = self.root / "command.out", self.root / "command.err"
         with out.open("w") as stdout, err.open("w") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", "lmtune.cli", *args], env=self.env, cwd=self.root, stdout=stdout, stderr=stderr
+                [sys.executable, "-m", "cli", *args], env=self.env, cwd=self.root, stdout=stdout, stderr=stderr
             )
             try:
                 wait_while_progressing(

@@ -7,16 +7,15 @@ status, so that "every rank paused" is told apart from "a rank failed".
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 
+from workers.processes import die_with_parent
+
 GRACE_SECONDS = 30
-WORKER_NICENESS = 10  # `lmtune up`'s worker and trainer, beside the API on one machine
 
 
 def launch(command: list[str], num_processes: int, paused_status: int, use_cpu: bool) -> int:
@@ -72,47 +71,6 @@ def _stop(ranks: list[subprocess.Popen]) -> None:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-class Supervisor:
-    """Keeps one child process alive (the worker beside `lmtune up`): one that dies is started
-    again; its job continues from its last checkpoint once the new worker sees the lapsed lease."""
-
-    def __init__(self, command: list[str], on_restart=None, nice: int = 0):
-        self.command = command
-        self._start = lambda: subprocess.Popen(command, preexec_fn=lambda: _child_setup(nice))
-        self.on_restart = on_restart or (lambda code: None)
-        self._lock = threading.Lock()
-        self._stopping = False
-        self.process = self._start()
-        threading.Thread(target=self._watch, daemon=True, name="supervisor").start()
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(1.0)
-            with self._lock:
-                if self._stopping:
-                    return
-                if self.process.poll() is not None:
-                    self.on_restart(self.process.returncode)
-                    self.process = self._start()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self.process.terminate()  # a worker hands its running job back on SIGTERM
-        self.process.wait()
-
-
-def die_with_parent() -> None:
-    """Run in a child before exec: SIGKILL it when its parent dies, so no training outlives a lost worker."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _child_setup(nice: int) -> None:
-    die_with_parent()
-    os.nice(nice)  # inherited by the child's own children (the trainer)
 
 
 def _free_port() -> int:

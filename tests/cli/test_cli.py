@@ -7,12 +7,12 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from lmtune.cli import main
+from cli.main import main
 
 
 def lmtune(*args, cwd):
-    """In a subprocess, through the module entry point, as the worker starts trainers."""
-    return subprocess.run([sys.executable, "-m", "lmtune.cli", *args], cwd=cwd, capture_output=True, text=True)
+    """In a subprocess, through the module entry point."""
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
 def lmtune_here(*args, cwd, monkeypatch):

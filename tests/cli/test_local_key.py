@@ -4,8 +4,8 @@ import stat
 
 from click.testing import CliRunner
 
-from lmtune.cli import main
-from lmtune.local_key import dashboard_url, ensure_local_key, key_file, read_local_key
+from cli.local_key import dashboard_url, ensure_local_key, key_file, read_local_key
+from cli.main import main
 from lmtune.settings import load_settings
 from lmtune.store.database import open_database
 from lmtune.store.keys import authenticate, list_keys, revoke_key

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from lmtune.client import ApiError, LmtuneClient, check
+from cli.client import ApiError, LmtuneClient, check
 
 CHUNK = 1 << 16
 MANIFEST = "manifest.json"

@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from lmtune import client_cli
-from lmtune.cli import main
-from lmtune.client import LmtuneClient
-from lmtune.download import ChecksumMismatch, download_folder, folder_path
+from cli import client_commands as client_cli
+from cli.client import LmtuneClient
+from cli.download import ChecksumMismatch, download_folder, folder_path
+from cli.main import main
 from lmtune.layout import DataLayout
 from lmtune.spec import parse_spec
 from lmtune.store.database import Database

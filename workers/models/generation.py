@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from workers.training.chat_format import CHATML_TEMPLATE
+from workers.models.chat_format import CHATML_TEMPLATE
 
 REPLACEMENT = "\ufffd"  # what a decoder shows for a UTF-8 sequence cut in the middle
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from cli.sample_data import chat_examples
 from lmtune.quotas import folder_bytes
-from lmtune.sample_data import chat_examples
 from lmtune.store.database import open_database
 from lmtune.store.jobs import get_job
 from tests.deployment import wait_until_listening
@@ -33,7 +33,7 @@ def test_a_key_over_its_job_quota_is_refused_while_another_keys_job_runs_and_the
     env.update(LMTUNE_DATA_DIR=str(data), HF_HUB_OFFLINE="1", LMTUNE_QUOTA_ACTIVE_JOBS="1")
     alice_key, bob_key = (
         subprocess.run(
-            [sys.executable, "-m", "lmtune.cli", "keys", "create", name],
+            [sys.executable, "-m", "cli", "keys", "create", name],
             env=env,
             capture_output=True,
             text=True,
@@ -46,7 +46,7 @@ def test_a_key_over_its_job_quota_is_refused_while_another_keys_job_runs_and_the
         port = probe.getsockname()[1]
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "lmtune.cli", "up", "--port", str(port), "--gpus", "0"],
+        [sys.executable, "-m", "cli", "up", "--port", str(port), "--gpus", "0"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from lmtune.sample_data import chat_examples
+from cli.sample_data import chat_examples
 from tests.deployment import job_progress, local_service
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working

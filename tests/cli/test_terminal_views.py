@@ -4,7 +4,7 @@ import time
 
 from rich.console import Console
 
-from lmtune.terminal_views import FollowView
+from cli.terminal_views import FollowView
 
 
 def job(**changes) -> dict:

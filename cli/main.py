@@ -9,12 +9,9 @@ from pathlib import Path
 
 import click
 
-from lmtune.client_cli import GROUPS as CLIENT_GROUPS
-from lmtune.launcher import WORKER_NICENESS, Supervisor, launch
-from lmtune.layout import EXIT_PAUSED, EXIT_SUPERSEDED, RunLayout
-from lmtune.problems import replace_paths
+from cli.client_commands import GROUPS as CLIENT_GROUPS
+from cli.restarting_child import WORKER_NICENESS, RestartingChild
 from lmtune.settings import Settings, SettingsError, load_settings
-from lmtune.spec import SpecError, load_spec
 
 # what the service writes (uploads, the SQLite store, run folders, checkpoints) is its user's alone:
 # files 0600, folders 0700; set at the start of every command that writes to the data folder
@@ -47,52 +44,9 @@ def main() -> None:
 )
 def train(spec_path: str, output_dir: str, num_processes: int, model_name: str | None) -> None:
     """Train the job in SPEC (YAML or JSON) and write the run to --output."""
-    try:
-        spec = load_spec(spec_path)
-    except SpecError as error:
-        raise click.ClickException(f"bad spec {spec_path}:\n{error}") from None
-    if num_processes > 1:
-        sys.exit(_launch_processes(spec_path, output_dir, num_processes, model_name))
+    from workers.training.entry import run_trainer
 
-    from lmtune.fence import Superseded
-    from workers.training.errors import TrainingError, TrainingPaused
-    from workers.training.loop import train as run_training
-    from workers.training.progress_bar import ProgressBar
-
-    try:
-        with ProgressBar(enabled=_is_main_process()) as bar:
-            result = run_training(spec, output_dir, observer=bar, model_name=model_name)
-    except TrainingPaused as paused:
-        click.echo(f"paused at step {paused.step}; run the same command again to resume", err=True)
-        sys.exit(EXIT_PAUSED)
-    except Superseded as superseded:  # the folder is another attempt's now: write nothing, not even the error
-        click.echo(str(superseded), err=True)
-        sys.exit(EXIT_SUPERSEDED)
-    except (TrainingError, SpecError) as error:
-        _record_error(
-            output_dir, getattr(error, "code", "invalid_hyperparameters"), str(error), getattr(error, "param", None)
-        )
-        raise click.ClickException(str(error)) from None
-    except Exception as error:
-        if type(error).__name__ != "OutOfMemoryError":
-            paths = {
-                spec.model: model_name or spec.model,
-                spec.training_file: "training_file",
-                spec.validation_file or "": "validation_file",
-                str(Path(output_dir).resolve()): "the run folder",
-            }
-            _record_error(
-                output_dir, "internal_error", f"{type(error).__name__}: {replace_paths(str(error), paths)[:500]}"
-            )
-            raise  # a bug: the traceback goes to the log
-        message = (
-            "out of memory; lower hyperparameters.batch_size or training.max_seq_length, or set "
-            "training.gradient_checkpointing: full, training.lora or more training.gradient_accumulation_steps"
-        )
-        _record_error(output_dir, "out_of_memory", message)
-        raise click.ClickException(message) from None
-    if _is_main_process():
-        click.echo(f"done: {result.steps} steps, {result.trained_tokens} tokens trained; model in {result.final_dir}")
+    sys.exit(run_trainer(spec_path, output_dir, num_processes, model_name))
 
 
 def _settings() -> Settings:
@@ -102,33 +56,12 @@ def _settings() -> Settings:
         raise click.ClickException(f"bad settings in the environment:\n{error}") from None
 
 
-def _record_error(output_dir: str, code: str, message: str, param: str | None = None) -> None:
-    """For the worker, which reports the failure to the user with this code (and the field to change)."""
-    if _is_main_process():
-        path = RunLayout(Path(output_dir)).error
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"code": code, "message": message, "param": param}))
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _launch_processes(spec_path: str, output_dir: str, num_processes: int, model_name: str | None) -> int:
-    """N copies of this command, one per rank; Accelerate reads the process group from the env."""
-    import torch
-
-    command = [sys.executable, "-m", "lmtune.cli", "train", spec_path, "--output", output_dir]
-    command += ["--model-name", model_name] if model_name else []
-    return launch(command, num_processes, paused_status=EXIT_PAUSED, use_cpu=not torch.cuda.is_available())
-
-
 @main.command("make-tiny-model")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True)
 def make_tiny_model_command(folder: str, seed: int) -> None:
     """Write a small randomly initialised Llama-style model with a byte-level tokenizer to FOLDER."""
-    from workers.training.tiny_model import make_tiny_model
+    from workers.models.tiny_model import make_tiny_model
 
     path = make_tiny_model(Path(folder), seed=seed)
     click.echo(f"tiny model (random weights) written to {path}")
@@ -141,7 +74,7 @@ def make_tiny_model_command(folder: str, seed: int) -> None:
 )
 def import_gguf_command(gguf_path: str, output_dir: str) -> None:
     """De-quantise a GGUF model file into a Hugging Face folder (fp32 safetensors and tokenizer)."""
-    from workers.training.gguf_import import convert_gguf
+    from workers.models.gguf_import import convert_gguf
 
     click.echo(f"model written to {convert_gguf(gguf_path, output_dir)}")
 
@@ -153,7 +86,7 @@ def import_gguf_command(gguf_path: str, output_dir: str) -> None:
 @click.option("--spread", default=0.6, show_default=True, help="Sigma of the log-normal length spread.")
 def make_sample_data_command(path: str, examples: int, seed: int, spread: float) -> None:
     """Write a generated chat dataset (answer in capitals) to PATH as JSONL."""
-    from lmtune.sample_data import chat_examples, write_jsonl
+    from cli.sample_data import chat_examples, write_jsonl
 
     write_jsonl(chat_examples(examples, seed=seed, spread=spread), path)
     click.echo(f"{examples} chat examples written to {path}")
@@ -228,7 +161,7 @@ def up(host: str, port: int, gpus: int | None) -> None:
     """Run the API, one worker and the model server on this machine. With no REDIS_URL and DATABASE_URL
     it needs no service at all: SQLite, the local data folder and an embedded broker. Prints the
     dashboard URL with the local key (made on first start and saved, 0600, in the data folder)."""
-    from lmtune.local_key import dashboard_url, ensure_local_key, key_file
+    from cli.local_key import dashboard_url, ensure_local_key, key_file
     from lmtune.store.database import open_database
 
     os.umask(PRIVATE_UMASK)
@@ -249,15 +182,15 @@ def up(host: str, port: int, gpus: int | None) -> None:
         f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)",
         err=True,
     )
-    worker_command = [sys.executable, "-m", "lmtune.cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
+    worker_command = [sys.executable, "-m", "cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
     # the worker and its trainer run at a lower CPU priority: on a shared machine the API stays responsive
-    worker = Supervisor(
+    worker = RestartingChild(
         worker_command,
         nice=WORKER_NICENESS,
         on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True),
     )
-    models = Supervisor(
-        [sys.executable, "-m", "lmtune.cli", "serve-models"],
+    models = RestartingChild(
+        [sys.executable, "-m", "cli", "serve-models"],
         on_restart=lambda code: click.echo(f"the model server exited ({code}); starting another", err=True),
     )
     try:
@@ -288,9 +221,9 @@ def keys_create(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def keys_list(as_json: bool) -> None:
     """The API keys of this machine's database (ids and names; secrets are never stored)."""
-    from lmtune.client_cli import console
+    from cli.client_commands import console
+    from cli.terminal_views import KEY_COLUMNS, table
     from lmtune.store.keys import list_keys
-    from lmtune.terminal_views import KEY_COLUMNS, table
 
     rows = [{"id": key.id, "name": key.name, "created_at": key.created_at} for key in list_keys(_local_database())]
     if as_json:

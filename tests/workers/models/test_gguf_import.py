@@ -29,8 +29,8 @@ def test_import_gguf_command_writes_a_loadable_folder(tmp_path):
     from click.testing import CliRunner
     from transformers import AutoConfig
 
-    from lmtune.cli import main
-    from workers.training.gguf_import import smollm2_gguf
+    from cli.main import main
+    from workers.models.gguf_import import smollm2_gguf
 
     result = CliRunner().invoke(main, ["import-gguf", str(smollm2_gguf()), "--output", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output

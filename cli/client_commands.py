@@ -19,10 +19,10 @@ from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.text import Text
 
-from lmtune import terminal_views as views
-from lmtune.client import DEFAULT_BASE_URL, ApiError, LmtuneClient
-from lmtune.download import download_folder, folder_path
-from lmtune.local_key import key_file, read_local_key
+from cli import terminal_views as views
+from cli.client import DEFAULT_BASE_URL, ApiError, LmtuneClient
+from cli.download import download_folder, folder_path
+from cli.local_key import key_file, read_local_key
 from lmtune.settings import SettingsError, load_settings
 
 # `jobs follow` exit status by how the job ended

@@ -1,0 +1,1 @@
+"""The `lmtune` command: the composition root (the CLI, the terminal client and `lmtune up`). Nothing imports it."""
