@@ -33,6 +33,7 @@ MAX_N = 4
 MAX_STOP = 4
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS = 4096
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # a 64-bit seed, signed or not
 
 
 StopText = Annotated[str, Field(min_length=1, max_length=256)]
@@ -45,7 +46,9 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2, description="0: greedy")
     top_p: float = Field(1.0, gt=0, le=1)
     stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = None
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="The same seed and request give the same answers"
+    )
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: dict[str, bool] | None = Field(

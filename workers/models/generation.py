@@ -18,12 +18,16 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from workers.models.chat_format import CHATML_TEMPLATE
 
 REPLACEMENT = "\ufffd"  # what a decoder shows for a UTF-8 sequence cut in the middle
+# Below this temperature sampling is greedy decoding: the logits divided by it leave float range
+# (1e-300 gives inf - inf = NaN probabilities), and long before that only the top token has any mass.
+MIN_SAMPLING_TEMPERATURE = 1e-4
+SEED_RANGE = 2**64  # torch's generator takes a seed in [-2**63, 2**64); any other int is folded into it
 
 
 @dataclass(frozen=True)
 class GenerationParams:
     max_tokens: int = 64
-    temperature: float = 0.0  # 0: greedy
+    temperature: float = 0.0  # 0 (or below MIN_SAMPLING_TEMPERATURE): greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
@@ -86,7 +90,7 @@ def generate(
     """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
     rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled)
-    sampling = params.temperature > 0
+    sampling = params.temperature >= MIN_SAMPLING_TEMPERATURE
     config = GenerationConfig(
         max_new_tokens=params.max_tokens,
         do_sample=sampling,
@@ -98,7 +102,7 @@ def generate(
         use_cache=True,
     )
     if params.seed is not None:
-        torch.manual_seed(params.seed)
+        torch.manual_seed(params.seed % SEED_RANGE)
     device = next(model.parameters()).device
     inputs = torch.tensor([ids] * params.n, device=device)
     model.generate(
