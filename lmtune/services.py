@@ -113,7 +113,8 @@ def idempotency(owner: str, key: str | None, kind: str, *request: str) -> Idempo
 
 
 def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[str], T]) -> T | None:
-    """What an earlier request with this key created, if any; 409 if it came with another body."""
+    """What an earlier request with this key created, if any; 409 if it came with another body, or
+    if what it created has been deleted since (its answer is gone; a new key creates another)."""
     if idem is None:
         return None
     try:
@@ -125,7 +126,18 @@ def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[st
             param="Idempotency-Key",
             code="idempotency_key_reused",
         ) from None
-    return load(object_id) if object_id else None
+    if not object_id:
+        return None
+    earlier = load(object_id)
+    if earlier is None:
+        raise RequestError(
+            409,
+            f"Idempotency-Key {quote(idem.key)} created {object_id}, which has been deleted since; "
+            "send the request with a new key to create another",
+            param="Idempotency-Key",
+            code="idempotent_object_deleted",
+        )
+    return earlier
 
 
 def _check_model(settings: Settings, db: Database, model: str, owner: str) -> None:
