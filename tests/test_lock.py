@@ -13,7 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ROOT / "requirements"
 EXTRAS = ("api", "worker", "real-model", "test")
 MACHINES = [
-    {"sys_platform": "linux", "platform_machine": machine, "python_full_version": version, "python_version": version[:4]}
+    {
+        "sys_platform": "linux",
+        "platform_machine": machine,
+        "python_full_version": version,
+        "python_version": version[:4],
+    }
     for machine in ("x86_64", "aarch64")
     for version in ("3.11.7", "3.12.3", "3.13.1")
 ]
