@@ -16,7 +16,7 @@ from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, resolve_model
-from lmtune.problems import quote
+from lmtune.problems import quote, quote_id
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
@@ -60,7 +60,7 @@ def submit_job(
             continue
         row = file_store.get_file(db, file_id, owner)
         if row is None:
-            raise RequestError(404, f"no file with id {quote(file_id)}", param=field, code="file_not_found")
+            raise RequestError(404, f"no file with id {quote_id(file_id)}", param=field, code="file_not_found")
         if row.purpose != TRAINING_PURPOSE:
             raise RequestError(
                 400,

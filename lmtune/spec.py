@@ -222,7 +222,7 @@ def error_location(item: dict) -> str:
     parts = [
         str(part)[:LOCATION_PART_CHARS]
         for part in item["loc"]
-        if not _is_union_branch(part) and part not in ("body", "query", "path")
+        if not _is_union_branch(part) and part not in ("body", "query", "path", "header")
     ]
     return ".".join(parts)
 

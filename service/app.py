@@ -12,6 +12,7 @@ from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, L
 from service.errors import install_error_handlers
 from service.openapi import install_openapi
 from service.routes import checkpoints, files, inference, jobs, models, samples
+from service.security_headers import NoSniff
 from service.streaming import StreamSlots
 from service.upload_gate import UploadGate
 from service.web import install_web
@@ -51,4 +52,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return upload_limit if scope["method"] == "POST" and scope["path"] == "/v1/files" else json_limit
 
     app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(NoSniff)  # outermost: on every response, the body limit's 413 included
     return app

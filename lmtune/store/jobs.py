@@ -14,7 +14,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import delete, exists, func, select, tuple_, update
 from sqlalchemy.orm import aliased
 
 from lmtune.ids import new_id
@@ -176,10 +176,20 @@ def list_jobs(
     if status:
         query = query.where(Job.status == status)
     for key, value in (metadata or {}).items():
-        query = query.where(Job.job_metadata[key].as_string() == value)
+        query = query.where(_metadata_has(db.engine.dialect.name, key, value))
     with db.session() as session:
         jobs = session.scalars(query.limit(limit + 1)).all()
     return list(jobs[:limit]), len(jobs) > limit
+
+
+def _metadata_has(dialect: str, key: str, value: str):
+    """The job's metadata holds this pair. SQLite's JSON path syntax cannot name every key (one with
+    a `"` never matched), so there the pairs are listed by json_each and compared as plain text;
+    PostgreSQL's `->>` takes the key as a bound value."""
+    if dialect == "sqlite":
+        pairs = func.json_each(Job.job_metadata).table_valued("key", "value")
+        return exists(select(1).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value))
+    return Job.job_metadata[key].as_string() == value
 
 
 def _dispatch_order(queue: str):

@@ -25,7 +25,7 @@ from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.services import RequestError
 from service.deps import DbDep, OwnerDep, SettingsDep
-from service.errors import documented, error_response
+from service.errors import documented, error_response, error_type
 from service.inference_client import InferenceClient, ServerBusy, Upstream, upstream_error
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -248,7 +248,14 @@ async def _stream(upstream: Upstream, shape: _Shape, include_usage: bool) -> Asy
         if event["event"] == "error":
             error = upstream_error(shape.model, event)
             yield sse(
-                {"error": {"message": error.message, "type": "server_error", "param": error.param, "code": error.code}}
+                {
+                    "error": {
+                        "message": error.message,
+                        "type": error_type(error.status, error.code),
+                        "param": error.param,
+                        "code": error.code,
+                    }
+                }
             )
             return
         shape.add(event)
