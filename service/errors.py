@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from lmtune.problems import quote, quote_id
@@ -115,6 +116,15 @@ def install_error_handlers(app: FastAPI) -> None:
             getattr(error, "param", None),
             getattr(error, "code", None),
             headers=headers,
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect):
+        # the client hung up while sending its body (an upload given up): nothing went wrong here,
+        # and nobody is left to read an answer
+        log.info("client disconnected while sending %s %s; the request was dropped", request.method, request.url.path)
+        return error_response(
+            400, "the client disconnected before its request was received", code="client_disconnected"
         )
 
     @app.exception_handler(Exception)
