@@ -10,7 +10,9 @@ BOUNDARY = b"lmtune-boundary"
 def test_a_client_gone_mid_upload_is_logged_as_a_disconnect(api, caplog):
     head = (
         b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; filename="train.jsonl"\r\n\r\n'
+        b"--"
+        + BOUNDARY
+        + b'\r\nContent-Disposition: form-data; name="file"; filename="train.jsonl"\r\n\r\n'
         + b'{"prompt": "p", "completion": "c"}\n' * 200
     )
     messages = iter([{"type": "http.request", "body": head, "more_body": True}, {"type": "http.disconnect"}])
