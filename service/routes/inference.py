@@ -33,7 +33,9 @@ MAX_N = 4
 MAX_STOP = 4
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS = 4096
-SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # a 64-bit seed, signed or not
+# a seed every JSON client keeps exact (JavaScript's safe integers; the OpenAPI document holds its bounds as
+# floats); the sampler itself takes any integer
+SEED_MIN, SEED_MAX = -(2**53 - 1), 2**53 - 1
 
 
 StopText = Annotated[str, Field(min_length=1, max_length=256)]

@@ -69,7 +69,7 @@ def test_the_answers_probes_found_are_the_documented_ones(spec):
     schemas = spec["components"]["schemas"]
     for body in ("CompletionRequest", "ChatCompletionRequest"):
         seed = schemas[body]["properties"]["seed"]["anyOf"][0]
-        assert (seed["minimum"], seed["maximum"]) == (-(2**63), 2**64 - 1)
+        assert (seed["minimum"], seed["maximum"]) == (-(2**53 - 1), 2**53 - 1)
         assert schemas[body]["properties"]["temperature"] == {
             "type": "number",
             "maximum": 2.0,
