@@ -159,6 +159,11 @@ def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
     return get_owned(db, Job, job_id, owner)
 
 
+# Every column of a job under its attribute's name (`job_metadata`, not the column's `metadata`): a
+# page of jobs read as plain rows, which cost a third of building ORM objects (the API's job list).
+JOB_ROWS = select(*(getattr(Job, column.key).label(column.key) for column in Job.__mapper__.column_attrs))
+
+
 def list_jobs(
     db: Database,
     owner: str,
@@ -169,16 +174,16 @@ def list_jobs(
     status: str | None = None,
 ):
     """Newest first, cursor after a job id, optionally only jobs in a status or whose metadata has these pairs;
-    (jobs, has_more)."""
-    query = select(Job).where(Job.owner == owner).order_by(Job.id.desc())  # ids sort by creation time
+    (jobs, has_more). The jobs are read-only rows with Job's attribute names (JOB_ROWS)."""
+    query = JOB_ROWS.where(Job.owner == owner).order_by(Job.id.desc())  # ids sort by creation time
     if after:
         query = query.where(Job.id < after)
     if status:
         query = query.where(Job.status == status)
     for key, value in (metadata or {}).items():
         query = query.where(_metadata_has(db.engine.dialect.name, key, value))
-    with db.session() as session:
-        jobs = session.scalars(query.limit(limit + 1)).all()
+    with db.engine.connect() as connection:
+        jobs = connection.execute(query.limit(limit + 1)).all()
     return list(jobs[:limit]), len(jobs) > limit
 
 
