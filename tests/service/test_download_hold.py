@@ -2,13 +2,14 @@
 checkpoint pruned) while the body is being sent still gives the whole body; and its errors stay short."""
 
 import asyncio
-import hashlib
 import io
 import shutil
 import tarfile
 
+import pytest
+
 from lmtune.layout import DataLayout
-from tests.service.conftest import GOOD_FILE
+from tests.service.conftest import GOOD_FILE, asgi_request
 from tests.service.test_downloads import FILES, trained_job
 
 
@@ -26,21 +27,7 @@ def download_removing_on_headers(api, path: str, remove) -> tuple[int, bytes]:
         if message["type"] == "http.response.start":
             remove()
 
-    authorization = api.alice["Authorization"].encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"authorization", authorization)],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_request(api, "GET", path)
     asyncio.run(api.client.app(scope, receive, send))
     [start] = [m for m in messages if m["type"] == "http.response.start"]
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
@@ -48,26 +35,31 @@ def download_removing_on_headers(api, path: str, remove) -> tuple[int, bytes]:
     return start["status"], body
 
 
-def test_a_file_removed_while_it_is_being_downloaded_arrives_whole(api):
-    job_id, _ = trained_job(api)
-    run = DataLayout(api.settings.data_dir).job(job_id)
-    status, body = download_removing_on_headers(
-        api, f"/v1/fine_tuning/jobs/{job_id}/final/files/model.safetensors", lambda: shutil.rmtree(run.root)
-    )
-    assert status == 200 and not run.root.exists()
-    assert hashlib.sha256(body).digest() == hashlib.sha256(FILES["model.safetensors"]).digest()
+def whole_file(body: bytes) -> dict[str, bytes]:
+    return {"model.safetensors": body}
 
 
-def test_an_archive_removed_while_it_is_being_downloaded_arrives_whole(api):
-    job_id, _ = trained_job(api)
-    run = DataLayout(api.settings.data_dir).job(job_id)
-    status, body = download_removing_on_headers(
-        api, f"/v1/fine_tuning/jobs/{job_id}/final/content", lambda: shutil.rmtree(run.root)
-    )
-    assert status == 200 and not run.root.exists()
+def whole_archive(body: bytes) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    assert {name: members[name] for name in FILES} == FILES
+    return {name: members[name] for name in FILES}
+
+
+@pytest.mark.parametrize(
+    ("route", "read", "expected"),
+    [
+        ("final/files/model.safetensors", whole_file, {"model.safetensors": FILES["model.safetensors"]}),
+        ("final/content", whole_archive, FILES),
+    ],
+)
+def test_a_download_whose_job_is_removed_as_it_starts_arrives_whole(api, route, read, expected):
+    job_id, _ = trained_job(api)
+    run = DataLayout(api.settings.data_dir).job(job_id)
+    status, body = download_removing_on_headers(
+        api, f"/v1/fine_tuning/jobs/{job_id}/{route}", lambda: shutil.rmtree(run.root)
+    )
+    assert status == 200 and not run.root.exists()
+    assert read(body) == expected
 
 
 def test_a_long_download_path_is_quoted_short_in_its_404(api):

@@ -4,6 +4,8 @@ error with a traceback, and leaves no partial file behind."""
 import asyncio
 import logging
 
+from tests.service.conftest import asgi_request
+
 BOUNDARY = b"lmtune-boundary"
 
 
@@ -24,24 +26,8 @@ def test_a_client_gone_mid_upload_is_logged_as_a_disconnect(api, caplog):
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/files",
-        "raw_path": b"/v1/files",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", api.alice["Authorization"].encode()),
-            (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    content_type = (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY)
+    scope = asgi_request(api, "POST", "/v1/files", [content_type])
     with caplog.at_level(logging.INFO):
         asyncio.run(api.client.app(scope, receive, send))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
