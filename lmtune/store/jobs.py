@@ -20,6 +20,7 @@ from sqlalchemy.orm import aliased
 from lmtune.ids import new_id
 from lmtune.store.database import Database, get_owned
 from lmtune.store.models import TERMINAL, ApiKey, Event, FineTunedModel, Job, JobStatus
+from lmtune.store.webhooks import record_job_end
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
 
@@ -332,6 +333,7 @@ def _finish(session, job: Job, status: JobStatus, note: Note | None, **fields) -
     if status in TERMINAL:
         job.finished_at = now()
         job.estimated_finish = None
+        record_job_end(session, job)  # its webhook event commits, or rolls back, with the status
     if note is not None:
         session.add(note.event(job.id))
 
