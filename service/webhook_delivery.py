@@ -25,7 +25,7 @@ from service.webhook_sender import WebhookSender
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0  # how soon a new event is sent, at most
-CLAIM_MARGIN_SECONDS = 30  # a claim outlives the try's timeout by this much before another may take it
+CLAIM_MARGIN_SECONDS = 5  # a claim lasts twice the try's timeout and this much, then another may take it
 MAX_CLAIMED = 256  # tries under way at once in one deliverer, over all endpoints
 RETENTION_SECONDS = 30 * 86400  # events and their deliveries are kept this long (or the retry horizon + a day)
 PRUNE_EVERY_SECONDS = 3600
@@ -81,7 +81,7 @@ class Deliverer:
             claim_due,
             self.db,
             now,
-            self.settings.webhook_timeout_seconds + CLAIM_MARGIN_SECONDS,
+            2 * self.settings.webhook_timeout_seconds + CLAIM_MARGIN_SECONDS,
             free,
             per_endpoint,
             room,
