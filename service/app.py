@@ -10,6 +10,7 @@ from lmtune.settings import Settings, load_settings
 from lmtune.store.database import open_database
 from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, Limit
 from service.errors import install_error_handlers
+from service.metrics import install_metrics
 from service.openapi import install_openapi
 from service.routes import checkpoints, files, inference, jobs, models, samples, webhooks
 from service.streaming import StreamSlots
@@ -52,4 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return upload_limit if scope["method"] == "POST" and scope["path"] == "/v1/files" else json_limit
 
     app.add_middleware(BodyLimit, limit_for=body_limit)
+    install_metrics(app, app.state.db, settings.metrics_token)  # outermost: it counts refusals too
     return app
