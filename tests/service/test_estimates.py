@@ -43,9 +43,13 @@ def test_steps_and_tokens_are_what_the_trainer_will_have(api):
     path = DataLayout(api.settings.data_dir).file(file_id)
     tokens, truncated, kept = trainer_tokens(folder, path, 128)
     assert found["tokens"] == {"per_epoch": tokens, "trained": 2 * tokens, "counted_with": "tokenizer"}
-    assert found["total_steps"] == 6 == resolve_hyperparameters(
-        parse_spec({"model": "m", "training_file": "f", "hyperparameters": {"n_epochs": 2, "batch_size": 4}}), kept
-    ).total_steps
+    assert (
+        found["total_steps"]
+        == 6
+        == resolve_hyperparameters(
+            parse_spec({"model": "m", "training_file": "f", "hyperparameters": {"n_epochs": 2, "batch_size": 4}}), kept
+        ).total_steps
+    )
     assert found["examples"]["truncated"] == truncated > 0  # the generated answers run past 128 bytes
     assert any("longer than training.max_seq_length=128" in warning for warning in found["warnings"])
     assert found["hyperparameters"]["n_epochs"] == 2 and found["queue"] == "api-test-cpu"
