@@ -74,6 +74,7 @@ def spec_of(body: JobCreate) -> JobSpec:
             seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
             hyperparameters=hyperparameters or Hyperparameters(),
             training=body.training,
+            integrations=body.integrations or [],
         )
     except ValidationError as error:
         raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
