@@ -21,7 +21,7 @@ USER lmtune
 CMD ["lmtune", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
-RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker]"
+RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker,trackers]"   # W&B, TensorBoard, MLflow
 USER lmtune
 CMD ["lmtune", "worker"]
 
