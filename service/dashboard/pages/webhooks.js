@@ -8,7 +8,7 @@ export async function renderWebhooks(main, _params, signal) {
   const types = (await api.get("v1/webhook_event_types", signal)).data;
   const list = h("div");
   const secretBox = h("div", { role: "status" });
-  const url = h("input", { id: "webhook-url", name: "url", type: "url", required: true, placeholder: "https://example.com/lmtune", "aria-describedby": "webhook-url-hint" });
+  const url = h("input", { id: "webhook-url", name: "url", type: "url", required: true, placeholder: "your receiver's http(s) URL", "aria-describedby": "webhook-url-hint" });
   const boxes = types.map((type) => h("label", { class: "checkbox-inline" }, h("input", { type: "checkbox", name: "event_types", value: type, checked: type.startsWith("fine_tuning.") }), ` ${type}`));
   const problem = h("div");
   const form = h("form", { class: "card", novalidate: true },
