@@ -152,6 +152,7 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics):
         self.app, self.metrics = app, metrics
+        self._series: dict[tuple, tuple] = {}  # bounded: route templates x methods x statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -173,11 +174,18 @@ class RequestMetrics:
                 self._observe(scope, 500, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        method = scope["method"]
-        self.metrics.requests.labels(method, template, str(status)).inc()
-        self.metrics.latency.labels(method, template).observe(seconds)
+        template = getattr(scope.get("route"), "path", None) or "unmatched"
+        key = (scope["method"], template, status)
+        series = self._series.get(key)
+        if series is None:  # the labelled children, looked up once per route, method and status
+            method = scope["method"]
+            series = (
+                self.metrics.requests.labels(method, template, str(status)),
+                self.metrics.latency.labels(method, template),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 def install_metrics(app: FastAPI, db: Database, token: str | None) -> ApiMetrics:
