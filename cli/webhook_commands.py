@@ -7,16 +7,8 @@ import click
 
 from cli import terminal_views as views
 from cli.client_commands import Context, client_command
+from lmtune.store.webhooks import EVENT_TYPES  # what lmtune sends (GET /v1/webhook_event_types)
 
-# what lmtune sends (GET /v1/webhook_event_types)
-EVENT_TYPES = (
-    "fine_tuning.job.succeeded",
-    "fine_tuning.job.failed",
-    "fine_tuning.job.cancelled",
-    "eval.run.succeeded",
-    "eval.run.failed",
-    "eval.run.canceled",
-)
 ENDPOINT_COLUMNS: list[views.Column] = [
     ("ID", lambda e: e["id"]),
     ("NAME", lambda e: e["name"]),
