@@ -1,6 +1,7 @@
-"""Webhooks through real processes: a job trained by an `lmtune worker` on PostgreSQL and Redis, its
-event delivered by `lmtune deliver-webhooks` to a receiver in the test; the deliverer killed in
-the middle of a try, and another one finishing the delivery with the same webhook-id."""
+"""Webhooks through real processes: a job trained by an `lmtune worker` (present in the store with
+its memory) on PostgreSQL and Redis, its event delivered by `lmtune deliver-webhooks` to a receiver
+in the test; the deliverer killed in the middle of a try, and another one finishing the delivery
+with the same webhook-id."""
 
 import json
 import signal
@@ -10,6 +11,7 @@ import openai
 import pytest
 
 from lmtune.store import webhooks
+from lmtune.store.workers import live_workers
 from tests.deployment import OWNER, open_deployment
 from tests.waiting import wait_while_progressing, working
 from tests.webhook_receiver import Receiver
@@ -34,6 +36,9 @@ def test_a_job_s_end_reaches_the_receiver_across_a_killed_deliverer(tmp_path, da
             deployment.start_worker()
             # the job ends on its own time: the receiver has nothing to do with it
             done = deployment.wait_for(job.id, lambda j: j.status == "succeeded", what="succeeded")
+            # the worker is present, with what it has, for the estimates and /metrics
+            [worker] = live_workers(deployment.db, time.time(), job.queue)
+            assert worker.gpus == 0 and worker.memory_bytes > 2**30 and worker.queues == [job.queue]
             wait_while_progressing(
                 lambda: len(stuck_then_ok.received),
                 lambda count: count >= 1,
