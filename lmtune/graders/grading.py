@@ -227,7 +227,7 @@ def _multi(grader: MultiGrader, pairs: Sequence[Pair], tools: Tools) -> list[Gra
     grades = []
     for index in range(len(pairs)):
         grade = Grade(sub_scores={name: parts[name][index].score for name in parts})
-        for name, sub in parts.items():
+        for sub in parts.values():
             for flag, value in sub[index].errors.items():
                 if value and not grade.errors.get(flag):
                     grade.errors[flag] = value

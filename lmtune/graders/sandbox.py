@@ -89,7 +89,7 @@ def run_python(source: str, pairs: list[tuple[dict, dict]], limits: SandboxLimit
         raise SandboxUnavailable("python graders are turned off on this server (LMTUNE_PYTHON_GRADER_SANDBOX=off)")
     check_hidden(limits)
     results: list[PythonResult | None] = [None] * len(pairs)
-    while (left := [i for i, r in enumerate(results) if r is None]) :
+    while left := [i for i, r in enumerate(results) if r is None]:
         _run_child(source, [(i, pairs[i]) for i in left], limits, results)
     return results  # type: ignore[return-value]
 
@@ -198,7 +198,9 @@ def _exit_reason(child: _Child) -> str:
 
 def _fail_all(results, pairs, kind, message, runtime: bool = False) -> None:
     for index, _ in pairs:
-        results[index] = PythonResult(runtime_error=message) if runtime else PythonResult(server_error=kind, details=message)
+        results[index] = (
+            PythonResult(runtime_error=message) if runtime else PythonResult(server_error=kind, details=message)
+        )
 
 
 def _stop(child: _Child) -> None:

@@ -67,13 +67,17 @@ class PythonGrader(_Strict):
     type: Literal["python"]
     name: Name
     source: str = Field(description="Python source defining `grade(sample, item) -> float`; at most 256 kB")
-    image_tag: str | None = Field(None, max_length=64, description="accepted for OpenAI's clients; lmtune has one image")
+    image_tag: str | None = Field(
+        None, max_length=64, description="accepted for OpenAI's clients; lmtune has one image"
+    )
 
     @field_validator("source")
     @classmethod
     def _bounded(cls, source: str) -> str:
         if len(source.encode()) > MAX_PYTHON_SOURCE_BYTES:
-            raise ValueError(f"must be at most {MAX_PYTHON_SOURCE_BYTES // 1024} kB, got {len(source.encode()):,} bytes")
+            raise ValueError(
+                f"must be at most {MAX_PYTHON_SOURCE_BYTES // 1024} kB, got {len(source.encode()):,} bytes"
+            )
         return source
 
 
@@ -113,7 +117,9 @@ JudgeInput = Annotated[list[JudgeMessage], Field(min_length=1), at_most_items(MA
 class ScoreModelGrader(_Strict):
     type: Literal["score_model"]
     name: Name
-    model: str = Field(min_length=1, max_length=512, description="any model this key may use: catalogue, ft:…, checkpoint")
+    model: str = Field(
+        min_length=1, max_length=512, description="any model this key may use: catalogue, ft:…, checkpoint"
+    )
     input: JudgeInput
     range: Annotated[list[float], Field(min_length=2, max_length=2)] | None = Field(
         None, description="[low, high]; the score is clamped to it (default [0, 1])"
