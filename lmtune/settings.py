@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     quota_active_jobs: int = Field(
         4, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_JOBS: a key's jobs queued or running at once"
     )
+    quota_active_eval_runs: int = Field(
+        16, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_EVAL_RUNS: a key's eval runs queued or running at once"
+    )
     quota_storage_bytes: int = Field(
         100 * 2**30, ge=1, le=1 << 50, description="LMTUNE_QUOTA_STORAGE_BYTES: a key's files and job outputs"
     )

@@ -213,3 +213,13 @@ def _stop(child: _Child) -> None:
     for stream in (child.process.stdout, child.process.stderr):
         stream.close()
     shutil.rmtree(child.folder, ignore_errors=True)
+
+
+def sandbox_limits(settings) -> SandboxLimits:
+    """The limits a process's settings (lmtune.settings.Settings) give python graders."""
+    return SandboxLimits(
+        seconds=settings.python_grader_seconds,
+        memory_mb=settings.python_grader_memory_mb,
+        mode=settings.python_grader_sandbox,
+        hidden=(str(settings.data_dir),),
+    )
