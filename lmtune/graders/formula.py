@@ -2,8 +2,8 @@
 
 OpenAI documents the operators + - * / and ^ (power) and the functions min, max, abs, floor, ceil,
 exp, sqrt and log. Python's own parser (`ast`) reads the text; only the nodes below are walked, so a
-name is a sub-grader's score and nothing else: no attributes, no subscripts, no other calls. `**` is
-taken as power too. Values are floats, so `9^9^9` overflows to an error instead of a huge integer.
+name is a sub-grader's score and nothing else: no attributes, no subscripts, no other calls. `^` is
+read as `**`, which is taken too. Values are floats, so `9^9^9` overflows to an error instead of a huge integer.
 (simpleeval would need its defaults stripped and `^` redefined: the walk is shorter than that setup.)
 """
 
@@ -30,7 +30,6 @@ BINARY = {
     ast.Mult: operator.mul,
     ast.Div: operator.truediv,
     ast.Pow: operator.pow,
-    ast.BitXor: operator.pow,  # OpenAI's ^ is power
 }
 UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 
@@ -42,7 +41,9 @@ class FormulaError(ValueError):
 def parse_formula(text: str, names: set[str]) -> ast.expr:
     """The formula's tree, checked: every node allowed, every name one of `names`."""
     try:
-        tree = ast.parse(text.strip(), mode="eval").body
+        # OpenAI's ^ is power, binding as tightly as Python's ** (Python's ^ is XOR, below + and -);
+        # a formula holds no strings, so the text can be rewritten as it is
+        tree = ast.parse(text.strip().replace("^", "**"), mode="eval").body
     except (SyntaxError, ValueError, RecursionError) as error:
         raise FormulaError(f"calculate_output cannot be read: {getattr(error, 'msg', error)}") from None
     for node in ast.walk(tree):
