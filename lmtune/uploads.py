@@ -141,7 +141,7 @@ def _count_rows(path: Path, purpose: str, filename: str) -> int:
     except (DatasetError, RowsError, ValidationError) as error:
         what = "an evals" if purpose == EVALS_PURPOSE else "a fine-tuning"
         raise RequestError(
-            400, f"{filename} is not a valid {what} file:\n{str(error)[:2000]}", param="file", code="invalid_file"
+            400, f"{filename} is not {what} file:\n{str(error)[:2000]}", param="file", code="invalid_file"
         ) from None
 
 

@@ -61,6 +61,7 @@ class TextSimilarityGrader(_Strict):
     input: Template
     reference: Template
     evaluation_metric: Literal[TEXT_METRICS]  # type: ignore[valid-type]
+    pass_threshold: float | None = Field(None, description="a score at or above it passes (OpenAI's guide shows it)")
 
 
 class PythonGrader(_Strict):
@@ -125,6 +126,7 @@ class ScoreModelGrader(_Strict):
         None, description="[low, high]; the score is clamped to it (default [0, 1])"
     )
     sampling_params: JudgeSampling | None = None
+    pass_threshold: float | None = Field(None, description="a score at or above it passes (default: mid-range)")
 
     @field_validator("range")
     @classmethod
@@ -204,12 +206,6 @@ Grader = Annotated[
 ModelGrader = ScoreModelGrader | LabelModelGrader
 
 
-class _Threshold(BaseModel):
-    pass_threshold: float | None = Field(
-        None, description="a score at or above it passes (text_similarity: required; others: default 0.5 of range)"
-    )
-
-
 class StringCheckCriterion(StringCheckGrader):
     pass
 
@@ -218,11 +214,11 @@ class TextSimilarityCriterion(TextSimilarityGrader):
     pass_threshold: float = Field(description="a score at or above it passes")
 
 
-class PythonCriterion(PythonGrader, _Threshold):
+class PythonCriterion(PythonGrader):
     pass
 
 
-class ScoreModelCriterion(ScoreModelGrader, _Threshold):
+class ScoreModelCriterion(ScoreModelGrader):
     pass
 
 

@@ -136,9 +136,9 @@ def retrieve_run(eval_id: str, run_id: str, request: Request, owner: OwnerDep, d
     return json_response(EvalRunObject.of(owned_run(db, eval_id, run_id, owner), _dashboard(request)))
 
 
-@router.post("/v1/evals/{eval_id}/runs/{run_id}", response_model=EvalRunObject, responses=documented(404, 409))
+@router.post("/v1/evals/{eval_id}/runs/{run_id}/cancel", response_model=EvalRunObject, responses=documented(404, 409))
 def cancel_run(eval_id: str, run_id: str, request: Request, owner: OwnerDep, db: DbDep) -> Response:
-    """Cancel a run (OpenAI's path): a queued run at once, a running one after its current batch."""
+    """Cancel a run: a queued run at once, a running one after its current batch."""
     try:
         run = eval_store.cancel_run(db, run_id, eval_id, owner)
     except LookupError:

@@ -112,7 +112,9 @@ def test_templates_read_nested_paths_and_refuse_missing_variables():
 
 
 def test_formula_is_arithmetic_over_grader_names_only():
-    tree = parse_formula("0.5 * a + max(b, 0.2) ^ 2 - abs(-1) + sqrt(4) + floor(1.7) + ceil(0.2) + log(exp(1))", {"a", "b"})
+    tree = parse_formula(
+        "0.5 * a + max(b, 0.2) ^ 2 - abs(-1) + sqrt(4) + floor(1.7) + ceil(0.2) + log(exp(1))", {"a", "b"}
+    )
     assert evaluate(tree, {"a": 1.0, "b": 0.5}) == pytest.approx(0.5 + 0.25 - 1 + 2 + 1 + 1 + 1)
     for hostile in ("__import__('os')", "a.__class__", "open('x')", "a if b else 1", "[a]", "'text'", "c + 1"):
         with pytest.raises(FormulaError):
@@ -193,9 +195,7 @@ def test_label_model_passes_on_its_passing_labels():
         "input": [{"role": "user", "content": "{{sample.output_text}}"}],
     }
     judge = ScriptedJudge('{"result": "rude"}', "It is polite.", "neither")
-    results = grade_batch(
-        GRADER.validate_python(spec), [(sample_namespace(t), {}) for t in "abc"], Tools(judge=judge)
-    )
+    results = grade_batch(GRADER.validate_python(spec), [(sample_namespace(t), {}) for t in "abc"], Tools(judge=judge))
     assert [(r.label, r.score) for r in results] == [("rude", 0), ("polite", 1), (None, 0)]
     with pytest.raises(ValidationError, match="passing_labels must be among labels"):
         GRADER.validate_python({**spec, "passing_labels": ["kind"]})
@@ -230,7 +230,9 @@ def grade(sample, item):
 
 def run_hostile(kinds: list[str], path: str = "") -> list:
     pairs = [(sample_namespace("abcde"), {"kind": kind, "path": path}) for kind in kinds]
-    return grade_batch(GRADER.validate_python({"type": "python", "name": "p", "source": HOSTILE}), pairs, Tools(sandbox=LIMITS))
+    return grade_batch(
+        GRADER.validate_python({"type": "python", "name": "p", "source": HOSTILE}), pairs, Tools(sandbox=LIMITS)
+    )
 
 
 def test_a_python_grader_scores_and_reports_its_errors(tmp_path):
