@@ -139,7 +139,7 @@ def _count_rows(path: Path, purpose: str, filename: str) -> int:
             return len(rows(FileId(type="file_id", id="upload"), path, MAX_INLINE_ITEMS))
         return count_examples(path)
     except (DatasetError, RowsError, ValidationError) as error:
-        what = "an evals" if purpose == EVALS_PURPOSE else "a fine-tuning"
+        what = "a valid evals" if purpose == EVALS_PURPOSE else "a valid fine-tuning"
         raise RequestError(
             400, f"{filename} is not {what} file:\n{str(error)[:2000]}", param="file", code="invalid_file"
         ) from None
