@@ -7,7 +7,7 @@ import pytest
 
 from lmtune.store import evals as eval_store
 from lmtune.store.leases import StaleAttempt
-from tests.service.conftest import api, make_api  # noqa: F401  (the fixtures: an API with two keys)
+from tests.service.conftest import running_api
 from tests.service.test_evals_api import ROWS, make_eval, sdk
 from tests.waiting import wait_while_progressing
 from workers import eval_runner
@@ -19,7 +19,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:The Evals API is deprecated:Depr
 
 
 @pytest.fixture
-def setup(api):
+def setup(tmp_path):
+    with running_api(tmp_path) as api:
+        yield prepare(api)
+
+
+def prepare(api):
     client = sdk(api, api.alice)
     evaluation = make_eval(client)
     db = api.client.app.state.db
