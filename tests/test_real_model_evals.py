@@ -18,7 +18,7 @@ pytestmark = [
 TESTS = [row["messages"][0]["content"] for row in questions(7, 8)]
 
 
-def test_a_fine_tuned_smollm2_scores_above_its_base(service):
+def test_a_fine_tuned_smollm2_scores_above_its_base(service):  # noqa: F811
     client, deployment = service
     pids = [process.pid for process in deployment.processes]
     training = client.files.create(file=("train.jsonl", jsonl(questions(1, 48))), purpose="fine-tune")
