@@ -195,16 +195,8 @@ def claim_next_run(
 ) -> tuple[EvalRun, int] | None:
     """The next queued run of `queue` in fair order, claimed for a new attempt: (run, attempt), or None."""
     order = leases.fair_order(EvalRun, queue, QUEUED, RUNNING)
-    for _ in range(10):  # another worker took the candidate: look again
-        with db.session() as session:
-            candidates = session.scalars(select(order.c.id).order_by(order.c.turn, order.c.id).limit(5)).all()
-        if not candidates:
-            return None
-        for run_id in candidates:
-            attempt = _claim(db, run_id, worker, lease_seconds, max_attempts)
-            if attempt is not None:
-                return get_owned(db, EvalRun, run_id, None), attempt
-    return None
+    claimed = leases.claim_next(db, order, lambda run_id: _claim(db, run_id, worker, lease_seconds, max_attempts))
+    return None if claimed is None else (get_owned(db, EvalRun, claimed[0], None), claimed[1])
 
 
 def _claim(db: Database, run_id: str, worker: str, lease_seconds: float, max_attempts: int) -> int | None:

@@ -31,6 +31,22 @@ def fair_order(model, queue: str, queued: str, running: str):
     )
 
 
+def claim_next(db, order, claim) -> tuple[str, int] | None:
+    """The first row of `order` (a `fair_order` subquery) that `claim(row_id)` takes for a new
+    attempt: (row id, attempt), or None when nothing is left. A row another worker took in between is
+    skipped, and the order read again."""
+    for _ in range(10):
+        with db.session() as session:
+            candidates = session.scalars(select(order.c.id).order_by(order.c.turn, order.c.id).limit(5)).all()
+        if not candidates:
+            return None
+        for row_id in candidates:
+            attempt = claim(row_id)
+            if attempt is not None:
+                return row_id, attempt
+    return None
+
+
 def fenced(session, model, row_id: str, attempt: int, running: str):
     """The row, locked, if `attempt` still holds it; else StaleAttempt."""
     row = session.get(model, row_id, with_for_update=True)
