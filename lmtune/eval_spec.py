@@ -127,8 +127,12 @@ def rows(source: FileContent | FileId, path: Path | None, limit: int) -> list[Ro
     if isinstance(source, FileContent):
         return source.content
     found = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RowsError(f"line {number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             if len(found) == limit:

@@ -207,3 +207,5 @@ def test_a_run_reads_an_uploaded_evals_file(api):
     assert client.evals.runs.retrieve(run.id, eval_id=evaluation.id).result_counts.passed == 1
     with pytest.raises(openai.BadRequestError, match="not a valid evals file"):
         client.files.create(file=("bad.jsonl", b"[1, 2]\n"), purpose="evals")
+    with pytest.raises(openai.BadRequestError, match="line 2: not UTF-8 text"):
+        client.files.create(file=("binary.jsonl", b'{"item": {}}\n\x89PNG\n'), purpose="evals")
