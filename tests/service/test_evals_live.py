@@ -60,10 +60,17 @@ def test_the_sdk_drives_evals_on_a_jobs_model_and_checkpoints(deployment):
     job = waiter(deployment)(alice, job.id, ("succeeded", "failed"))
     assert job.status == "succeeded", job.error
 
+    judge = {
+        "type": "score_model",
+        "name": "judge",
+        "model": job.fine_tuned_model,  # the key's own fine-tuned model judges, on the worker
+        "input": [{"role": "user", "content": "Score {{sample.output_text}} against {{item.answer}}"}],
+        "sampling_params": {"max_completions_tokens": 4},
+    }
     evaluation = alice.evals.create(
         name="answers",
         data_source_config={"type": "custom", "item_schema": ITEM_SCHEMA},
-        testing_criteria=[EXACT, FUZZY],
+        testing_criteria=[EXACT, FUZZY, judge],
     )
     source = {**SOURCE, "model": job.fine_tuned_model, "source": {"type": "file_content", "content": items(4)}}
     run = alice.evals.runs.create(evaluation.id, data_source=source)
@@ -72,6 +79,8 @@ def test_the_sdk_drives_evals_on_a_jobs_model_and_checkpoints(deployment):
     (run,) = wait_runs(deployment, alice, evaluation.id, [run.id])
     assert run.status == "completed" and run.result_counts.total == 4
     assert run.per_model_usage[0].run_model_name == job.fine_tuned_model
+    # the sampled model and the judge (the same model here) are both counted: 4 samples, 4 judgements
+    assert run.per_model_usage[0].invocation_count == 8
     outputs = list(alice.evals.runs.output_items.list(run.id, eval_id=evaluation.id))
     assert len(outputs) == 4 and all(o.sample.output[0].content is not None for o in outputs)
 
@@ -104,6 +113,20 @@ def test_a_long_run_does_not_hold_up_another_keys_completions(deployment):
     bob = openai.OpenAI(base_url=f"{base_url}/v1", api_key=deployment.create_key("bob"), max_retries=0)
     ask = {"model": "lmtune-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     bob.chat.completions.create(**ask)  # the model server has the model loaded
+    # graders/run's judge answers through the model server, with the tokens it used
+    judged = bob.fine_tuning.alpha.graders.run(
+        grader={
+            "type": "score_model",
+            "name": "j",
+            "model": "lmtune-tiny",
+            "input": [{"role": "user", "content": "Rate {{sample.output_text}}"}],
+            "sampling_params": {"max_completions_tokens": 3},
+        },
+        model_sample="hello",
+    )
+    usage = judged.model_grader_token_usage_per_model["lmtune-tiny"]
+    assert 0 < usage["completion_tokens"] <= 3 and usage["prompt_tokens"] > 0
+    assert 0 <= judged.reward <= 1 and judged.metadata.errors.model_grader_server_error is False
     evaluation = alice.evals.create(
         data_source_config={"type": "custom", "item_schema": ITEM_SCHEMA}, testing_criteria=[EXACT]
     )
