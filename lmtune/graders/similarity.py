@@ -73,8 +73,9 @@ def _meteor(text: str, reference: str) -> float:
 
 @lru_cache(maxsize=1)
 def wordnet_data():
-    """NLTK's WordNet reader over the data that the `wn` package... is not: see docs/evals.md. The
-    data is looked for where NLTK looks (NLTK_DATA, ~/nltk_data, /usr/share/nltk_data, ...)."""
+    """NLTK's WordNet reader, over data looked for where NLTK looks (NLTK_DATA, ~/nltk_data,
+    /usr/share/nltk_data, ...). No PyPI package carries the data (docs/evals.md): without it, meteor is
+    refused, saying how to install it."""
     import nltk
     from nltk.corpus import wordnet
 
