@@ -209,7 +209,7 @@ class _Run:
         """Each item's sample: generated (completions) or given (jsonl)."""
         if isinstance(source, eval_spec.JsonlDataSource):
             return [_given(row.sample or {}) for _, row in batch]
-        prompts = [self._prompt(source, row.item) for _, row in batch]
+        prompts = [prompt_messages(source.input_messages, row.item) for _, row in batch]
         sampling = source.sampling_params or eval_spec.SamplingParams()
         answers = self._models().answer_batch(
             self._served(source.model), prompts, _params(sampling, sampling.max_completion_tokens or DEFAULT_MAX_TOKENS)
@@ -243,56 +243,21 @@ class _Run:
             )
         return samples
 
-    def _prompt(self, source, item: dict) -> list[dict]:
-        namespaces = {"item": item}
-        try:
-            if isinstance(source.input_messages, eval_spec.ItemReference):
-                messages = lookup(source.input_messages.item_reference, namespaces)
-                if not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
-                    raise RunError(
-                        "invalid_item_reference",
-                        f"{source.input_messages.item_reference} must be a list of messages",
-                    )
-                return [{"role": m.get("role", "user"), "content": str(m.get("content", ""))} for m in messages]
-            return [
-                {"role": "system" if m.role == "developer" else m.role, "content": render(m.text(), namespaces)}
-                for m in source.input_messages.template
-            ]
-        except VariableError as error:
-            raise RunError("invalid_template", f"input_messages: {error}") from None
-
     def _grade(self, criteria, batch, samples, tools: Tools, totals: _Totals) -> list[EvalOutputItem]:
-        pairs = [(sample, row.item) for sample, (_, row) in zip(samples, batch)]
-        grades = [grade_batch(criterion, pairs, tools) for criterion in criteria]
+        results = criteria_results(criteria, [(sample, row.item) for sample, (_, row) in zip(samples, batch)], tools)
         items = []
-        for position, (index, row) in enumerate(batch):
-            results = []
-            for criterion, criterion_grades in zip(criteria, grades):
-                grade = criterion_grades[position]
-                for model, usage in grade.usage.items():
+        for (index, row), sample, found in zip(batch, samples, results):
+            for result in found:
+                for model, usage in result.pop("usage").items():
                     totals.add_usage(model, usage["prompt_tokens"], usage["completion_tokens"])
-                results.append(
-                    {
-                        "name": criterion.name,
-                        "type": criterion.type,
-                        "score": grade.score,
-                        "passed": not grade.failed
-                        and passes(criterion, grade.score, grade.label is not None and grade.score >= 1),
-                        "sample": grade.judge,
-                        "errors_found": grade.failed,
-                        "errors": {k: v for k, v in grade.errors.items() if v} or None,
-                        "label": grade.label,
-                    }
-                )
-            sample = {k: v for k, v in samples[position].items() if k not in ("output_json", "output_tools", "choices")}
             item = EvalOutputItem(
                 id=new_id("outputitem", "_"),
                 run_id=self.run.id,
                 datasource_item_id=index,
                 datasource_item=row.item,
-                sample=sample,
-                results=results,
-                status="pass" if all(r["passed"] for r in results) else "fail",
+                sample={k: v for k, v in sample.items() if k not in ("output_json", "output_tools", "choices")},
+                results=found,
+                status="pass" if all(result["passed"] for result in found) else "fail",
                 created_at=int(time.time()),
             )
             totals.add(item)
@@ -312,6 +277,49 @@ class _Run:
         served = asdict(resolve_model(self.ctx.db, self.data, model, self.run.owner))
         served.pop("id")
         return served
+
+
+def prompt_messages(input_messages, item: dict) -> list[dict]:
+    """The chat messages a data source's `input_messages` make for one item: a template filled from
+    `{{item.*}}`, or the list of messages an `item_reference` names."""
+    namespaces = {"item": item}
+    try:
+        if isinstance(input_messages, eval_spec.ItemReference):
+            messages = lookup(input_messages.item_reference, namespaces)
+            if not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
+                raise RunError("invalid_item_reference", f"{input_messages.item_reference} must be a list of messages")
+            return [{"role": m.get("role", "user"), "content": str(m.get("content", ""))} for m in messages]
+        return [
+            {"role": "system" if m.role == "developer" else m.role, "content": render(m.text(), namespaces)}
+            for m in input_messages.template
+        ]
+    except VariableError as error:
+        raise RunError("invalid_template", f"input_messages: {error}") from None
+
+
+def criteria_results(criteria: list, pairs: list[tuple[dict, dict]], tools: Tools) -> list[list[dict]]:
+    """For each (sample, item) pair, each criterion's result as an output item shows it (name, type,
+    score, passed, the judge's answer, errors), with the judges' token `usage`. Any sampler can call
+    this: an eval run here, training's evaluations at checkpoints next."""
+    grades = [grade_batch(criterion, pairs, tools) for criterion in criteria]
+    return [
+        [
+            {
+                "name": criterion.name,
+                "type": criterion.type,
+                "score": grade.score,
+                "passed": not grade.failed
+                and passes(criterion, grade.score, grade.label is not None and grade.score >= 1),
+                "sample": grade.judge,
+                "errors_found": grade.failed,
+                "errors": {k: v for k, v in grade.errors.items() if v} or None,
+                "label": grade.label,
+                "usage": grade.usage,
+            }
+            for criterion, grade in zip(criteria, (per_criterion[position] for per_criterion in grades))
+        ]
+        for position in range(len(pairs))
+    ]
 
 
 class _WorkerJudge:
