@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from cli.client_commands import GROUPS as CLIENT_GROUPS
+from cli.eval_commands import GROUPS as EVAL_GROUPS
 from cli.restarting_child import WORKER_NICENESS, RestartingChild
 from lmtune.settings import Settings, SettingsError, load_settings
 
@@ -256,7 +257,7 @@ def _local_database():
     return open_database(settings.database_url)
 
 
-for _group in CLIENT_GROUPS:  # files, jobs, models: the HTTP client
+for _group in (*CLIENT_GROUPS, *EVAL_GROUPS):  # files, jobs, models, evals, graders: the HTTP client
     main.add_command(_group)
 
 if __name__ == "__main__":

@@ -8,5 +8,6 @@ import secrets
 import time
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
+def new_id(prefix: str, separator: str = "-") -> str:
+    """`separator`: OpenAI's eval objects use `_` (eval_…, evalrun_…, outputitem_…)."""
+    return f"{prefix}{separator}{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"

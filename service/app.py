@@ -11,7 +11,7 @@ from lmtune.store.database import open_database
 from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, Limit
 from service.errors import install_error_handlers
 from service.openapi import install_openapi
-from service.routes import checkpoints, files, inference, jobs, models, samples
+from service.routes import checkpoints, evals, files, graders, inference, jobs, models, samples
 from service.streaming import StreamSlots
 from service.upload_gate import UploadGate
 from service.web import install_web
@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = CeleryJobQueue(settings)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     install_error_handlers(app)
-    for router in (files.router, jobs.router, checkpoints.router, samples.router, models.router, inference.router):
+    routers = (files, jobs, checkpoints, samples, models, inference, graders, evals)
+    for router in (module.router for module in routers):
         app.include_router(router)
     install_web(app)
     install_openapi(app)
