@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from cli.client_commands import GROUPS as CLIENT_GROUPS
+from cli.eval_commands import GROUPS as EVAL_GROUPS
 from cli.restarting_child import WORKER_NICENESS, RestartingChild
 from cli.webhook_commands import webhooks
 from lmtune.settings import Settings, SettingsError, load_settings
@@ -275,7 +276,11 @@ def _local_database():
     return open_database(settings.database_url)
 
 
-for _group in (*CLIENT_GROUPS, webhooks):  # files, jobs, models, webhooks: the HTTP client
+for _group in (
+    *CLIENT_GROUPS,
+    *EVAL_GROUPS,
+    webhooks,
+):  # files, jobs, models, evals, graders, webhooks: the HTTP client
     main.add_command(_group)
 
 if __name__ == "__main__":

@@ -9,4 +9,5 @@ import time
 
 
 def new_id(prefix: str, separator: str = "-") -> str:
+    """`separator`: OpenAI's eval and webhook objects use `_` (eval_…, evalrun_…, evt_…, wh_…)."""
     return f"{prefix}{separator}{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     quota_active_jobs: int = Field(
         4, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_JOBS: a key's jobs queued or running at once"
     )
+    quota_active_eval_runs: int = Field(
+        16, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_EVAL_RUNS: a key's eval runs queued or running at once"
+    )
     quota_storage_bytes: int = Field(
         100 * 2**30, ge=1, le=1 << 50, description="LMTUNE_QUOTA_STORAGE_BYTES: a key's files and job outputs"
     )
@@ -104,6 +108,17 @@ class Settings(BaseSettings):
     serve_concurrency: int = Field(1, ge=1, le=64, description="LMTUNE_SERVE_CONCURRENCY: answers generated at once")
     serve_queue: int = Field(
         8, ge=0, le=1024, description="LMTUNE_SERVE_QUEUE: requests that may wait beyond those; more get 429"
+    )
+    python_grader_sandbox: Literal["strict", "weak", "off"] = Field(
+        "strict",
+        description="LMTUNE_PYTHON_GRADER_SANDBOX: strict runs python graders only with every isolation layer "
+        "(docs/evals.md), weak with what the kernel offers, off refuses them",
+    )
+    python_grader_seconds: float = Field(
+        30, gt=0, le=600, description="LMTUNE_PYTHON_GRADER_SECONDS: wall time of one grade(sample, item) call"
+    )
+    python_grader_memory_mb: int = Field(
+        2048, ge=64, le=1 << 20, description="LMTUNE_PYTHON_GRADER_MEMORY_MB: a python grader's address space"
     )
     redeliver_seconds: float = Field(
         30,

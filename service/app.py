@@ -12,7 +12,7 @@ from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, L
 from service.errors import install_error_handlers
 from service.metrics import install_metrics
 from service.openapi import install_openapi
-from service.routes import checkpoints, estimates, files, inference, jobs, models, samples, webhooks
+from service.routes import checkpoints, estimates, evals, files, graders, inference, jobs, models, samples, webhooks
 from service.streaming import StreamSlots
 from service.upload_gate import UploadGate
 from service.web import install_web
@@ -33,8 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = CeleryJobQueue(settings)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     install_error_handlers(app)
-    routers = (files.router, jobs.router, checkpoints.router, samples.router, models.router, inference.router)
-    for router in (*routers, estimates.router, webhooks.router, webhooks.types_router):
+    routers = (files, jobs, checkpoints, samples, models, inference, graders, evals, estimates, webhooks)
+    for router in (*(module.router for module in routers), webhooks.types_router):
         app.include_router(router)
     install_web(app)
     install_openapi(app)

@@ -1,7 +1,7 @@
 """Webhooks in the store: an API key's endpoints, its events, and the outbox of deliveries.
 
 An event is written by `record_event` inside the transaction of the change it reports (a job's end
-in lmtune/store/jobs.py; an eval run's end calls it the same way), with one delivery row per
+in lmtune/store/jobs.py, an eval run's in lmtune/store/evals.py), with one delivery row per
 endpoint of the key that wants its type: a change rolled back leaves no event, a committed one is
 delivered even if every process restarts meanwhile. A deliverer (`lmtune deliver-webhooks`)
 claims due deliveries (`claim_due`: locked rows are skipped, so deliverers never take one row at
@@ -26,8 +26,8 @@ JOB_EVENTS = {
     "failed": "fine_tuning.job.failed",
     "cancelled": "fine_tuning.job.cancelled",
 }
-EVAL_EVENTS = ("eval.run.succeeded", "eval.run.failed", "eval.run.canceled")
-EVENT_TYPES = (*JOB_EVENTS.values(), *EVAL_EVENTS)  # what lmtune sends; OpenAI has more
+EVAL_EVENTS = {"completed": "eval.run.succeeded", "failed": "eval.run.failed", "canceled": "eval.run.canceled"}
+EVENT_TYPES = (*JOB_EVENTS.values(), *EVAL_EVENTS.values())  # what lmtune sends; OpenAI has more
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 MAX_ENDPOINTS_PER_KEY = 20
 ERROR_CHARS = 500
@@ -88,6 +88,11 @@ def _delivery(event: WebhookEvent, endpoint_id: str, created_at: int) -> Webhook
 def record_job_end(session, job) -> None:
     """The webhook event of a job that has just reached a final status (in the same transaction)."""
     record_event(session, job.owner, JOB_EVENTS[str(job.status)], job.id, job.finished_at)
+
+
+def record_eval_run_end(session, run) -> None:
+    """The webhook event of an eval run that has just reached a final status (in the same transaction)."""
+    record_event(session, run.owner, EVAL_EVENTS[run.status], run.id, run.finished_at)
 
 
 def create_endpoint(db: Database, owner: str, name: str, url: str, event_types: list[str], now: int):

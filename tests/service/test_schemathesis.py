@@ -13,7 +13,17 @@ from service.app import create_app
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION = 12
-CROSS_CHECKED = {"POST /v1/files", "POST /v1/fine_tuning/jobs"}
+# requests whose fields are checked together, past what a schema can say: a file's lines, a job's fields,
+# a grader's formula against its graders' names, an eval's item_schema, a run's items against it
+CROSS_CHECKED = {
+    "POST /v1/files",
+    "POST /v1/fine_tuning/jobs",
+    "POST /v1/fine_tuning/alpha/graders/run",
+    "POST /v1/fine_tuning/alpha/graders/validate",
+    "POST /v1/evals",
+    "POST /v1/evals/{eval_id}/runs",
+    "POST /v1/fine_tuning/jobs/{job_id}/evals",
+}
 
 
 @pytest.fixture(scope="module")

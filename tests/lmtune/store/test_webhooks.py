@@ -153,3 +153,24 @@ def test_rotating_with_the_old_secret_kept_signs_with_both_for_a_day(db):
     assert webhooks.signing_secrets(webhooks.rotate_secret(db, endpoint.id, ALICE, 300, None), 301) == [
         webhooks.get_endpoint(db, endpoint.id, ALICE).secret
     ]
+
+
+@pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
+def test_an_eval_run_s_end_writes_its_event_with_the_status(db):
+    from lmtune.store import evals
+
+    made = evals.create_eval(db, ALICE, name="e", data_source_config={}, testing_criteria=[])
+    fields = {"eval_id": made.id, "name": "r", "model": "", "data_source": {}, "queue": "evals"}
+    canceled = evals.create_run(db, ALICE, **fields)
+    evals.cancel_run(db, canceled.id, made.id, ALICE)
+    completed = evals.create_run(db, ALICE, **fields)
+    _, attempt = evals.claim_next_run(db, "evals", "w", 60, 3)
+    evals.finish_run(db, completed.id, attempt, evals.COMPLETED)
+    crashed = evals.create_run(db, ALICE, **fields)
+    _, attempt = evals.claim_next_run(db, "evals", "w", 60, 1)
+    evals.fail_attempt(db, crashed.id, attempt, "boom", max_attempts=1)
+    assert {event.object_id: event.type for event in events(db)} == {
+        canceled.id: "eval.run.canceled",
+        completed.id: "eval.run.succeeded",
+        crashed.id: "eval.run.failed",
+    }
