@@ -205,7 +205,10 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self.settings, self.trackers = settings, trackers
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{trackers.layout.root / 'mlflow.db'}"
+        configured = os.environ.get("MLFLOW_TRACKING_URI")
+        uri = configured or f"sqlite:///{trackers.layout.root / 'mlflow.db'}"
+        # the run folder's store keeps its artifacts beside it (MLflow's default is the working folder)
+        self.artifacts = None if configured else (trackers.layout.root / "mlartifacts").as_uri()
         self.client, self.run_id = MlflowClient(tracking_uri=uri), None
         self.id_file = trackers.layout.root / "mlflow-run-id"  # a resumed job continues its run
 
@@ -218,7 +221,9 @@ class MlflowTracker(Tracker):
             return
         experiment = self.client.get_experiment_by_name(self.settings.experiment)
         experiment_id = (
-            experiment.experiment_id if experiment else self.client.create_experiment(self.settings.experiment)
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(self.settings.experiment, artifact_location=self.artifacts)
         )
         tags = {**self.settings.tags, **{tag: "true" for tag in self.trackers.tags()}}
         run = self.client.create_run(experiment_id, run_name=self.settings.run_name or self.trackers.run_id, tags=tags)

@@ -114,6 +114,7 @@ def test_each_step_the_hyperparameters_and_the_samples_reach_all_three_trackers(
     )
     artifacts = [a.path for a in client.list_artifacts(mlrun.info.run_id, "samples")]
     assert artifacts == [f"samples/step-{step:06d}.json" for step in sample_steps]
+    assert mlrun.info.artifact_uri.startswith((output / "mlartifacts").as_uri())  # in the run folder, not the cwd
 
 
 def test_a_tracker_that_fails_writes_a_notice_and_the_others_go_on(tmp_path, monkeypatch):
