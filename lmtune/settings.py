@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LMTUNE_"
@@ -127,6 +127,35 @@ class Settings(BaseSettings):
         description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
         "again the messages of queued jobs that a broker lost",
     )
+
+    webhook_allow_private: bool = Field(
+        False,
+        description="LMTUNE_WEBHOOK_ALLOW_PRIVATE: webhooks may go to loopback and private addresses "
+        "(`lmtune up` sets it; a shared server should not)",
+    )
+    webhook_timeout_seconds: float = Field(
+        10, ge=1, le=60, description="LMTUNE_WEBHOOK_TIMEOUT_SECONDS: a receiver's whole answer to one try"
+    )
+    webhook_first_retry_seconds: float = Field(
+        5, ge=0.1, le=30, description="LMTUNE_WEBHOOK_FIRST_RETRY_SECONDS: the wait before the first retry; it doubles"
+    )
+    webhook_retry_hours: float = Field(
+        72, ge=0.01, le=720, description="LMTUNE_WEBHOOK_RETRY_HOURS: how long after its event a delivery is retried"
+    )
+    webhook_concurrency: int = Field(
+        4, ge=1, le=64, description="LMTUNE_WEBHOOK_CONCURRENCY: tries under way at once to one endpoint, per deliverer"
+    )
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        max_length=512,
+        description="LMTUNE_METRICS_TOKEN: the bearer token GET /metrics asks for; unset: /metrics is off",
+    )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return value or None
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.orm import object_session
 
 from lmtune.ids import new_id
 from lmtune.store import leases
 from lmtune.store.database import Database, get_owned
 from lmtune.store.models import ApiKey, Eval, EvalOutputItem, EvalRun
+from lmtune.store.webhooks import record_eval_run_end
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELED = "queued", "in_progress", "completed", "failed", "canceled"
 TERMINAL = (COMPLETED, FAILED, CANCELED)
@@ -277,6 +279,8 @@ def _finish(run: EvalRun, status: str, **fields) -> None:
     run.lease_expires_at = None
     if status in TERMINAL:
         run.finished_at = now()
+        # its webhook event commits, or rolls back, with the status (every caller holds the run in a session)
+        record_eval_run_end(object_session(run), run)
 
 
 def requeue_lost_runs(db: Database, max_attempts: int) -> list[EvalRun]:

@@ -21,6 +21,7 @@ from lmtune.store import leases
 from lmtune.store.database import Database, get_owned
 from lmtune.store.leases import StaleAttempt, fair_order  # noqa: F401  (StaleAttempt: imported from here by the workers)
 from lmtune.store.models import TERMINAL, ApiKey, Event, FineTunedModel, Job, JobStatus
+from lmtune.store.webhooks import record_job_end
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
 
@@ -312,6 +313,7 @@ def _finish(session, job: Job, status: JobStatus, note: Note | None, **fields) -
     if status in TERMINAL:
         job.finished_at = now()
         job.estimated_finish = None
+        record_job_end(session, job)  # its webhook event commits, or rolls back, with the status
     if note is not None:
         session.add(note.event(job.id))
 
