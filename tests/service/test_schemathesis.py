@@ -19,10 +19,20 @@ from workers.serving.server import create_serving_app
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION = 12
-# checks past what a schema can say, each a 400 naming the field and tested elsewhere: a file's lines;
-# a job's fields together (early stopping needs a validation file); a prompt and max_tokens together
-# against the model's context
-CROSS_CHECKED = {"POST /v1/files", "POST /v1/fine_tuning/jobs", "POST /v1/chat/completions", "POST /v1/completions"}
+# requests whose fields are checked together, past what a schema can say, each refusal a 400 naming the
+# field and tested elsewhere: a file's lines, a job's fields, a prompt and max_tokens against the model's
+# context, a grader's formula against its graders' names, an eval's item_schema, a run's items against it
+CROSS_CHECKED = {
+    "POST /v1/files",
+    "POST /v1/fine_tuning/jobs",
+    "POST /v1/chat/completions",
+    "POST /v1/completions",
+    "POST /v1/fine_tuning/alpha/graders/run",
+    "POST /v1/fine_tuning/alpha/graders/validate",
+    "POST /v1/evals",
+    "POST /v1/evals/{eval_id}/runs",
+    "POST /v1/fine_tuning/jobs/{job_id}/evals",
+}
 
 
 @pytest.fixture(scope="module")

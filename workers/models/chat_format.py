@@ -8,13 +8,10 @@ CHATML_TEMPLATE, the ChatML format many open models use.
 
 from __future__ import annotations
 
+from lmtune.token_count import CHATML_TEMPLATE  # shared with the API's token count
 from lmtune.training_data import Row
 
-CHATML_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+__all__ = ["CHATML_TEMPLATE", "row_segments", "chat_segments"]
 
 Segments = list[tuple[str, bool]]
 
