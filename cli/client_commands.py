@@ -21,7 +21,7 @@ from rich.text import Text
 
 from cli import terminal_views as views
 from cli.client import DEFAULT_BASE_URL, ApiError, LmtuneClient
-from cli.download import download_folder, folder_path
+from cli.download import download_files, folder_path, list_folder
 from cli.local_key import key_file, read_local_key
 from lmtune.settings import SettingsError, load_settings
 
@@ -230,12 +230,39 @@ def jobs_get(ctx: Context, job_id: str) -> None:
     ctx.show(ctx.client.get_job(job_id), views.job_details)
 
 
+# the statuses an action leads to: a queued job gets there at once, a running one once its trainer
+# has stopped (cancel) or written its checkpoint (pause)
+SETTLED = {"cancel": {"cancelled", "succeeded", "failed"}, "pause": {"paused", "succeeded", "failed", "cancelled"}}
+STILL_GOING = {
+    "cancel": "its trainer is being stopped",
+    "pause": "it pauses once its trainer has written a checkpoint",
+}
+ACTION_POLL_SECONDS = 0.5
+
+
 def _job_action(action: str, help: str) -> click.Command:
-    def command(ctx: Context, job_id: str) -> None:
-        ctx.show(ctx.client.job_action(job_id, action), views.job_details)
+    def command(ctx: Context, job_id: str, wait: float = 0) -> None:
+        job = ctx.client.job_action(job_id, action)
+        settled = SETTLED.get(action, {job["status"]})
+        deadline = time.monotonic() + wait
+        while job["status"] not in settled and time.monotonic() < deadline:
+            time.sleep(ACTION_POLL_SECONDS)
+            job = ctx.client.get_job(job_id)
+        ctx.show(job, views.job_details)  # the status after the action, not before it
+        if job["status"] not in settled and not ctx.as_json:
+            click.echo(f"{action} requested: {STILL_GOING[action]}; `lmtune jobs get {job_id}` shows when", err=True)
 
     command.__doc__ = help
-    return client_command(jobs, action)(click.argument("job_id")(command))
+    command = click.argument("job_id")(command)
+    if action in SETTLED:
+        command = click.option(
+            "--wait",
+            type=click.FloatRange(0, 3600),
+            default=30,
+            show_default=True,
+            help=f"seconds to wait for the job to {action} before showing it",
+        )(command)
+    return client_command(jobs, action)(command)
 
 
 jobs_cancel = _job_action("cancel", "Cancel a job (a running trainer is stopped within seconds).")
@@ -328,11 +355,12 @@ def jobs_download(ctx: Context, job_id: str, checkpoint_id: str | None, step: in
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
+    entries = list_folder(ctx.client, folder_path(job_id, checkpoint_id))  # nothing to fetch: an error, no bar
     with Progress(*columns, console=Console(stderr=True), disable=ctx.as_json) as bar:
         task = bar.add_task(str(output), total=None)
-        results = download_folder(
+        results = download_files(
             ctx.client,
-            folder_path(job_id, checkpoint_id),
+            entries,
             output,
             on_start=lambda total, done: bar.update(task, total=total, completed=done),
             on_bytes=lambda n: bar.advance(task, n),

@@ -48,7 +48,24 @@ def download_folder(
 ) -> list[FileResult]:
     """Every file of `folder` (from `folder_path`) into `output`. `on_start(total_bytes, bytes_on_disk)`
     is called once with the listing; `on_bytes(n)` for each chunk received."""
-    entries = client.json("GET", folder)["data"]
+    return download_files(client, list_folder(client, folder), output, on_start=on_start, on_bytes=on_bytes)
+
+
+def list_folder(client: LmtuneClient, folder: str) -> list[dict]:
+    """The files of `folder` with their sizes and sha256 (an ApiError when there is nothing to fetch:
+    a final model not written yet)."""
+    return client.json("GET", folder)["data"]
+
+
+def download_files(
+    client: LmtuneClient,
+    entries: list[dict],
+    output: Path,
+    *,
+    on_start: Callable[[int, int], None] = lambda total, done: None,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> list[FileResult]:
+    """The files `list_folder` gave, into `output` (as download_folder)."""
     output.mkdir(parents=True, exist_ok=True)
     targets = [(entry, _target(output, entry["path"])) for entry in entries]
     on_start(sum(entry["bytes"] for entry in entries), sum(_bytes_on_disk(target) for _, target in targets))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+
+STEP_FIRST = re.compile(rb'\{"step": (\d+)[,}]')  # how append() writes a row: its step first
 
 
 class MetricsLog:
@@ -19,6 +22,27 @@ class MetricsLog:
         lines = self.path.read_text().split("\n")
         lines.pop()  # after the last newline: empty, or a row cut short by a kill, never a whole row
         return [json.loads(line) for line in lines if line.strip()]
+
+    def page(self, after_step: int, limit: int) -> tuple[list[dict], bool]:
+        """Up to `limit` rows past `after_step`, oldest first, and whether more follow. The file is
+        read a line at a time and only the page's rows are parsed, so a long log costs a page."""
+        rows: dict[int, dict] = {}
+        if not self.path.exists():
+            return [], False
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # a row still being written
+                if not line.strip():
+                    continue
+                first = STEP_FIRST.match(line)
+                step = int(first.group(1)) if first else json.loads(line)["step"]
+                if step <= after_step:
+                    continue
+                if step not in rows and len(rows) == limit:
+                    return [rows[s] for s in sorted(rows)], True
+                rows[step] = json.loads(line)  # a step written again (a resumed run) replaces the first
+        return [rows[s] for s in sorted(rows)], False
 
     def truncate_after(self, step: int) -> None:
         """Drop rows after `step`: a resumed run writes them again. The file is replaced whole (a new

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lmtune.catalogue import load_catalogue
 from lmtune.layout import DataLayout
-from lmtune.problems import quote
+from lmtune.problems import quote_id
 from lmtune.store import records
 from lmtune.store.database import Database
 from lmtune.store.fine_tuned import fine_tuned_model_id, get_fine_tuned_model, split_checkpoint_model_id
@@ -46,14 +46,14 @@ def resolve_model(db: Database, data: DataLayout, model_id: str, owner: str) -> 
 
 def _resolve(db: Database, data: DataLayout, model_id: str, owner: str, depth: int) -> ModelRef:
     if depth == 0:
-        raise ModelNotFound(f"model {quote(model_id)} descends from too many fine-tuned models")
+        raise ModelNotFound(f"model {quote_id(model_id)} descends from too many fine-tuned models")
     checkpoint = split_checkpoint_model_id(model_id)
     if checkpoint:
         return _checkpoint(db, data, model_id, owner, *checkpoint, depth)
     if model_id.startswith("ft:"):
         row = get_fine_tuned_model(db, model_id, owner)
         if row is None:
-            raise ModelNotFound(f"no fine-tuned model {quote(model_id)}")
+            raise ModelNotFound(f"no fine-tuned model {quote_id(model_id)}")
         folder = data.resolve(row.path)
         adapter = folder / ADAPTER_DIR
         if (adapter / ADAPTER_CONFIG).exists():  # the merged model is beside it, for downloads and new jobs
@@ -65,7 +65,7 @@ def _resolve(db: Database, data: DataLayout, model_id: str, owner: str, depth: i
     if entry is None:
         known = ", ".join(sorted(load_catalogue()))
         raise ModelNotFound(
-            f"model {quote(model_id)} is not in the catalogue (known: {known}) nor a fine-tuned model of this key"
+            f"model {quote_id(model_id)} is not in the catalogue (known: {known}) nor a fine-tuned model of this key"
         )
     if entry.builtin:
         return ModelRef(model_id, str(data.builtin_model(model_id)), builtin=entry.builtin)
@@ -75,12 +75,12 @@ def _resolve(db: Database, data: DataLayout, model_id: str, owner: str, depth: i
 def _checkpoint(db, data, model_id: str, owner: str, job_model: str, step: int, depth: int) -> ModelRef:
     job = get_job(db, job_model.rsplit(":", 1)[-1], owner)
     if job is None or fine_tuned_model_id(job.spec["model"], job.suffix, job.id) != job_model:
-        raise ModelNotFound(f"no checkpoint {quote(model_id)}")
+        raise ModelNotFound(f"no checkpoint {quote_id(model_id)}")
     row = records.get_checkpoint_at(db, job.id, step)
     folder = data.resolve(row.path) if row else None
     if folder is None or not folder.is_dir():
         raise ModelNotFound(
-            f"no checkpoint {quote(model_id)}: the job has no checkpoint at step {step} (only the newest are kept)"
+            f"no checkpoint {quote_id(model_id)}: the job has no checkpoint at step {step} (only the newest are kept)"
         )
     if (folder / ADAPTER_CONFIG).exists():
         return ModelRef(model_id, str(folder), adapter=str(folder), base=_job_base(db, data, job.id, owner, depth))

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 QUOTE_CHARS = 40
+# The longest id a request can name (a model: a checkpoint of a fine-tuned model of a fine-tuned
+# model nests ids); an id is quoted whole up to it, so the part to fix is never cut off.
+ID_CHARS = 512
 SHOWN_PROBLEMS = 5
 
 
@@ -12,6 +15,11 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
     """`repr(value)`, cut to `limit` characters: a client's value is echoed, never a megabyte of it."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quote_id(value: str) -> str:
+    """An id the client sent, whole (up to ID_CHARS; anything longer is no id of lmtune's)."""
+    return quote(value, ID_CHARS)
 
 
 def quote_names(names: Iterable[object], shown: int = SHOWN_PROBLEMS) -> str:

@@ -16,7 +16,7 @@ from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, resolve_model
-from lmtune.problems import quote
+from lmtune.problems import quote, quote_id
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import files as file_store
@@ -87,7 +87,7 @@ def check_inputs(settings: Settings, db: Database, spec: JobSpec, owner: str) ->
             continue
         row = file_store.get_file(db, file_id, owner)
         if row is None:
-            raise RequestError(404, f"no file with id {quote(file_id)}", param=field, code="file_not_found")
+            raise RequestError(404, f"no file with id {quote_id(file_id)}", param=field, code="file_not_found")
         if row.purpose != TRAINING_PURPOSE:
             raise RequestError(
                 400,
@@ -118,7 +118,8 @@ def idempotency(owner: str, key: str | None, kind: str, *request: str) -> Idempo
 
 
 def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[str], T]) -> T | None:
-    """What an earlier request with this key created, if any; 409 if it came with another body."""
+    """What an earlier request with this key created, if any; 409 if it came with another body, or
+    if what it created has been deleted since (its answer is gone; a new key creates another)."""
     if idem is None:
         return None
     try:
@@ -130,7 +131,18 @@ def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[st
             param="Idempotency-Key",
             code="idempotency_key_reused",
         ) from None
-    return load(object_id) if object_id else None
+    if not object_id:
+        return None
+    earlier = load(object_id)
+    if earlier is None:
+        raise RequestError(
+            409,
+            f"Idempotency-Key {quote(idem.key)} created {object_id}, which has been deleted since; "
+            "send the request with a new key to create another",
+            param="Idempotency-Key",
+            code="idempotent_object_deleted",
+        )
+    return earlier
 
 
 def _check_model(settings: Settings, db: Database, model: str, owner: str) -> None:

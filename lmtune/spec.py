@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmtune.problems import quote, summarize
 
@@ -28,7 +28,13 @@ BASE_LEARNING_RATE_LORA = 2e-4
 MESSAGE_CHARS = 300  # of one field's problem: a pydantic message never quotes a whole value
 LOCATION_PART_CHARS = 64  # of each part of a field's path (an unknown key is a client's text)
 MAX_SAMPLE_PROMPTS = 8
-MAX_SAMPLE_PROMPT_CHARS = 4000
+MAX_SAMPLE_PROMPT_CHARS = 4000  # of one prompt or message
+MAX_SAMPLE_PROMPTS_CHARS = 16_000  # of all the sample prompts together
+# The work of sampling, bounded whatever the settings: a checkpoint's set (every prompt's tokens plus
+# sample_max_tokens for each answer) at most this many tokens, counted when the trainer starts...
+MAX_SAMPLE_SET_TOKENS = 16_384
+# ...and at most this many sets in a run (with more checkpoints, sets are taken at evenly spaced ones)
+MAX_SAMPLE_SETS = 100
 
 
 class SpecError(ValueError):
@@ -165,11 +171,24 @@ class TrainingSettings(_Strict):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     sample_prompts: list[SamplePrompt] | None = Field(None, max_length=MAX_SAMPLE_PROMPTS)
     """Prompts answered (greedily) at each checkpoint, into samples.jsonl: plain strings or chat
-    messages. Unset: the first few prompts of the validation file (or the training file)."""
+    messages, up to MAX_SAMPLE_PROMPTS_CHARS characters in all. Unset: the first few prompts of the
+    validation file (or the training file). When the trainer starts, each prompt and its answer must
+    fit the model's context, and a set at most MAX_SAMPLE_SET_TOKENS tokens; a run takes at most
+    MAX_SAMPLE_SETS sets."""
     sample_max_tokens: int = Field(64, ge=1, le=1024)
     early_stopping: EarlyStopping | None = None
     keep_best: bool = False
     """Keep the checkpoint with the lowest validation loss from pruning; it becomes the final model."""
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _sample_prompts_in_all(cls, prompts: list | None) -> list | None:
+        chars = sum(len(p) if isinstance(p, str) else sum(len(m.content) for m in p) for p in prompts or [])
+        if chars > MAX_SAMPLE_PROMPTS_CHARS:
+            raise ValueError(
+                f"the sample prompts have {chars:,} characters in all; at most {MAX_SAMPLE_PROMPTS_CHARS:,} are allowed"
+            )
+        return prompts
 
 
 MAX_TRACKER_TAGS = 50  # W&B's limits, as OpenAI states them
@@ -276,7 +295,7 @@ def error_location(item: dict) -> str:
     parts = [
         str(part)[:LOCATION_PART_CHARS]
         for part in item["loc"]
-        if not _is_union_branch(part) and part not in ("body", "query", "path")
+        if not _is_union_branch(part) and part not in ("body", "query", "path", "header")
     ]
     # a tagged union (integrations) names the tag it chose, then the field of that name: say it once
     return ".".join(part for i, part in enumerate(parts) if i == 0 or part != parts[i - 1])

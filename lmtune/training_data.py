@@ -124,10 +124,12 @@ def _check_line(raw: bytes | str | _Overlong) -> tuple[Shape, dict] | None:
 
 
 def _parse(text: str) -> object:
+    line = text.rstrip("\r\n")  # a position past the line's end is its end, not column 1 of the next
     try:
-        return json.loads(text)
+        return json.loads(line)
     except json.JSONDecodeError as error:
-        raise ValueError(f"invalid JSON ({error.msg} at column {error.colno})") from None
+        where = f"column {error.colno}" + (", the end of the line: is it cut short?" if error.pos >= len(line) else "")
+        raise ValueError(f"invalid JSON ({error.msg} at {where})") from None
     except RecursionError:
         raise ValueError("invalid JSON: nested too deeply") from None
     except ValueError:  # a number too long to convert

@@ -13,6 +13,7 @@ from service.errors import install_error_handlers
 from service.metrics import install_metrics
 from service.openapi import install_openapi
 from service.routes import checkpoints, estimates, evals, files, graders, inference, jobs, models, samples, webhooks
+from service.security_headers import NoSniff
 from service.streaming import StreamSlots
 from service.upload_gate import UploadGate
 from service.web import install_web
@@ -53,5 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return upload_limit if scope["method"] == "POST" and scope["path"] == "/v1/files" else json_limit
 
     app.add_middleware(BodyLimit, limit_for=body_limit)
-    install_metrics(app, app.state.db, settings.metrics_token)  # outermost: it counts refusals too
+    install_metrics(app, app.state.db, settings.metrics_token)  # it counts refusals too
+    app.add_middleware(NoSniff)  # outermost: on every response, the body limit's 413 and /metrics included
     return app

@@ -9,14 +9,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from lmtune.problems import quote
+from lmtune.problems import quote, quote_id
 from lmtune.services import RequestError
 from lmtune.spec import describe_errors, error_location
 
 log = logging.getLogger(__name__)
-TYPES = {401: "authentication_error", 500: "server_error"}
+# OpenAI's error types: `invalid_request_error` for every other 4xx
+TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "service_unavailable_error",
+}
+CODE_TYPES = {"quota_exceeded": "insufficient_quota"}  # a 429 that waiting alone does not lift
 WHAT_EXISTS = (
     "the API is under /v1/ (/v1/files, /v1/fine_tuning/jobs, /v1/models), its documentation at /docs, "
     "and the dashboard at / in a browser"
@@ -43,16 +52,20 @@ def error_response(
     retry_after: int | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = ErrorBody(message=message, type=TYPES.get(status, "invalid_request_error"), param=param, code=code)
+    body = ErrorBody(message=message, type=error_type(status, code), param=param, code=code)
     headers = {**({"WWW-Authenticate": "Bearer"} if status == 401 else {}), **(headers or {})}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": body.model_dump()}, status_code=status, headers=headers)
 
 
+def error_type(status: int, code: str | None = None) -> str:
+    return CODE_TYPES.get(code or "", TYPES.get(status, "invalid_request_error"))
+
+
 def not_found(what: str, object_id: str) -> RequestError:
     # also for objects of other keys: never reveal that they exist
-    return RequestError(404, f"no {what} with id {quote(object_id)}", code=f"{what.replace(' ', '_')}_not_found")
+    return RequestError(404, f"no {what} with id {quote_id(object_id)}", code=f"{what.replace(' ', '_')}_not_found")
 
 
 def documented(*statuses: int) -> dict:
@@ -67,6 +80,7 @@ def documented(*statuses: int) -> dict:
 DESCRIPTIONS = {
     400: "Bad request: a value is invalid (`param` names it)",
     401: "Missing or invalid API key",
+    403: "Not allowed on this object (a catalogue model cannot be deleted)",
     404: "No such object for this API key",
     409: "The object is in the wrong state for this",
     413: "The upload is larger than the limit",
@@ -82,7 +96,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
-        param = error_location(error.errors()[0]) or None
+        first = error.errors()[0]
+        if first["type"] == "json_invalid":  # its `loc` is the character where parsing stopped
+            return error_response(400, await _json_problem(request, first), code="invalid_json")
+        param = error_location(first) or None
         return error_response(400, describe_errors(error.errors()), param=param, code="invalid_value")
 
     @app.exception_handler(HTTPException)
@@ -101,10 +118,32 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=headers,
         )
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect):
+        # the client hung up while sending its body (an upload given up): nothing went wrong here,
+        # and nobody is left to read an answer
+        log.info("client disconnected while sending %s %s; the request was dropped", request.method, request.url.path)
+        return error_response(
+            400, "the client disconnected before its request was received", code="client_disconnected"
+        )
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal server error; the server log has the details")
+
+
+async def _json_problem(request: Request, error: dict) -> str:
+    """What is wrong with a body that is not JSON, and where: line, column and character."""
+    position = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
+    text = (await request.body()).decode("utf-8", errors="replace")  # at most the body limit (1 MiB)
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    reason = error.get("ctx", {}).get("error", "not valid JSON")
+    return (
+        f"the request body is not valid JSON: {reason} at line {line}, column {column} (character "
+        f"{position + 1}); send one JSON object with Content-Type: application/json"
+    )
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from lmtune.problems import quote
+from lmtune.problems import quote_id
 from lmtune.services import RequestError
 
 CONNECT_SECONDS = 5.0
@@ -88,7 +88,7 @@ def upstream_error(model: str, event: dict) -> RequestError:
     if event["status"] == 503:
         return RequestError(
             503,
-            f"model {quote(model)} could not be loaded by the model server; its log says why",
+            f"model {quote_id(model)} could not be loaded by the model server; its log says why",
             code="model_not_loadable",
         )
     return RequestError(

@@ -164,15 +164,17 @@ class FineTuningJob(BaseModel):
 
     @classmethod
     def of(cls, job: Job, queue_position: int | None) -> FineTuningJob:
+        """Built without validation (model_construct): every value comes from the store, which
+        validated it on the way in; a page of jobs costs their serialisation alone."""
         spec = job.spec
         hyperparameters = job.hyperparameters or spec["hyperparameters"]
         shown = {k: hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
         error = (
-            ErrorObject(code=job.error_code, message=job.error_message or "", param=job.error_param)
+            ErrorObject.model_construct(code=job.error_code, message=job.error_message or "", param=job.error_param)
             if job.status == JobStatus.FAILED
             else None
         )
-        return cls(
+        return cls.model_construct(
             id=job.id,
             created_at=job.created_at,
             finished_at=job.finished_at,
@@ -192,7 +194,7 @@ class FineTuningJob(BaseModel):
             metadata=job.job_metadata,
             user_provided_suffix=job.suffix,
             training=spec["training"],
-            progress=Progress(step=job.step, total_steps=job.total_steps),
+            progress=Progress.model_construct(step=job.step, total_steps=job.total_steps),
             metrics=job.latest_metrics,
             queue_position=queue_position,
             attempt=job.attempt,

@@ -1,19 +1,27 @@
-"""Long responses: a folder as a tar archive with bounded memory, and server-sent event streams
-bounded per API key.
+"""Long responses: a file, and a folder as a tar archive, each held open from before the headers and
+sent with bounded memory; and server-sent event streams bounded per API key.
 
 The archive is written directly rather than through `tarfile`: each member is its header
 (`TarInfo.tobuf`, PAX for long names) and then the file read in large blocks into the response,
 so the response gets few, big chunks (one thread hop each under Starlette) and nothing is copied
-twice. A client that goes away stops the generator at its next chunk."""
+twice. A client that goes away stops the generator at its next chunk.
+
+A download opens its files before its headers are sent: a checkpoint pruned, a job deleted or a
+file replaced while it is being sent goes on being sent as it was when the download started (the
+open file outlives its name), so a response never breaks after its status line."""
 
 from __future__ import annotations
 
+import os
 import tarfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
+from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
 
 from lmtune.errors import RequestError
@@ -24,37 +32,63 @@ RECORD = tarfile.RECORDSIZE  # tar readers expect the archive padded to whole re
 STREAM_RETRY_AFTER_SECONDS = 30
 
 
+class HeldFileResponse(FileResponse):
+    """Starlette's FileResponse (HTTP Range included) on a file opened when the response is made,
+    before its headers, and read in large blocks (Starlette reads 64 KiB per thread hop)."""
+
+    chunk_size = CHUNK
+
+    def __init__(self, path: Path, **options):
+        self._held = path.open("rb")  # FileNotFoundError here, before any header: the caller's 404
+        super().__init__(path, stat_result=os.fstat(self._held.fileno()), **options)
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        # Starlette opens self.path here, after the headers went out; the held file is used instead
+        file = anyio.wrap_file(self._held)
+        try:
+            yield file
+        finally:
+            with anyio.CancelScope(shield=True):
+                await file.aclose()
+
+
 class TarArchive:
     """A folder's files as a tar stream whose length is known before the first byte (the headers
-    are made up front), so the response carries Content-Length and clients can show progress."""
+    are made up front), so the response carries Content-Length and clients can show progress.
+    Every member is opened up front too (FileNotFoundError then, before any header)."""
 
     def __init__(self, folder: Path, relative_paths: list[str], prefix: str):
         self.members = []
         for relative in relative_paths:
-            path = folder / relative
-            stat = path.stat()
+            source = (folder / relative).open("rb")
+            stat = os.fstat(source.fileno())
             info = tarfile.TarInfo(f"{prefix}/{relative}")
             info.size, info.mtime, info.mode = stat.st_size, int(stat.st_mtime), 0o644
-            self.members.append((path, info.tobuf(format=tarfile.PAX_FORMAT), info.size))
+            self.members.append((source, info.tobuf(format=tarfile.PAX_FORMAT), info.size))
         written = sum(len(header) + size + -size % BLOCK for _, header, size in self.members)
         end = 2 * BLOCK
         self.trailer = end + -(written + end) % RECORD
         self.size = written + self.trailer
 
     def __iter__(self) -> Iterator[bytes]:
-        for path, header, size in self.members:
-            yield header
-            with path.open("rb") as source:
+        try:
+            for source, header, size in self.members:
+                yield header
                 left = size
                 while left:
                     chunk = source.read(min(CHUNK, left))
                     if not chunk:  # the file shrank while being sent: the archive cannot be completed
-                        raise OSError(f"{path} changed while it was being sent")
+                        raise OSError(f"{source.name} changed while it was being sent")
                     left -= len(chunk)
                     yield chunk
-            if size % BLOCK:
-                yield bytes(-size % BLOCK)
-        yield bytes(self.trailer)
+                source.close()
+                if size % BLOCK:
+                    yield bytes(-size % BLOCK)
+            yield bytes(self.trailer)
+        finally:
+            for source, _, _ in self.members:
+                source.close()
 
 
 class StreamSlots:

@@ -15,21 +15,17 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
 from lmtune.layout import MANIFEST, DataLayout, read_manifest
+from lmtune.problems import quote
 from lmtune.services import RequestError
 from lmtune.store import records
+from lmtune.store.models import Job, JobStatus
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, not_found
 from service.routes.jobs import owned_job
 from service.schemas import JobCheckpoint, ListResponse, ManifestEntry
-from service.streaming import CHUNK, TarArchive
+from service.streaming import HeldFileResponse, TarArchive
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["checkpoints and downloads"])
-
-
-class _LargeChunkFileResponse(FileResponse):
-    """Starlette reads 64 KiB per thread hop; large blocks serve a file at disk (page cache) speed."""
-
-    chunk_size = CHUNK
 
 
 @router.get("/checkpoints", response_model=ListResponse[JobCheckpoint], responses=documented(404))
@@ -90,17 +86,33 @@ def _checkpoint_folder(job_id, checkpoint_id, owner, db, settings) -> Path:
 
 
 def _final_folder(job_id, owner, db, settings) -> Path:
-    owned_job(db, job_id, owner)
+    job = owned_job(db, job_id, owner)
     folder = DataLayout(settings.data_dir).job(job_id).final
     if not (folder / MANIFEST).exists():
-        raise RequestError(
-            404, f"job {job_id} has no final model yet: it is written when the job succeeds", code="not_ready"
-        )
+        raise _no_final_model(job)
     return folder
 
 
+def _no_final_model(job: Job) -> RequestError:
+    if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
+        return RequestError(
+            404,
+            f"job {job.id} was {job.status.value} and has no final model (one is written only when a job "
+            "succeeds); GET .../checkpoints lists the checkpoints it kept, which download the same way",
+            code="no_final_model",
+        )
+    return RequestError(
+        404, f"job {job.id} has no final model yet: it is written when the job succeeds", code="not_ready"
+    )
+
+
 def _archive(folder: Path, name: str) -> StreamingResponse:
-    archive = TarArchive(folder, [*sorted(read_manifest(folder)), MANIFEST], name)
+    try:
+        archive = TarArchive(folder, [*sorted(read_manifest(folder)), MANIFEST], name)
+    except FileNotFoundError:  # removed since the manifest was read (a checkpoint pruned, a job deleted)
+        raise RequestError(
+            404, "the folder was removed while the download began; list it again", code="not_found"
+        ) from None
     return StreamingResponse(
         archive,
         media_type="application/x-tar",
@@ -119,11 +131,18 @@ def _listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
 def _file(folder: Path, path: str) -> FileResponse:
     entry = read_manifest(folder).get(path)
     if entry is None:
-        raise RequestError(404, f"no file {path!r} in this folder; GET .../files lists them", code="file_not_found")
+        raise RequestError(
+            404, f"no file {quote(path)} in this folder; GET .../files lists them", code="file_not_found"
+        )
     digest = base64.b64encode(bytes.fromhex(entry["sha256"])).decode()
-    return _LargeChunkFileResponse(
-        folder / entry["path"],
-        filename=Path(path).name,
-        media_type="application/octet-stream",
-        headers={"X-Checksum-SHA256": entry["sha256"], "Repr-Digest": f"sha-256=:{digest}:"},
-    )
+    try:
+        return HeldFileResponse(
+            folder / entry["path"],
+            filename=Path(path).name,
+            media_type="application/octet-stream",
+            headers={"X-Checksum-SHA256": entry["sha256"], "Repr-Digest": f"sha-256=:{digest}:"},
+        )
+    except FileNotFoundError:  # removed since the manifest was read (a checkpoint pruned, a job deleted)
+        raise RequestError(
+            404, f"{quote(path)} was removed while the download began; list the files again", code="file_not_found"
+        ) from None

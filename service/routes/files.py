@@ -24,7 +24,7 @@ async def upload_file(
     owner: OwnerDep,
     db: DbDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> FileObject:
     """Upload a JSONL training file (multipart: `file`, `purpose=fine-tune`). It is streamed to disk
     and cut off at the size limit (413), then every line is checked; a bad file is refused with the

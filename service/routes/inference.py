@@ -25,7 +25,7 @@ from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.services import RequestError
 from service.deps import DbDep, OwnerDep, SettingsDep
-from service.errors import documented, error_response
+from service.errors import documented, error_response, error_type
 from service.inference_client import InferenceClient, ServerBusy, Upstream, upstream_error
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -33,6 +33,9 @@ MAX_N = 4
 MAX_STOP = 4
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS = 4096
+# a seed every JSON client keeps exact (JavaScript's safe integers; the OpenAPI document holds its bounds as
+# floats); the sampler itself takes any integer
+SEED_MIN, SEED_MAX = -(2**53 - 1), 2**53 - 1
 
 
 StopText = Annotated[str, Field(min_length=1, max_length=256)]
@@ -45,7 +48,9 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2, description="0: greedy")
     top_p: float = Field(1.0, gt=0, le=1)
     stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = None
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="The same seed and request give the same answers"
+    )
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: dict[str, bool] | None = Field(
@@ -247,7 +252,14 @@ async def _stream(upstream: Upstream, shape: _Shape, include_usage: bool) -> Asy
         if event["event"] == "error":
             error = upstream_error(shape.model, event)
             yield sse(
-                {"error": {"message": error.message, "type": "server_error", "param": error.param, "code": error.code}}
+                {
+                    "error": {
+                        "message": error.message,
+                        "type": error_type(error.status, error.code),
+                        "param": error.param,
+                        "code": error.code,
+                    }
+                }
             )
             return
         shape.add(event)

@@ -37,12 +37,16 @@ def retrieve_model(model_id: str, owner: OwnerDep, db: DbDep) -> ModelObject:
     return ModelObject.of_fine_tuned(row)
 
 
-@router.delete("/{model_id:path}", response_model=Deleted, responses=documented(400, 404))
+@router.delete("/{model_id:path}", response_model=Deleted, responses=documented(403, 404))
 def delete_model(model_id: str, owner: OwnerDep, db: DbDep) -> Deleted:
-    """Delete a fine-tuned model from the catalogue (its job's files stay until the job is removed)."""
+    """Delete a fine-tuned model from the catalogue (its job's files stay until the job is removed);
+    a catalogue model is 403, as OpenAI answers for a model the key does not own."""
     if model_id in _catalogue_models():
         raise RequestError(
-            400, f"{model_id!r} is a catalogue model; only fine-tuned models can be deleted", param="model"
+            403,
+            f"{model_id!r} is a catalogue model; only fine-tuned models can be deleted",
+            param="model",
+            code="model_not_deletable",
         )
     if get_fine_tuned_model(db, model_id, owner) is None:
         raise not_found("model", model_id)

@@ -3,6 +3,7 @@ checkpoint, as the trainer wrote them to the run folder's samples.jsonl."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -52,8 +53,8 @@ def list_samples(
     """Oldest first (by step): what the model answered at each checkpoint; `after` is the id of the
     last set seen. The prompts are `training.sample_prompts`, or the first of the validation file."""
     owned_job(db, job_id, owner)
-    rows = {row["step"]: row for row in MetricsLog(DataLayout(settings.data_dir).job(job_id).samples).read()}
-    sets = [SampleSet(id=sample_set_id(step), **row) for step, row in sorted(rows.items())]
-    ids = [s.id for s in sets]
-    start = ids.index(after) + 1 if after in ids else 0
-    return ListResponse(data=sets[start : start + limit], has_more=len(sets) > start + limit)
+    seen = re.fullmatch(r"ftsamples-step-(\d{1,12})", after or "")
+    rows, more = MetricsLog(DataLayout(settings.data_dir).job(job_id).samples).page(
+        int(seen.group(1)) if seen else 0, limit
+    )
+    return ListResponse(data=[SampleSet(id=sample_set_id(row["step"]), **row) for row in rows], has_more=more)

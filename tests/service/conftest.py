@@ -46,6 +46,26 @@ def jsonl(rows: list[dict]) -> bytes:
 GOOD_FILE = jsonl(chat_examples(12, seed=3))
 
 
+def asgi_request(api, method: str, path: str, headers: list[tuple[bytes, bytes]] = ()) -> dict:
+    """The ASGI scope of one HTTP request by alice, for tests that drive the app message by message
+    (a client hanging up, something happening between the headers and the body)."""
+    authorization = (b"authorization", api.alice["Authorization"].encode())
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), authorization, *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
 @contextmanager
 def running_api(tmp_path, **overrides):
     """An API on its own data folder with keys for alice and bob and an in-memory queue; keyword

@@ -60,6 +60,26 @@ def test_quota_and_stream_limits_are_documented(spec):
     assert any(p["in"] == "header" and p["name"].lower() == "last-event-id" for p in events["parameters"])
 
 
+def test_the_answers_probes_found_are_the_documented_ones(spec):
+    paths = spec["paths"]
+    delete_model = paths["/v1/models/{model_id}"]["delete"]["responses"]
+    assert "403" in delete_model  # a catalogue model: 403, as OpenAI
+    for route in ("/v1/completions", "/v1/chat/completions"):
+        assert {"400", "404", "429", "503"} <= set(paths[route]["post"]["responses"])  # 400: past the context
+    schemas = spec["components"]["schemas"]
+    for body in ("CompletionRequest", "ChatCompletionRequest"):
+        seed = schemas[body]["properties"]["seed"]["anyOf"][0]
+        assert (seed["minimum"], seed["maximum"]) == (-(2**53 - 1), 2**53 - 1)
+        assert schemas[body]["properties"]["temperature"] == {
+            "type": "number",
+            "maximum": 2.0,
+            "minimum": 0.0,
+            "title": "Temperature",
+            "description": "0: greedy",
+            "default": 1.0,
+        }
+
+
 def test_the_evals_and_graders_routes_are_documented_with_their_errors(spec):
     paths = spec["paths"]
     assert {"400", "404", "503"} <= set(paths["/v1/fine_tuning/alpha/graders/run"]["post"]["responses"])

@@ -1,6 +1,9 @@
-"""Generated requests against the live OpenAPI document (schemathesis): no server error, and every
-answer has a documented status, content type and body schema. Bounded: a few examples an operation."""
+"""Generated requests against the live OpenAPI document (schemathesis), the model server wired in:
+no server error, every answer has a documented status, content type and body schema, and a request
+the document calls valid is accepted (or is a 404/409 of an object that does not exist or is in
+another state). Bounded: a few examples an operation."""
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -9,15 +12,21 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from lmtune.settings import Settings
 from lmtune.store.keys import create_key
 from service.app import create_app
+from service.inference_client import InferenceClient
+from workers.serving.engine import ModelCache
+from workers.serving.server import create_serving_app
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION = 12
-# requests whose fields are checked together, past what a schema can say: a file's lines, a job's fields,
-# a grader's formula against its graders' names, an eval's item_schema, a run's items against it
+# requests whose fields are checked together, past what a schema can say, each refusal a 400 naming the
+# field and tested elsewhere: a file's lines, a job's fields, a prompt and max_tokens against the model's
+# context, a grader's formula against its graders' names, an eval's item_schema, a run's items against it
 CROSS_CHECKED = {
     "POST /v1/files",
     "POST /v1/fine_tuning/jobs",
+    "POST /v1/chat/completions",
+    "POST /v1/completions",
     "POST /v1/fine_tuning/alpha/graders/run",
     "POST /v1/fine_tuning/alpha/graders/validate",
     "POST /v1/evals",
@@ -45,6 +54,10 @@ def live(tmp_path_factory):
             stream_keepalive_seconds=0.5,
         )
     )
+    app.state.inference = InferenceClient(
+        "http://models",
+        transport=httpx.ASGITransport(create_serving_app(ModelCache(max_models=1, max_bytes=1 << 30, device="cpu"))),
+    )
     return app, create_key(app.state.db, "schemathesis")[1]
 
 
@@ -61,10 +74,6 @@ def test_generated_requests_get_documented_answers(live):
             max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
         def check(case):
-            # an upload's content is checked line by line, past what a schema can say: a schema-valid
-            # request may be refused there, with a documented 400
-            # checks a schema cannot express: a file's lines, and a job's fields together (early stopping
-            # needs a validation file); each such refusal is a 400 naming the field, tested elsewhere
             excluded = [positive_data_acceptance] if case.operation.label in CROSS_CHECKED else []
             case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, excluded_checks=excluded)
 

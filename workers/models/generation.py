@@ -18,12 +18,16 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from workers.models.chat_format import CHATML_TEMPLATE
 
 REPLACEMENT = "\ufffd"  # what a decoder shows for a UTF-8 sequence cut in the middle
+# Below this temperature sampling is greedy decoding: the logits divided by it leave float range
+# (1e-300 gives inf - inf = NaN probabilities), and long before that only the top token has any mass.
+MIN_SAMPLING_TEMPERATURE = 1e-4
+SEED_RANGE = 2**64  # torch's generator takes a seed in [-2**63, 2**64); any other int is folded into it
 
 
 @dataclass(frozen=True)
 class GenerationParams:
     max_tokens: int = 64
-    temperature: float = 0.0  # 0: greedy
+    temperature: float = 0.0  # 0 (or below MIN_SAMPLING_TEMPERATURE): greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
@@ -187,10 +191,11 @@ def _pad_id(tokenizer, stop_ids: list[int]) -> int:
 
 
 def _config(params: GenerationParams, stop_ids: list[int], pad: int) -> GenerationConfig:
-    """`generate()`'s settings for these params (greedy at temperature 0); seeds torch when asked."""
-    sampling = params.temperature > 0
+    """`generate()`'s settings for these params (greedy at temperature 0, or below
+    MIN_SAMPLING_TEMPERATURE); seeds torch when asked (any integer, folded into its range)."""
+    sampling = params.temperature >= MIN_SAMPLING_TEMPERATURE
     if params.seed is not None:
-        torch.manual_seed(params.seed)
+        torch.manual_seed(params.seed % SEED_RANGE)
     return GenerationConfig(
         max_new_tokens=params.max_tokens,
         do_sample=sampling,

@@ -27,8 +27,9 @@ def load_tokenizer(source: str, name: str | None = None):
     return tokenizer
 
 
-def check_context_length(source: str, name: str, max_seq_length: int) -> None:
-    """A max_seq_length past the model's context fails now, not as a shape error mid-run."""
+def check_context_length(source: str, name: str, max_seq_length: int) -> int | None:
+    """A max_seq_length past the model's context fails now, not as a shape error mid-run. Returns
+    the context (None when the model's config does not say)."""
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -40,6 +41,7 @@ def check_context_length(source: str, name: str, max_seq_length: int) -> None:
             f"(its max_position_embeddings); use at most {context:,}",
             param="training.max_seq_length",
         )
+    return context
 
 
 def is_lora(model) -> bool:

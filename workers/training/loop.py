@@ -162,7 +162,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
 
     # data: validated whole before any compute
     tokenizer = load_tokenizer(spec.model, model_name)
-    check_context_length(spec.model, model_name, settings.max_seq_length)
+    context = check_context_length(spec.model, model_name, settings.max_seq_length)
     train_data = _load_data("training_file", spec.training_file, tokenizer, settings.max_seq_length, MIN_EXAMPLES)
     valid_data = (
         _load_data("validation_file", spec.validation_file, tokenizer, settings.max_seq_length, min_examples=1)
@@ -170,6 +170,8 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         else None
     )
     hp = resolve_hyperparameters(spec, len(train_data), world)
+    # the sample prompts, counted in tokens against the context, before any compute
+    sampler = Sampler(spec, tokenizer, layout, accelerator, context, hp.total_steps)
     plan = StepPlan(
         len(train_data), hp.batch_size, settings.gradient_accumulation_steps, world, spec.seed, settings.shuffle
     )
@@ -226,7 +228,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         metrics=metrics,
         progress=progress,
         fence=fence,
-        sampler=Sampler(spec, tokenizer, layout, accelerator, progress.step),
+        sampler=sampler.starting_at(progress.step),
         watch=watch,
         history=history,
         last_row=history[-1] if history else {},

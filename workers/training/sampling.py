@@ -3,11 +3,17 @@ greedily, and the set is appended to samples.jsonl with its step and the time ge
 
 The prompts are `training.sample_prompts`, or the first few of the validation file (else the
 training file): a chat row's messages before its last assistant turn, or a row's `prompt`.
+
+Their work is bounded, whatever the settings: they are counted in tokens when the trainer starts
+(each prompt with its answer within the model's context, a whole set within MAX_SAMPLE_SET_TOKENS;
+given prompts past either fail the job at once naming the field, default ones past them are left
+out), and a run takes at most MAX_SAMPLE_SETS sets, at evenly spaced checkpoints and the last.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -16,7 +22,8 @@ from accelerate.utils import DistributedType
 
 from lmtune.layout import RunLayout
 from lmtune.metrics_log import MetricsLog
-from lmtune.spec import JobSpec
+from lmtune.spec import MAX_SAMPLE_SET_TOKENS, MAX_SAMPLE_SETS, JobSpec
+from workers.models.errors import InvalidSettingsError
 from workers.models.generation import GenerationParams, end_of_turn_ids, generate, prompt_ids
 
 DEFAULT_PROMPTS = 3
@@ -46,23 +53,72 @@ class Sampler:
     """Only the main process generates; the unwrapped model answers, outside of data parallelism.
     A model sharded by FSDP would need every process to generate, so no samples are taken there."""
 
-    def __init__(self, spec: JobSpec, tokenizer, layout: RunLayout, accelerator: Accelerator, start_step: int):
+    def __init__(
+        self,
+        spec: JobSpec,
+        tokenizer,
+        layout: RunLayout,
+        accelerator: Accelerator,
+        context: int | None,
+        total_steps: int,
+    ):
         settings = spec.training
-        if settings.sample_prompts is not None:
-            self.prompts = [p if isinstance(p, str) else [m.model_dump() for m in p] for p in settings.sample_prompts]
+        given = settings.sample_prompts is not None
+        if given:
+            prompts = [p if isinstance(p, str) else [m.model_dump() for m in p] for p in settings.sample_prompts]
         else:
-            self.prompts = default_prompts(spec.validation_file or spec.training_file)
+            prompts = default_prompts(spec.validation_file or spec.training_file)
+        self.tokenizer, self.accelerator = tokenizer, accelerator
+        self.params = GenerationParams(max_tokens=settings.sample_max_tokens)
+        self.prompts = self._within_bounds(prompts, context, strict=given)
         self.active = (
             bool(self.prompts) and accelerator.is_main_process and accelerator.distributed_type != DistributedType.FSDP
         )
-        self.tokenizer, self.accelerator = tokenizer, accelerator
-        self.params = GenerationParams(max_tokens=settings.sample_max_tokens)
+        self.every = math.ceil(total_steps / MAX_SAMPLE_SETS)  # steps between sets, at least
+        self.total_steps = total_steps
         self.log = MetricsLog(layout.samples)
-        if accelerator.is_main_process:  # sets past the step this run starts at (0 without a checkpoint) come again
-            self.log.truncate_after(start_step)
+        self.last_step = 0
+
+    def _within_bounds(self, prompts: list, context: int | None, strict: bool) -> list:
+        """The prompts whose tokens fit: each with its answer in the context, all in one set's budget.
+        A given prompt that does not fit is an error naming it; a default one is left out."""
+        answer = self.params.max_tokens
+        kept, used = [], 0
+        for index, prompt in enumerate(prompts):
+            tokens = len(prompt_ids(self.tokenizer, prompt))
+            problem = None
+            if context and tokens + answer > context:
+                problem = (
+                    f"is {tokens:,} tokens, which with sample_max_tokens ({answer:,}) is more than the model's "
+                    f"context of {context:,} tokens"
+                )
+            elif used + tokens + answer > MAX_SAMPLE_SET_TOKENS:
+                problem = (
+                    f"brings the sample set to {used + tokens + answer:,} tokens (prompts, plus sample_max_tokens "
+                    f"for each answer), more than the {MAX_SAMPLE_SET_TOKENS:,} allowed; use fewer or shorter "
+                    "prompts, or a lower sample_max_tokens"
+                )
+            if problem and strict:
+                raise InvalidSettingsError(
+                    f"training.sample_prompts.{index} {problem}", param=f"training.sample_prompts.{index}"
+                )
+            if not problem:
+                kept.append(prompt)
+                used += tokens + answer
+        return kept
+
+    def starting_at(self, step: int) -> Sampler:
+        """From a run's first step (0, or the checkpoint it resumes at): sets past it come again."""
+        self.last_step = step
+        if self.accelerator.is_main_process:
+            self.log.truncate_after(step)
+        return self
 
     def at_checkpoint(self, model, step: int) -> None:
-        if not self.active:
+        # a set when a multiple of `every` steps was passed since the last checkpoint, and at the end
+        due = step // self.every > self.last_step // self.every or step >= self.total_steps
+        self.last_step = step
+        if not (self.active and due):
             return
         model = self.accelerator.unwrap_model(model)
         stop_ids = end_of_turn_ids(self.tokenizer)

@@ -34,9 +34,14 @@ def test_selective_checkpointing_keeps_matrix_products_and_attention_and_recompu
 
 @pytest.mark.slow  # three processes
 def test_selective_checkpointing_lowers_the_peak_of_a_step_and_full_lowers_it_most(tmp_path):
-    model = make_tiny_model(tmp_path / "model", hidden_size=256, num_layers=8, num_heads=4, intermediate_size=1024)
+    # an MLP 8x the hidden size, as real models have (about 3-4x; SmolLM2 2.7x), so that what
+    # `selective` recomputes (the MLP's activations) weighs as it does there: measured off 1,614 MB,
+    # selective 1,120 (0.69x), full 616 (0.55x of selective). With the MLP at 4x, selective was 0.80x
+    # of off, and allocator noise under load crossed a bound set there (816.7 against 0.8 x 1,014.9).
+    model = make_tiny_model(tmp_path / "model", hidden_size=256, num_layers=8, num_heads=4, intermediate_size=2048)
     growth = {mode: _peak_growth_of_one_step(model, mode) for mode in ("off", "selective", "full")}
-    assert growth["full"] < growth["selective"] < 0.8 * growth["off"], growth
+    assert growth["selective"] < 0.8 * growth["off"], growth  # 0.69x measured: 110 MB of margin at least
+    assert growth["full"] < 0.8 * growth["selective"], growth  # 0.55x measured
 
 
 def _peak_growth_of_one_step(model, mode: str) -> float:
