@@ -2,7 +2,8 @@
 greedily, and the set is appended to samples.jsonl with its step and the time generation took.
 
 The prompts are `training.sample_prompts`, or the first few of the validation file (else the
-training file): a chat row's messages before its last assistant turn, or a row's `prompt`.
+training file): a chat row's messages before its last assistant turn (with its tools, if it has
+any), or a row's `prompt`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from accelerate.utils import DistributedType
 from lmtune.layout import RunLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import JobSpec
+from lmtune.tool_calls import Conversation, check_conversation
+from workers.models.chat_format import conversation_prompt_ids, tool_format_of
 from workers.models.generation import GenerationParams, end_of_turn_ids, generate, prompt_ids
 
 DEFAULT_PROMPTS = 3
 SCANNED_LINES = 100  # where default prompts are looked for
 
 
-def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[str | list[dict]]:
-    prompts: list[str | list[dict]] = []
+def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[str | list[dict] | Conversation]:
+    prompts: list[str | list[dict] | Conversation] = []
     with Path(path).open() as handle:
         for _, line in zip(range(SCANNED_LINES), handle):
             if len(prompts) == count:
@@ -35,9 +38,14 @@ def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[str 
             if "prompt" in row:
                 prompts.append(row["prompt"])
             elif "messages" in row:
-                messages = row["messages"]
+                chat = check_conversation(
+                    row["messages"], row.get("tools"), row.get("functions"), row.get("parallel_tool_calls")
+                )
+                messages = chat.messages
                 last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=0)
-                if last > 0:
+                if last > 0 and chat.uses_tools:  # the tools are offered as in training
+                    prompts.append(Conversation(messages[:last], chat.tools, chat.parallel_tool_calls))
+                elif last > 0:
                     prompts.append([{"role": m["role"], "content": m["content"]} for m in messages[:last]])
     return prompts
 
@@ -82,11 +90,15 @@ class Sampler:
             }
         )
 
-    def _answer(self, model, prompt: str | list[dict], stop_ids: list[int]) -> dict:
-        ids = prompt_ids(self.tokenizer, prompt)
+    def _answer(self, model, prompt: str | list[dict] | Conversation, stop_ids: list[int]) -> dict:
+        if isinstance(prompt, Conversation):
+            ids = conversation_prompt_ids(self.tokenizer, prompt, tool_format_of(self.tokenizer), offer_tools=True)
+            shown = {"prompt": prompt.messages, "tools": prompt.tools}
+        else:
+            ids, shown = prompt_ids(self.tokenizer, prompt), {"prompt": prompt}
         [choice] = generate(model, self.tokenizer, ids, self.params, stop_ids=stop_ids)
         return {
-            "prompt": prompt,
+            **shown,
             "completion": choice.text,
             "completion_tokens": choice.tokens,
             "finish_reason": choice.finish_reason,
