@@ -241,7 +241,11 @@ def test_a_named_function_is_begun_for_the_model(real):
             "messages[1].tool_calls[0].function.arguments",
             "not valid JSON",
         ),
-        ({"tools": [{"type": "function", "function": {"name": "f", "strict": "maybe"}}]}, "tools.0.function.strict", ""),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "strict": "maybe"}}]},
+            "tools.0.function.strict",
+            "",
+        ),
     ],
 )
 def test_bad_tools_are_400s_naming_the_field(api, extra, param, words):
