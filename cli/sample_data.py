@@ -58,7 +58,7 @@ def _city_tool(name: str, description: str) -> dict:
             "description": description,
             "parameters": {
                 "type": "object",
-                "properties": {"city": {"type": "string", "description": "The city's name"}},
+                "properties": {"city": {"type": "string"}},
                 "required": ["city"],
             },
         },

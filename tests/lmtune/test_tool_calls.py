@@ -6,17 +6,11 @@ import json
 
 import pytest
 
+from cli.sample_data import TOOLS
 from lmtune.tool_calls import MAX_TOOLS, check_conversation
 from lmtune.training_data import DatasetError, validate_jsonl_lines
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+WEATHER = TOOLS[0]  # get_weather(city)
 
 
 def call(call_id="call_1", name="get_weather", arguments='{"city": "Paris"}') -> dict:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from transformers import AutoTokenizer
 
+from cli.sample_data import TOOLS
 from lmtune.tool_calls import check_conversation
 from service.inference_client import InferenceClient
 from workers.models.chat_format import conversation_prompt_ids
@@ -25,15 +26,8 @@ from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
 from workers.serving.tool_answers import Reading, ToolRequest
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {**WEATHER, "function": {**WEATHER["function"], "name": "get_time", "description": "The time in a city"}}
+WEATHER = TOOLS[0]  # get_weather(city)
+TIME = TOOLS[1]  # get_local_time(city)
 ASK = [{"role": "user", "content": "Weather in Paris and Oslo?"}]
 TWO_CALLS = (
     'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
@@ -195,14 +189,14 @@ def test_a_named_function_is_begun_for_the_model(real):
             model="lmtune-tiny",
             messages=ASK,
             tools=[WEATHER, TIME],
-            tool_choice={"type": "function", "function": {"name": "get_time"}},
+            tool_choice={"type": "function", "function": {"name": "get_local_time"}},
             max_tokens=3,
             temperature=0,
         )
         .choices
     )
     # the random model cannot finish the call, so the begun call and its words come back as content
-    assert choice.message.content.startswith('<tool_call>\n{"name": "get_time", "arguments":')
+    assert choice.message.content.startswith('<tool_call>\n{"name": "get_local_time", "arguments":')
 
 
 @pytest.mark.parametrize(
@@ -217,7 +211,7 @@ def test_a_named_function_is_begun_for_the_model(real):
         ({"tools": [WEATHER, WEATHER]}, "tools[1]", "listed twice"),
         ({"tool_choice": "required"}, "tool_choice", "no tools"),
         (
-            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_local_time"}}},
             "tool_choice.function.name",
             "does not list",
         ),

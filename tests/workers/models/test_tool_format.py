@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.sample_data import TOOLS
 from lmtune.tool_calls import check_conversation
 from lmtune.training_data import Row
 from workers.models.chat_format import TemplateError, chat_segments, tool_format_of
@@ -15,13 +16,7 @@ from workers.models.tool_format import FALLBACK, CallSplitter, ToolFormat, parse
 from workers.training.data import IGNORE_INDEX, encode_row
 
 HERMES_STYLE = (Path(__file__).parent / "hermes_style_template.jinja").read_text()
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+WEATHER = TOOLS[0]  # get_weather(city)
 ROW = {
     "messages": [
         {"role": "user", "content": "Weather in Paris and Oslo?"},
