@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from cli.sample_data import TOOLS
 from lmtune.tool_calls import check_conversation
@@ -75,6 +76,21 @@ def test_a_template_without_tools_gets_the_fallback_format_and_loss_on_calls_not
     assert results == (
         "<|im_start|>user\n<tool_response>\n18\n</tool_response>\n<tool_response>\n9\n</tool_response><|im_end|>\n"
         "<|im_start|>assistant\n"
+    )
+    assert answer == "18 in Paris, 9 in Oslo.<|im_end|>\n"
+
+
+@pytest.mark.slow  # the real model's tokenizer
+def test_smollm2s_template_gets_the_fallback_with_the_loss_on_its_calls_and_answers(smollm2):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)  # its template renders role and content only
+    assert tool_format_of(tokenizer) == FALLBACK
+    system, calls, results, answer = texts(runs(ROW, tokenizer), [False, True, False, True])
+    assert system.startswith("<|im_start|>system\n# Tools\n")  # the tools' system turn replaces its default one
+    assert system.endswith("<|im_start|>user\nWeather in Paris and Oslo?<|im_end|>\n<|im_start|>assistant\n")
+    assert calls == CALLS + "<|im_end|>\n"
+    assert results == (
+        "<|im_start|>user\n<tool_response>\n18\n</tool_response>\n<tool_response>\n9\n</tool_response>"
+        "<|im_end|>\n<|im_start|>assistant\n"
     )
     assert answer == "18 in Paris, 9 in Oslo.<|im_end|>\n"
 
