@@ -97,7 +97,7 @@ def make_sample_data_command(path: str, kind: str, examples: int, seed: int, spr
 
     rows = tool_examples(examples, seed=seed) if kind == "tools" else chat_examples(examples, seed=seed, spread=spread)
     write_jsonl(rows, path)
-    click.echo(f"{examples} {kind} examples written to {path}")
+    click.echo(f"{examples} {'tool-calling' if kind == 'tools' else kind} examples written to {path}")
 
 
 @main.command()
