@@ -25,7 +25,15 @@ from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.problems import quote, quote_names
 from lmtune.services import RequestError
-from lmtune.tool_calls import MAX_CALLS, MAX_TOOLS, Conversation, ToolProblem, check_conversation, function_names
+from lmtune.tool_calls import (
+    FUNCTION_NAME,
+    MAX_CALLS,
+    MAX_TOOLS,
+    Conversation,
+    ToolProblem,
+    check_conversation,
+    function_names,
+)
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, error_response
 from service.inference_client import InferenceClient, ServerBusy, Upstream, upstream_error
