@@ -26,7 +26,6 @@ from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.problems import quote, quote_names
 from lmtune.services import RequestError
 from lmtune.tool_calls import (
-    FUNCTION_NAME,
     MAX_CALLS,
     MAX_TOOLS,
     Conversation,
