@@ -311,8 +311,7 @@ class _Shape:
 
     def call_chunks(self, index: int, call: dict) -> list[dict]:
         """A call as OpenAI streams one: its id, type and name (arguments empty), then its arguments."""
-        whole = _tool_call(call)
-        header = {**whole, "function": {"name": call["name"], "arguments": ""}}
+        header = {"index": call["index"], **_tool_call({**call, "arguments": ""})}
         arguments = {"index": call["index"], "function": {"arguments": call["arguments"]}}
         return [
             self._object(
@@ -367,20 +366,11 @@ async def _stream(upstream: Upstream, shape: _Shape, include_usage: bool) -> Asy
 
 
 def _tool_call(call: dict) -> dict:
-    return {
-        "index": call["index"],
-        "id": call["id"],
-        "type": "function",
-        "function": {"name": call["name"], "arguments": call["arguments"]},
-    }
+    return {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
 
 
 def _message(text: str, calls: list[dict]) -> dict:
     """An answer with calls has content null unless the model also wrote text."""
     if not calls:
         return {"role": "assistant", "content": text}
-    return {
-        "role": "assistant",
-        "content": text or None,
-        "tool_calls": [{k: v for k, v in c.items() if k != "index"} for c in calls],
-    }
+    return {"role": "assistant", "content": text or None, "tool_calls": calls}
