@@ -179,7 +179,7 @@ class _Rules:
         return {"role": "tool", "tool_call_id": call_id, "name": name, "content": content}
 
     def _assistant(self, message: dict, where: str) -> dict:
-        if "tool_calls" in message and "function_call" in message:
+        if message.get("tool_calls") is not None and message.get("function_call") is not None:
             raise ToolProblem(where, "has both tool_calls and the legacy function_call; give one")
         calls = self._calls(message, where)
         checked: dict = {"content": self._content(message, where, required=not calls, empty=bool(calls))}
