@@ -45,7 +45,7 @@ CITIES = (
     "Seoul Hanoi Manila Jakarta Mumbai Delhi Dhaka Karachi Tehran Dubai"
 ).split()
 HELD_OUT_CITIES = "Helsinki Santiago Edinburgh Geneva Kyoto Vancouver".split()
-WEATHER_QUESTIONS = ("What is the weather in {}?", "Is it raining in {} right now?", "How warm is it in {} today?")
+WEATHER_QUESTIONS = ("What is the weather in {}?", "Is it raining in {} right now?", "How hot is it in {}?")
 TIME_QUESTIONS = ("What time is it in {}?", "What is the local time in {}?", "Tell me the current time in {}.")
 SKIES = ("clear", "cloudy", "rainy", "foggy")
 

@@ -29,7 +29,7 @@ def held_out() -> list[tuple[str, str, str]]:
 
 def test_a_lora_fine_tune_on_tool_rows_makes_smollm2_call_functions_through_the_sdk(smollm2_service):
     client, deployment = smollm2_service
-    training = client.files.create(file=("tools.jsonl", jsonl(tool_examples(40, seed=1))), purpose="fine-tune")
+    training = client.files.create(file=("tools.jsonl", jsonl(tool_examples(48, seed=1))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model="smollm2-135m-instruct",
         training_file=training.id,
