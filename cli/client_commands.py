@@ -150,6 +150,11 @@ def jobs() -> None:
 @click.option("--suffix", help="Goes into the fine-tuned model's name.")
 @click.option("--gpus", type=click.IntRange(0), default=0, show_default=True, help="GPUs for the job (0: CPU).")
 @click.option("--follow", is_flag=True, help="Then show the job live until it ends (exit status as `jobs follow`).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Create nothing: show the steps, tokens, time and memory the job would take, and warnings (files are uploaded).",
+)
 def jobs_create(
     ctx: Context,
     model,
@@ -163,6 +168,7 @@ def jobs_create(
     suffix,
     gpus,
     follow,
+    dry_run,
 ) -> None:
     """Create a fine-tuning job; local files are uploaded first."""
     hyperparameters = {
@@ -186,7 +192,11 @@ def jobs_create(
         "gpus": gpus,
         "validation_file": _file_id(ctx, validation_file) if validation_file else None,
     }
-    job = ctx.client.create_job({key: value for key, value in body.items() if value is not None})
+    body = {key: value for key, value in body.items() if value is not None}
+    if dry_run:
+        ctx.show(ctx.client.json("POST", "/fine_tuning/jobs/estimate", json=body), views.estimate_details)
+        return
+    job = ctx.client.create_job(body)
     if follow:
         raise SystemExit(_follow(ctx, job))
     ctx.show(job, views.job_details)

@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from cli.client_commands import GROUPS as CLIENT_GROUPS
+from cli.eval_commands import GROUPS as EVAL_GROUPS
 from cli.restarting_child import WORKER_NICENESS, RestartingChild
+from cli.webhook_commands import webhooks
 from lmtune.settings import Settings, SettingsError, load_settings
 
 # what the service writes (uploads, the SQLite store, run folders, checkpoints) is its user's alone:
@@ -161,18 +163,31 @@ def _inference_port(url: str) -> int:
     return urlsplit(url).port or 80
 
 
+@main.command("deliver-webhooks")
+def deliver_webhooks() -> None:
+    """Send the webhook deliveries of every key as their events happen, retrying until answered
+    (run one or more per deployment, anywhere that reaches the database; `lmtune up` runs one)."""
+    from lmtune.store.database import open_database
+    from service.webhook_delivery import run_deliverer
+
+    settings = _settings()
+    run_deliverer(settings, open_database(settings.database_url))
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option("--gpus", type=click.IntRange(0), default=None, help="GPUs for the worker; default: all it sees.")
 def up(host: str, port: int, gpus: int | None) -> None:
-    """Run the API, one worker and the model server on this machine. With no REDIS_URL and DATABASE_URL
+    """Run the API, one worker, the model server and the webhook deliverer on this machine. With no REDIS_URL and DATABASE_URL
     it needs no service at all: SQLite, the local data folder and an embedded broker. Prints the
     dashboard URL with the local key (made on first start and saved, 0600, in the data folder)."""
     from cli.local_key import dashboard_url, ensure_local_key, key_file
     from lmtune.store.database import open_database
 
     os.umask(PRIVATE_UMASK)
+    # one machine, its own user's: webhooks to a receiver on this machine or its network are allowed
+    os.environ.setdefault("LMTUNE_WEBHOOK_ALLOW_PRIVATE", "true")
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(
@@ -201,9 +216,14 @@ def up(host: str, port: int, gpus: int | None) -> None:
         [sys.executable, "-m", "cli", "serve-models"],
         on_restart=lambda code: click.echo(f"the model server exited ({code}); starting another", err=True),
     )
+    deliverer = RestartingChild(
+        [sys.executable, "-m", "cli", "deliver-webhooks"],
+        on_restart=lambda code: click.echo(f"the webhook deliverer exited ({code}); starting another", err=True),
+    )
     try:
         serve.callback(host=host, port=port)
     finally:
+        deliverer.stop()
         models.stop()
         worker.stop()
 
@@ -264,7 +284,11 @@ def _local_database():
     return open_database(settings.database_url)
 
 
-for _group in CLIENT_GROUPS:  # files, jobs, models: the HTTP client
+for _group in (
+    *CLIENT_GROUPS,
+    *EVAL_GROUPS,
+    webhooks,
+):  # files, jobs, models, evals, graders, webhooks: the HTTP client
     main.add_command(_group)
 
 if __name__ == "__main__":

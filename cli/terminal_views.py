@@ -93,6 +93,36 @@ def table(rows: list[dict], columns: list[Column]) -> Table:
     return grid
 
 
+def estimate_details(estimate: dict) -> Group:
+    """What a job would take (`jobs create --dry-run`), a field a line, then the warnings."""
+    tokens, memory, examples = estimate["tokens"], estimate["memory"], estimate["examples"]
+    seconds = estimate["estimated_seconds"]
+    gib = lambda value: f"{value / 2**30:.1f} GiB" if value is not None else "unknown"  # noqa: E731
+    fits = {True: "fits", False: "does NOT fit", None: "unknown"}[memory["fits"]]
+    hyper = ", ".join(f"{key}={value}" for key, value in estimate["hyperparameters"].items())
+    fields = [
+        ("model", estimate["model"]),
+        ("queue", estimate["queue"]),
+        ("examples", f"{examples['training']:,} ({examples['truncated']:,} cut, {examples['dropped']:,} skipped)"),
+        ("hyperparameters", hyper),
+        ("steps", f"{estimate['total_steps']:,}"),
+        (
+            "tokens",
+            f"{tokens['trained']:,} trained, {tokens['per_epoch']:,} an epoch (counted with: {tokens['counted_with']})",
+        ),
+        ("time", f"{duration(seconds) if seconds is not None else 'unknown'} ({estimate['estimated_seconds_basis']})"),
+        (
+            "memory",
+            f"about {gib(memory['estimated_bytes'])} per {memory['per']}; workers have {gib(memory['available_bytes'])}: {fits}",
+        ),
+    ]
+    grid = Table.grid(padding=(0, 2))
+    for name, value in fields:
+        grid.add_row(Text(name, style="bold"), Text(str(value)))
+    warnings = [Text(f"warning: {warning}", style="yellow") for warning in estimate["warnings"]]
+    return Group(grid, *warnings)
+
+
 def job_details(job: dict) -> Table:
     """One job, a field a line."""
     metrics = job.get("metrics") or {}

@@ -53,22 +53,7 @@ def submit_job(
     earlier = earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
     if earlier is not None:
         return earlier
-    _check_model(settings, db, spec.model, owner)
-    for field in ("training_file", "validation_file"):
-        file_id = getattr(spec, field)
-        if not file_id:
-            continue
-        row = file_store.get_file(db, file_id, owner)
-        if row is None:
-            raise RequestError(404, f"no file with id {quote(file_id)}", param=field, code="file_not_found")
-        if row.purpose != TRAINING_PURPOSE:
-            raise RequestError(
-                400,
-                f"{field}: {row.id} has purpose {row.purpose!r}; give a file uploaded with "
-                f"purpose {TRAINING_PURPOSE!r}",
-                param=field,
-                code="invalid_file",
-            )
+    check_inputs(settings, db, spec, owner)
     quotas.check_storage(settings, db, owner)
     try:
         with db.session() as session:
@@ -91,6 +76,26 @@ def submit_job(
         return earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
     queue.send(job)
     return job
+
+
+def check_inputs(settings: Settings, db: Database, spec: JobSpec, owner: str) -> None:
+    """The job's model and files exist for this key, and the files are training files (4xx if not)."""
+    _check_model(settings, db, spec.model, owner)
+    for field in ("training_file", "validation_file"):
+        file_id = getattr(spec, field)
+        if not file_id:
+            continue
+        row = file_store.get_file(db, file_id, owner)
+        if row is None:
+            raise RequestError(404, f"no file with id {quote(file_id)}", param=field, code="file_not_found")
+        if row.purpose != TRAINING_PURPOSE:
+            raise RequestError(
+                400,
+                f"{field}: {row.id} has purpose {row.purpose!r}; give a file uploaded with "
+                f"purpose {TRAINING_PURPOSE!r}",
+                param=field,
+                code="invalid_file",
+            )
 
 
 def resume_job(settings: Settings, db: Database, queue: JobQueue, job_id: str, owner: str) -> Job:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LMTUNE_"
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     quota_active_jobs: int = Field(
         4, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_JOBS: a key's jobs queued or running at once"
     )
+    quota_active_eval_runs: int = Field(
+        16, ge=1, le=10_000, description="LMTUNE_QUOTA_ACTIVE_EVAL_RUNS: a key's eval runs queued or running at once"
+    )
     quota_storage_bytes: int = Field(
         100 * 2**30, ge=1, le=1 << 50, description="LMTUNE_QUOTA_STORAGE_BYTES: a key's files and job outputs"
     )
@@ -105,6 +109,17 @@ class Settings(BaseSettings):
     serve_queue: int = Field(
         8, ge=0, le=1024, description="LMTUNE_SERVE_QUEUE: requests that may wait beyond those; more get 429"
     )
+    python_grader_sandbox: Literal["strict", "weak", "off"] = Field(
+        "strict",
+        description="LMTUNE_PYTHON_GRADER_SANDBOX: strict runs python graders only with every isolation layer "
+        "(docs/evals.md), weak with what the kernel offers, off refuses them",
+    )
+    python_grader_seconds: float = Field(
+        30, gt=0, le=600, description="LMTUNE_PYTHON_GRADER_SECONDS: wall time of one grade(sample, item) call"
+    )
+    python_grader_memory_mb: int = Field(
+        2048, ge=64, le=1 << 20, description="LMTUNE_PYTHON_GRADER_MEMORY_MB: a python grader's address space"
+    )
     redeliver_seconds: float = Field(
         30,
         gt=0,
@@ -112,6 +127,35 @@ class Settings(BaseSettings):
         description="LMTUNE_REDELIVER_SECONDS: how often a worker sends "
         "again the messages of queued jobs that a broker lost",
     )
+
+    webhook_allow_private: bool = Field(
+        False,
+        description="LMTUNE_WEBHOOK_ALLOW_PRIVATE: webhooks may go to loopback and private addresses "
+        "(`lmtune up` sets it; a shared server should not)",
+    )
+    webhook_timeout_seconds: float = Field(
+        10, ge=1, le=60, description="LMTUNE_WEBHOOK_TIMEOUT_SECONDS: a receiver's whole answer to one try"
+    )
+    webhook_first_retry_seconds: float = Field(
+        5, ge=0.1, le=30, description="LMTUNE_WEBHOOK_FIRST_RETRY_SECONDS: the wait before the first retry; it doubles"
+    )
+    webhook_retry_hours: float = Field(
+        72, ge=0.01, le=720, description="LMTUNE_WEBHOOK_RETRY_HOURS: how long after its event a delivery is retried"
+    )
+    webhook_concurrency: int = Field(
+        4, ge=1, le=64, description="LMTUNE_WEBHOOK_CONCURRENCY: tries under way at once to one endpoint, per deliverer"
+    )
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        max_length=512,
+        description="LMTUNE_METRICS_TOKEN: the bearer token GET /metrics asks for; unset: /metrics is off",
+    )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return value or None
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -172,6 +172,55 @@ class TrainingSettings(_Strict):
     """Keep the checkpoint with the lowest validation loss from pruning; it becomes the final model."""
 
 
+MAX_TRACKER_TAGS = 50  # W&B's limits, as OpenAI states them
+MAX_TAG_CHARS = 64
+TrackerName = Annotated[str, Field(min_length=1, max_length=128)]
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
+
+
+class WandbSettings(_Strict):
+    """OpenAI's W&B integration. The API key comes from the worker's environment (WANDB_API_KEY),
+    never from the request; WANDB_MODE=offline keeps the run on the worker's disk."""
+
+    project: TrackerName
+    name: TrackerName | None = None
+    """The run's display name; default: the job's id (also the run's id, so a resumed job continues it)."""
+    entity: TrackerName | None = None
+    tags: Annotated[list[Tag], at_most_items(MAX_TRACKER_TAGS), Field(max_length=MAX_TRACKER_TAGS)] = []
+
+
+class WandbIntegration(_Strict):
+    type: Literal["wandb"]
+    wandb: WandbSettings
+
+
+class TensorboardSettings(_Strict):
+    """lmtune: event files in the run folder's `tensorboard/` (`tensorboard --logdir <data>/jobs`)."""
+
+
+class TensorboardIntegration(_Strict):
+    type: Literal["tensorboard"]
+    tensorboard: TensorboardSettings = TensorboardSettings()
+
+
+class MlflowSettings(_Strict):
+    """lmtune: a run in this experiment, on the worker's MLFLOW_TRACKING_URI (default: a SQLite store
+    in the run folder's `mlflow.db`); credentials from the worker's environment."""
+
+    experiment: TrackerName
+    run_name: TrackerName | None = None
+    tags: Annotated[dict[Tag, Annotated[str, Field(max_length=500)]], at_most_items(MAX_TRACKER_TAGS)] = {}
+
+
+class MlflowIntegration(_Strict):
+    type: Literal["mlflow"]
+    mlflow: MlflowSettings
+
+
+Integration = Annotated[WandbIntegration | TensorboardIntegration | MlflowIntegration, Field(discriminator="type")]
+MAX_INTEGRATIONS = 3
+
+
 class JobSpec(_Strict):
     model: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
     """A hub id or a local folder (the API maps catalogue names to these)."""
@@ -180,12 +229,17 @@ class JobSpec(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     hyperparameters: Hyperparameters = Hyperparameters()
     training: TrainingSettings = TrainingSettings()
+    integrations: Annotated[list[Integration], at_most_items(MAX_INTEGRATIONS), Field(max_length=MAX_INTEGRATIONS)] = []
+    """Experiment trackers the trainer reports to; one that fails never fails the job (a notice says why)."""
 
     @model_validator(mode="after")
     def _validation_file_for_validation_loss(self) -> JobSpec:
         for name in ("early_stopping", "keep_best"):
             if getattr(self.training, name) and not self.validation_file:
                 raise ValueError(f"training.{name} watches the validation loss: give a validation_file")
+        kinds = [integration.type for integration in self.integrations]
+        if len(kinds) != len(set(kinds)):
+            raise ValueError("integrations: give each type at most once")
         return self
 
 
@@ -224,7 +278,8 @@ def error_location(item: dict) -> str:
         for part in item["loc"]
         if not _is_union_branch(part) and part not in ("body", "query", "path")
     ]
-    return ".".join(parts)
+    # a tagged union (integrations) names the tag it chose, then the field of that name: say it once
+    return ".".join(part for i, part in enumerate(parts) if i == 0 or part != parts[i - 1])
 
 
 def _is_union_branch(part: Any) -> bool:

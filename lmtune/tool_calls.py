@@ -38,6 +38,15 @@ MESSAGE_KEYS = {
     "tool": {"role", "content", "tool_call_id", "name"},
     "function": {"role", "content", "name"},
 }
+FALLBACK_OPEN, FALLBACK_CLOSE = "<tool_call>", "</tool_call>"
+ANSWER_OPEN, ANSWER_CLOSE = "<tool_response>", "</tool_response>"
+TOOLS_PROMPT = (
+    "# Tools\n\nYou may call these functions, whose signatures are within <tools></tools>:\n"
+    "<tools>\n{tools}\n</tools>\n\n"
+    "To call one, answer with its name and arguments as JSON within <tool_call></tool_call>:\n"
+    '<tool_call>\n{{"name": <function name>, "arguments": <arguments as a JSON object>}}\n</tool_call>'
+)
+ONE_CALL = "\nCall at most one function in a turn."  # when parallel_tool_calls is false
 JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
 
 
@@ -398,3 +407,49 @@ def _unknown_keys(value: dict, allowed: set[str], where: str) -> None:
 
 def _json_type(value: object) -> str:
     return "null" if value is None else JSON_TYPES.get(type(value), type(value).__name__)
+
+
+# The fallback format (workers/models/tool_format.py) is plain text, so the API's token estimate
+# (lmtune/token_count.py) renders it as the trainer does.
+def fallback_messages(conversation: Conversation, offer_tools: bool = True) -> tuple[list[dict], list[int]]:
+    """The conversation in plain `{role, content}` turns, and which of them are the assistant turns
+    of `conversation.messages` (by position in the result). `offer_tools: False` leaves the tools
+    out of the system message (tool_choice `none`)."""
+    messages = conversation.messages
+    turns: list[dict] = []
+    if conversation.tools and offer_tools:
+        listing = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in conversation.tools)
+        prompt = TOOLS_PROMPT.format(tools=listing) + ("" if conversation.parallel_tool_calls else ONE_CALL)
+        if messages[0]["role"] == "system":
+            turns.append({"role": "system", "content": f"{messages[0]['content']}\n\n{prompt}"})
+            messages = messages[1:]
+        else:
+            turns.append({"role": "system", "content": prompt})
+    assistant_turns = []
+    for message in messages:
+        if message["role"] == "tool":
+            answer = f"{ANSWER_OPEN}\n{message['content']}\n{ANSWER_CLOSE}"
+            if turns and turns[-1].get("answers"):  # the results of one turn's calls share a user turn
+                turns[-1]["content"] += "\n" + answer
+            else:
+                turns.append({"role": "user", "content": answer, "answers": True})
+            continue
+        if message["role"] == "assistant":
+            assistant_turns.append(len(turns))
+            turns.append({"role": "assistant", "content": fallback_assistant_text(message)})
+        else:
+            turns.append({"role": message["role"], "content": message["content"]})
+    return [{"role": t["role"], "content": t["content"]} for t in turns], assistant_turns
+
+
+def fallback_assistant_text(message: dict) -> str:
+    """An assistant turn's text, then each call as a `<tool_call>` block."""
+    calls = [
+        f"{FALLBACK_OPEN}\n{json.dumps(_named_arguments(call), ensure_ascii=False)}\n{FALLBACK_CLOSE}"
+        for call in message.get("tool_calls", [])
+    ]
+    return "\n".join(([message["content"]] if message.get("content") else []) + calls)
+
+
+def _named_arguments(call: dict) -> dict:
+    return {"name": call["function"]["name"], "arguments": call["function"]["arguments"]}

@@ -11,9 +11,11 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from lmtune import quotas
+from lmtune.eval_spec import MAX_INLINE_ITEMS, FileId, RowsError, rows
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
 from lmtune.services import TRAINING_PURPOSE, RequestError, earlier_object, idempotency
@@ -23,7 +25,8 @@ from lmtune.store.database import Database
 from lmtune.store.models import File
 from lmtune.training_data import DatasetError, count_examples
 
-PURPOSES = (TRAINING_PURPOSE,)
+EVALS_PURPOSE = "evals"  # an eval run's items: {"item": {...}, "sample": {...}} a line
+PURPOSES = (TRAINING_PURPOSE, EVALS_PURPOSE)
 MAX_FILENAME_CHARS = 128
 DEFAULT_FILENAME = "upload.jsonl"
 CHUNK = 1 << 20
@@ -103,12 +106,7 @@ def register_upload(
         if earlier is not None:
             upload.discard()
             return earlier
-        try:
-            examples = count_examples(upload.path)
-        except DatasetError as error:
-            raise RequestError(
-                400, f"{filename} is not a valid fine-tuning file:\n{error}", param="file", code="invalid_file"
-            ) from None
+        examples = _count_rows(upload.path, purpose, filename)
         data = DataLayout(settings.data_dir)
         file_id = new_id("file")
         path = data.file(file_id)
@@ -132,6 +130,19 @@ def register_upload(
     except IntegrityError:  # the same key, sent twice at once: the other request stored the file
         path.unlink(missing_ok=True)
         return earlier_object(db, idem, lambda object_id: file_store.get_file(db, object_id, owner))
+
+
+def _count_rows(path: Path, purpose: str, filename: str) -> int:
+    """The file's examples (fine-tune) or items (evals), each line checked; 400 naming the line."""
+    try:
+        if purpose == EVALS_PURPOSE:
+            return len(rows(FileId(type="file_id", id="upload"), path, MAX_INLINE_ITEMS))
+        return count_examples(path)
+    except (DatasetError, RowsError, ValidationError) as error:
+        what = "a valid evals" if purpose == EVALS_PURPOSE else "a valid fine-tuning"
+        raise RequestError(
+            400, f"{filename} is not {what} file:\n{str(error)[:2000]}", param="file", code="invalid_file"
+        ) from None
 
 
 def store_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, stream: BinaryIO) -> File:

@@ -10,8 +10,9 @@ from lmtune.settings import Settings, load_settings
 from lmtune.store.database import open_database
 from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, Limit
 from service.errors import install_error_handlers
+from service.metrics import install_metrics
 from service.openapi import install_openapi
-from service.routes import checkpoints, files, inference, jobs, models, samples
+from service.routes import checkpoints, estimates, evals, files, graders, inference, jobs, models, samples, webhooks
 from service.streaming import StreamSlots
 from service.upload_gate import UploadGate
 from service.web import install_web
@@ -32,7 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = CeleryJobQueue(settings)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     install_error_handlers(app)
-    for router in (files.router, jobs.router, checkpoints.router, samples.router, models.router, inference.router):
+    routers = (files, jobs, checkpoints, samples, models, inference, graders, evals, estimates, webhooks)
+    for router in (*(module.router for module in routers), webhooks.types_router):
         app.include_router(router)
     install_web(app)
     install_openapi(app)
@@ -51,4 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return upload_limit if scope["method"] == "POST" and scope["path"] == "/v1/files" else json_limit
 
     app.add_middleware(BodyLimit, limit_for=body_limit)
+    install_metrics(app, app.state.db, settings.metrics_token)  # outermost: it counts refusals too
     return app

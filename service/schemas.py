@@ -6,9 +6,9 @@ import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from lmtune.spec import Hyperparameters, TrainingSettings, at_most_items
+from lmtune.spec import MAX_INTEGRATIONS, Hyperparameters, Integration, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
 from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job, JobStatus
 
@@ -113,18 +113,14 @@ class JobCreate(BaseModel):
     metadata: Annotated[dict[MetadataKey, MetadataValue] | None, at_most_items(16)] = Field(
         None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512"
     )
-    integrations: Annotated[list[dict] | None, at_most_items(16)] = Field(
-        None, json_schema_extra={"maxItems": 0}, description="Not supported: null or empty"
+    integrations: Annotated[list[Integration] | None, at_most_items(MAX_INTEGRATIONS)] = Field(
+        None,
+        max_length=MAX_INTEGRATIONS,
+        description="Experiment trackers: OpenAI's `wandb`, and lmtune's `tensorboard` and `mlflow`; credentials "
+        "come from the workers' environment",
     )
     training: TrainingSettings = TrainingSettings()
     gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
-
-    @field_validator("integrations")
-    @classmethod
-    def _no_integrations(cls, value: list[dict] | None):
-        if value:
-            raise ValueError("integrations are not supported by lmtune; follow metrics with GET .../metrics")
-        return value
 
 
 class ErrorObject(BaseModel):
@@ -156,7 +152,7 @@ class FineTuningJob(BaseModel):
     result_files: list[str]
     trained_tokens: int | None
     estimated_finish: int | None
-    integrations: list = []
+    integrations: list[dict[str, Any]] = Field(description="as given at create: OpenAI's shape")
     metadata: dict[str, str] | None
     user_provided_suffix: str | None
     # lmtune's additions
@@ -192,6 +188,7 @@ class FineTuningJob(BaseModel):
             result_files=[job.result_file_id] if job.result_file_id else [],
             trained_tokens=job.trained_tokens,
             estimated_finish=job.estimated_finish if job.status == JobStatus.RUNNING else None,
+            integrations=spec.get("integrations", []),
             metadata=job.job_metadata,
             user_provided_suffix=job.suffix,
             training=spec["training"],

@@ -28,7 +28,7 @@ FORM_SCHEMA = {
                     "required": ["file", "purpose"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "JSONL, one example a line"},
-                        "purpose": {"type": "string", "enum": ["fine-tune"]},
+                        "purpose": {"type": "string", "enum": ["fine-tune", "evals"]},
                     },
                 }
             }

@@ -48,6 +48,9 @@ class Deployment:
     def start_worker(self) -> subprocess.Popen:
         return self._start("worker", "worker", "--gpus", "0")
 
+    def start_deliverer(self) -> subprocess.Popen:
+        return self._start("deliverer", "deliver-webhooks")
+
     def start_model_server(self, **settings: str) -> str:
         """`lmtune serve-models` on a free port, which servers started after it use; its base URL."""
         port = free_port()

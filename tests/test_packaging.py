@@ -24,7 +24,7 @@ def test_the_api_installs_without_torch_and_the_worker_with_it():
 def test_compose_builds_the_api_from_the_image_without_torch():
     dockerfile = (ROOT / "Dockerfile").read_text()
     stages = dict(re.findall(r"^FROM \S+ AS (\w+)\n(.*?)(?=^FROM |\Z)", dockerfile, re.M | re.S))
-    assert "[api]" in stages["api"] and "torch" not in stages["api"] and "[worker]" in stages["worker"]
+    assert "[api]" in stages["api"] and "torch" not in stages["api"] and "[worker,trackers]" in stages["worker"]
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"
     # the model server holds models (torch) and answers over HTTP

@@ -19,8 +19,12 @@ from celery.signals import worker_shutting_down
 from lmtune.dispatch import RUN_NEXT_JOB_TASK, create_celery, ring_for_queued_jobs, send_job
 from lmtune.settings import Settings
 from lmtune.store.database import open_database
+from lmtune.store.evals import eval_run_queue, requeue_lost_runs
 from lmtune.store.jobs import queue_name, requeue_lost_jobs
+from lmtune.store.workers import announce_worker, forget_worker
+from workers.eval_runner import run_next_eval
 from workers.job_runner import WorkerContext, run_next_job
+from workers.presence import measure_resources
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,11 @@ def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
 
     @app.task(name=RUN_NEXT_JOB_TASK, ignore_result=True)
     def run_next_job_task(queue: str) -> None:
-        run_next_job(context, queue)
+        # one doorbell for both kinds of work: the evals queue holds eval runs, the others jobs
+        if queue == eval_run_queue(settings.queue_prefix):
+            run_next_eval(context, queue)
+        else:
+            run_next_job(context, queue)
 
     @worker_shutting_down.connect(weak=False)
     def on_shutdown(**_) -> None:
@@ -44,8 +52,9 @@ def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
 
 
 def requeue_lost(context: WorkerContext) -> None:
-    for job in requeue_lost_jobs(context.db, context.settings.max_attempts):
-        send_job(context.settings, job)
+    for work in (requeue_lost_jobs, requeue_lost_runs):
+        for row in work(context.db, context.settings.max_attempts):
+            send_job(context.settings, row)
 
 
 def _repeat(context: WorkerContext, period: float, task, what: str) -> None:
@@ -65,22 +74,44 @@ def start_sweeps(context: WorkerContext) -> None:
         threading.Thread(target=_repeat, args=(context, period, task, what), daemon=True, name="lmtune-sweep").start()
 
 
+def start_presence(context: WorkerContext, queues: list[str]) -> None:
+    """Alive, and what it has, renewed every sweep; gone from the store when it stops."""
+    resources = measure_resources(context.gpus)
+    lasts = 3 * context.settings.sweep_seconds + 10  # a few missed renewals are not yet death
+
+    def renew() -> None:
+        announce_worker(context.db, context.worker_id, queues, resources, context.db.clock(), lasts)
+
+    renew()
+    period = context.settings.sweep_seconds
+    threading.Thread(
+        target=_repeat, args=(context, period, renew, "renewing the worker's presence"), daemon=True
+    ).start()
+
+
 def run_worker(settings: Settings, gpus: int, queues: list[str] | None = None) -> None:
     app, context = build_worker(settings, gpus)
     start_sweeps(context)
-    queues = queues or [queue_name(gpus, settings.queue_prefix)]
+    queues = queues or [queue_name(gpus, settings.queue_prefix), eval_run_queue(settings.queue_prefix)]
+    start_presence(context, queues)
     log.info("worker %s with %d GPUs listening on %s", context.worker_id, gpus, ", ".join(queues))
-    app.worker_main(
-        [
-            "worker",
-            "--pool=solo",  # the job runs in this process; its trainer dies with it
-            "--concurrency=1",
-            "--queues",
-            ",".join(queues),
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"lmtune-{os.getpid()}@%h",
-        ]
-    )
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",  # the job runs in this process; its trainer dies with it
+                "--concurrency=1",
+                "--queues",
+                ",".join(queues),
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                f"lmtune-{os.getpid()}@%h",
+            ]
+        )
+    finally:  # gone at once for the estimates and /metrics (else its row lapses)
+        try:
+            forget_worker(context.db, context.worker_id)
+        except Exception as error:
+            log.warning("could not remove this worker's presence (%s); it lapses by itself", error)

@@ -40,6 +40,8 @@ class WorkerContext:
     # set when the worker is asked to stop (SIGTERM: docker stop, pre-emption): the running job is
     # checkpointed and handed back to the queue
     shutting_down: threading.Event = field(default_factory=threading.Event)
+    # the models eval runs sample (workers.eval_runner), loaded on first use and kept for the next run
+    eval_models: object = None
 
     @property
     def data(self) -> DataLayout:

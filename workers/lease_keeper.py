@@ -12,8 +12,10 @@ log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    def __init__(self, db: Database, job_id: str, attempt: int, lease_seconds: float):
+    def __init__(self, db: Database, job_id: str, attempt: int, lease_seconds: float, beat=heartbeat):
+        """`beat(db, id, attempt, lease_seconds)` renews the lease (a job's by default; an eval run's)."""
         self.db, self.job_id, self.attempt, self.lease_seconds = db, job_id, attempt, lease_seconds
+        self.beat = beat
         self.stale = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job_id}")
@@ -21,7 +23,7 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                heartbeat(self.db, self.job_id, self.attempt, self.lease_seconds)
+                self.beat(self.db, self.job_id, self.attempt, self.lease_seconds)
             except StaleAttempt:
                 self.stale = True
                 return

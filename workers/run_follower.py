@@ -57,7 +57,10 @@ class RunFollower:
         """Each new trainer notice and sample set, as the keyword arguments of a job event. A sample
         set's event carries its step, so the store records it once however often a resumed run or
         a new attempt reads the file again."""
-        messages = [{"message": row["message"], "data": row.get("data")} for row in self._notices.new_rows()]
+        messages = [
+            {"message": row["message"], "data": row.get("data"), "level": row.get("level", "info")}
+            for row in self._notices.new_rows()
+        ]
         for row in self._samples.new_rows():
             first = row["samples"][0]["completion"] if row["samples"] else ""
             preview = first if len(first) <= SAMPLE_PREVIEW_CHARS else first[:SAMPLE_PREVIEW_CHARS] + "…"

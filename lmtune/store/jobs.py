@@ -15,17 +15,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.orm import aliased
 
 from lmtune.ids import new_id
+from lmtune.store import leases
 from lmtune.store.database import Database, get_owned
+from lmtune.store.leases import StaleAttempt, fair_order  # noqa: F401  (StaleAttempt: imported from here by the workers)
 from lmtune.store.models import TERMINAL, ApiKey, Event, FineTunedModel, Job, JobStatus
+from lmtune.store.webhooks import record_job_end
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
-
-
-class StaleAttempt(Exception):
-    """This attempt no longer holds the job: stop without writing anything more."""
 
 
 class WrongState(Exception):
@@ -183,22 +181,8 @@ def list_jobs(
 
 
 def _dispatch_order(queue: str):
-    """The queued jobs of `queue` with their place in dispatch order, as a subquery (id, turn).
-
-    Round-robin across API keys: a key's k-th queued job (k from 0, oldest first) takes its turn
-    after the jobs the key already runs, so `turn` = running jobs of the key + k; ties go to the
-    oldest job (ids sort by creation time). A key with many queued jobs never starves another's one.
-    """
-    running = aliased(Job)
-    running_of_owner = (
-        select(func.count()).where(running.owner == Job.owner, running.status == JobStatus.RUNNING).scalar_subquery()
-    )
-    rank = func.row_number().over(partition_by=Job.owner, order_by=Job.id) - 1
-    return (
-        select(Job.id.label("id"), (running_of_owner + rank).label("turn"))
-        .where(Job.queue == queue, Job.status == JobStatus.QUEUED)
-        .subquery()
-    )
+    """The queued jobs of `queue` with their place in dispatch order (lmtune.store.leases.fair_order)."""
+    return fair_order(Job, queue, JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 def queue_position(db: Database, job: Job) -> int | None:
@@ -265,10 +249,7 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
 
 def fenced(session, job_id: str, attempt: int) -> Job:
     """The job row, locked, if `attempt` still holds it; else StaleAttempt."""
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
-        raise StaleAttempt(f"attempt {attempt} of job {job_id} no longer holds it")
-    return job
+    return leases.fenced(session, Job, job_id, attempt, JobStatus.RUNNING)
 
 
 def heartbeat(db: Database, job_id: str, attempt: int, lease_seconds: float) -> Control:
@@ -332,6 +313,7 @@ def _finish(session, job: Job, status: JobStatus, note: Note | None, **fields) -
     if status in TERMINAL:
         job.finished_at = now()
         job.estimated_finish = None
+        record_job_end(session, job)  # its webhook event commits, or rolls back, with the status
     if note is not None:
         session.add(note.event(job.id))
 

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, Boolean, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -142,3 +154,128 @@ class IdempotentRequest(Base):
     request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of what was asked: another body is a conflict
     object_id: Mapped[str] = mapped_column(String(40))  # the file or job it created
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Eval(Base):
+    """OpenAI's eval: what an item looks like (data_source_config) and how a sample is graded
+    (testing_criteria: lmtune.graders.schema.TestingCriterion, as given)."""
+
+    __tablename__ = "evals"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    data_source_config: Mapped[dict] = mapped_column(JSON)
+    testing_criteria: Mapped[list] = mapped_column(JSON)
+    eval_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class EvalRun(Base):
+    """A run of an eval over a data source: queued, claimed by a worker like a job (attempt, lease,
+    fencing), its output items written in batches, its counts at the end. OpenAI's statuses."""
+
+    __tablename__ = "eval_runs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    eval_id: Mapped[str] = mapped_column(ForeignKey("evals.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    model: Mapped[str] = mapped_column(String(512))  # the sampled model; "" for a jsonl data source
+    data_source: Mapped[dict] = mapped_column(JSON)
+    run_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
+    queue: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # queued, in_progress, completed, failed, canceled
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # progress and results: counts over the items graded so far, final once completed
+    items_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result_counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    per_criteria: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    per_model_usage: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # the job whose checkpoint or final model was sampled (lmtune: scores beside the loss curve)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # delivery and fencing, as a job's
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class EvalOutputItem(Base):
+    """One data source item of a run: its sample and each testing criterion's grade."""
+
+    __tablename__ = "eval_output_items"
+    __table_args__ = (UniqueConstraint("run_id", "datasource_item_id", name="one_output_per_item"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(48), unique=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    datasource_item_id: Mapped[int] = mapped_column(Integer)
+    datasource_item: Mapped[dict] = mapped_column(JSON)
+    sample: Mapped[dict] = mapped_column(JSON)
+    results: Mapped[list] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(10))  # pass | fail (an errored grade fails)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEndpoint(Base):
+    """Where an API key's events of `event_types` are sent, signed with `secret` (a `whsec_…`
+    string, kept to sign with); after a rotation that keeps it, also with the previous one until
+    `previous_secret_expires_at`."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    previous_secret_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEvent(Base):
+    """Something an API key may be told of (a job ended), written with the change it reports."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # evt_…, the body's id
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    type: Mapped[str] = mapped_column(String(60))
+    object_id: Mapped[str] = mapped_column(String(60))  # the body's data.id
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint (the outbox row): pending until answered 2xx, or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("due_webhook_deliveries", "status", "next_attempt_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # wh_…, the webhook-id header on every try
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # pending, succeeded, failed (gave up)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # tries begun; a claim names its number
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    last_attempt_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class WorkerPresence(Base):
+    """A running worker, renewed by its sweep: what it can take (queues) and what it has."""
+
+    __tablename__ = "worker_presence"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid, as its leases name it
+    queues: Mapped[list] = mapped_column(JSON)
+    gpus: Mapped[int] = mapped_column(Integer)
+    gpu_memory_bytes: Mapped[list | None] = mapped_column(JSON, nullable=True)  # each GPU's total, when known
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # RAM it may use
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)  # gone unless renewed by then

@@ -1,4 +1,4 @@
-// The dashboard: hash routes (#/jobs, #/jobs/<id>, #/new, #/files, #/models), plain ES modules,
+// The dashboard: hash routes (#/jobs, #/jobs/<id>, #/new, #/files, #/models, #/webhooks), plain ES modules,
 // nothing to build. The API key arrives in the URL fragment (#key=lmt-...), which browsers never
 // send to a server, or through the key form; it is kept in localStorage and removed from the URL.
 
@@ -9,6 +9,7 @@ import { renderJob } from "./pages/job.js";
 import { renderJobs } from "./pages/jobs.js";
 import { renderModels } from "./pages/models.js";
 import { renderNewJob } from "./pages/new-job.js";
+import { renderWebhooks } from "./pages/webhooks.js";
 
 const main = document.getElementById("main");
 const forgetButton = document.getElementById("forget-key");
@@ -17,6 +18,7 @@ const ROUTES = [
   [/^#\/new$/, "new", renderNewJob],
   [/^#\/files$/, "files", renderFiles],
   [/^#\/models$/, "models", renderModels],
+  [/^#\/webhooks$/, "webhooks", renderWebhooks],
   [/^#\/jobs(?:\?(.*))?$/, "jobs", renderJobs],
 ];
 let leaving = new AbortController(); // aborted when the page changes: stops its streams and timers

@@ -222,9 +222,11 @@ async def _complete(request: Request, body: _Common, payload: dict, kind: str, d
     try:
         upstream = await inference_client(request).open(body.model, {"model": _served(ref), **payload})
     except ServerBusy as busy:
+        request.app.state.metrics.server_busy.inc()
         response = error_response(429, busy.message, code=busy.code)
         response.headers["Retry-After"] = busy.retry_after
         return response
+    request.app.state.metrics.observe_model_server(upstream.start)
     headers = {
         "X-Lmtune-Load-Seconds": str(upstream.start["load_seconds"]),
         "X-Lmtune-Queue-Seconds": str(upstream.start["queue_seconds"]),

@@ -44,21 +44,7 @@ def create_job(
 ) -> FineTuningJob:
     """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields.
     With an `Idempotency-Key` header, a repeat within 24 h returns the first job (another body: 409)."""
-    hyperparameters = body.hyperparameters
-    if body.method and body.method.supervised:
-        hyperparameters = body.method.supervised.hyperparameters
-    # every field was validated as the body was parsed, against the same types the spec uses
-    try:  # the fields are valid; what is checked here is how they go together
-        spec = JobSpec(
-            model=body.model,
-            training_file=body.training_file,
-            validation_file=body.validation_file,
-            seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-            hyperparameters=hyperparameters or Hyperparameters(),
-            training=body.training,
-        )
-    except ValidationError as error:
-        raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
+    spec = spec_of(body)
     job = submit_job(
         settings,
         db,
@@ -72,6 +58,26 @@ def create_job(
         request_hash=body.model_dump_json(),
     )
     return _present(db, job)
+
+
+def spec_of(body: JobCreate) -> JobSpec:
+    """The job spec of a create body; every field was validated as the body was parsed, against the
+    same types the spec uses: what is checked here is how they go together (400)."""
+    hyperparameters = body.hyperparameters
+    if body.method and body.method.supervised:
+        hyperparameters = body.method.supervised.hyperparameters
+    try:
+        return JobSpec(
+            model=body.model,
+            training_file=body.training_file,
+            validation_file=body.validation_file,
+            seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+            hyperparameters=hyperparameters or Hyperparameters(),
+            training=body.training,
+            integrations=body.integrations or [],
+        )
+    except ValidationError as error:
+        raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
 
 
 JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]

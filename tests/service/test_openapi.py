@@ -58,3 +58,17 @@ def test_quota_and_stream_limits_are_documented(spec):
     events = spec["paths"]["/v1/fine_tuning/jobs/{job_id}/events"]["get"]
     assert "429" in events["responses"] and "text/event-stream" in events["responses"]["200"]["content"]
     assert any(p["in"] == "header" and p["name"].lower() == "last-event-id" for p in events["parameters"])
+
+
+def test_the_evals_and_graders_routes_are_documented_with_their_errors(spec):
+    paths = spec["paths"]
+    assert {"400", "404", "503"} <= set(paths["/v1/fine_tuning/alpha/graders/run"]["post"]["responses"])
+    assert "429" in paths["/v1/evals/{eval_id}/runs"]["post"]["responses"]
+    assert "409" in paths["/v1/evals/{eval_id}/runs/{run_id}/cancel"]["post"]["responses"]
+    assert {"get", "post", "delete"} <= set(paths["/v1/evals/{eval_id}"])
+    assert "/v1/evals/{eval_id}/runs/{run_id}/output_items/{output_item_id}" in paths
+    assert {"get", "post"} <= set(paths["/v1/fine_tuning/jobs/{job_id}/evals"])
+    grader = spec["components"]["schemas"]["GraderRunRequest"]["properties"]["grader"]
+    assert {"string_check", "text_similarity", "python", "score_model", "label_model", "multi"} <= set(
+        grader["discriminator"]["mapping"]
+    )

@@ -13,7 +13,19 @@ from service.app import create_app
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION = 12
-CROSS_CHECKED = {"POST /v1/files", "POST /v1/fine_tuning/jobs", "POST /v1/chat/completions"}
+# requests whose fields are checked together, past what a schema can say: a file's lines, a job's fields,
+# a grader's formula against its graders' names, an eval's item_schema, a run's items against it, a
+# conversation's messages (a tool message answers a call of the turn before)
+CROSS_CHECKED = {
+    "POST /v1/files",
+    "POST /v1/fine_tuning/jobs",
+    "POST /v1/fine_tuning/alpha/graders/run",
+    "POST /v1/fine_tuning/alpha/graders/validate",
+    "POST /v1/evals",
+    "POST /v1/evals/{eval_id}/runs",
+    "POST /v1/fine_tuning/jobs/{job_id}/evals",
+    "POST /v1/chat/completions",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +65,8 @@ def test_generated_requests_get_documented_answers(live):
         def check(case):
             # an upload's content is checked line by line, past what a schema can say: a schema-valid
             # request may be refused there, with a documented 400
-            # checks a schema cannot express: a file's lines, a job's fields together (early stopping
-            # needs a validation file), a conversation's messages together (a tool message answers a
-            # call of the turn before); each such refusal is a 400 naming the field, tested elsewhere
+            # checks a schema cannot express (CROSS_CHECKED above): each such refusal is a 400 naming
+            # the field, tested elsewhere
             excluded = [positive_data_acceptance] if case.operation.label in CROSS_CHECKED else []
             case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, excluded_checks=excluded)
 

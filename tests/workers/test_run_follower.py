@@ -38,7 +38,7 @@ def test_sample_sets_and_notices_become_events_once_each(tmp_path):
     samples.append({"step": 5, "generation_seconds": 0.25, "samples": [{"completion": "HELLO"}]})
     notices.append({"step": 6, "message": "Early stopping at step 6: ...", "data": {"early_stopped_at": 6}})
     messages = follower.new_messages()
-    assert {"message": "Early stopping at step 6: ...", "data": {"early_stopped_at": 6}} in messages
+    assert {"message": "Early stopping at step 6: ...", "data": {"early_stopped_at": 6}, "level": "info"} in messages
     [sampled] = [m for m in messages if m.get("step") == 5]
     assert sampled["message"] == "Samples at step 5: 1 answers in 0.2 s; the first: 'HELLO'"
     assert follower.new_messages() == []

@@ -16,15 +16,12 @@ from __future__ import annotations
 import json
 import weakref
 
+from lmtune.token_count import CHATML_TEMPLATE  # shared with the API's token count
 from lmtune.tool_calls import Conversation, check_conversation
 from lmtune.training_data import Row
 from workers.models.tool_format import FALLBACK, ToolFormat, fallback_messages, template_messages
 
-CHATML_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+__all__ = ["CHATML_TEMPLATE", "row_segments", "chat_segments", "tool_format_of"]
 
 Segments = list[tuple[str, bool]]
 

@@ -86,19 +86,7 @@ def generate(
     """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
     rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled)
-    sampling = params.temperature > 0
-    config = GenerationConfig(
-        max_new_tokens=params.max_tokens,
-        do_sample=sampling,
-        temperature=params.temperature if sampling else None,
-        top_p=params.top_p if sampling else None,
-        top_k=None,
-        eos_token_id=stop_ids or None,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or [0])[0],
-        use_cache=True,
-    )
-    if params.seed is not None:
-        torch.manual_seed(params.seed)
+    config = _config(params, stop_ids, _pad_id(tokenizer, stop_ids))
     device = next(model.parameters()).device
     inputs = torch.tensor([ids] * params.n, device=device)
     model.generate(
@@ -164,3 +152,52 @@ class _Rows(StoppingCriteria):
                 self._send(choice, self._text(choice))
             choice.text = self.sent[choice.index]
         return self.choices
+
+
+@torch.no_grad()
+def generate_batch(
+    model, tokenizer, prompts: list[list[int]], params: GenerationParams, *, stop_ids: list[int] | None = None
+) -> list[Choice]:
+    """One answer to each prompt, all generated together (left-padded, masked): what an eval run or a
+    batch of judge prompts needs. Greedy answers are those `generate` gives one prompt at a time (up to
+    the float rounding a padded batch may bring)."""
+    stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
+    pad = _pad_id(tokenizer, stop_ids)
+    width = max(len(prompt) for prompt in prompts)
+    device = next(model.parameters()).device
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    config = _config(params, stop_ids, pad)
+    output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    choices = []
+    for index, row in enumerate(output[:, width:].tolist()):
+        ended = next((i for i, token in enumerate(row) if token in stop_ids), None)
+        kept = row if ended is None else row[:ended]
+        text = tokenizer.decode(kept, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
+        reason = "stop" if ended is not None or cut >= 0 else "length"
+        choices.append(
+            Choice(index, text[:cut] if cut >= 0 else text, reason, len(kept) + (1 if ended is not None else 0))
+        )
+    return choices
+
+
+def _pad_id(tokenizer, stop_ids: list[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or [0])[0]
+
+
+def _config(params: GenerationParams, stop_ids: list[int], pad: int) -> GenerationConfig:
+    """`generate()`'s settings for these params (greedy at temperature 0); seeds torch when asked."""
+    sampling = params.temperature > 0
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    return GenerationConfig(
+        max_new_tokens=params.max_tokens,
+        do_sample=sampling,
+        temperature=params.temperature if sampling else None,
+        top_p=params.top_p if sampling else None,
+        top_k=None,
+        eos_token_id=stop_ids or None,
+        pad_token_id=pad,
+        use_cache=True,
+    )

@@ -23,18 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from lmtune.tool_calls import Conversation
+from lmtune.tool_calls import FALLBACK_CLOSE, FALLBACK_OPEN, Conversation
 
 TOOL_FORMAT_FILE = "tool_format.json"
-FALLBACK_OPEN, FALLBACK_CLOSE = "<tool_call>", "</tool_call>"
-ANSWER_OPEN, ANSWER_CLOSE = "<tool_response>", "</tool_response>"
-TOOLS_PROMPT = (
-    "# Tools\n\nYou may call these functions, whose signatures are within <tools></tools>:\n"
-    "<tools>\n{tools}\n</tools>\n\n"
-    "To call one, answer with its name and arguments as JSON within <tool_call></tool_call>:\n"
-    '<tool_call>\n{{"name": <function name>, "arguments": <arguments as a JSON object>}}\n</tool_call>'
-)
-ONE_CALL = "\nCall at most one function in a turn."  # when parallel_tool_calls is false
 
 
 @dataclass(frozen=True)
@@ -82,45 +73,6 @@ def template_messages(conversation: Conversation) -> list[dict]:
     """The conversation as a chat template that renders tools takes it (arguments as objects)."""
     keys = ("role", "content", "name", "tool_calls", "tool_call_id")
     return [{key: message[key] for key in keys if key in message} for message in conversation.messages]
-
-
-def fallback_messages(conversation: Conversation, offer_tools: bool = True) -> tuple[list[dict], list[int]]:
-    """The conversation in plain `{role, content}` turns, and which of them are the assistant turns
-    of `conversation.messages` (by position in the result). `offer_tools: False` leaves the tools
-    out of the system message (tool_choice `none`)."""
-    messages = conversation.messages
-    turns: list[dict] = []
-    if conversation.tools and offer_tools:
-        listing = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in conversation.tools)
-        prompt = TOOLS_PROMPT.format(tools=listing) + ("" if conversation.parallel_tool_calls else ONE_CALL)
-        if messages[0]["role"] == "system":
-            turns.append({"role": "system", "content": f"{messages[0]['content']}\n\n{prompt}"})
-            messages = messages[1:]
-        else:
-            turns.append({"role": "system", "content": prompt})
-    assistant_turns = []
-    for message in messages:
-        if message["role"] == "tool":
-            answer = f"{ANSWER_OPEN}\n{message['content']}\n{ANSWER_CLOSE}"
-            if turns and turns[-1].get("answers"):  # the results of one turn's calls share a user turn
-                turns[-1]["content"] += "\n" + answer
-            else:
-                turns.append({"role": "user", "content": answer, "answers": True})
-            continue
-        if message["role"] == "assistant":
-            assistant_turns.append(len(turns))
-            turns.append({"role": "assistant", "content": fallback_assistant_text(message)})
-        else:
-            turns.append({"role": message["role"], "content": message["content"]})
-    return [{"role": t["role"], "content": t["content"]} for t in turns], assistant_turns
-
-
-def fallback_assistant_text(message: dict) -> str:
-    calls = [
-        f"{FALLBACK.open}{json.dumps({'name': c['function']['name'], 'arguments': c['function']['arguments']}, ensure_ascii=False)}\n{FALLBACK.close}"
-        for c in message.get("tool_calls", [])
-    ]
-    return "\n".join(([message["content"]] if message.get("content") else []) + calls)
 
 
 class CallSplitter:

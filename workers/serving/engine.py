@@ -19,7 +19,14 @@ from transformers import AutoModelForCausalLM
 
 from workers.model_sources import ensure_builtin_model
 from workers.models.errors import ModelLoadError
-from workers.models.generation import Choice, GenerationParams, end_of_turn_ids, generate
+from workers.models.generation import (
+    Choice,
+    GenerationParams,
+    end_of_turn_ids,
+    generate,
+    generate_batch,
+    prompt_ids,
+)
 from workers.models.loading import load_tokenizer
 from workers.models.tool_format import ToolFormat
 from workers.serving.tool_answers import Reading, ToolRequest
@@ -53,8 +60,8 @@ class Answer:
 
 
 class ModelCache:
-    def __init__(self, max_models: int, max_bytes: int, device: str | None = None):
-        self.max_models, self.max_bytes = max_models, max_bytes
+    def __init__(self, max_models: int, max_bytes: int, device: str | None = None, batch_size: int = 16):
+        self.max_models, self.max_bytes, self.batch_size = max_models, max_bytes, batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         self._bases: OrderedDict[str, _Base] = OrderedDict()
@@ -107,21 +114,52 @@ class ModelCache:
                 base.users -= 1
         return Answer(choices, len(ids))
 
-    def _generate(self, base: _Base, adapter: str | None, ids, params, on_text, cancelled) -> list[Choice]:
-        model = base.model
+    def answer_batch(self, model: dict, prompts: list[str | list[dict]], params: GenerationParams) -> list[Answer]:
+        """One answer to each prompt (params.n is 1), generated in batches together: an eval run's
+        samples, a batch of judge prompts. A prompt too long for the model gets an empty answer with
+        finish_reason `length`."""
+        base_ref, adapter = (model["base"], model["adapter"]) if model.get("adapter") else (model, None)
+        base = self._get(base_ref, adapter)
+        try:
+            with base.lock:
+                ids = [prompt_ids(base.tokenizer, prompt) for prompt in prompts]
+                limit = getattr(base.model.config, "max_position_embeddings", None) or 1 << 30
+                answers = [Answer([Choice(0, "", "length")], len(row)) for row in ids]
+                fits = [i for i, row in enumerate(ids) if len(row) + params.max_tokens <= limit]
+                for start in range(0, len(fits), self.batch_size):
+                    chunk = fits[start : start + self.batch_size]
+                    choices = self._in_adapter(
+                        base,
+                        adapter,
+                        lambda model, chunk=chunk: generate_batch(
+                            model, base.tokenizer, [ids[i] for i in chunk], params, stop_ids=base.stop_ids
+                        ),
+                    )
+                    for i, choice in zip(chunk, choices):
+                        answers[i] = Answer([choice], len(ids[i]))
+                return answers
+        finally:
+            with self._lock:
+                base.users -= 1
 
-        def run():
-            return generate(
-                model, base.tokenizer, ids, params, stop_ids=base.stop_ids, on_text=on_text, cancelled=cancelled
-            )
-
+    def _in_adapter(self, base: _Base, adapter: str | None, run):
+        """`run(model)` with the adapter active, or the base alone under adapters loaded for others."""
         if adapter is not None:
-            model.set_adapter(base.adapters[adapter])
-            return run()
-        if base.adapters:  # the base alone, under adapters loaded for other models
-            with model.disable_adapter():
-                return run()
-        return run()
+            base.model.set_adapter(base.adapters[adapter])
+            return run(base.model)
+        if base.adapters:
+            with base.model.disable_adapter():
+                return run(base.model)
+        return run(base.model)
+
+    def _generate(self, base: _Base, adapter: str | None, ids, params, on_text, cancelled) -> list[Choice]:
+        return self._in_adapter(
+            base,
+            adapter,
+            lambda model: generate(
+                model, base.tokenizer, ids, params, stop_ids=base.stop_ids, on_text=on_text, cancelled=cancelled
+            ),
+        )
 
     def _get(self, base_ref: dict, adapter: str | None) -> _Base:
         """The base with the adapter loaded, marked in use and most recently used."""

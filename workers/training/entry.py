@@ -38,11 +38,16 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
         return _launch_processes(spec_path, output_dir, num_processes, model_name)
 
     from workers.training.loop import train
+    from workers.training.observer import Observers
     from workers.training.progress_bar import ProgressBar
+    from workers.training.trackers import Trackers
 
     try:
-        with ProgressBar(enabled=is_main_process()) as bar:
-            result = train(spec, output_dir, observer=bar, model_name=model_name)
+        with (
+            ProgressBar(enabled=is_main_process()) as bar,
+            Trackers(spec, output_dir, model_name or spec.model, main_process=is_main_process()) as trackers,
+        ):
+            result = train(spec, output_dir, observer=Observers(bar, trackers), model_name=model_name)
     except TrainingPaused as paused:
         _say(f"paused at step {paused.step}; run the same command again to resume")
         return EXIT_PAUSED

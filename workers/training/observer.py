@@ -1,4 +1,4 @@
-"""Hooks through which the CLI's progress bar and the worker follow a run as it goes."""
+"""Hooks through which the CLI's progress bar, the experiment trackers and the worker follow a run."""
 
 from __future__ import annotations
 
@@ -17,3 +17,22 @@ class Observer:
 
     def on_checkpoint(self, step: int, folder: Path) -> None:
         pass
+
+
+class Observers(Observer):
+    """Several observers, told in turn."""
+
+    def __init__(self, *observers: Observer):
+        self.observers = observers
+
+    def on_start(self, total_steps: int, start_step: int) -> None:
+        for observer in self.observers:
+            observer.on_start(total_steps, start_step)
+
+    def on_step(self, metrics: dict) -> None:
+        for observer in self.observers:
+            observer.on_step(metrics)
+
+    def on_checkpoint(self, step: int, folder: Path) -> None:
+        for observer in self.observers:
+            observer.on_checkpoint(step, folder)

@@ -4,6 +4,7 @@
 
 import { api, blobUrl, serverSentEvents } from "../api.js";
 import { ACCURACY_SERIES, LEARNING_RATE_SERIES, LOSS_SERIES, StepChart } from "../chart.js";
+import { scoresSection } from "./job-scores.js";
 import {
   ACTIVE, announce, bytes, definitions, downloadButton, errorBox, errorText, eta, h, number, progressBar,
   statusBadge, table, time,
@@ -62,6 +63,7 @@ class JobView {
       h("div", { class: "page-head" }, this.heading, h("div", { class: "actions", role: "group", "aria-label": "Job actions" }, Object.values(this.buttons))),
       this.statusLine, this.failure, this.facts,
       h("section", { "aria-labelledby": "charts-title" }, h("h2", { id: "charts-title" }, "Metrics"), h("div", { class: "charts" }, this.charts.map((c) => c.element))),
+      scoresSection(base, signal),
       h("section", { "aria-labelledby": "checkpoints-title" }, h("h2", { id: "checkpoints-title" }, "Checkpoints"), this.checkpoints),
       h("section", { "aria-labelledby": "downloads-title" }, h("h2", { id: "downloads-title" }, "Downloads"), this.downloads, this.lossPictureDetails()),
       h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"), this.settings),

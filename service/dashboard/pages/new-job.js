@@ -1,9 +1,10 @@
 // A new job: upload the JSONL files (or pick uploaded ones), choose the model and the main settings.
 // An empty field keeps the server's default ("auto"). A refused file's problems are listed line by
-// line; a refused setting is shown beside its field (the error's `param` names it).
+// line; a refused setting is shown beside its field (the error's `param` names it). "Estimate" shows
+// what the job would take (steps, tokens, time, memory, warnings) before it is created.
 
 import { api, ApiError, request } from "../api.js";
-import { announce, errorText, h } from "../ui.js";
+import { announce, bytes, definitions, duration, errorText, h, number } from "../ui.js";
 
 const NUMBER_FIELDS = [
   // [id, label, param, hint, attributes]
@@ -24,6 +25,8 @@ export async function renderNewJob(main, _params, signal) {
   const form = h("form", { class: "card", novalidate: true });
   const problems = h("div", { class: "form-problems" });
   const submit = h("button", { type: "submit" }, "Create job");
+  const estimateButton = h("button", { type: "button", class: "secondary" }, "Estimate");
+  const estimate = h("div", { class: "estimate", role: "status", "aria-live": "polite" });
   const progress = h("p", { class: "hint", role: "status" });
   form.append(
     fileChooser("training", "Training data", files.data, true),
@@ -35,8 +38,27 @@ export async function renderNewJob(main, _params, signal) {
       h("div", { class: "field checkbox" }, h("input", { id: "packing", name: "packing", type: "checkbox" }),
         h("label", { for: "packing" }, "Pack several examples into each sequence"))),
     h("details", {}, h("summary", {}, "More settings"), h("div", { class: "grid" }, ADVANCED_FIELDS.map(numberField))),
-    problems, h("div", { class: "actions" }, submit), progress);
+    problems, h("div", { class: "actions" }, estimateButton, submit), progress, estimate);
   main.append(h("h1", { tabindex: -1 }, "New fine-tuning job"), form);
+
+  estimateButton.addEventListener("click", async () => {
+    clearProblems(form, problems);
+    estimate.replaceChildren();
+    estimateButton.disabled = true;
+    try {
+      const training = await chosenFile(form, "training", progress);
+      const validation = await chosenFile(form, "validation", progress);
+      if (!training) throw new ApiError(400, { message: "choose a training file: upload one or pick an uploaded one", param: "training_file" });
+      progress.textContent = "Counting tokens…";
+      estimate.replaceChildren(estimateCard(await api.post("v1/fine_tuning/jobs/estimate", jobBody(form, training, validation))));
+      progress.textContent = "";
+    } catch (error) {
+      progress.textContent = "";
+      showProblem(form, problems, error);
+    } finally {
+      estimateButton.disabled = false;
+    }
+  });
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -81,16 +103,39 @@ function numberField([id, label, param, hint, attributes]) {
   return field(id, label, param, hint, h("input", { id, name: id, type: "number", inputmode: "decimal", ...attributes }));
 }
 
+function estimateCard(found) {
+  const { tokens, memory, examples } = found;
+  const fits = { true: "fits", false: "does not fit", null: "unknown" }[String(memory.fits)];
+  return h("section", { class: "card", "aria-label": "Estimate" },
+    h("h2", {}, "Estimate"),
+    definitions({
+      Steps: number(found.total_steps),
+      "Tokens trained": `${number(tokens.trained)} (${number(tokens.per_epoch)} an epoch; ${tokens.counted_with})`,
+      Time: found.estimated_seconds === null ? "unknown" : duration(found.estimated_seconds),
+      "Peak memory": memory.estimated_bytes === null ? "unknown" : `${bytes(memory.estimated_bytes)} per ${memory.per}`,
+      "Workers have": memory.available_bytes === null ? "no live worker" : `${bytes(memory.available_bytes)} (${fits})`,
+      Examples: `${number(examples.training)} (${number(examples.truncated)} cut, ${number(examples.dropped)} skipped)`,
+    }),
+    h("p", { class: "hint" }, found.estimated_seconds_basis),
+    found.warnings.length ? h("ul", { class: "line-errors" }, found.warnings.map((warning) => h("li", {}, warning))) : null);
+}
+
+// Files uploaded by an estimate, so that creating the job after it does not upload them again.
+const uploaded = new WeakMap();
+
 // The uploaded file's id: a newly chosen file is uploaded (and validated by the server) first.
 async function chosenFile(form, name, progress) {
   const upload = form.elements[`${name}-upload`].files[0];
   if (!upload) return form.elements[`${name}-existing`].value || null;
+  if (uploaded.has(upload)) return uploaded.get(upload);
   progress.textContent = `Uploading and checking ${upload.name}…`;
   const body = new FormData();
   body.append("file", upload);
   body.append("purpose", "fine-tune");
   try {
-    return (await (await request("v1/files", { method: "POST", body })).json()).id;
+    const id = (await (await request("v1/files", { method: "POST", body })).json()).id;
+    uploaded.set(upload, id);
+    return id;
   } catch (error) {
     if (error instanceof ApiError) error.param = `${name}_file`;
     throw error;

@@ -1,0 +1,55 @@
+"""What a job and an eval run share as work that a worker takes from the database: the fair order
+in which queued rows are taken, and the fence on every write of an attempt (lmtune.store.jobs has the
+whole story). A leased table has `owner`, `queue`, `status`, `attempt`, `lease_owner` and
+`lease_expires_at` columns; its own module names its queued and running statuses.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
+
+class StaleAttempt(Exception):
+    """This attempt no longer holds the job: stop without writing anything more."""
+
+
+def fair_order(model, queue: str, queued: str, running: str):
+    """The queued rows of `queue` with their place in dispatch order, as a subquery (id, turn).
+
+    Round-robin across API keys: a key's k-th queued row (k from 0, oldest first) takes its turn
+    after the rows the key already runs, so `turn` = running rows of the key + k; ties go to the
+    oldest (ids sort by creation time). A key with many queued rows never starves another's one.
+    """
+    other = aliased(model)
+    running_of_owner = select(func.count()).where(other.owner == model.owner, other.status == running).scalar_subquery()
+    rank = func.row_number().over(partition_by=model.owner, order_by=model.id) - 1
+    return (
+        select(model.id.label("id"), (running_of_owner + rank).label("turn"))
+        .where(model.queue == queue, model.status == queued)
+        .subquery()
+    )
+
+
+def claim_next(db, order, claim) -> tuple[str, int] | None:
+    """The first row of `order` (a `fair_order` subquery) that `claim(row_id)` takes for a new
+    attempt: (row id, attempt), or None when nothing is left. A row another worker took in between is
+    skipped, and the order read again."""
+    for _ in range(10):
+        with db.session() as session:
+            candidates = session.scalars(select(order.c.id).order_by(order.c.turn, order.c.id).limit(5)).all()
+        if not candidates:
+            return None
+        for row_id in candidates:
+            attempt = claim(row_id)
+            if attempt is not None:
+                return row_id, attempt
+    return None
+
+
+def fenced(session, model, row_id: str, attempt: int, running: str):
+    """The row, locked, if `attempt` still holds it; else StaleAttempt."""
+    row = session.get(model, row_id, with_for_update=True)
+    if row is None or row.attempt != attempt or row.status != running:
+        raise StaleAttempt(f"attempt {attempt} of {row_id} no longer holds it")
+    return row

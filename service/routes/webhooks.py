@@ -1,0 +1,164 @@
+"""/v1/webhook_endpoints: OpenAI's webhook endpoints API (`client.webhooks.*`) on lmtune's store,
+plus each endpoint's recent deliveries (lmtune). An endpoint belongs to the key that made it and
+is sent only that key's events; another key's endpoint is a 404."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from lmtune.errors import RequestError
+from lmtune.ids import new_id
+from lmtune.store import webhooks as store
+from lmtune.webhook_signing import signed_headers
+from lmtune.webhook_targets import RefusedTarget, check_url
+from service.deps import DbDep, OwnerDep, SettingsDep
+from service.errors import documented, not_found
+from service.schemas import ListResponse
+from service.webhook_schemas import (
+    DeletedEndpoint,
+    Delivery,
+    Endpoint,
+    EndpointCreate,
+    EndpointList,
+    EndpointUpdate,
+    EndpointWithSecret,
+    EventTypeList,
+    RotateSecret,
+    TestRequest,
+    TestResult,
+)
+from service.webhook_sender import WebhookSender
+
+router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
+types_router = APIRouter(tags=["webhooks"])
+KEEP_OLD_SECRET_SECONDS = 24 * 3600
+TEST_OBJECT_IDS = {"fine_tuning.job": "ftjob-test", "eval.run": "evalrun_test"}
+
+
+@router.post("", response_model=EndpointWithSecret, responses=documented(400, 429))
+def create_endpoint(body: EndpointCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> EndpointWithSecret:
+    """A new endpoint for this key's events; its `signing_secret` is shown now and after a rotation only."""
+    url = _checked_url(body.url, settings.webhook_allow_private)
+    try:
+        row = store.create_endpoint(
+            db,
+            owner,
+            body.name or urlsplit(url).hostname,
+            url,
+            list(body.event_types or store.EVENT_TYPES),
+            int(time.time()),
+        )
+    except store.TooManyEndpoints as error:
+        raise RequestError(429, str(error), code="quota_exceeded") from None
+    return EndpointWithSecret.of(row)
+
+
+@router.get("", response_model=EndpointList, responses=documented())
+def list_endpoints(
+    owner: OwnerDep, db: DbDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> EndpointList:
+    rows, more = store.list_endpoints(db, owner, after, limit)
+    data = [Endpoint.of(row) for row in rows]
+    return EndpointList(
+        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=more
+    )
+
+
+@router.get("/{endpoint_id}", response_model=Endpoint, responses=documented(404))
+def retrieve_endpoint(endpoint_id: str, owner: OwnerDep, db: DbDep) -> Endpoint:
+    return Endpoint.of(_owned(db, endpoint_id, owner))
+
+
+@router.post("/{endpoint_id}", response_model=Endpoint, responses=documented(400, 404))
+def update_endpoint(
+    endpoint_id: str, body: EndpointUpdate, owner: OwnerDep, db: DbDep, settings: SettingsDep
+) -> Endpoint:
+    """Change the name, the URL or the complete set of event types."""
+    fields = body.model_dump(exclude_none=True)
+    if "url" in fields:
+        fields["url"] = _checked_url(fields["url"], settings.webhook_allow_private)
+    row = store.update_endpoint(db, endpoint_id, owner, int(time.time()), **fields)
+    if row is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    return Endpoint.of(row)
+
+
+@router.delete("/{endpoint_id}", response_model=DeletedEndpoint, responses=documented(404))
+def delete_endpoint(endpoint_id: str, owner: OwnerDep, db: DbDep) -> DeletedEndpoint:
+    """The endpoint and its deliveries; those not yet sent never are."""
+    if not store.delete_endpoint(db, endpoint_id, owner):
+        raise not_found("webhook endpoint", endpoint_id)
+    return DeletedEndpoint(id=endpoint_id)
+
+
+@router.post("/{endpoint_id}/rotate_secret", response_model=EndpointWithSecret, responses=documented(404))
+def rotate_secret(endpoint_id: str, owner: OwnerDep, db: DbDep, body: RotateSecret | None = None) -> EndpointWithSecret:
+    """A new signing secret; with `keep_old_secret_active_for_24_hours`, deliveries carry a signature
+    by each secret for 24 hours, so a receiver can switch when it likes."""
+    keep = KEEP_OLD_SECRET_SECONDS if body and body.keep_old_secret_active_for_24_hours else None
+    row = store.rotate_secret(db, endpoint_id, owner, int(time.time()), keep)
+    if row is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    return EndpointWithSecret.of(row)
+
+
+@router.post("/{endpoint_id}/test", response_model=TestResult, responses=documented(400, 404))
+async def test_endpoint(
+    endpoint_id: str, body: TestRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep
+) -> TestResult:
+    """Send a sample event of `event_type` now, signed as a real one (its `data.id` names no real
+    object), and answer with the receiver's status code; 400 if no answer came."""
+    row = await run_in_threadpool(_owned, db, endpoint_id, owner)
+    created = int(time.time())
+    object_id = TEST_OBJECT_IDS[body.event_type.rsplit(".", 1)[0]]
+    payload = store.body_of(new_id("evt", "_"), created, body.event_type, object_id)
+    headers = signed_headers(store.signing_secrets(row, created), new_id("wh", "_"), created, payload)
+    answer = await _sender(request, settings).send(row.url, headers, payload)
+    if answer.status_code is None:
+        raise RequestError(
+            400, f"the test event was not delivered to {row.url}: {answer.error}", code="webhook_unreachable"
+        )
+    return TestResult(event_type=body.event_type, status_code=answer.status_code, webhook_endpoint_id=row.id)
+
+
+@router.get("/{endpoint_id}/deliveries", response_model=ListResponse[Delivery], responses=documented(404))
+def list_deliveries(
+    endpoint_id: str, owner: OwnerDep, db: DbDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> ListResponse[Delivery]:
+    """lmtune: the endpoint's most recent deliveries, newest first, with how their tries went."""
+    _owned(db, endpoint_id, owner)
+    rows = store.recent_deliveries(db, endpoint_id, limit)
+    return ListResponse(data=[Delivery.of(delivery, event) for delivery, event in rows])
+
+
+@types_router.get("/v1/webhook_event_types", response_model=EventTypeList, responses=documented())
+def list_event_types(owner: OwnerDep) -> EventTypeList:
+    """The event types lmtune sends (OpenAI has more)."""
+    return EventTypeList(data=list(store.EVENT_TYPES))
+
+
+def _sender(request: Request, settings) -> WebhookSender:
+    """One sender per API process, made on first use."""
+    state = request.app.state
+    if getattr(state, "webhook_sender", None) is None:
+        state.webhook_sender = WebhookSender(settings.webhook_allow_private, settings.webhook_timeout_seconds)
+    return state.webhook_sender
+
+
+def _checked_url(url: str, allow_private: bool) -> str:
+    try:
+        return check_url(url, allow_private)
+    except RefusedTarget as error:
+        raise RequestError(400, f"url: {error}", param="url", code="invalid_url") from None
+
+
+def _owned(db, endpoint_id: str, owner: str):
+    row = store.get_endpoint(db, endpoint_id, owner)
+    if row is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    return row
