@@ -17,9 +17,9 @@ import json
 import weakref
 
 from lmtune.token_count import CHATML_TEMPLATE  # shared with the API's token count
-from lmtune.tool_calls import Conversation, check_conversation
+from lmtune.tool_calls import Conversation, check_conversation, fallback_messages
 from lmtune.training_data import Row
-from workers.models.tool_format import FALLBACK, ToolFormat, fallback_messages, template_messages
+from workers.models.tool_format import FALLBACK, ToolFormat, template_messages
 
 __all__ = ["CHATML_TEMPLATE", "row_segments", "chat_segments", "tool_format_of"]
 
