@@ -83,15 +83,23 @@ def import_gguf_command(gguf_path: str, output_dir: str) -> None:
 
 @main.command("make-sample-data")
 @click.argument("path", type=click.Path(dir_okay=False))
+@click.option(
+    "--kind",
+    type=click.Choice(["chat", "tools"]),
+    default="chat",
+    show_default=True,
+    help="chat: answer in capitals; tools: OpenAI tool-calling rows (get_weather, get_local_time).",
+)
 @click.option("--examples", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True)
-@click.option("--spread", default=0.6, show_default=True, help="Sigma of the log-normal length spread.")
-def make_sample_data_command(path: str, examples: int, seed: int, spread: float) -> None:
-    """Write a generated chat dataset (answer in capitals) to PATH as JSONL."""
-    from cli.sample_data import chat_examples, write_jsonl
+@click.option("--spread", default=0.6, show_default=True, help="Sigma of the log-normal length spread (chat).")
+def make_sample_data_command(path: str, kind: str, examples: int, seed: int, spread: float) -> None:
+    """Write a generated dataset to PATH as JSONL."""
+    from cli.sample_data import chat_examples, tool_examples, write_jsonl
 
-    write_jsonl(chat_examples(examples, seed=seed, spread=spread), path)
-    click.echo(f"{examples} chat examples written to {path}")
+    rows = tool_examples(examples, seed=seed) if kind == "tools" else chat_examples(examples, seed=seed, spread=spread)
+    write_jsonl(rows, path)
+    click.echo(f"{examples} {'tool-calling' if kind == 'tools' else kind} examples written to {path}")
 
 
 @main.command()

@@ -1,7 +1,10 @@
 """Generated training data for tests, benchmarks and offline demos (no dataset hub needed).
 
-The task is learnable by a tiny byte-level model: the assistant answers with the user's words
-in upper case. Lengths follow a log-normal spread, like real chat data (many short, a few long).
+`chat`: the assistant answers with the user's words in upper case, a task a tiny byte-level model
+learns. Lengths follow a log-normal spread, like real chat data (many short, a few long).
+`tools`: OpenAI's tool-calling rows: the assistant calls get_weather or get_local_time for the city
+the user names, and after the call's result answers in words. Cities are drawn from CITIES, or from
+HELD_OUT_CITIES (which training never sees) to test a model on new arguments.
 """
 
 from __future__ import annotations
@@ -33,6 +36,79 @@ def chat_examples(n: int, seed: int = 0, median_words: int = 6, spread: float = 
                 ]
             }
         )
+    return rows
+
+
+CITIES = (
+    "Paris Lyon Berlin Madrid Rome Vienna Prague Warsaw Oslo Dublin Lisbon Athens Cairo Lagos Nairobi "
+    "Lima Quito Bogota Havana Denver Boston Dallas Austin Seattle Toronto Montreal Sydney Perth Tokyo Osaka "
+    "Seoul Hanoi Manila Jakarta Mumbai Delhi Dhaka Karachi Tehran Dubai"
+).split()
+HELD_OUT_CITIES = "Helsinki Santiago Edinburgh Geneva Kyoto Vancouver".split()
+WEATHER_QUESTIONS = ("What is the weather in {}?", "Is it raining in {} right now?", "How hot is it in {}?")
+TIME_QUESTIONS = ("What time is it in {}?", "What is the local time in {}?", "Tell me the current time in {}.")
+SKIES = ("clear", "cloudy", "rainy", "foggy")
+
+
+def _city_tool(name: str, description: str) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+
+
+TOOLS = [
+    _city_tool("get_weather", "The current weather in a city"),
+    _city_tool("get_local_time", "The local time in a city"),
+]
+
+
+def tool_examples(n: int, seed: int = 0, cities: tuple[str, ...] | list[str] = CITIES) -> list[dict]:
+    """Rows of one question and a call; every other row also has the result and a spoken answer."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(n):
+        city = rng.choice(cities)
+        weather = rng.random() < 0.5
+        name = "get_weather" if weather else "get_local_time"
+        question = rng.choice(WEATHER_QUESTIONS if weather else TIME_QUESTIONS).format(city)
+        call_id = f"call_{seed}_{index}"
+        messages = [
+            {"role": "user", "content": question},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps({"city": city})},
+                    }
+                ],
+            },
+        ]
+        if index % 2:
+            degrees, sky = rng.randint(-5, 35), rng.choice(SKIES)
+            hour, minute = rng.randint(0, 23), rng.randint(0, 59)
+            result = {"degrees": degrees, "sky": sky} if weather else {"time": f"{hour:02d}:{minute:02d}"}
+            answer = (
+                f"It is {degrees} degrees and {sky} in {city}."
+                if weather
+                else f"It is {hour:02d}:{minute:02d} in {city}."
+            )
+            messages += [
+                {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)},
+                {"role": "assistant", "content": answer},
+            ]
+        rows.append({"messages": messages, "tools": TOOLS, "parallel_tool_calls": False})
     return rows
 
 

@@ -17,6 +17,7 @@ from jinja2 import TemplateError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from lmtune.tool_calls import check_conversation, fallback_messages
 from lmtune.training_data import Row
 
 # the same template the trainer falls back to (workers/models/chat_format.py)
@@ -85,7 +86,7 @@ class TokenCounter:
     def _render(self, row: Row) -> tuple[str, str]:
         """(the whole example, what comes before its first target token), as text."""
         if row.shape == "chat":
-            messages = [{"role": m["role"], "content": m["content"]} for m in row.data["messages"]]
+            messages = chat_turns(row)
             first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
             return self._chat(messages, False), self._chat(messages[:first], True)
         bos = self.bos or ""
@@ -111,7 +112,7 @@ def guess_lengths(rows: list[Row], max_seq_length: int) -> Counted:
     counted = Counted()
     for row in rows:
         if row.shape == "chat":
-            chars = sum(len(m["content"]) + 8 for m in row.data["messages"])
+            chars = sum(len(m["content"]) + 8 for m in chat_turns(row))
         else:
             chars = sum(len(row.data.get(key, "")) for key in ("prompt", "completion", "text"))
         length = max(1, chars // CHARS_PER_TOKEN)
@@ -119,6 +120,18 @@ def guess_lengths(rows: list[Row], max_seq_length: int) -> Counted:
         counted.truncated += length > max_seq_length
         counted.lengths.append(min(length, max_seq_length))
     return counted
+
+
+def chat_turns(row: Row) -> list[dict]:
+    """A chat row's `{role, content}` turns; a tool-calling row's in the fallback format, as a
+    template that renders no tools gets them (one that does renders about as many tokens)."""
+    data = row.data
+    conversation = check_conversation(
+        data["messages"], data.get("tools"), data.get("functions"), data.get("parallel_tool_calls")
+    )
+    if conversation.uses_tools:
+        return fallback_messages(conversation)[0]
+    return [{"role": m["role"], "content": m["content"]} for m in conversation.messages]
 
 
 def _token_text(token) -> str | None:

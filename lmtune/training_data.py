@@ -1,7 +1,9 @@
 """Validation of fine-tuning JSONL files, line by line, before any compute is spent.
 
 Three row shapes are accepted (docs/api.md, "Training files"):
-  chat:              {"messages": [{"role": ..., "content": ..., "weight": 0|1}, ...]}
+  chat:              {"messages": [{"role": ..., "content": ..., "weight": 0|1}, ...]}, with OpenAI's
+                     tool calling: "tools", "parallel_tool_calls", assistant "tool_calls", "tool"
+                     messages, and the legacy "functions" form (checked by lmtune/tool_calls.py)
   prompt/completion: {"prompt": "...", "completion": "..."}
   text:              {"text": "..."}
 Every error names its line, so a user can fix the file in one pass. A file is read as a stream, one
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from lmtune.problems import quote, quote_names, summarize
+from lmtune.problems import quote_names, summarize
+from lmtune.tool_calls import check_conversation
 
-ROLES = ("system", "user", "assistant")
 MIN_EXAMPLES = 10
 MAX_LINE_BYTES = 4 * 1024 * 1024  # about a million tokens: far more than any max_seq_length
 MAX_STORED_PROBLEMS = 5
@@ -141,7 +143,7 @@ def _check_row(data: object) -> tuple[Shape, dict]:
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     keys = set(data)
     if "messages" in keys:
-        _check_messages(data["messages"])
+        check_conversation(data["messages"], data.get("tools"), data.get("functions"), data.get("parallel_tool_calls"))
         return "chat", data
     if keys == {"prompt", "completion"}:
         for key in ("prompt", "completion"):
@@ -158,33 +160,6 @@ def _check_row(data: object) -> tuple[Shape, dict]:
         f"unknown row shape with keys {quote_names(sorted(keys))}; expected "
         '{"messages": [...]}, {"prompt": ..., "completion": ...} or {"text": ...}'
     )
-
-
-def _check_messages(messages: object) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise ValueError('"messages" must be a non-empty list of {"role", "content"} objects')
-    for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise ValueError(f"{where} must be an object with role and content")
-        role = message.get("role")
-        if role not in ROLES:
-            raise ValueError(f"{where}: unknown role {quote(role)}; use one of {', '.join(ROLES)}")
-        content = message.get("content")
-        if not isinstance(content, str) or not content:
-            raise ValueError(f"{where}: missing content (a non-empty string is required)")
-        _check_text(content, f"{where}.content")
-        if "weight" in message:
-            weight = message["weight"]
-            if role != "assistant":
-                raise ValueError(f"{where}: weight is only allowed on assistant messages")
-            if isinstance(weight, bool) or weight not in (0, 1):
-                raise ValueError(f"{where}: bad weight {quote(weight)}; use 0 (no loss) or 1 (train on it)")
-        unknown = set(message) - {"role", "content", "weight", "name"}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {quote_names(sorted(unknown))}")
-    if not any(message["role"] == "assistant" for message in messages):
-        raise ValueError("at least one message with the assistant role is required")
 
 
 def _check_text(text: str, where: str) -> None:

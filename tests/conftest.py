@@ -103,3 +103,20 @@ def smollm2() -> Path:
     from workers.models.gguf_import import smollm2_folder
 
     return smollm2_folder()
+
+
+@pytest.fixture
+def smollm2_service(deployment, smollm2, tmp_path):
+    """The whole service (API, worker, model server on CPU) with SmolLM2 in its catalogue as
+    `smollm2-135m-instruct`, and an openai client of a new key."""
+    import openai
+
+    catalogue = tmp_path / "models.yaml"
+    catalogue.write_text(f"models:\n  smollm2-135m-instruct:\n    source: {smollm2}\n")
+    deployment.env.update(LMTUNE_MODELS_FILE=str(catalogue))
+    deployment.start_model_server(CUDA_VISIBLE_DEVICES="", LMTUNE_SERVE_MAX_MODELS="2")
+    base_url = deployment.start_server()
+    deployment.start_worker()
+    return openai.OpenAI(
+        base_url=f"{base_url}/v1", api_key=deployment.create_key("real"), max_retries=0, timeout=600
+    ), deployment

@@ -118,6 +118,18 @@ def job_progress(job) -> tuple:
     return job.status, getattr(job, "attempt", None) or progress.get("attempt"), step
 
 
+def finished_job(client, job_id: str, deployment: Deployment):
+    """The job through the openai SDK once it has succeeded or failed, waiting while it moves."""
+    pids = [process.pid for process in deployment.processes]
+    return wait_while_progressing(
+        lambda: client.fine_tuning.jobs.retrieve(job_id),
+        lambda job: job.status in ("succeeded", "failed"),
+        progress=lambda job: (job_progress(job), working(*pids)),
+        what="the fine-tune's end",
+        diagnose=deployment.logs,
+    )
+
+
 @contextmanager
 def open_deployment(tmp_path: Path, database_url: str, redis_url: str = "redis://127.0.0.1:6379/0", **settings: str):
     """`settings`: environment variables for every process, over the defaults below."""

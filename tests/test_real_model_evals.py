@@ -4,9 +4,9 @@ questions, and the eval's string_check counts it."""
 
 import pytest
 
-from tests.deployment import job_progress
+from tests.deployment import finished_job
 from tests.service.conftest import jsonl
-from tests.test_real_model_fine_tune import CODEWORD, HELD_OUT, questions, service  # noqa: F401  (the fixture)
+from tests.test_real_model_fine_tune import CODEWORD, HELD_OUT, questions
 from tests.waiting import wait_while_progressing, working
 
 pytestmark = [
@@ -18,9 +18,8 @@ pytestmark = [
 TESTS = [row["messages"][0]["content"] for row in questions(7, 8)]
 
 
-def test_a_fine_tuned_smollm2_scores_above_its_base(service):  # noqa: F811
-    client, deployment = service
-    pids = [process.pid for process in deployment.processes]
+def test_a_fine_tuned_smollm2_scores_above_its_base(smollm2_service):
+    client, deployment = smollm2_service
     training = client.files.create(file=("train.jsonl", jsonl(questions(1, 48))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model="smollm2-135m-instruct",
@@ -40,13 +39,7 @@ def test_a_fine_tuned_smollm2_scores_above_its_base(service):  # noqa: F811
             }
         },
     )
-    job = wait_while_progressing(
-        lambda: client.fine_tuning.jobs.retrieve(job.id),
-        lambda j: j.status in ("succeeded", "failed"),
-        progress=lambda j: (job_progress(j), working(*pids)),
-        what="the fine-tune's end",
-        diagnose=deployment.logs,
-    )
+    job = finished_job(client, job.id, deployment)
     assert job.status == "succeeded", job.error
     evaluation = client.evals.create(
         name="codeword",
@@ -77,7 +70,10 @@ def test_a_fine_tuned_smollm2_scores_above_its_base(service):  # noqa: F811
     base, tuned = wait_while_progressing(
         lambda: [client.evals.runs.retrieve(r.id, eval_id=evaluation.id) for r in runs],
         lambda found: all(r.status in ("completed", "failed") for r in found),
-        progress=lambda found: ([(r.status, r.result_counts.total) for r in found], working(*pids)),
+        progress=lambda found: (
+            [(r.status, r.result_counts.total) for r in found],
+            working(*(process.pid for process in deployment.processes)),
+        ),
         what="both runs to end",
         diagnose=deployment.logs,
     )

@@ -4,12 +4,10 @@ the samples taken while training and through chat.completions with the openai SD
 
 import random
 
-import openai
 import pytest
 
-from tests.deployment import job_progress
+from tests.deployment import finished_job
 from tests.service.conftest import jsonl
-from tests.waiting import wait_while_progressing, working
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,21 +54,8 @@ def questions(seed: int, count: int) -> list[dict]:
     ]
 
 
-@pytest.fixture
-def service(deployment, smollm2, tmp_path):
-    catalogue = tmp_path / "models.yaml"
-    catalogue.write_text(f"models:\n  smollm2-135m-instruct:\n    source: {smollm2}\n")
-    deployment.env.update(LMTUNE_MODELS_FILE=str(catalogue))
-    deployment.start_model_server(CUDA_VISIBLE_DEVICES="", LMTUNE_SERVE_MAX_MODELS="2")
-    base_url = deployment.start_server()
-    deployment.start_worker()
-    return openai.OpenAI(
-        base_url=f"{base_url}/v1", api_key=deployment.create_key("real"), max_retries=0, timeout=600
-    ), deployment
-
-
-def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
-    client, deployment = service
+def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(smollm2_service):
+    client, deployment = smollm2_service
     before = client.chat.completions.create(
         model="smollm2-135m-instruct", messages=HELD_OUT, temperature=0, max_tokens=12
     )
@@ -99,14 +84,7 @@ def test_a_short_lora_fine_tune_teaches_smollm2_a_codeword(service):
             }
         },
     )
-    pids = [process.pid for process in deployment.processes]
-    done = wait_while_progressing(
-        lambda: client.fine_tuning.jobs.retrieve(job.id),
-        lambda j: j.status in ("succeeded", "failed"),
-        progress=lambda j: (job_progress(j), working(*pids)),
-        what="the fine-tune's end",
-        diagnose=deployment.logs,
-    )
+    done = finished_job(client, job.id, deployment)
     assert done.status == "succeeded", done.error
 
     sets = client.get(f"/fine_tuning/jobs/{job.id}/samples", cast_to=object)["data"]

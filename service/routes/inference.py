@@ -23,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
+from lmtune.problems import quote, quote_names
 from lmtune.services import RequestError
+from lmtune.tool_calls import (
+    MAX_CALLS,
+    MAX_TOOLS,
+    Conversation,
+    ToolProblem,
+    check_conversation,
+    function_names,
+)
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, error_response, error_type
 from service.inference_client import InferenceClient, ServerBusy, Upstream, upstream_error
@@ -79,19 +88,101 @@ class ContentPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON object, encoded as a string")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class Message(BaseModel):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = Field(
+        None, description="May be null on an assistant message with tool_calls"
+    )
     name: str | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_CALLS)] | None = None
+    tool_call_id: str | None = Field(None, description="On a tool message: the id of the call it answers")
 
     def plain(self) -> dict:
-        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+        """The message as lmtune/tool_calls.py checks it: a developer message is a system one, text parts joined."""
+        message = self.model_dump(exclude_none=True, exclude={"content"})
+        if self.role == "developer":
+            message["role"] = "system"
+        if self.content is not None:
+            message["content"] = (
+                self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+            )
+        return message
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="1 to 64 letters, digits, underscores or dashes")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description='A JSON Schema of "type": "object"')
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class ChatCompletionRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="Default: auto with tools, none without"
+    )
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one call in an answer")
+
+    def conversation(self) -> Conversation:
+        """The messages and tools, checked as training rows are (each problem a 400 naming its field)."""
+        tools = [tool.model_dump(exclude_none=True) for tool in self.tools] if self.tools is not None else None
+        try:
+            conversation = check_conversation(
+                [message.plain() for message in self.messages], tools, None, self.parallel_tool_calls, training=False
+            )
+        except ToolProblem as problem:
+            raise RequestError(400, str(problem), param=problem.field, code="invalid_value") from None
+        if isinstance(self.tool_choice, NamedToolChoice) or self.tool_choice == "required":
+            if not tools:
+                raise RequestError(
+                    400, "tool_choice: a call is required, but the request has no tools", param="tool_choice"
+                )
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in function_names(
+            tools
+        ):
+            raise RequestError(
+                400,
+                f"tool_choice: names function {quote(self.tool_choice.function.name)}, which tools does not list "
+                f"(it lists {quote_names(function_names(tools))})",
+                param="tool_choice.function.name",
+            )
+        return conversation
+
+    def tool_settings(self, conversation: Conversation) -> dict:
+        choice = self.tool_choice or ("auto" if conversation.tools else "none")
+        return {
+            "tools": conversation.tools,
+            "tool_choice": choice if isinstance(choice, str) else choice.model_dump(),
+            "parallel_tool_calls": conversation.parallel_tool_calls,
+        }
 
 
 class CompletionRequest(_Common):
@@ -110,9 +201,12 @@ class CompletionRequest(_Common):
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep
 ):
-    """OpenAI's chat completion (`stream: true` for server-sent chunks); the chat template is the model's, as in training."""
+    """OpenAI's chat completion (`stream: true` for server-sent chunks); the chat template is the model's,
+    and tool calls are in the format it was trained in."""
+    conversation = body.conversation()
     payload = {
-        "messages": [m.plain() for m in body.messages],
+        "messages": conversation.messages,
+        **body.tool_settings(conversation),
         **body.generation(body.max_completion_tokens or body.max_tokens),
     }
     return await _complete(request, body, payload, "chat.completion", db, settings, owner)
@@ -179,11 +273,14 @@ class _Shape:
         self.id = new_id("chatcmpl" if kind == "chat.completion" else "cmpl")
         self.created = int(time.time())
         self.texts, self.finish = [""] * n, [None] * n
+        self.calls: list[list[dict]] = [[] for _ in range(n)]
         self.prompt_tokens, self.completion_tokens = prompt_tokens, 0
 
     def add(self, event: dict) -> None:
         if event["event"] == "text":
             self.texts[event["index"]] += event["text"]
+        elif event["event"] == "tool_call":
+            self.calls[event["index"]].append(_tool_call(event["call"]))
         elif event["event"] == "finish":
             self.finish[event["index"]] = event["finish_reason"]
             self.completion_tokens += event["completion_tokens"]
@@ -198,13 +295,8 @@ class _Shape:
     def whole(self) -> dict:
         if self.kind == "chat.completion":
             choices = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": reason,
-                    "logprobs": None,
-                }
-                for i, (text, reason) in enumerate(zip(self.texts, self.finish))
+                {"index": i, "message": _message(text, calls), "finish_reason": reason, "logprobs": None}
+                for i, (text, calls, reason) in enumerate(zip(self.texts, self.calls, self.finish))
             ]
         else:
             choices = [
@@ -223,6 +315,18 @@ class _Shape:
         return self._object(
             "text_completion", [{"index": index, "text": text or "", "finish_reason": finish_reason, "logprobs": None}]
         )
+
+    def call_chunks(self, index: int, call: dict) -> list[dict]:
+        """A call as OpenAI streams one: its id, type and name (arguments empty), then its arguments."""
+        header = {"index": call["index"], **_tool_call({**call, "arguments": ""})}
+        arguments = {"index": call["index"], "function": {"arguments": call["arguments"]}}
+        return [
+            self._object(
+                "chat.completion.chunk",
+                [{"index": index, "delta": {"tool_calls": [delta]}, "finish_reason": None, "logprobs": None}],
+            )
+            for delta in (header, arguments)
+        ]
 
     def usage_chunk(self) -> dict:
         return self._object(
@@ -265,8 +369,22 @@ async def _stream(upstream: Upstream, shape: _Shape, include_usage: bool) -> Asy
         shape.add(event)
         if event["event"] == "text":
             yield sse(shape.chunk(event["index"], text=event["text"]))
+        elif event["event"] == "tool_call":
+            for chunk in shape.call_chunks(event["index"], event["call"]):
+                yield sse(chunk)
         elif event["event"] == "finish":
             yield sse(shape.chunk(event["index"], finish_reason=event["finish_reason"]))
     if include_usage:
         yield sse(shape.usage_chunk())
     yield "data: [DONE]\n\n"
+
+
+def _tool_call(call: dict) -> dict:
+    return {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+
+
+def _message(text: str, calls: list[dict]) -> dict:
+    """An answer with calls has content null unless the model also wrote text."""
+    if not calls:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": calls}

@@ -23,7 +23,10 @@ class Sample(BaseModel):
     prompt: str | list[dict[str, Any]] = Field(
         description="A plain prompt, or chat messages up to the assistant's turn"
     )
-    completion: str = Field(description="The greedy answer, up to training.sample_max_tokens tokens")
+    tools: list[dict[str, Any]] | None = Field(None, description="The tools offered, for a tool-calling row")
+    completion: str = Field(
+        description="The greedy answer, up to training.sample_max_tokens tokens (tool calls as the model writes them)"
+    )
     completion_tokens: int
     finish_reason: str
 

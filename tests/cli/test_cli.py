@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from lmtune.training_data import validate_jsonl_file
 
 
 def lmtune(*args, cwd):
@@ -43,6 +44,16 @@ def test_make_tiny_model_writes_a_loadable_model_with_a_readme(tmp_path, monkeyp
 
     assert AutoTokenizer.from_pretrained(tmp_path / "model").chat_template
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "model").config.model_type == "llama"
+
+
+def test_make_sample_data_writes_tool_calling_rows_that_upload_accepts(tmp_path, monkeypatch):
+    done = lmtune_here(
+        "make-sample-data", "tools.jsonl", "--kind", "tools", "--examples", "12", cwd=tmp_path, monkeypatch=monkeypatch
+    )
+    assert done.exit_code == 0 and "12 tool-calling examples written" in done.output
+    rows = validate_jsonl_file(tmp_path / "tools.jsonl")
+    assert len(rows) == 12 and all(row.data["tools"] and row.data["messages"][1]["tool_calls"] for row in rows)
+    assert any(message["role"] == "tool" for row in rows for message in row.data["messages"])
 
 
 @pytest.mark.slow  # trains in a subprocess

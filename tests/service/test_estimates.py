@@ -118,3 +118,16 @@ def test_tokens_of_a_real_tokenizer_and_chat_template_match_the_trainer(api, smo
     tokens, truncated, kept = trainer_tokens(smollm2, path, 256)
     assert abs(sum(counted.lengths) - tokens) <= 0.01 * tokens
     assert (counted.truncated, len(counted.lengths)) == (truncated, kept)
+
+
+def test_tool_calling_rows_are_counted_as_the_trainer_renders_them(api, tmp_path):
+    from cli.sample_data import tool_examples, write_jsonl
+
+    folder = with_tiny_model(api)
+    path = write_jsonl(tool_examples(12, seed=4), tmp_path / "tools.jsonl")
+    file_id = api.upload(api.alice, path.read_bytes()).json()["id"]
+    answer = estimate(api, file_id, training={"max_seq_length": 2048})
+    assert answer.status_code == 200, answer.text
+    tokens, _, _ = trainer_tokens(folder, path, 2048)
+    # the tiny model's template renders no tools: the fallback format, counted whole (a token or two apart)
+    assert abs(answer.json()["tokens"]["per_epoch"] - tokens) <= 2 * 12

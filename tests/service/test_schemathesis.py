@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 EXAMPLES_PER_OPERATION = 12
 # requests whose fields are checked together, past what a schema can say, each refusal a 400 naming the
 # field and tested elsewhere: a file's lines, a job's fields, a prompt and max_tokens against the model's
-# context, a grader's formula against its graders' names, an eval's item_schema, a run's items against it
+# context, a grader's formula against its graders' names, an eval's item_schema, a run's items against it,
+# a conversation's messages (a tool message answers a call of the turn before)
 CROSS_CHECKED = {
     "POST /v1/files",
     "POST /v1/fine_tuning/jobs",

@@ -12,6 +12,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer
 
 from lmtune.problems import replace_paths
+from workers.models.chat_format import tool_format_of
 from workers.models.errors import InvalidSettingsError, ModelLoadError
 
 ADAPTER_DIR = "adapter"
@@ -49,12 +50,14 @@ def is_lora(model) -> bool:
 
 
 def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
-    """The model (or, for LoRA, the adapter) in Hugging Face format with its tokenizer."""
+    """The model (or, for LoRA, the adapter) in Hugging Face format with its tokenizer, and the format
+    its tool calls were trained in (workers/models/tool_format.py), which serving answers in."""
     # the vocabulary is never resized, so an adapter never needs the embeddings; peft's "auto" would
     # look the base model up by its name, on the hub
     extra = {"save_embedding_layers": False} if is_lora(model) else {}
     model.save_pretrained(folder, state_dict=state_dict, **extra)
     tokenizer.save_pretrained(folder)
+    tool_format_of(tokenizer).save(folder)
 
 
 def save_final(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:

@@ -28,6 +28,8 @@ from workers.models.generation import (
     prompt_ids,
 )
 from workers.models.loading import load_tokenizer
+from workers.models.tool_format import ToolFormat
+from workers.serving.tool_answers import Reading, ToolRequest
 
 
 class PromptTooLong(ValueError):
@@ -77,15 +79,27 @@ class ModelCache:
             ]
 
     def answer(
-        self, model: dict, prompt: str | list[dict], params: GenerationParams, on_start, on_text, cancelled
+        self,
+        model: dict,
+        prompt: str | list[dict],
+        params: GenerationParams,
+        on_start,
+        on_text,
+        cancelled,
+        tools: ToolRequest | None = None,
+        on_call=lambda index, call: None,
     ) -> Answer:
-        """Load what is missing (timed, and told to `on_start(load_seconds, prompt_tokens)`), then answer."""
+        """Load what is missing (timed, and told to `on_start(load_seconds, prompt_tokens)`), then answer;
+        content goes to `on_text(index, text)` and tool calls to `on_call(index, call)`."""
         started = time.monotonic()
         base_ref, adapter = (model["base"], model["adapter"]) if model.get("adapter") else (model, None)
         base = self._get(base_ref, adapter)
         try:
             with base.lock:
-                ids = prompt_ids(base.tokenizer, prompt)
+                # the format a fine-tuned model was trained in is saved beside its weights
+                trained_in = lambda: ToolFormat.load(adapter or model["source"])  # noqa: E731
+                reading = Reading(base.tokenizer, prompt, params, tools, trained_in, on_text, on_call)
+                ids = reading.ids
                 limit = getattr(base.model.config, "max_position_embeddings", None)
                 if limit and len(ids) + params.max_tokens > limit:
                     raise PromptTooLong(
@@ -93,7 +107,8 @@ class ModelCache:
                         f"the model's context of {limit} tokens"
                     )
                 on_start(time.monotonic() - started, len(ids))
-                choices = self._generate(base, adapter, ids, params, on_text, cancelled)
+                choices = self._generate(base, adapter, ids, reading.params, reading.on_text, cancelled)
+                reading.finish(choices)
         finally:
             with self._lock:
                 base.users -= 1

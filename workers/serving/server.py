@@ -5,10 +5,12 @@ the model id to folders in the data folder, and sends them here; this process lo
 is sent. It may import torch; the API never does.
 
 POST /generate  {model: {source, builtin?, adapter?, base?}, prompt | messages, max_tokens,
-                 temperature, top_p, stop, seed, n}
+                 temperature, top_p, stop, seed, n, tools?, tool_choice?, parallel_tool_calls?}
+(`messages` as lmtune/tool_calls.py's Conversation holds them: a call's arguments are an object)
 answers with newline-delimited JSON, each line an event:
     {"event": "start", "load_seconds", "queue_seconds", "prompt_tokens"}   once loaded
     {"event": "text", "index", "text"}                                      as each answer grows
+    {"event": "tool_call", "index", "call": {index, id, name, arguments}}   each complete call
     {"event": "finish", "index", "finish_reason", "completion_tokens"}
     {"event": "error", "status", "message"}                                 instead of the rest
 At most `concurrency` answers run at once; up to `queue_size` more wait; beyond that: 429.
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workers.models.errors import ModelLoadError
 from workers.models.generation import GenerationParams
 from workers.serving.engine import ModelCache, PromptTooLong
+from workers.serving.tool_answers import ToolRequest
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,9 @@ class GenerateRequest(BaseModel):
     stop: list[str] = []
     seed: int | None = None
     n: int = Field(1, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
 
 
 def create_serving_app(cache: ModelCache, concurrency: int = 1, queue_size: int = 8) -> FastAPI:
@@ -119,6 +125,8 @@ async def _answer(
                 on_start,
                 lambda index, text: emit({"event": "text", "index": index, "text": text}),
                 cancelled.is_set,
+                tools=ToolRequest(body.tools, body.tool_choice, body.parallel_tool_calls),
+                on_call=lambda index, call: emit({"event": "tool_call", "index": index, "call": call}),
             )
             for choice in answer.choices:
                 emit(

@@ -2,7 +2,8 @@
 greedily, and the set is appended to samples.jsonl with its step and the time generation took.
 
 The prompts are `training.sample_prompts`, or the first few of the validation file (else the
-training file): a chat row's messages before its last assistant turn, or a row's `prompt`.
+training file): a chat row's messages before its last assistant turn (with its tools, if it has
+any), or a row's `prompt`.
 
 Their work is bounded, whatever the settings: they are counted in tokens when the trainer starts
 (each prompt with its answer within the model's context, a whole set within MAX_SAMPLE_SET_TOKENS;
@@ -23,6 +24,8 @@ from accelerate.utils import DistributedType
 from lmtune.layout import RunLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import MAX_SAMPLE_SET_TOKENS, MAX_SAMPLE_SETS, JobSpec
+from lmtune.tool_calls import Conversation, check_conversation
+from workers.models.chat_format import conversation_prompt_ids, tool_format_of
 from workers.models.errors import InvalidSettingsError
 from workers.models.generation import GenerationParams, end_of_turn_ids, generate, prompt_ids
 
@@ -30,8 +33,11 @@ DEFAULT_PROMPTS = 3
 SCANNED_LINES = 100  # where default prompts are looked for
 
 
-def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[str | list[dict]]:
-    prompts: list[str | list[dict]] = []
+Prompt = str | list[dict] | Conversation
+
+
+def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[Prompt]:
+    prompts: list[Prompt] = []
     with Path(path).open() as handle:
         for _, line in zip(range(SCANNED_LINES), handle):
             if len(prompts) == count:
@@ -42,9 +48,14 @@ def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[str 
             if "prompt" in row:
                 prompts.append(row["prompt"])
             elif "messages" in row:
-                messages = row["messages"]
+                chat = check_conversation(
+                    row["messages"], row.get("tools"), row.get("functions"), row.get("parallel_tool_calls")
+                )
+                messages = chat.messages
                 last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=0)
-                if last > 0:
+                if last > 0 and chat.uses_tools:  # the tools are offered as in training
+                    prompts.append(Conversation(messages[:last], chat.tools, chat.parallel_tool_calls))
+                elif last > 0:
                     prompts.append([{"role": m["role"], "content": m["content"]} for m in messages[:last]])
     return prompts
 
@@ -85,7 +96,7 @@ class Sampler:
         answer = self.params.max_tokens
         kept, used = [], 0
         for index, prompt in enumerate(prompts):
-            tokens = len(prompt_ids(self.tokenizer, prompt))
+            tokens = len(self._prompt_ids(prompt))
             problem = None
             if context and tokens + answer > context:
                 problem = (
@@ -138,11 +149,21 @@ class Sampler:
             }
         )
 
-    def _answer(self, model, prompt: str | list[dict], stop_ids: list[int]) -> dict:
-        ids = prompt_ids(self.tokenizer, prompt)
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, Conversation):
+            return conversation_prompt_ids(self.tokenizer, prompt, tool_format_of(self.tokenizer), offer_tools=True)
+        return prompt_ids(self.tokenizer, prompt)
+
+    def _answer(self, model, prompt: Prompt, stop_ids: list[int]) -> dict:
+        ids = self._prompt_ids(prompt)
         [choice] = generate(model, self.tokenizer, ids, self.params, stop_ids=stop_ids)
+        shown = (
+            {"prompt": prompt.messages, "tools": prompt.tools}
+            if isinstance(prompt, Conversation)
+            else {"prompt": prompt}
+        )
         return {
-            "prompt": prompt,
+            **shown,
             "completion": choice.text,
             "completion_tokens": choice.tokens,
             "finish_reason": choice.finish_reason,
