@@ -85,7 +85,7 @@ class Cluster:
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if b"train" in command and output.encode() in command and state != "Z":
+            if b"workers.training" in command and output.encode() in command and state != "Z":
                 return int(entry.name)
         return None
 

@@ -26,6 +26,7 @@ EXAMPLES_PER_OPERATION = 12
 CROSS_CHECKED = {
     "POST /v1/files",
     "POST /v1/fine_tuning/jobs",
+    "POST /v1/fine_tuning/jobs/estimate",
     "POST /v1/chat/completions",
     "POST /v1/completions",
     "POST /v1/fine_tuning/alpha/graders/run",
