@@ -69,22 +69,16 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
     settings = LossSettings(
         epsilon=0.2, epsilon_high=0.28, beta=beta, loss_type=loss_type, max_completion_tokens=ANSWER_TOKENS
     )
-    accumulation = 2  # this micro-batch is one of two in the step; the step has 1.5x its answer tokens
-    step_tokens = 1.5 * answer_mask.sum().item()
+    accumulation = 2  # this micro-batch is one of two of equal size in the step
+    step_tokens = 1.5 * answer_mask.sum().item()  # the step's answer tokens, both micro-batches'
 
     ours_model.train()
     logps = answer_logps(ours_model, prompt_ids, prompt_mask, answer_ids, TEMPERATURE)
-    ours = policy_loss(
-        logps,
-        answer_mask,
-        advantages,
-        settings,
-        old_logps=old,
-        ref_logps=ref if beta else None,
-        step_tokens=step_tokens,
-        accumulation_steps=accumulation,
-    )
-    ours.loss.backward()
+    ours = policy_loss(logps, answer_mask, advantages, settings, old_logps=old, ref_logps=ref if beta else None)
+    # the loop divides by the step's units: its answer tokens (dapo) or its answers
+    step_units = step_tokens if loss_type == "dapo" else accumulation * answer_ids.size(0)
+    loss = ours.loss / step_units
+    loss.backward()
 
     config = GRPOConfig(
         output_dir=str(tmp_path),
@@ -125,8 +119,8 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
     theirs = trainer._compute_loss(trainer.model, inputs)
     theirs.backward()
 
-    assert ours.loss.item() == pytest.approx(theirs.item(), abs=1e-5)
-    assert 0 < ours.clipped.item() < 1  # the clip was exercised, on some tokens only
+    assert loss.item() == pytest.approx(theirs.item(), abs=1e-5)
+    assert 0 < ours.clipped.item() < ours.tokens  # the clip was exercised, on some tokens only
     ours_grads, theirs_grads = gradients(ours_model), gradients(trainer.model)
     assert ours_grads.keys() == theirs_grads.keys() and ours_grads
     for name, grad in ours_grads.items():

@@ -72,9 +72,20 @@ class LossSettings:
 
 @dataclass
 class PolicyLoss:
-    loss: torch.Tensor  # carries the gradient, already divided for accumulation
-    kl: torch.Tensor | None  # the mean per-token KL to the reference (beta > 0)
-    clipped: torch.Tensor  # the fraction of tokens whose ratio was clipped
+    """A micro-batch's loss as a sum over its units (answer tokens for dapo, answers for the other
+    types): divided by the units of the whole optimizer step (every micro-batch of every process),
+    it is the loss TRL's GRPOTrainer optimises. The statistics are sums over answer tokens."""
+
+    loss: torch.Tensor  # carries the gradient
+    units: int
+    kl: torch.Tensor  # sum of the per-token KL to the reference (0 without a KL term)
+    clipped: torch.Tensor  # tokens whose ratio was clipped
+    tokens: int  # answer tokens
+
+
+def units(loss_type: LossType, mask: torch.Tensor) -> int:
+    """What a micro-batch's loss is a sum over: its answer tokens (dapo), or its answers."""
+    return int(mask.sum()) if loss_type == "dapo" else mask.size(0)
 
 
 def policy_loss(
@@ -85,15 +96,16 @@ def policy_loss(
     *,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
-    step_tokens: float | None = None,
-    accumulation_steps: int = 1,
 ) -> PolicyLoss:
     """The loss of one micro-batch of answers: -min(r A, clip(r, 1-eps, 1+eps_high) A) per token,
     r = p / p_old (p_old: the policy that sampled them; by default this very one, so r = 1 and the
     gradient is the plain policy gradient), plus beta x r x KL(p || p_ref) by the k3 estimator
-    exp(ref - logp) - (ref - logp) - 1, averaged as `loss_type` says. `step_tokens`: the answer tokens
-    of the whole optimizer step over every process and micro-batch, divided by the number of
-    processes (dapo); the other types divide by `accumulation_steps` themselves."""
+    exp(ref - logp) - (ref - logp) - 1; summed as `loss_type` weighs tokens:
+      dapo     every token of the step alike: the sum of the token losses
+      grpo     every answer alike, whatever its length: the sum of each answer's mean token loss
+      bnpo     every token of the micro-batch alike: its mean token loss times its answers
+      dr_grpo  no length bias: the sum of the token losses over max_completion_tokens
+    (grpo, bnpo and dr_grpo as TRL's are, over micro-batches of equal size)."""
     mask = mask.to(logps.dtype)
     old = logps.detach() if old_logps is None else old_logps
     ratio = torch.exp(logps - old)
@@ -101,7 +113,7 @@ def policy_loss(
     clipped_ratio = torch.clamp(ratio, 1 - settings.epsilon, 1 + epsilon_high)
     gain = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * gain, clipped_ratio * gain)
-    kl = None
+    kl = torch.zeros_like(per_token)
     if settings.beta != 0.0:
         if ref_logps is None:
             raise ValueError("a KL term (beta > 0) needs the reference model's log-probabilities")
@@ -110,26 +122,21 @@ def policy_loss(
         # unbiased reverse-KL gradient (DeepSeek-V3.2); the ratio is 1 on-policy but still differentiable
         kl = kl * ratio
         per_token = per_token + settings.beta * kl
-    loss = _normalised(per_token * mask, mask, settings, step_tokens, accumulation_steps)
-    tokens = mask.sum().clamp(min=1.0)
     was_clipped = ((ratio < 1 - settings.epsilon) & (gain < 0)) | ((ratio > 1 + epsilon_high) & (gain > 0))
     return PolicyLoss(
-        loss=loss,
-        kl=None if kl is None else (kl.detach() * mask).sum() / tokens,
-        clipped=(was_clipped.to(mask.dtype) * mask).sum() / tokens,
+        loss=_summed(per_token * mask, mask, settings),
+        units=units(settings.loss_type, mask),
+        kl=(kl.detach() * mask).sum(),
+        clipped=(was_clipped.to(mask.dtype) * mask).sum(),
+        tokens=int(mask.sum()),
     )
 
 
-def _normalised(
-    losses: torch.Tensor, mask: torch.Tensor, settings: LossSettings, step_tokens: float | None, accumulation: int
-) -> torch.Tensor:
-    if settings.loss_type == "dapo":  # every token of the step weighs the same
-        if step_tokens is None:
-            raise ValueError("the dapo loss divides by the step's answer tokens: pass step_tokens")
-        return losses.sum() / step_tokens
-    if settings.loss_type == "grpo":  # every answer weighs the same, whatever its length
-        return (losses.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
-    if settings.loss_type == "bnpo":  # every token of the micro-batch weighs the same
-        return losses.sum() / mask.sum().clamp(min=1.0) / accumulation
-    # dr_grpo: a constant normaliser, no length bias at all
-    return losses.sum() / (losses.size(0) * settings.max_completion_tokens) / accumulation
+def _summed(losses: torch.Tensor, mask: torch.Tensor, settings: LossSettings) -> torch.Tensor:
+    if settings.loss_type == "dapo":
+        return losses.sum()
+    if settings.loss_type == "grpo":
+        return (losses.sum(-1) / mask.sum(-1).clamp(min=1.0)).sum()
+    if settings.loss_type == "bnpo":
+        return losses.sum() / mask.sum().clamp(min=1.0) * mask.size(0)
+    return losses.sum() / settings.max_completion_tokens  # dr_grpo

@@ -39,11 +39,10 @@ class StepData:
     rollouts: Rollouts
     advantages: torch.Tensor
     micro_batches: list[MicroBatch]
-    answer_tokens: int  # this process's; the loss divides by the step's, over every process
 
 
 class GrpoStep:
-    """`rollout(model, rows)` then, per micro-batch, `loss(model, micro, step_tokens)`."""
+    """`rollout(model, rows, n)` then, per micro-batch, `loss(model, micro)`."""
 
     def __init__(
         self,
@@ -82,19 +81,12 @@ class GrpoStep:
             self._micro_batch(rollouts, advantages, range(start, min(start + size, len(rollouts.answer_ids))))
             for start in range(0, len(rollouts.answer_ids), size)
         ]
-        return StepData(rollouts, advantages, batches, sum(len(ids) for ids in rollouts.answer_ids))
+        return StepData(rollouts, advantages, batches)
 
-    def loss(self, model, micro: MicroBatch, step_tokens: float, accumulation_steps: int) -> PolicyLoss:
+    def loss(self, model, micro: MicroBatch) -> PolicyLoss:
+        """The micro-batch's loss summed over its units (grpo_loss.PolicyLoss)."""
         logps = answer_logps(model, micro.prompt_ids, micro.prompt_mask, micro.answer_ids, self.settings.temperature)
-        return policy_loss(
-            logps,
-            micro.answer_mask,
-            micro.advantages,
-            self.loss_settings,
-            ref_logps=micro.ref_logps,
-            step_tokens=step_tokens,
-            accumulation_steps=accumulation_steps,
-        )
+        return policy_loss(logps, micro.answer_mask, micro.advantages, self.loss_settings, ref_logps=micro.ref_logps)
 
     @torch.no_grad()
     def evaluate(self, model, rows: Sequence[dict]) -> Rollouts:
