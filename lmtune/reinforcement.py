@@ -10,12 +10,12 @@ answers that scored above their group's mean.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lmtune.bounds import BatchSize, Epochs, LrMultiplier, auto_or_number
 from lmtune.graders import templates
 from lmtune.graders.schema import (
     Grader,
@@ -25,7 +25,6 @@ from lmtune.graders.schema import (
     StringCheckGrader,
     TextSimilarityGrader,
 )
-from lmtune.spec import BatchSize, Epochs, LrMultiplier, _auto_or_number, auto_batch_size, auto_epochs
 from lmtune.tool_calls import check_conversation
 from lmtune.training_data import MIN_EXAMPLES, DatasetError, Row, check_lines, check_supervised_row
 
@@ -39,9 +38,9 @@ AUTO_EVAL_SAMPLES = 32
 BASE_LEARNING_RATE_FULL = 1e-6
 BASE_LEARNING_RATE_LORA = 1e-5
 
-ComputeMultiplier = _auto_or_number(float, 0, 16, low_exclusive=True)
-EvalInterval = _auto_or_number(int, 1, 1_000_000)
-EvalSamples = _auto_or_number(int, 1, 100_000)
+ComputeMultiplier = auto_or_number(float, 0, 16, low_exclusive=True)
+EvalInterval = auto_or_number(int, 1, 1_000_000)
+EvalSamples = auto_or_number(int, 1, 100_000)
 
 
 class _Strict(BaseModel):
@@ -88,17 +87,37 @@ class GrpoSettings(_Strict):
     """Advantages are (reward - group mean), divided by the std of the group, the batch, or nothing."""
 
 
-class ReinforcementMethod(_Strict):
+class ReinforcementSettings(_Strict):
     grader: Grader
     hyperparameters: ReinforcementHyperparameters = ReinforcementHyperparameters()
 
+    @field_validator("grader")
+    @classmethod
+    def _graders_this_trainer_runs(cls, grader):
+        graders = grader.graders.values() if isinstance(grader, MultiGrader) else [grader]
+        judged = [g.name for g in graders if isinstance(g, ScoreModelGrader | LabelModelGrader)]
+        if judged:
+            raise ValueError(
+                f"model graders ({', '.join(judged)}) cannot reward reinforcement fine-tuning in lmtune yet; "
+                "use string_check, text_similarity, python or a multi grader of them"
+            )
+        return grader
+
+
+class ReinforcementMethod(_Strict):
+    """OpenAI's `method: {"type": "reinforcement", "reinforcement": {grader, hyperparameters}}`."""
+
+    type: Literal["reinforcement"]
+    reinforcement: ReinforcementSettings
+
+    @property
+    def hyperparameters(self) -> ReinforcementHyperparameters:
+        return self.reinforcement.hyperparameters
+
 
 class ResolvedReinforcement(_Strict):
-    """The values a reinforcement run uses, after every "auto" is decided."""
+    """What a reinforcement run uses beyond the step plan, after every "auto" is decided."""
 
-    n_epochs: int
-    batch_size: int
-    learning_rate_multiplier: float
     group_size: int
     max_completion_tokens: int
     eval_interval: int
@@ -106,7 +125,7 @@ class ResolvedReinforcement(_Strict):
 
 
 def resolve(
-    hyperparameters: ReinforcementHyperparameters, settings: GrpoSettings, n_rows: int, n_validation_rows: int
+    hyperparameters: ReinforcementHyperparameters, settings: GrpoSettings, n_validation_rows: int
 ) -> ResolvedReinforcement:
     hp = hyperparameters
     multiplier = 1.0 if hp.compute_multiplier == "auto" else hp.compute_multiplier
@@ -114,9 +133,6 @@ def resolve(
     effort = "default" if hp.reasoning_effort == "auto" else hp.reasoning_effort
     eval_samples = AUTO_EVAL_SAMPLES if hp.eval_samples == "auto" else hp.eval_samples
     return ResolvedReinforcement(
-        n_epochs=auto_epochs(n_rows) if hp.n_epochs == "auto" else hp.n_epochs,
-        batch_size=auto_batch_size(n_rows, 1) if hp.batch_size == "auto" else hp.batch_size,
-        learning_rate_multiplier=1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier,
         group_size=group_size,
         max_completion_tokens=settings.max_completion_tokens or ANSWER_TOKENS[effort],
         eval_interval=AUTO_EVAL_INTERVAL if hp.eval_interval == "auto" else hp.eval_interval,
@@ -125,12 +141,8 @@ def resolve(
 
 
 def base_learning_rate(lora: bool) -> float:
+    """The rate a learning_rate_multiplier of 1 gives."""
     return BASE_LEARNING_RATE_LORA if lora else BASE_LEARNING_RATE_FULL
-
-
-def total_steps(resolved: ResolvedReinforcement, n_rows: int, max_steps: int | None) -> int:
-    steps = math.ceil(n_rows / resolved.batch_size) * resolved.n_epochs
-    return min(steps, max_steps) if max_steps is not None else steps
 
 
 # ---- the rows ----
@@ -202,6 +214,7 @@ __all__ = [
     "GrpoSettings",
     "ReinforcementHyperparameters",
     "ReinforcementMethod",
+    "ReinforcementSettings",
     "ResolvedReinforcement",
     "check_prompt_lines",
     "check_prompt_row",

@@ -10,12 +10,12 @@ from lmtune.graders.schema import Grader
 from lmtune.reinforcement import (
     GrpoSettings,
     ReinforcementHyperparameters,
-    ReinforcementMethod,
     check_prompt_lines,
     check_upload_row,
     item_references,
     resolve,
 )
+from lmtune.spec import SpecError, parse_spec, resolve_hyperparameters
 from lmtune.training_data import DatasetError
 
 GRADER = TypeAdapter(Grader)
@@ -51,35 +51,61 @@ def lines(rows: list[dict]) -> list[str]:
     return [json.dumps(r) for r in rows]
 
 
-def test_openai_sdk_shape_is_accepted_as_sent():
-    method = ReinforcementMethod.model_validate(
-        {
-            "grader": MULTI,
-            "hyperparameters": {
-                "n_epochs": 2,
-                "batch_size": "auto",
-                "learning_rate_multiplier": 0.5,
-                "compute_multiplier": 2,
-                "eval_interval": 5,
-                "eval_samples": "auto",
-                "reasoning_effort": "low",
-            },
-        }
-    )
-    resolved = resolve(method.hyperparameters, GrpoSettings(), n_rows=50, n_validation_rows=10)
+def job(method: dict | None = None, **fields) -> dict:
+    hyperparameters = {
+        "n_epochs": 2,
+        "batch_size": "auto",
+        "learning_rate_multiplier": 0.5,
+        "compute_multiplier": 2,
+        "eval_interval": 5,
+        "eval_samples": "auto",
+        "reasoning_effort": "low",
+    }
+    method = method or {"type": "reinforcement", "reinforcement": {"grader": CHECK, "hyperparameters": hyperparameters}}
+    return {"model": "m", "training_file": "t.jsonl", "validation_file": "v.jsonl", "method": method, **fields}
+
+
+def test_openai_sdk_shape_is_accepted_as_sent_and_resolved():
+    spec = parse_spec(job())
+    resolved = resolve(spec.method.hyperparameters, GrpoSettings(), n_validation_rows=10)
     assert resolved.group_size == 8  # 4 answers per prompt at multiplier 1
     assert resolved.max_completion_tokens == 64  # low effort
     assert resolved.eval_interval == 5
     assert resolved.eval_samples == 10  # auto (32) but the validation file has 10 rows
-    assert resolved.n_epochs == 2 and resolved.learning_rate_multiplier == 0.5
+    hp = resolve_hyperparameters(spec, n_examples=50)
+    assert hp.n_epochs == 2 and hp.learning_rate == pytest.approx(0.5e-6)  # GRPO's base rate, 1e-6
 
 
 def test_lmtune_settings_win_over_openai_multipliers():
     hp = ReinforcementHyperparameters(compute_multiplier=3, reasoning_effort="high")
-    resolved = resolve(hp, GrpoSettings(group_size=3, max_completion_tokens=20), n_rows=20, n_validation_rows=40)
+    resolved = resolve(hp, GrpoSettings(group_size=3, max_completion_tokens=20), n_validation_rows=40)
     assert (resolved.group_size, resolved.max_completion_tokens, resolved.eval_samples) == (3, 20, 32)
     # a tiny multiplier still samples a group (one answer has no group to be compared with)
-    assert resolve(ReinforcementHyperparameters(compute_multiplier=0.01), GrpoSettings(), 20, 5).group_size == 2
+    assert resolve(ReinforcementHyperparameters(compute_multiplier=0.01), GrpoSettings(), 5).group_size == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"validation_file": None}, "method reinforcement needs a validation_file"),
+        ({"hyperparameters": {"n_epochs": 1}}, "give the hyperparameters inside method.reinforcement"),
+        (
+            {"method": {"type": "reinforcement", "reinforcement": {"grader": MULTI}}},
+            r"method.reinforcement.grader: model graders \(judge\) cannot reward reinforcement fine-tuning",
+        ),
+        ({"method": {"type": "reinforcement", "reinforcement": {}}}, "method.reinforcement.grader: Field required"),
+    ],
+)
+def test_a_reinforcement_job_that_cannot_run_is_refused_naming_the_field(change, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec({**job(), **change})
+
+
+def test_grpo_settings_belong_to_reinforcement_jobs_only():
+    assert parse_spec(job(training={"grpo": {"beta": 0.04}})).training.grpo.beta == 0.04
+    supervised = {"model": "m", "training_file": "t.jsonl", "training": {"grpo": {"beta": 0.04}}}
+    with pytest.raises(SpecError, match="training.grpo: only for method"):
+        parse_spec(supervised)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def grpo(tiny_model, **settings) -> tuple:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     grpo_settings = GrpoSettings(group_size=8, max_completion_tokens=12, **settings)
-    resolved = resolve(ReinforcementHyperparameters(), grpo_settings, 20, 4)
+    resolved = resolve(ReinforcementHyperparameters(), grpo_settings, n_validation_rows=4)
     reference = copy.deepcopy(model).eval() if grpo_settings.beta else None
     step = GrpoStep(
         grpo_settings,
