@@ -121,12 +121,10 @@ class ResolvedReinforcement(_Strict):
     group_size: int
     max_completion_tokens: int
     eval_interval: int
-    eval_samples: int
+    eval_samples: int  # at most the validation file's rows are taken
 
 
-def resolve(
-    hyperparameters: ReinforcementHyperparameters, settings: GrpoSettings, n_validation_rows: int
-) -> ResolvedReinforcement:
+def resolve(hyperparameters: ReinforcementHyperparameters, settings: GrpoSettings) -> ResolvedReinforcement:
     hp = hyperparameters
     multiplier = 1.0 if hp.compute_multiplier == "auto" else hp.compute_multiplier
     group_size = settings.group_size or min(MAX_GROUP_SIZE, max(2, round(BASE_GROUP_SIZE * multiplier)))
@@ -136,7 +134,7 @@ def resolve(
         group_size=group_size,
         max_completion_tokens=settings.max_completion_tokens or ANSWER_TOKENS[effort],
         eval_interval=AUTO_EVAL_INTERVAL if hp.eval_interval == "auto" else hp.eval_interval,
-        eval_samples=min(eval_samples, n_validation_rows),
+        eval_samples=eval_samples,
     )
 
 

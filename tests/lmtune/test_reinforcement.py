@@ -67,21 +67,21 @@ def job(method: dict | None = None, **fields) -> dict:
 
 def test_openai_sdk_shape_is_accepted_as_sent_and_resolved():
     spec = parse_spec(job())
-    resolved = resolve(spec.method.hyperparameters, GrpoSettings(), n_validation_rows=10)
+    resolved = resolve(spec.method.hyperparameters, GrpoSettings())
     assert resolved.group_size == 8  # 4 answers per prompt at multiplier 1
     assert resolved.max_completion_tokens == 64  # low effort
     assert resolved.eval_interval == 5
-    assert resolved.eval_samples == 10  # auto (32) but the validation file has 10 rows
+    assert resolved.eval_samples == 32  # auto
     hp = resolve_hyperparameters(spec, n_examples=50)
     assert hp.n_epochs == 2 and hp.learning_rate == pytest.approx(0.5e-6)  # GRPO's base rate, 1e-6
 
 
 def test_lmtune_settings_win_over_openai_multipliers():
     hp = ReinforcementHyperparameters(compute_multiplier=3, reasoning_effort="high")
-    resolved = resolve(hp, GrpoSettings(group_size=3, max_completion_tokens=20), n_validation_rows=40)
-    assert (resolved.group_size, resolved.max_completion_tokens, resolved.eval_samples) == (3, 20, 32)
+    resolved = resolve(hp, GrpoSettings(group_size=3, max_completion_tokens=20))
+    assert (resolved.group_size, resolved.max_completion_tokens) == (3, 20)
     # a tiny multiplier still samples a group (one answer has no group to be compared with)
-    assert resolve(ReinforcementHyperparameters(compute_multiplier=0.01), GrpoSettings(), 5).group_size == 2
+    assert resolve(ReinforcementHyperparameters(compute_multiplier=0.01), GrpoSettings()).group_size == 2
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def grpo(tiny_model, **settings) -> tuple:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     grpo_settings = GrpoSettings(group_size=8, max_completion_tokens=12, **settings)
-    resolved = resolve(ReinforcementHyperparameters(), grpo_settings, n_validation_rows=4)
+    resolved = resolve(ReinforcementHyperparameters(), grpo_settings)
     reference = copy.deepcopy(model).eval() if grpo_settings.beta else None
     step = GrpoStep(
         grpo_settings,
@@ -47,8 +47,9 @@ def train(model, step: GrpoStep, steps: int) -> list[dict]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     history = []
     for _ in range(steps):
-        data = step.rollout(model, ROWS, micro_batches=2)
+        data = step.rollout(model, [ROWS[:2], ROWS[2:], []])  # two micro-batches and an empty one
         outs = [step.loss(model, micro) for micro in data.micro_batches]
+        assert outs[-1].units == 0 and outs[-1].loss.item() == 0.0
         step_units = sum(out.units for out in outs)
         for out in outs:
             (out.loss / step_units).backward()

@@ -71,16 +71,19 @@ class GrpoStep:
             max_completion_tokens=resolved.max_completion_tokens,
         )
 
-    def rollout(self, model, rows: Sequence[dict], micro_batches: int) -> StepData:
-        group = self.resolved.group_size
+    def rollout(self, model, slices: Sequence[Sequence[dict]]) -> StepData:
+        """The answers to every row of the step's `slices` (one per micro-batch), sampled and graded
+        together; a micro-batch per slice. An empty slice (a short last batch) gets one answer that
+        weighs nothing, so that this process still runs the forward its peers synchronise with."""
+        group, rows = self.resolved.group_size, [row for part in slices for row in part]
         rollouts = sample_groups(model, self.tokenizer, self.prompts(rows), group, self.params, self.rng)
         grade_rollouts(rollouts, rows, group, self.grader, self.tools)
         advantages = group_advantages(rollouts.rewards, group, self.settings.scale_rewards)
-        size = -(-len(rollouts.answer_ids) // micro_batches)
-        batches = [
-            self._micro_batch(rollouts, advantages, range(start, min(start + size, len(rollouts.answer_ids))))
-            for start in range(0, len(rollouts.answer_ids), size)
-        ]
+        batches, start = [], 0
+        for part in slices:
+            answers = range(start * group, (start + len(part)) * group)
+            batches.append(self._micro_batch(rollouts, advantages, answers) if part else self._empty_batch())
+            start += len(part)
         return StepData(rollouts, advantages, batches)
 
     def loss(self, model, micro: MicroBatch) -> PolicyLoss:
@@ -110,6 +113,12 @@ class GrpoStep:
                     f"{max_seq_length}. Raise max_seq_length or shorten the prompt",
                     param=field,
                 )
+
+    def _empty_batch(self) -> MicroBatch:
+        ids = torch.tensor([[self.pad_id]], device=self.device)
+        nothing = torch.zeros(1, 1, device=self.device)
+        reference = nothing if self.reference_model is not None else None
+        return MicroBatch(ids, torch.ones_like(ids), ids, torch.zeros_like(ids), nothing[0], reference)
 
     def _micro_batch(self, rollouts: Rollouts, advantages: torch.Tensor, rows: range) -> MicroBatch:
         prompts = [rollouts.prompt_ids[i] for i in rows]
