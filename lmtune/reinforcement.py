@@ -11,6 +11,7 @@ answers that scored above their group's mean.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -26,7 +27,7 @@ from lmtune.graders.schema import (
     TextSimilarityGrader,
 )
 from lmtune.tool_calls import check_conversation
-from lmtune.training_data import MIN_EXAMPLES, DatasetError, Row, check_lines, check_supervised_row
+from lmtune.training_data import MIN_EXAMPLES, DatasetError, Row, check_lines, check_supervised_row, iter_rows
 
 # What "auto" and the reasoning effort mean here (docs/rft.md)
 BASE_GROUP_SIZE = 4  # answers sampled per prompt at compute_multiplier 1
@@ -207,6 +208,12 @@ def check_prompt_lines(lines: Iterable, grader, min_examples: int = MIN_EXAMPLES
     yield from check_lines(lines, min_examples, lambda data: check_prompt_row(data, references))
 
 
+def check_prompt_file(path: str | Path, grader, min_examples: int = MIN_EXAMPLES) -> Iterator[Row]:
+    """The rows of a reinforcement file, streamed and checked as `check_prompt_lines` does."""
+    references = item_references(grader)
+    yield from iter_rows(path, min_examples, lambda data: check_prompt_row(data, references))
+
+
 __all__ = [
     "DatasetError",
     "GrpoSettings",
@@ -214,6 +221,7 @@ __all__ = [
     "ReinforcementMethod",
     "ReinforcementSettings",
     "ResolvedReinforcement",
+    "check_prompt_file",
     "check_prompt_lines",
     "check_prompt_row",
     "check_upload_row",

@@ -12,7 +12,7 @@ from lmtune.graders import Tools
 from lmtune.graders.schema import Grader
 from lmtune.reinforcement import GrpoSettings, ReinforcementHyperparameters, resolve
 from workers.training.errors import InvalidDataError
-from workers.training.objectives.grpo_step import GrpoStep
+from workers.training.objectives.grpo_step import GrpoStep, check_prompt_lengths
 
 DIGITS = TypeAdapter(Grader).validate_python(
     {
@@ -78,9 +78,10 @@ def test_with_beta_the_kl_to_the_starting_model_is_measured_and_grows(tiny_model
 
 
 def test_a_prompt_without_room_for_its_answer_is_refused_at_start(tiny_model):
-    _, step = grpo(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     long_row = {"messages": [{"role": "user", "content": "x" * 100}]}
     with pytest.raises(
         InvalidDataError, match=r"training_file: row 2's prompt has \d+ tokens; with answers of up to 12"
     ):
-        step.check_lengths([ROWS[0], long_row], "training_file", max_seq_length=64)
+        check_prompt_lengths(tokenizer, [ROWS[0], long_row], "training_file", 64, answer_tokens=12)
+    check_prompt_lengths(tokenizer, [ROWS[0], long_row], "training_file", 512, answer_tokens=12)

@@ -102,18 +102,6 @@ class GrpoStep:
     def prompts(self, rows: Sequence[dict]) -> list[list[int]]:
         return [prompt_ids(self.tokenizer, row["messages"]) for row in rows]
 
-    def check_lengths(self, rows: Sequence[dict], field: str, max_seq_length: int) -> None:
-        """Every prompt with its longest answer fits max_seq_length; else the job fails at start."""
-        room = max_seq_length - self.resolved.max_completion_tokens
-        for index, ids in enumerate(self.prompts(rows)):
-            if len(ids) > room:
-                raise InvalidDataError(
-                    f"{field}: row {index + 1}'s prompt has {len(ids)} tokens; with answers of up to "
-                    f"{self.resolved.max_completion_tokens} tokens it passes training.max_seq_length="
-                    f"{max_seq_length}. Raise max_seq_length or shorten the prompt",
-                    param=field,
-                )
-
     def _empty_batch(self) -> MicroBatch:
         ids = torch.tensor([[self.pad_id]], device=self.device)
         nothing = torch.zeros(1, 1, device=self.device)
@@ -143,3 +131,15 @@ class GrpoStep:
                     self.settings.temperature,
                 )
         return micro
+
+
+def check_prompt_lengths(tokenizer, rows: Sequence[dict], field: str, max_seq_length: int, answer_tokens: int) -> None:
+    """Every prompt with its longest answer fits max_seq_length; else the job fails at start."""
+    for index, row in enumerate(rows):
+        length = len(prompt_ids(tokenizer, row["messages"]))
+        if length + answer_tokens > max_seq_length:
+            raise InvalidDataError(
+                f"{field}: row {index + 1}'s prompt has {length} tokens; with answers of up to {answer_tokens} "
+                f"tokens it passes training.max_seq_length={max_seq_length}. Raise max_seq_length or shorten the prompt",
+                param=field,
+            )
