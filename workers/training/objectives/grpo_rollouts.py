@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -65,6 +66,8 @@ class Rollouts:
     texts: list[str]
     truncated: list[bool]  # ran out of max_completion_tokens
     grades: list[Grade] = field(default_factory=list)
+    generation_seconds: float = 0.0
+    grading_seconds: float = 0.0
 
     @property
     def rewards(self) -> torch.Tensor:
@@ -104,7 +107,7 @@ def sample_groups(
     """`group_size` answers to each prompt, sampled `max_rows` at a time (memory: the KV cache of
     max_rows answers)."""
     repeated = [list(prompt) for prompt in prompts for _ in range(group_size)]
-    choices = []
+    choices, started = [], time.monotonic()
     was_training = model.training
     model.eval()  # no dropout while sampling; the sampler's draws come from its own stream
     try:
@@ -120,13 +123,16 @@ def sample_groups(
         answer_ids=[choice.token_ids for choice in choices],
         texts=[choice.text for choice in choices],
         truncated=[choice.finish_reason == "length" for choice in choices],
+        generation_seconds=time.monotonic() - started,
     )
 
 
 def grade_rollouts(rollouts: Rollouts, items: Sequence[dict], group_size: int, grader, tools: Tools) -> None:
     """Grade every answer against its row (`items`, one per prompt) in one batch."""
     pairs = [(sample_namespace(text), items[index // group_size]) for index, text in enumerate(rollouts.texts)]
+    started = time.monotonic()
     rollouts.grades = grade_batch(grader, pairs, tools)
+    rollouts.grading_seconds = time.monotonic() - started
 
 
 def _mean(values: Sequence[float]) -> float:
