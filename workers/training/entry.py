@@ -1,24 +1,27 @@
 """The trainer's entry point: `python -m workers.training SPEC --output DIR` (what a worker starts)
 and `lmtune train` run this. It applies the failure contract: a run that fails for a reason the user
-can act on writes `error.json` ({code, message, param}) for the worker and exits 1; a paused run
-exits EXIT_PAUSED, a superseded one EXIT_SUPERSEDED having written nothing more; a bug writes
-`internal_error` and its traceback goes to the log.
+can act on writes `error.json` ({attempt, code, message, param}, fenced: lmtune.fence) for the
+worker and exits 1; a paused run exits EXIT_PAUSED, a superseded one EXIT_SUPERSEDED having written
+nothing more; a full disk removes the attempt's partial files and writes `disk_full` with the space
+needed (EXIT_DISK_FULL when not even the report fits); a bug writes `internal_error` and its
+traceback goes to the log.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from lmtune.fence import RunFence, Superseded
-from lmtune.layout import RunLayout
+from lmtune.disk import DISK_FULL, disk_full_message, is_disk_full
+from lmtune.fence import RunFence, Superseded, write_error_report
+from lmtune.layout import RunLayout, latest_checkpoint
 from lmtune.problems import replace_paths
 from lmtune.spec import SpecError, load_spec
 from workers.models.errors import ReportedError
-from workers.training.errors import EXIT_PAUSED, EXIT_SUPERSEDED, TrainingPaused
+from workers.training import checkpoints as ckpt
+from workers.training.errors import EXIT_DISK_FULL, EXIT_PAUSED, EXIT_SUPERSEDED, TrainingPaused
 from workers.training.launcher import launch
 
 OUT_OF_MEMORY = (
@@ -61,6 +64,10 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
         _say(f"Error: {error}")
         return 1
     except Exception as error:
+        if is_disk_full(error):
+            message = _clean_after_full_disk(RunLayout(Path(output_dir)))
+            _say(f"Error: {message}")
+            return 1 if record_failure(output_dir, DISK_FULL, message) else EXIT_DISK_FULL
         if type(error).__name__ != "OutOfMemoryError":
             paths = {
                 spec.model: model_name or spec.model,
@@ -79,17 +86,38 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
     return 0
 
 
-def record_failure(output_dir: str, code: str, message: str, param: str | None = None) -> None:
-    """For the worker, which reports the failure to the user with this code (and the field to change)."""
+def record_failure(output_dir: str, code: str, message: str, param: str | None = None) -> bool:
+    """For the worker, which reports the failure to the user with this code (and the field to change).
+    False if the report could not be written (the disk is full)."""
     if not is_main_process():
-        return
+        return True
     layout = RunLayout(Path(output_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
     try:
-        RunFence.from_env(layout).check()
-    except Superseded:  # the folder is a newer attempt's: its report is not ours to write
-        return
-    layout.error.parent.mkdir(parents=True, exist_ok=True)
-    layout.error.write_text(json.dumps({"code": code, "message": message, "param": param}))
+        write_error_report(RunFence.from_env(layout), code, message, param)
+    except Superseded:  # the folder is a newer attempt's (or its job ended): the report is not ours to write
+        return True
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        return False
+    return True
+
+
+def _clean_after_full_disk(layout: RunLayout) -> str:
+    """Remove the half-written checkpoint or final model (never read, but it holds the space) and
+    say how much a checkpoint needs: at least the newest complete one, or what was written of this one."""
+    partials = [*layout.checkpoints.glob(".partial-*"), *layout.root.glob(".partial-*")]
+    newest = latest_checkpoint(layout.checkpoints)
+    needed = max([_bytes(newest[1]) if newest else 0, *(_bytes(partial) for partial in partials)])
+    if is_main_process():
+        ckpt.remove_partials(layout.checkpoints)
+        ckpt.remove_partials(layout.root)
+    return disk_full_message("writing a checkpoint or the model", needed, layout.root)
+
+
+def _bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def is_main_process() -> bool:
