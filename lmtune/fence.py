@@ -64,7 +64,10 @@ class RunFence:
             return
         owner = folder_owner(self.layout)
         if owner == NO_ATTEMPT:
-            raise Superseded(f"the job of {self.layout.root} ended without attempt {self.attempt}; it stops")
+            raise Superseded(
+                f"no attempt owns {self.layout.root} any more (its job ended or waits for a new attempt); "
+                f"attempt {self.attempt} stops"
+            )
         if owner != self.attempt:
             raise Superseded(f"attempt {owner} owns {self.layout.root}; attempt {self.attempt} stops")
 

@@ -82,7 +82,7 @@ class Recorder:
             else:
                 self.fail(error["code"], error["message"], error.get("param") or PARAM_OF_CODE.get(error["code"]))
         elif ending.code == EXIT_DISK_FULL:  # not even its report fitted
-            self.retry_after_full_disk(disk_full_message("the trainer's error report", 1, run.root))
+            self.retry_after_full_disk(disk_full_message("writing the trainer's error report", 1, run.root))
         else:
             log = self.data.relative(self.data.trainer_log(self.job.id))
             self.retry_or_fail(f"the trainer exited with status {ending.code} ({log} has its output)")

@@ -59,7 +59,7 @@ def test_a_closed_folder_stops_every_attempt_and_their_appends(tmp_path, monkeyp
     monkeypatch.setenv(ATTEMPT_ENV, "3")
     MetricsLog(layout.metrics).append({"step": 1})
     close_run_folder(layout)  # the sweep ended the job: its orphan trainer must write nothing more
-    with pytest.raises(Superseded, match="ended"):
+    with pytest.raises(Superseded, match="no attempt owns"):
         MetricsLog(layout.metrics).append({"step": 2})
     with pytest.raises(Superseded):
         RunFence(layout, 3).write_text(layout.result, "{}")

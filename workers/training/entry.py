@@ -10,8 +10,10 @@ traceback goes to the log.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from lmtune.disk import DISK_FULL, disk_full_message, is_disk_full
@@ -65,7 +67,7 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
         return 1
     except Exception as error:
         if is_disk_full(error):
-            message = _clean_after_full_disk(RunLayout(Path(output_dir)))
+            message = _clean_after_full_disk(RunLayout(Path(output_dir)), spec, error)
             _say(f"Error: {message}")
             return 1 if record_failure(output_dir, DISK_FULL, message) else EXIT_DISK_FULL
         if type(error).__name__ != "OutOfMemoryError":
@@ -104,20 +106,43 @@ def record_failure(output_dir: str, code: str, message: str, param: str | None =
     return True
 
 
-def _clean_after_full_disk(layout: RunLayout) -> str:
+def _clean_after_full_disk(layout: RunLayout, spec, error: BaseException) -> str:
     """Remove the half-written checkpoint or final model (never read, but it holds the space) and
-    say how much a checkpoint needs: at least the newest complete one, or what was written of this one."""
+    say how much a checkpoint needs: as much as the newest complete one, or for the first one at
+    least what was written of it and the estimate of `_first_checkpoint_bytes`."""
+    _release_files(error)
     partials = [*layout.checkpoints.glob(".partial-*"), *layout.root.glob(".partial-*")]
     newest = latest_checkpoint(layout.checkpoints)
-    needed = max([_bytes(newest[1]) if newest else 0, *(_bytes(partial) for partial in partials)])
+    written = max((_bytes(partial) for partial in partials), default=0)
+    needed = _bytes(newest[1]) if newest else max(written, _first_checkpoint_bytes(spec))
     if is_main_process():
         ckpt.remove_partials(layout.checkpoints)
         ckpt.remove_partials(layout.root)
     return disk_full_message("writing a checkpoint or the model", needed, layout.root)
 
 
-def _bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+def _release_files(error: BaseException | None) -> None:
+    """Close the files the failed writer left open (its frames hold them): only then does removing
+    them free their space."""
+    while error is not None:
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    gc.collect()
+
+
+def _first_checkpoint_bytes(spec) -> int:
+    """A full fine-tune's checkpoint holds the weights twice (the model, and Accelerate's state) and
+    Adam's two moments: about four times the weights. A LoRA checkpoint is small: no estimate."""
+    folder = Path(spec.model)
+    if spec.training.lora or not folder.is_dir():
+        return 0
+    return 4 * sum(_bytes(path) for pattern in ("*.safetensors", "*.bin") for path in folder.glob(pattern))
+
+
+def _bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(child.stat().st_size for child in path.rglob("*") if child.is_file())
 
 
 def is_main_process() -> bool:
