@@ -7,18 +7,17 @@ Figures (seconds to recover) are printed with `-s` and quoted in docs/faults.md.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from cli.sample_data import chat_examples
 from lmtune.dispatch import ring, send_job
@@ -277,7 +276,7 @@ def test_a_worker_stalled_inside_a_transaction_holds_up_neither_another_job_s_sw
         cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 6, what="running past a checkpoint")
     stalled = cluster.holder(cluster.job(stalled_job.id))
     orphan = cluster.trainer_pid(stalled_job.id)
-    stop_inside_a_transaction(cluster, stalled)
+    stop_inside_a_transaction(cluster, stalled, stalled_job.id)
     try:
         lost = cluster.holder(cluster.job(lost_job.id))
         lost.kill()
@@ -304,42 +303,29 @@ def test_a_worker_stalled_inside_a_transaction_holds_up_neither_another_job_s_sw
     cluster.wait(lost_job.id, lambda j: j.status == "cancelled", what="the other job cancelled")
 
 
-def stop_inside_a_transaction(cluster, worker) -> None:
+def stop_inside_a_transaction(cluster, worker, job_id: str) -> None:
     """SIGSTOP `worker` at a moment when it holds a transaction open with its job's row locked (its
     progress poll or heartbeat: `FOR UPDATE`): tried at many moments until one is caught."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity a WHERE a.state = 'idle in transaction' "
-        "AND a.client_port = ANY(:ports) AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid "
-        "AND l.relation = 'jobs'::regclass AND l.mode = 'RowShareLock')"
-    )
     for attempt in range(3000):
         worker.send_signal(signal.SIGSTOP)
         time.sleep(0.05)  # its last statement answered: the session waits on the stopped process
-        with cluster.deployment.db.engine.connect() as connection:
-            if connection.execute(query, {"ports": list(local_ports(worker.pid))}).scalar():
-                return
+        if row_locked(cluster, job_id):
+            return
         worker.send_signal(signal.SIGCONT)
         time.sleep(0.003 * (attempt % 50))  # another phase of its 0.5 s poll
     raise AssertionError("never caught the worker inside a transaction")
 
 
-def local_ports(pid: int) -> set[int]:
-    """The local TCP ports of the process's sockets (its database connections among them)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+def row_locked(cluster, job_id: str) -> bool:
+    """Another session holds the job's row (only its worker ever locks it)."""
+    with cluster.deployment.db.engine.connect() as connection:
         try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+            connection.execute(text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE NOWAIT"), {"id": job_id})
+        except OperationalError:
+            return True
+        finally:
+            connection.rollback()
+    return False
 
 
 def assert_listed_is_on_disk(cluster, job_id: str) -> None:
