@@ -1,7 +1,8 @@
 """The run folder of a job the sweep took from a lost worker. Its trainer may live on (the worker
 stalled, or was cut off from the database): the sweep closes the folder to it at once, in its
-transaction (lmtune.fence.close_run_folder), so it stops at its next write. When the job ended there, the folder is brought back to what the job's
-records say, so that the metrics, checkpoints and model the API lists are what is on disk."""
+transaction (lmtune.fence.close_run_folder), so it stops at its next write. When the job ended
+there, the folder is brought back to what the job's records say, so that the metrics, checkpoints
+and model the API lists are what is on disk."""
 
 from __future__ import annotations
 
