@@ -9,7 +9,6 @@ import re
 from urllib.parse import unquote
 
 import httpx
-import openai
 import pytest
 from playwright.sync_api import expect
 
@@ -24,28 +23,6 @@ pytestmark = [
 SYSTEM = "Answer in capitals."  # as in the training rows
 PROMPTS = [example["messages"][1]["content"] for example in chat_examples(3, seed=9)]
 MAX_TOKENS = 12
-
-
-@pytest.fixture(scope="module")
-def tuned(service):
-    """A finished fine-tune of lmtune-tiny, 8 steps, a checkpoint every 3 (the newest kept)."""
-    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
-    training = client.files.create(file=("t.jsonl", jsonl(chat_examples(16, seed=3, spread=0.5))), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(
-        model="lmtune-tiny",
-        training_file=training.id,
-        hyperparameters={"n_epochs": 2, "batch_size": 4},
-        extra_body={"training": {"learning_rate": 3e-3, "checkpoint_every_steps": 3, "sample_prompts": []}},
-    )
-    job = wait_while_progressing(
-        lambda: client.fine_tuning.jobs.retrieve(job.id),
-        lambda j: j.status in ("succeeded", "failed"),
-        progress=lambda j: (j.status, working(service.process.pid)),
-        what="the job's end",
-        diagnose=service.log_tail,
-    )
-    assert job.status == "succeeded", job.error
-    return client, job
 
 
 def greedy(client, model: str, messages: list[dict]) -> str:
