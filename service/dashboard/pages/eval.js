@@ -94,11 +94,17 @@ async function checkpointScores(evaluation, runs, signal) {
   if (!jobs.length) return h("p", { class: "empty" }, "This eval has not run on a job's checkpoints yet: the job page's Eval scores do that in one click.");
   const criteria = evaluation.testing_criteria.map((c) => c.name);
   const perJob = await Promise.all(jobs.map(async (job) => {
-    const found = (await api.get(`v1/fine_tuning/jobs/${job}/evals`, signal)).data.filter((run) => run.eval_id === evaluation.id);
-    const rows = scoreRows(found).map((row) => h("tr", {}, h("td", {}, String(row.step)),
-      criteria.map((name) => h("td", {}, number(row[`${evaluation.id} ${name}`])))));
-    return h("div", { class: "job-scores" }, h("h3", {}, "Job ", h("a", { href: `#/jobs/${job}` }, job)),
-      table(`Mean scores of ${job}'s checkpoints`, ["Step", ...criteria], rows, "No completed run on this job yet."));
+    const heading = h("h3", {}, "Job ", h("a", { href: `#/jobs/${job}` }, job));
+    try {
+      const found = (await api.get(`v1/fine_tuning/jobs/${job}/evals`, signal)).data.filter((run) => run.eval_id === evaluation.id);
+      const rows = scoreRows(found).map((row) => h("tr", {}, h("td", {}, String(row.step)),
+        criteria.map((name) => h("td", {}, number(row[`${evaluation.id} ${name}`])))));
+      return h("div", { class: "job-scores" }, heading,
+        table(`Mean scores of ${job}'s checkpoints`, ["Step", ...criteria], rows, "No completed run on this job yet."));
+    } catch (error) {
+      if (signal.aborted) throw error;
+      return h("div", { class: "job-scores" }, heading, errorBox(error)); // e.g. the job was deleted since
+    }
   }));
   return h("div", {}, perJob);
 }

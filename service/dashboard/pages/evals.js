@@ -2,7 +2,7 @@
 // Create them with the API, the SDK or `lmtune evals create`; their pages run them and show the results.
 
 import { api } from "../api.js";
-import { h, table, time } from "../ui.js";
+import { errorBox, h, table, time } from "../ui.js";
 
 const PAGE_SIZE = 20;
 
@@ -21,7 +21,13 @@ export async function renderEvals(main, _params, signal) {
   async function load() {
     const params = new URLSearchParams({ limit: PAGE_SIZE, order: "desc" });
     if (cursors.at(-1)) params.set("after", cursors.at(-1));
-    const page = await api.get(`v1/evals?${params}`, signal);
+    let page;
+    try {
+      page = await api.get(`v1/evals?${params}`, signal);
+    } catch (error) {
+      if (!signal.aborted) list.replaceChildren(errorBox(error));
+      return;
+    }
     list.replaceChildren(table("Evals", ["Eval", "Testing criteria", "Created"], page.data.map((evaluation) => h("tr", {},
       h("td", {}, h("a", { href: `#/evals/${evaluation.id}` }, evaluation.name), h("div", { class: "hint" }, h("code", {}, evaluation.id))),
       h("td", {}, evaluation.testing_criteria.map((c) => `${c.name} (${c.type})`).join(", ")),
