@@ -12,6 +12,7 @@ from lmtune.training_eval import (
     metric_slug,
     validation_item,
 )
+from tests.helpers import EXACT, FUZZY
 
 CHAT = {
     "messages": [
@@ -21,21 +22,7 @@ CHAT = {
     ],
     "topic": "cities",
 }
-FUZZY = {
-    "type": "text_similarity",
-    "name": "Close enough",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "evaluation_metric": "fuzzy_match",
-    "pass_threshold": 0.5,
-}
-EXACT = {
-    "type": "string_check",
-    "name": "exact",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "operation": "eq",
-}
+CLOSE = {**FUZZY, "name": "Close enough"}
 
 
 def spec(**training):
@@ -61,7 +48,7 @@ def test_a_prompt_completion_row_and_a_reinforcement_row_become_items_and_a_text
 
 
 def test_each_criterion_names_a_metric_and_clashes_or_judges_are_refused():
-    evaluation = TrainingEval(id="eval_1", name="e", item_schema={}, testing_criteria=[FUZZY, EXACT])
+    evaluation = TrainingEval(id="eval_1", name="e", item_schema={}, testing_criteria=[CLOSE, EXACT])
     assert evaluation.metric_names == {"Close enough": "eval_close_enough", "exact": "eval_exact"}
     assert check_criteria(evaluation.testing_criteria) == evaluation.metric_names
     assert metric_slug("  !! ") == "criterion"

@@ -1,15 +1,9 @@
 """POST /v1/fine_tuning/jobs with training.eval_id: the eval must be the key's, scorable by a trainer,
 name the scores that early_stopping/keep_best follow, and fit the validation rows as items."""
 
+from tests.helpers import EXACT
 from tests.service.conftest import GOOD_FILE, jsonl
 
-EXACT = {
-    "type": "string_check",
-    "name": "exact",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "operation": "eq",
-}
 ANSWERS = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 
 

@@ -13,21 +13,13 @@ from lmtune.spec import parse_spec
 from lmtune.store import evals as eval_store
 from lmtune.store import records
 from tests.deployment import OWNER
-from tests.helpers import metric_rows
+from tests.helpers import FUZZY, metric_rows
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
 ]
-FUZZY = {
-    "type": "text_similarity",
-    "name": "fuzzy",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "evaluation_metric": "fuzzy_match",
-    "pass_threshold": 0.5,
-}
 
 
 def test_a_job_records_an_eval_s_scores_at_each_evaluation_and_keeps_the_best_scoring_checkpoint(deployment):

@@ -8,18 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 from lmtune.metrics_log import MetricsLog
-from tests.helpers import metric_rows
+from tests.helpers import FUZZY, metric_rows
 from workers.training.errors import InvalidDataError
 from workers.training.loop import train
 
-FUZZY = {
-    "type": "text_similarity",
-    "name": "Fuzzy",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "evaluation_metric": "fuzzy_match",
-    "pass_threshold": 0.5,
-}
 UPPER = {  # the validation rows' answers are their prompts in capitals
     "type": "string_check",
     "name": "shouts",
