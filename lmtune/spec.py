@@ -18,11 +18,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic import Tag as Branch
 
 from lmtune.bounds import MAX_BATCH_SIZE, BatchSize, Epochs, LrMultiplier, at_most_items
 from lmtune.problems import summarize
@@ -173,7 +173,7 @@ class TrainingSettings(_Strict):
     sample_max_tokens: int = Field(64, ge=1, le=1024)
     early_stopping: EarlyStopping | None = None
     keep_best: Annotated[
-        Annotated[bool, Tag("bool")] | Annotated[KeepBest, Tag("keep_best")],
+        Annotated[bool, Branch("bool")] | Annotated[KeepBest, Branch("keep_best")],
         # one branch's errors, not both; the tag repeats the field's name, which error_location says once
         Discriminator(lambda value: "bool" if isinstance(value, bool) else "keep_best"),
     ] = False
