@@ -107,14 +107,15 @@ MetricName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^valid
 class FollowedMetric(_Strict):
     """A validation metric to follow: `valid_loss` (the default), another `valid_` column of the
     method, or an eval's score `valid_eval_<criterion>` / `valid_eval_pass_rate` (training.eval_id).
-    `mode`: whether lower or higher is better; by default higher for eval scores, lower otherwise."""
+    `mode`: whether lower or higher is better; by default lower for a loss (`*_loss`), higher for
+    anything else (scores, accuracy, rewards)."""
 
     metric: MetricName = "valid_loss"
     mode: Literal["min", "max"] | None = None
 
     @property
     def higher_is_better(self) -> bool:
-        return self.mode == "max" if self.mode else self.metric.startswith("valid_eval_")
+        return self.mode == "max" if self.mode else not self.metric.endswith("_loss")
 
 
 class EarlyStopping(FollowedMetric):

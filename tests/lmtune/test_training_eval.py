@@ -90,6 +90,8 @@ def test_early_stopping_and_keep_best_follow_the_validation_loss_unless_told_oth
         eval_id="eval_1", keep_best={"metric": "valid_eval_x", "mode": "min"}
     ).training.best_by.higher_is_better
     assert spec().training.best_by is None
+    assert spec(keep_best={"metric": "valid_mean_token_accuracy"}).training.best_by.higher_is_better
+    assert not spec(keep_best={"metric": "valid_loss"}).training.best_by.higher_is_better
 
 
 @pytest.mark.parametrize(

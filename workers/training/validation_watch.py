@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from lmtune.layout import RunLayout, checkpoint_name
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import FollowedMetric, TrainingSettings
+from workers.models.errors import InvalidSettingsError
 from workers.models.loading import is_lora
 
 
@@ -59,6 +60,14 @@ class ValidationWatch:
     def observe(self, row: dict) -> None:
         """After a step's metrics: is it a new best (`new_best`), and is it time to stop (`stop`)?"""
         self.new_best = False
+        measured = sorted(key for key in row if key.startswith("valid_"))
+        for field, watched in (("early_stopping", self.early_stopping), ("keep_best", self.keep_best)):
+            if measured and watched and watched.metric not in row:  # an evaluation without it: never will
+                raise InvalidSettingsError(
+                    f"training.{field}.metric: this job's evaluations measure no {watched.metric}; "
+                    f"they measure {', '.join(measured)}",
+                    param=f"training.{field}.metric",
+                )
         if self.keep_best and self.keep_best.metric in row:
             self.new_best = self.keep_best.observe(row)
         if self.early_stopping and self.early_stopping.metric in row:

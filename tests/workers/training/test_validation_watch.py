@@ -1,8 +1,11 @@
 """Early stopping and keep_best follow the metric they name, in its direction, and rebuild from history."""
 
+import pytest
+
 from lmtune.layout import RunLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import parse_spec
+from workers.models.errors import InvalidSettingsError
 from workers.training.validation_watch import ValidationWatch
 
 
@@ -59,3 +62,14 @@ def test_the_state_is_rebuilt_from_history_as_if_the_run_never_stopped(tmp_path)
         "Early stopping at step 4: valid_eval_exact has not improved by more than 0 for 1 evaluations (best 0.5000 at step 2)"
     )
     assert notice["data"] == {"early_stopped_at": 4, "best_step": 2, "metric": "valid_eval_exact", "best": 0.5}
+
+
+def test_a_metric_the_evaluations_do_not_measure_fails_at_the_first_evaluation_naming_those_they_do():
+    watch = ValidationWatch(settings(keep_best={"metric": "valid_reward_mean"}), [])
+    watch.observe({"step": 1, "train_loss": 2.0})  # no evaluation at this step: nothing to judge yet
+    with pytest.raises(
+        InvalidSettingsError,
+        match="training.keep_best.metric: this job's evaluations measure no valid_reward_mean; "
+        "they measure valid_eval_exact, valid_loss",
+    ):
+        watch.observe(rows(0.5)[1])
