@@ -180,7 +180,8 @@ def until(deployment, status: httpx.Client, done, what: str) -> dict:
     )
 
 
-LONG = {"model": "lmtune-tiny", "prompt": "alpha", "max_tokens": 1500, "n": 4, "temperature": 0}
+# the tiny model (seed 0) continues "beta" to the last token asked for ("alpha" stops after 22)
+LONG = {"model": "lmtune-tiny", "prompt": "beta", "max_tokens": 1500, "n": 4, "temperature": 0}
 
 
 def test_one_keys_long_streams_leave_another_keys_completion_a_place_and_a_turn(shared):
@@ -205,7 +206,7 @@ def test_one_keys_long_streams_leave_another_keys_completion_a_place_and_a_turn(
                 until, deployment, status, lambda h: h["admitted"] + len(refused) == 4, "the flood placed or refused"
             )
             answer = await asyncio.to_thread(
-                other.post, "/v1/completions", json={"model": "lmtune-tiny", "prompt": "beta", "max_tokens": 2}
+                other.post, "/v1/completions", json={"model": "lmtune-tiny", "prompt": "alpha", "max_tokens": 2}
             )
             after = await asyncio.to_thread(lambda: status.get("/health").json())
             for task in streams:
