@@ -81,10 +81,12 @@ def create_serving_app(cache: ModelCache, concurrency: int = 4, queue_size: int 
 
     app = FastAPI(title="lmtune model server", openapi_url=None, dependencies=[Depends(only_the_api)])
     admission = Admission(concurrency, queue_size)
+    # a thread for every place: one waiting for its turn never keeps another key's request from starting
+    threads = concurrent.futures.ThreadPoolExecutor(concurrency + queue_size, thread_name_prefix="answer")
     counts = {"cancelled": 0}  # answers stopped because their client went away
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:  # on the event loop, which alone changes the counts
         return {
             "loaded": cache.loaded,
             "admitted": admission.admitted,
@@ -99,7 +101,7 @@ def create_serving_app(cache: ModelCache, concurrency: int = 4, queue_size: int 
             place = admission.admit(body.key)
         except Refused as refused:
             return JSONResponse({"message": refused.message}, status_code=429, headers={"Retry-After": "1"})
-        answer = _Answer(body, cache, place, counts)
+        answer = _Answer(body, cache, place, counts, threads)
         return _Answering(answer.events(), place=place, answer=answer, media_type="application/x-ndjson")
 
     return app
@@ -124,8 +126,8 @@ class _Answer:
     """One request: hold the model (loading it if needed, in a waiting place), wait for a running
     place, generate in a thread, and hand the thread's events to the response as they come."""
 
-    def __init__(self, body: GenerateRequest, cache: ModelCache, place: Place, counts: dict):
-        self.body, self.cache, self.place, self.counts = body, cache, place, counts
+    def __init__(self, body: GenerateRequest, cache: ModelCache, place: Place, counts: dict, threads):
+        self.body, self.cache, self.place, self.counts, self.threads = body, cache, place, counts, threads
         self.started = False
         self.cancelled = threading.Event()
 
@@ -144,7 +146,7 @@ class _Answer:
             asyncio.run_coroutine_threadsafe(self.place.run(), loop).result()
             return time.monotonic() - arrived
 
-        work = loop.run_in_executor(None, self._work, emit, runnable, give_back)
+        work = loop.run_in_executor(self.threads, self._work, emit, runnable, give_back)
         finished = False
         try:
             while (event := await queue.get()) is not None:
