@@ -142,7 +142,7 @@ class _Answer:
             loop.call_soon_threadsafe(self.place.release)
 
         def runnable() -> float:
-            """Waits for a running place (from this thread); the seconds waited."""
+            """Waits for a running place (from this thread); the seconds since the request arrived."""
             asyncio.run_coroutine_threadsafe(self.place.run(), loop).result()
             return time.monotonic() - arrived
 
