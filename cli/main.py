@@ -223,7 +223,7 @@ def up(host: str, port: int, gpus: int | None) -> None:
     click.echo(f"lmtune: {dashboard_url(host, port, secret)}")
     save_local_url(settings.data_dir, f"{dashboard_url(host, port, None)}v1")
     click.echo(
-        f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)",
+        f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use it and the saved key)",
         err=True,
     )
     worker_command = [sys.executable, "-m", "cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
