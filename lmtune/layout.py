@@ -92,6 +92,10 @@ class RunLayout:
         return self.root / "start-model"  # a LoRA checkpoint the job starts from, merged into its base
 
     @property
+    def eval_definition(self) -> Path:
+        return self.root / "eval.json"  # training.eval_id's eval, written by the worker (lmtune.training_eval)
+
+    @property
     def error(self) -> Path:
         return self.root / "error.json"  # why a failed run failed: {code, message}
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
-from lmtune import quotas
+from lmtune import quotas, training_eval
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.layout import DataLayout
@@ -20,6 +20,7 @@ from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.problems import quote, quote_id
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
+from lmtune.store import evals as eval_store
 from lmtune.store import files as file_store
 from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
@@ -100,6 +101,48 @@ def check_inputs(settings: Settings, db: Database, spec: JobSpec, owner: str) ->
                 param=field,
                 code="invalid_file",
             )
+    if spec.training.eval_id:
+        _check_training_eval(settings, db, spec, owner)
+
+
+def _check_training_eval(settings: Settings, db: Database, spec: JobSpec, owner: str) -> None:
+    """training.eval_id: an eval of this key that a trainer can score (no model graders), whose
+    criteria name the scores that early_stopping/keep_best follow, and whose item_schema every
+    validation row fits as an item (lmtune/training_eval.py)."""
+    param = "training.eval_id"
+    evaluation = eval_store.get_eval(db, spec.training.eval_id, owner)
+    if evaluation is None:
+        raise RequestError(
+            404, f"no eval with id {quote_id(spec.training.eval_id)}", param=param, code="eval_not_found"
+        )
+    try:
+        found = training_eval.TrainingEval(
+            id=evaluation.id,
+            name=evaluation.name,
+            item_schema=evaluation.data_source_config.get("item_schema", {}),
+            testing_criteria=evaluation.testing_criteria,
+        )
+        metrics = training_eval.check_criteria(found.testing_criteria)
+    except ValueError as error:
+        raise RequestError(400, f"{param}: {str(error)[:1000]}", param=param) from None
+    known = {f"valid_{name}" for name in [*metrics.values(), f"eval_{training_eval.PASS_RATE}"]}
+    for field, metric in spec.training.followed_scores().items():
+        if metric not in known:
+            raise RequestError(
+                400,
+                f"{field}: the eval {evaluation.id} gives no metric {metric}; it gives {', '.join(sorted(known))}",
+                param=field,
+            )
+    row = file_store.get_file(db, spec.validation_file, owner)
+    try:
+        training_eval.check_items_fit(DataLayout(settings.data_dir).resolve(row.path), found.item_schema)
+    except training_eval.DatasetError as error:
+        raise RequestError(
+            400,
+            f"validation_file does not fit the item_schema of {param} {evaluation.id}:\n{error}",
+            param="validation_file",
+            code="invalid_file",
+        ) from None
 
 
 def resume_job(settings: Settings, db: Database, queue: JobQueue, job_id: str, owner: str) -> Job:

@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic import Tag as Branch
 
 from lmtune.bounds import MAX_BATCH_SIZE, BatchSize, Epochs, LrMultiplier, at_most_items
 from lmtune.problems import summarize
@@ -91,12 +101,33 @@ SamplePrompt = (
 )
 
 
-class EarlyStopping(_Strict):
-    """Stop when the periodic `valid_loss` has not improved by more than `min_delta` for `patience`
-    evaluations in a row."""
+MetricName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^valid_[a-z0-9_]+$")]
+
+
+class FollowedMetric(_Strict):
+    """A validation metric to follow: `valid_loss` (the default), another `valid_` column of the
+    method, or an eval's score `valid_eval_<criterion>` / `valid_eval_pass_rate` (training.eval_id).
+    `mode`: whether lower or higher is better; by default lower for a loss (`*_loss`), higher for
+    anything else (scores, accuracy, rewards)."""
+
+    metric: MetricName = "valid_loss"
+    mode: Literal["min", "max"] | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.mode == "max" if self.mode else not self.metric.endswith("_loss")
+
+
+class EarlyStopping(FollowedMetric):
+    """Stop when the followed metric (by default the periodic `valid_loss`) has not improved by more
+    than `min_delta` for `patience` evaluations in a row."""
 
     patience: int = Field(3, ge=1, le=1000)
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+
+class KeepBest(FollowedMetric):
+    """`keep_best: {"metric": ..., "mode": ...}`: keep the best checkpoint by that metric."""
 
 
 def _checkpointing_mode(value: Any) -> Any:
@@ -142,10 +173,30 @@ class TrainingSettings(_Strict):
     MAX_SAMPLE_SETS sets."""
     sample_max_tokens: int = Field(64, ge=1, le=1024)
     early_stopping: EarlyStopping | None = None
-    keep_best: bool = False
-    """Keep the checkpoint with the lowest validation loss from pruning; it becomes the final model."""
+    keep_best: Annotated[
+        Annotated[bool, Branch("bool")] | Annotated[KeepBest, Branch("keep_best")],
+        # one branch's errors, not both; the tag repeats the field's name, which error_location says once
+        Discriminator(lambda value: "bool" if isinstance(value, bool) else "keep_best"),
+    ] = False
+    """Keep the best checkpoint from pruning; it becomes the final model. true: the lowest
+    validation loss; or `{"metric", "mode"}` to follow another validation metric."""
+    eval_id: str | None = Field(None, min_length=1, max_length=64)
+    """lmtune's: an eval of this key scored on the validation rows at each evaluation, as metrics
+    `valid_eval_<criterion>` and `valid_eval_pass_rate` (docs/evals.md)."""
+    eval_max_tokens: int = Field(64, ge=1, le=1024)
+    """The longest answer, in tokens, that training.eval_id's evaluations generate."""
     grpo: GrpoSettings | None = None
     """Reinforcement fine-tuning's GRPO settings (docs/rft.md); only with method reinforcement."""
+
+    @property
+    def best_by(self) -> KeepBest | None:
+        """What keep_best follows, or None without keep_best."""
+        return KeepBest() if self.keep_best is True else self.keep_best or None
+
+    def followed_scores(self) -> dict[str, str]:
+        """`training.<field>.metric` -> the eval score it follows, for fields that follow one."""
+        followed = {"training.early_stopping.metric": self.early_stopping, "training.keep_best.metric": self.best_by}
+        return {name: f.metric for name, f in followed.items() if f and f.metric.startswith("valid_eval_")}
 
     @field_validator("sample_prompts")
     @classmethod
@@ -226,6 +277,11 @@ class JobSpec(_Strict):
         for name in ("early_stopping", "keep_best"):
             if getattr(self.training, name) and not self.validation_file:
                 raise ValueError(f"training.{name} watches the validation loss: give a validation_file")
+        if self.training.eval_id and not self.validation_file:
+            raise ValueError("training.eval_id scores answers to the validation rows: give a validation_file")
+        for name in self.training.followed_scores():
+            if not self.training.eval_id:
+                raise ValueError(f"{name} follows an eval's score: name the eval in training.eval_id")
         if self.method is not None:
             if "hyperparameters" in self.model_fields_set:
                 raise ValueError("give the hyperparameters inside method.reinforcement, not beside method")

@@ -21,6 +21,22 @@ def train_losses(output: Path) -> list[float]:
 # For the `database_url` fixture: SQLite runs in the fast tier; PostgreSQL needs its server.
 POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.integration, id="postgresql")
 BOTH_DATABASES = ["sqlite", POSTGRESQL]
+# testing criteria that compare the answer with an item's `answer`
+EXACT = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "operation": "eq",
+}
+FUZZY = {
+    "type": "text_similarity",
+    "name": "fuzzy",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "evaluation_metric": "fuzzy_match",
+    "pass_threshold": 0.5,
+}
 
 
 def add_event(db, job_id: str, message: str, **fields):

@@ -25,11 +25,11 @@ from lmtune.graders import (
     MetricUnavailable,
     SandboxUnavailable,
     Tools,
-    grade_batch,
+    criteria_results,
     sample_namespace,
 )
 from lmtune.graders.sandbox import sandbox_limits
-from lmtune.graders.schema import TestingCriterion, passes
+from lmtune.graders.schema import TestingCriterion
 from lmtune.graders.templates import VariableError, lookup, render
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
@@ -296,31 +296,6 @@ def prompt_messages(input_messages, item: dict) -> list[dict]:
         ]
     except VariableError as error:
         raise RunError("invalid_template", f"input_messages: {error}") from None
-
-
-def criteria_results(criteria: list, pairs: list[tuple[dict, dict]], tools: Tools) -> list[list[dict]]:
-    """For each (sample, item) pair, each criterion's result as an output item shows it (name, type,
-    score, passed, the judge's answer, errors), with the judges' token `usage`. Any sampler can call
-    this: an eval run here, training's evaluations at checkpoints next."""
-    grades = [grade_batch(criterion, pairs, tools) for criterion in criteria]
-    return [
-        [
-            {
-                "name": criterion.name,
-                "type": criterion.type,
-                "score": grade.score,
-                "passed": not grade.failed
-                and passes(criterion, grade.score, grade.label is not None and grade.score >= 1),
-                "sample": grade.judge,
-                "errors_found": grade.failed,
-                "errors": {k: v for k, v in grade.errors.items() if v} or None,
-                "label": grade.label,
-                "usage": grade.usage,
-            }
-            for criterion, grade in zip(criteria, (per_criterion[position] for per_criterion in grades))
-        ]
-        for position in range(len(pairs))
-    ]
 
 
 class _WorkerJudge:

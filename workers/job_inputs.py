@@ -6,9 +6,11 @@ from __future__ import annotations
 from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, resolve_model
 from lmtune.spec import JobSpec
+from lmtune.store import evals as eval_store
 from lmtune.store import files as file_store
 from lmtune.store.database import Database
 from lmtune.store.models import Job
+from lmtune.training_eval import TrainingEval
 from workers.model_sources import loadable_source
 
 
@@ -31,6 +33,23 @@ def trainer_spec(db: Database, data: DataLayout, job: Job) -> JobSpec:
                 raise InputError("file_not_found", f"{name} {file_id} no longer exists", name)
             update[name] = str(data.resolve(row.path))
     return spec.model_copy(update=update)
+
+
+def training_eval(db: Database, job: Job) -> TrainingEval | None:
+    """The eval `training.eval_id` names, as the trainer reads it from the run folder (it has no
+    database); None without one."""
+    eval_id = job.spec.get("training", {}).get("eval_id")
+    if not eval_id:
+        return None
+    found = eval_store.get_eval(db, eval_id, job.owner)
+    if found is None:
+        raise InputError("eval_not_found", f"training.eval_id {eval_id} no longer exists", "training.eval_id")
+    return TrainingEval(
+        id=found.id,
+        name=found.name,
+        item_schema=found.data_source_config.get("item_schema", {}),
+        testing_criteria=found.testing_criteria,
+    )
 
 
 def model_source(db: Database, data: DataLayout, name: str, owner: str, job_id: str) -> str:

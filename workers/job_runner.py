@@ -24,7 +24,7 @@ from lmtune.settings import Settings
 from lmtune.store.database import Database, until_answered
 from lmtune.store.jobs import StaleAttempt, claim_next_job, record_output_bytes, start_from_step
 from lmtune.store.models import Job
-from workers.job_inputs import InputError, trainer_spec
+from workers.job_inputs import InputError, trainer_spec, training_eval
 from workers.lease_keeper import LeaseKeeper
 from workers.outcome import Recorder
 from workers.progress_reporter import ProgressReporter
@@ -97,8 +97,10 @@ def _back_off(ctx: WorkerContext, lease: LeaseKeeper, seconds: float) -> bool:
 def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper, recorder: Recorder) -> None:
     # the database may blink during set-up as at any other time: tried again while the lease holds
     try:
-        spec = until_answered(
-            lambda: trainer_spec(ctx.db, ctx.data, job), f"resolving the inputs of job {job.id}", between=lease.check
+        spec, evaluation = until_answered(
+            lambda: (trainer_spec(ctx.db, ctx.data, job), training_eval(ctx.db, job)),
+            f"resolving the inputs of job {job.id}",
+            between=lease.check,
         )
     except InputError as error:
         recorder.fail(error.code, str(error), error.param)
@@ -114,6 +116,8 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper,
 
     spec_path = ctx.data.trainer_spec(job.id)
     spec_path.write_text(spec.model_dump_json(indent=2))
+    if evaluation is not None:  # the trainer reads training.eval_id's eval here
+        run.eval_definition.write_text(evaluation.model_dump_json(indent=2))
     reporter = ProgressReporter(ctx.db, ctx.data, job.id, attempt)
     command = trainer_command(spec_path, run.root, job.gpus, model_name=job.spec["model"])
     ending = supervise(ctx.settings, command, ctx.data.trainer_log(job.id), attempt, reporter, lease, ctx.shutting_down)

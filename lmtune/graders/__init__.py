@@ -4,7 +4,7 @@
 Torch-free and HTTP-free: a judge model and an embedding model come in through `Tools`.
 """
 
-from lmtune.graders.grading import Grade, Tools, grade_batch, sample_namespace
+from lmtune.graders.grading import Grade, Tools, criteria_results, grade_batch, sample_namespace
 from lmtune.graders.judge import Judge, JudgeAnswer, JudgeCall, JudgeUnavailable
 from lmtune.graders.sandbox import SandboxLimits, SandboxUnavailable
 from lmtune.graders.schema import Grader, TestingCriterion
@@ -23,6 +23,7 @@ __all__ = [
     "SandboxUnavailable",
     "TestingCriterion",
     "Tools",
+    "criteria_results",
     "grade_batch",
     "sample_namespace",
 ]

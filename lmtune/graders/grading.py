@@ -25,6 +25,7 @@ from lmtune.graders.schema import (
     ScoreModelGrader,
     StringCheckGrader,
     TextSimilarityGrader,
+    passes,
 )
 from lmtune.graders.similarity import Embedder
 
@@ -243,3 +244,28 @@ def _multi(grader: MultiGrader, pairs: Sequence[Pair], tools: Tools) -> list[Gra
             grade.score = 0.0 if grade.failed else value
         grades.append(grade)
     return grades
+
+
+def criteria_results(criteria: list, pairs: list[tuple[dict, dict]], tools: Tools) -> list[list[dict]]:
+    """For each (sample, item) pair, each criterion's result as an output item shows it (name, type,
+    score, passed, the judge's answer, errors), with the judges' token `usage`: an eval run's output
+    items (workers/eval_runner.py) and training's scores at each evaluation (training.eval_id)."""
+    grades = [grade_batch(criterion, pairs, tools) for criterion in criteria]
+    return [
+        [
+            {
+                "name": criterion.name,
+                "type": criterion.type,
+                "score": grade.score,
+                "passed": not grade.failed
+                and passes(criterion, grade.score, grade.label is not None and grade.score >= 1),
+                "sample": grade.judge,
+                "errors_found": grade.failed,
+                "errors": {k: v for k, v in grade.errors.items() if v} or None,
+                "label": grade.label,
+                "usage": grade.usage,
+            }
+            for criterion, grade in zip(criteria, (per_criterion[position] for per_criterion in grades))
+        ]
+        for position in range(len(pairs))
+    ]

@@ -5,6 +5,7 @@ import openai
 import pytest
 
 from lmtune.store.evals import eval_run_queue
+from tests.helpers import EXACT, FUZZY
 from workers.eval_runner import run_next_eval
 from workers.job_runner import WorkerContext
 
@@ -14,21 +15,6 @@ ITEM_SCHEMA = {
     "type": "object",
     "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
     "required": ["question", "answer"],
-}
-EXACT = {
-    "type": "string_check",
-    "name": "exact",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "operation": "eq",
-}
-FUZZY = {
-    "type": "text_similarity",
-    "name": "fuzzy",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "evaluation_metric": "fuzzy_match",
-    "pass_threshold": 0.5,
 }
 
 

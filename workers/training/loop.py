@@ -37,6 +37,7 @@ from lmtune.training_data import MIN_EXAMPLES
 from workers.models.loading import check_context_length, load_tokenizer, save_final, save_model
 from workers.training import checkpoints as ckpt
 from workers.training.errors import DivergedError, OutputConflictError, TrainingPaused
+from workers.training.eval_scores import EvalScores
 from workers.training.loss_plot import plot_loss
 from workers.training.model_setup import load_model
 from workers.training.objectives import objective_for
@@ -99,6 +100,7 @@ class _Run:
     fence: RunFence  # a superseded attempt stops before its next write
     sampler: Sampler  # sample answers at each checkpoint
     watch: ValidationWatch  # early stopping and the best checkpoint
+    eval_scores: EvalScores | None  # training.eval_id's scores at each evaluation
     history: list[dict] = field(default_factory=list)  # metric rows, on the main process
     last_row: dict = field(default_factory=dict)
     session_start: float = field(default_factory=time.monotonic)
@@ -175,6 +177,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     hp = resolve_hyperparameters(spec, len(train_data), world)
     # the sample prompts, counted in tokens against the context, before any compute
     sampler = Sampler(spec, tokenizer, layout, accelerator, context, hp.total_steps)
+    eval_scores = EvalScores(spec, layout, tokenizer, context) if settings.eval_id else None
     plan = StepPlan(
         len(train_data), hp.batch_size, settings.gradient_accumulation_steps, world, spec.seed, settings.shuffle
     )
@@ -236,6 +239,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         fence=fence,
         sampler=sampler.starting_at(progress.step),
         watch=watch,
+        eval_scores=eval_scores,
         history=history,
         last_row=history[-1] if history else {},
         elapsed_before=progress.elapsed_seconds,
@@ -293,11 +297,15 @@ def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
 
 
 def _evaluate_if_due(run: _Run, row: dict, last_step: bool, ends_epoch: bool) -> None:
-    """The fixed validation sample every eval_every_steps, the whole validation set at epoch ends
-    (as the objective says)."""
+    """The fixed validation sample every eval_every_steps (with training.eval_id's scores), the whole
+    validation set at epoch ends (as the objective says)."""
     objective = run.objective
     if run.eval_sample is not None and (row["step"] % objective.eval_every_steps == 0 or last_step):
         row.update(_prefixed("valid_", _evaluate(run, run.eval_sample)))
+        if run.eval_scores is not None:
+            run.model.eval()
+            row.update(_prefixed("valid_", run.eval_scores.measure(run.model, run.accelerator)))
+            run.model.train()
     if run.valid_data is not None and ends_epoch and objective.evaluates_whole_file:
         row.update(_prefixed("full_valid_", _evaluate(run, list(range(len(run.valid_data))))))
 

@@ -1,6 +1,8 @@
-"""Early stopping and the best checkpoint, both judged on the periodic validation loss.
+"""Early stopping and the best checkpoint, each judged on the validation metric it follows: the
+periodic validation loss by default, or another `valid_` column such as an eval's score
+(`{"metric": "valid_eval_exact", "mode": "max"}`, with training.eval_id).
 
-`training.early_stopping: {patience, min_delta}` stops the run once `valid_loss` has not improved on
+`training.early_stopping: {patience, min_delta}` stops the run once its metric has not improved on
 the best so far by more than `min_delta` for `patience` evaluations in a row. `training.keep_best`
 writes a checkpoint at each new best, keeps it from pruning, and makes it the final model. The
 state is rebuilt from metrics.jsonl, so a resumed run counts as if it had never stopped.
@@ -15,14 +17,42 @@ from accelerate import Accelerator
 
 from lmtune.layout import RunLayout, checkpoint_name
 from lmtune.metrics_log import MetricsLog
-from lmtune.spec import TrainingSettings
+from lmtune.spec import FollowedMetric, TrainingSettings
+from workers.models.errors import InvalidSettingsError
 from workers.models.loading import is_lora
+
+
+class _Best:
+    """The best value of one followed metric so far, and the evaluations since it improved."""
+
+    def __init__(self, followed: FollowedMetric, min_delta: float = 0.0):
+        self.metric, self.min_delta = followed.metric, min_delta
+        self.sign = -1.0 if followed.higher_is_better else 1.0  # compared as "lower is better"
+        self.value, self.step, self.since = math.inf, None, 0
+
+    @property
+    def shown(self) -> float:
+        return self.sign * self.value
+
+    def observe(self, row: dict) -> bool:
+        """Whether `row` (one with the metric) is a new best."""
+        value = self.sign * row[self.metric]
+        self.since = 0 if value < self.value - self.min_delta else self.since + 1
+        if value < self.value:
+            self.value, self.step = value, row["step"]
+            return True
+        return False
+
+    def describe(self) -> str:
+        return "the validation loss" if self.metric == "valid_loss" else self.metric
 
 
 class ValidationWatch:
     def __init__(self, settings: TrainingSettings, history: list[dict]):
-        self.early_stopping, self.keep_best = settings.early_stopping, settings.keep_best
-        self.best_loss, self.best_step, self.since_best = math.inf, None, 0
+        stopping, best_by = settings.early_stopping, settings.best_by
+        self.early_stopping = _Best(stopping, stopping.min_delta) if stopping else None
+        self.keep_best = _Best(best_by) if best_by else None
+        self.patience = stopping.patience if stopping else 0
         self.new_best = self.stop = False
         for row in history:
             self.observe(row)
@@ -30,54 +60,61 @@ class ValidationWatch:
     def observe(self, row: dict) -> None:
         """After a step's metrics: is it a new best (`new_best`), and is it time to stop (`stop`)?"""
         self.new_best = False
-        if "valid_loss" not in row:
-            return
-        loss, min_delta = row["valid_loss"], self.early_stopping.min_delta if self.early_stopping else 0.0
-        if loss < self.best_loss - min_delta:
-            self.since_best = 0
-        else:
-            self.since_best += 1
-        if loss < self.best_loss:
-            self.best_loss, self.best_step, self.new_best = loss, row["step"], True
-        self.stop = bool(self.early_stopping) and self.since_best >= self.early_stopping.patience
+        measured = sorted(key for key in row if key.startswith("valid_"))
+        for field, watched in (("early_stopping", self.early_stopping), ("keep_best", self.keep_best)):
+            if measured and watched and watched.metric not in row:  # an evaluation without it: never will
+                raise InvalidSettingsError(
+                    f"training.{field}.metric: this job's evaluations measure no {watched.metric}; "
+                    f"they measure {', '.join(measured)}",
+                    param=f"training.{field}.metric",
+                )
+        if self.keep_best and self.keep_best.metric in row:
+            self.new_best = self.keep_best.observe(row)
+        if self.early_stopping and self.early_stopping.metric in row:
+            self.early_stopping.observe(row)
+            self.stop = self.early_stopping.since >= self.patience
 
     @property
     def wants_checkpoint(self) -> bool:
-        return (self.keep_best and self.new_best) or self.stop
+        return self.new_best or self.stop
+
+    @property
+    def best_step(self) -> int | None:
+        return self.keep_best.step if self.keep_best else None
 
     @property
     def protected_steps(self) -> set[int]:
-        return {self.best_step} if self.keep_best and self.best_step is not None else set()
+        return {self.best_step} if self.best_step is not None else set()
 
     def announce_stop(self, layout: RunLayout, step: int) -> None:
+        watched = self.early_stopping
         message = (
-            f"Early stopping at step {step}: the validation loss has not improved by more than "
-            f"{self.early_stopping.min_delta:g} for {self.early_stopping.patience} evaluations "
-            f"(best {self.best_loss:.4f} at step {self.best_step})"
+            f"Early stopping at step {step}: {watched.describe()} has not improved by more than "
+            f"{watched.min_delta:g} for {self.patience} evaluations "
+            f"(best {watched.shown:.4f} at step {watched.step})"
         )
-        MetricsLog(layout.notices).append(
-            {
-                "step": step,
-                "message": message,
-                "data": {"early_stopped_at": step, "best_step": self.best_step, "best_valid_loss": self.best_loss},
-            }
-        )
+        data = {"early_stopped_at": step, "best_step": watched.step, "metric": watched.metric, "best": watched.shown}
+        if watched.metric == "valid_loss":
+            data["best_valid_loss"] = watched.shown
+        MetricsLog(layout.notices).append({"step": step, "message": message, "data": data})
 
     def restore_best(self, accelerator: Accelerator, model, layout: RunLayout, step: int) -> None:
         """Every process loads the best checkpoint's weights before the final export."""
-        if not self.keep_best or self.best_step in (None, step):
+        if self.best_step in (None, step):
             return
-        folder = layout.checkpoints / checkpoint_name(self.best_step)
+        best = self.keep_best
+        folder = layout.checkpoints / checkpoint_name(best.step)
         load_weights(accelerator.unwrap_model(model), folder)
         if accelerator.is_main_process:
+            which = "the lowest validation loss" if best.metric == "valid_loss" else f"the best {best.metric}"
+            data = {"best_step": best.step, "metric": best.metric, "best": best.shown}
+            if best.metric == "valid_loss":
+                data["best_valid_loss"] = best.shown
             MetricsLog(layout.notices).append(
                 {
                     "step": step,
-                    "message": (
-                        f"The final model is the checkpoint of step {self.best_step}, with the lowest validation loss "
-                        f"({self.best_loss:.4f})"
-                    ),
-                    "data": {"best_step": self.best_step, "best_valid_loss": self.best_loss},
+                    "message": f"The final model is the checkpoint of step {best.step}, with {which} ({best.shown:.4f})",
+                    "data": data,
                 }
             )
 
