@@ -21,11 +21,11 @@ from lmtune.settings import Settings
 from lmtune.store.database import Database
 from lmtune.store.jobs import StaleAttempt, claim_next_job, record_output_bytes, start_from_step
 from lmtune.store.models import Job
+from workers.gang import gather, run_as_member
 from workers.job_inputs import InputError, trainer_spec
 from workers.lease_keeper import LeaseKeeper
 from workers.outcome import Recorder
 from workers.progress_reporter import ProgressReporter
-from workers.gang import gather, run_as_member
 from workers.supervision import Ending, supervise
 from workers.training.entry import trainer_command
 from workers.training.errors import EXIT_PAUSED
