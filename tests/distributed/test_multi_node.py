@@ -53,6 +53,11 @@ class Gang:
         self.workers[node] = process
         return process
 
+    def node_of(self, job) -> int:
+        """The host whose worker holds the job's lease (rank 0 of its gang)."""
+        pid = int(job.lease_owner.rsplit(":", 1)[1])
+        return next(node for node, worker in self.workers.items() if worker.pid == pid)
+
     def run(self, job_id: str) -> RunLayout:
         return RunLayout(self.deployment.settings.data_dir / "jobs" / job_id)
 
@@ -114,14 +119,17 @@ def test_two_nodes_train_one_model_with_the_losses_of_one_process(gang, tmp_path
     gang.check_each_step_once(job.id, tmp_path)
 
 
-def test_a_node_killed_mid_run_ends_in_one_resumed_run_each_step_once(gang, tmp_path):
+def test_the_node_of_rank_0_killed_mid_run_ends_in_one_resumed_run_each_step_once(gang, tmp_path):
     gang.start_worker(0)
     gang.start_worker(1)
     job = gang.deployment.submit(examples=16, epochs=5, nodes=2)
-    gang.deployment.wait_for(job.id, lambda j: j.step >= 7, "step 7, past its first checkpoint")
-    gang.workers[1].send_signal(signal.SIGKILL)  # the node's worker, and its trainer with it
+    running = gang.deployment.wait_for(job.id, lambda j: j.step >= 7, "step 7, past its first checkpoint")
+    # rank 0's node: the worker holding the lease, with the rendezvous and the main process
+    node = gang.node_of(running)
+    gang.workers[node].send_signal(signal.SIGKILL)  # its trainer dies with it
+    # the other node's collective fails, its trainer exits; the lease lapses and the sweep queues the job
     gang.deployment.wait_for(job.id, lambda j: j.attempt >= 2 or j.status == JobStatus.FAILED, "the job back")
-    gang.start_worker(1)  # the node comes back
+    gang.start_worker(node)  # the node comes back
     done = gang.deployment.wait_for(job.id, lambda j: j.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), "its end")
     assert done.failures == 1, gang.deployment.logs()
     gang.check_each_step_once(job.id, tmp_path)
@@ -131,11 +139,12 @@ def test_a_node_cut_off_stops_the_gang_and_the_job_resumes_once_it_is_back(gang,
     gang.start_worker(0)
     gang.start_worker(1)
     job = gang.deployment.submit(examples=16, epochs=5, nodes=2)
-    gang.deployment.wait_for(job.id, lambda j: j.step >= 7, "step 7, past its first checkpoint")
-    gang.hosts.cut(1)
+    running = gang.deployment.wait_for(job.id, lambda j: j.step >= 7, "step 7, past its first checkpoint")
+    member = 1 - gang.node_of(running)
+    gang.hosts.cut(member)
     # rank 0's collective times out (LMTUNE_COLLECTIVE_TIMEOUT_SECONDS) and its worker queues the job again
     gang.deployment.wait_for(job.id, lambda j: j.attempt >= 2 or j.status == JobStatus.FAILED, "the job back")
-    gang.hosts.mend(1)
+    gang.hosts.mend(member)
     done = gang.deployment.wait_for(job.id, lambda j: j.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), "its end")
     assert done.failures == 1, gang.deployment.logs()
     gang.check_each_step_once(job.id, tmp_path)
