@@ -109,42 +109,50 @@ def gang(tmp_path):
         hosts.down()
 
 
+def ended(job) -> bool:
+    return job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+def job_past_its_first_checkpoint(gang: Gang):
+    """A 20-step job on both nodes, once it has trained 7 steps (a checkpoint every 5)."""
+    gang.start_worker(0)
+    gang.start_worker(1)
+    job = gang.deployment.submit(examples=16, epochs=5, nodes=2)
+    return gang.deployment.wait_for(job.id, lambda j: j.step >= 7, "step 7, past its first checkpoint")
+
+
+def check_one_resumed_run(gang: Gang, job_id: str, tmp_path) -> None:
+    done = gang.deployment.wait_for(job_id, ended, "its end")
+    assert done.failures == 1, gang.deployment.logs()  # the one attempt the fault ended
+    gang.check_each_step_once(job_id, tmp_path)
+
+
 def test_two_nodes_train_one_model_with_the_losses_of_one_process(gang, tmp_path):
     gang.start_worker(0)
     gang.start_worker(1)
     job = gang.deployment.submit(examples=16, epochs=2, nodes=2)
-    done = gang.deployment.wait_for(job.id, lambda j: j.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), "its end")
+    done = gang.deployment.wait_for(job.id, ended, "its end")
     assert done.attempt == 1  # one gang, formed once
     assert (gang.run(job.id).root / "final").is_dir()
     gang.check_each_step_once(job.id, tmp_path)
 
 
 def test_the_node_of_rank_0_killed_mid_run_ends_in_one_resumed_run_each_step_once(gang, tmp_path):
-    gang.start_worker(0)
-    gang.start_worker(1)
-    job = gang.deployment.submit(examples=16, epochs=5, nodes=2)
-    running = gang.deployment.wait_for(job.id, lambda j: j.step >= 7, "step 7, past its first checkpoint")
+    running = job_past_its_first_checkpoint(gang)
     # rank 0's node: the worker holding the lease, with the rendezvous and the main process
     node = gang.node_of(running)
     gang.workers[node].send_signal(signal.SIGKILL)  # its trainer dies with it
     # the other node's collective fails, its trainer exits; the lease lapses and the sweep queues the job
-    gang.deployment.wait_for(job.id, lambda j: j.attempt >= 2 or j.status == JobStatus.FAILED, "the job back")
+    gang.deployment.wait_for(running.id, lambda j: j.attempt >= 2 or ended(j), "the job back")
     gang.start_worker(node)  # the node comes back
-    done = gang.deployment.wait_for(job.id, lambda j: j.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), "its end")
-    assert done.failures == 1, gang.deployment.logs()
-    gang.check_each_step_once(job.id, tmp_path)
+    check_one_resumed_run(gang, running.id, tmp_path)
 
 
 def test_a_node_cut_off_stops_the_gang_and_the_job_resumes_once_it_is_back(gang, tmp_path):
-    gang.start_worker(0)
-    gang.start_worker(1)
-    job = gang.deployment.submit(examples=16, epochs=5, nodes=2)
-    running = gang.deployment.wait_for(job.id, lambda j: j.step >= 7, "step 7, past its first checkpoint")
+    running = job_past_its_first_checkpoint(gang)
     member = 1 - gang.node_of(running)
     gang.hosts.cut(member)
     # rank 0's collective times out (LMTUNE_COLLECTIVE_TIMEOUT_SECONDS) and its worker queues the job again
-    gang.deployment.wait_for(job.id, lambda j: j.attempt >= 2 or j.status == JobStatus.FAILED, "the job back")
+    gang.deployment.wait_for(running.id, lambda j: j.attempt >= 2 or ended(j), "the job back")
     gang.hosts.mend(member)
-    done = gang.deployment.wait_for(job.id, lambda j: j.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), "its end")
-    assert done.failures == 1, gang.deployment.logs()
-    gang.check_each_step_once(job.id, tmp_path)
+    check_one_resumed_run(gang, running.id, tmp_path)
