@@ -19,6 +19,7 @@ from lmtune.disk import DISK_FULL, disk_full_message, is_disk_full
 from lmtune.eval_spec import MAX_INLINE_ITEMS, FileId, RowsError, rows
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
+from lmtune.reinforcement import check_upload_row
 from lmtune.services import TRAINING_PURPOSE, RequestError, earlier_object, idempotency
 from lmtune.settings import Settings
 from lmtune.store import files as file_store
@@ -156,7 +157,7 @@ def _count_rows(path: Path, purpose: str, filename: str) -> int:
     try:
         if purpose == EVALS_PURPOSE:
             return len(rows(FileId(type="file_id", id="upload"), path, MAX_INLINE_ITEMS))
-        return count_examples(path)
+        return count_examples(path, check_row=check_upload_row)
     except (DatasetError, RowsError, ValidationError) as error:
         what = "a valid evals" if purpose == EVALS_PURPOSE else "a valid fine-tuning"
         raise RequestError(

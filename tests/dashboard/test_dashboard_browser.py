@@ -22,7 +22,7 @@ def test_the_key_comes_from_the_fragment_and_refused_input_is_shown_where_it_bel
 
     page.get_by_role("link", name="New job").first.click()
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n' + '{"text": "fine"}\n' * 10)
+    bad.write_text('{"messages": [{"role": "system", "content": "hi"}]}\n{not json\n' + '{"text": "fine"}\n' * 10)
     page.get_by_label("Upload a JSONL file").first.set_input_files(bad)
     page.get_by_role("button", name="Create job").click()
     problems = page.locator(".line-errors li")

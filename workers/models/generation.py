@@ -10,7 +10,7 @@ each new token to cut the text at a stop sequence or the end of the turn.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -40,6 +40,7 @@ class Choice:
     text: str = ""
     finish_reason: str | None = None  # "stop" | "length"
     tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)  # generate_batch: the answer's ids, its stop id included
 
 
 def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
@@ -166,9 +167,10 @@ class _Rows(StoppingCriteria):
 def generate_batch(
     model, tokenizer, prompts: list[list[int]], params: GenerationParams, *, stop_ids: list[int] | None = None
 ) -> list[Choice]:
-    """One answer to each prompt, all generated together (left-padded, masked): what an eval run or a
-    batch of judge prompts needs. Greedy answers are those `generate` gives one prompt at a time (up to
-    the float rounding a padded batch may bring)."""
+    """One answer to each prompt, all generated together (left-padded, masked, with a KV cache): what
+    an eval run, a batch of judge prompts or reinforcement fine-tuning's groups of answers need.
+    Greedy answers are those `generate` gives one prompt at a time (up to the float rounding a padded
+    batch may bring)."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
     pad = _pad_id(tokenizer, stop_ids)
     width = max(len(prompt) for prompt in prompts)
@@ -184,9 +186,8 @@ def generate_batch(
         text = tokenizer.decode(kept, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
         reason = "stop" if ended is not None or cut >= 0 else "length"
-        choices.append(
-            Choice(index, text[:cut] if cut >= 0 else text, reason, len(kept) + (1 if ended is not None else 0))
-        )
+        answer_ids = row if ended is None else row[: ended + 1]
+        choices.append(Choice(index, text[:cut] if cut >= 0 else text, reason, len(answer_ids), answer_ids))
     return choices
 
 

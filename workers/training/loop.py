@@ -230,7 +230,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         context=run_context,
         train_data=train_data,
         valid_data=valid_data,
-        eval_sample=_fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None,
+        eval_sample=_fixed_sample(valid_data, objective.eval_sample_size, spec.seed) if valid_data else None,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -296,11 +296,12 @@ def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
 
 
 def _evaluate_if_due(run: _Run, row: dict, last_step: bool, ends_epoch: bool) -> None:
-    """The fixed validation sample every eval_every_steps, the whole validation set at epoch ends."""
-    settings = run.spec.training
-    if run.eval_sample is not None and (row["step"] % settings.eval_every_steps == 0 or last_step):
+    """The fixed validation sample every eval_every_steps, the whole validation set at epoch ends
+    (as the objective says)."""
+    objective = run.objective
+    if run.eval_sample is not None and (row["step"] % objective.eval_every_steps == 0 or last_step):
         row.update(_prefixed("valid_", _evaluate(run, run.eval_sample)))
-    if run.valid_data is not None and ends_epoch:
+    if run.valid_data is not None and ends_epoch and objective.evaluates_whole_file:
         row.update(_prefixed("full_valid_", _evaluate(run, list(range(len(run.valid_data))))))
 
 
