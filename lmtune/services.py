@@ -43,6 +43,7 @@ def submit_job(
     suffix: str | None = None,
     metadata: dict | None = None,
     gpus: int = 0,
+    nodes: int = 1,
     idempotency_key: str | None = None,
     request_hash: str = "",
 ) -> Job:
@@ -68,6 +69,7 @@ def submit_job(
                 spec=spec.model_dump(mode="json"),
                 queue=queue_name(gpus, settings.queue_prefix),
                 gpus=gpus,
+                nodes=nodes,
                 suffix=suffix,
                 metadata=metadata,
                 max_active=settings.quota_active_jobs,

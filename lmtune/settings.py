@@ -59,6 +59,21 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(
         30, gt=0, le=3600, description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs"
     )
+    gang_wait_seconds: float = Field(
+        300,
+        gt=0,
+        le=86400,
+        description="LMTUNE_GANG_WAIT_SECONDS: a multi-node job's gang not full by then is handed back",
+    )
+    collective_timeout_seconds: float = Field(
+        600,
+        gt=0,
+        le=86400,
+        description="LMTUNE_COLLECTIVE_TIMEOUT_SECONDS: a collective or rendezvous waiting longer fails",
+    )
+    node_address: str | None = Field(
+        None, max_length=255, description="LMTUNE_NODE_ADDRESS: where the other nodes of a gang reach this worker"
+    )
     disk_full_backoff_seconds: float = Field(
         60,
         ge=0,

@@ -121,6 +121,9 @@ class JobCreate(BaseModel):
     )
     training: TrainingSettings = TrainingSettings()
     gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
+    nodes: int = Field(
+        1, ge=1, le=64, description="lmtune: machines the job spans, each a worker of its queue with `gpus` GPUs"
+    )
 
 
 class ErrorObject(BaseModel):

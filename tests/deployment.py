@@ -83,7 +83,14 @@ class Deployment:
             return store_upload(self.settings, self.db, owner, path.name, "fine-tune", stream).id
 
     def submit(
-        self, *, examples: int = 40, epochs: int = 4, batch_size: int = 4, owner: str = OWNER, **training
+        self,
+        *,
+        examples: int = 40,
+        epochs: int = 4,
+        batch_size: int = 4,
+        owner: str = OWNER,
+        nodes: int = 1,
+        **training,
     ) -> Job:
         spec = parse_spec(
             {
@@ -93,7 +100,7 @@ class Deployment:
                 "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": [], **training},
             }
         )
-        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), owner, spec)
+        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), owner, spec, nodes=nodes)
 
     def job(self, job_id: str) -> Job:
         return get_job(self.db, job_id)

@@ -24,12 +24,14 @@ from lmtune.settings import Settings
 from lmtune.store.database import Database, until_answered
 from lmtune.store.jobs import StaleAttempt, claim_next_job, record_output_bytes, start_from_step
 from lmtune.store.models import Job
+from workers.gang import gather, run_as_member
 from workers.job_inputs import InputError, trainer_spec, training_eval
 from workers.lease_keeper import LeaseKeeper
 from workers.outcome import Recorder
 from workers.progress_reporter import ProgressReporter
-from workers.supervision import supervise
+from workers.supervision import Ending, supervise
 from workers.training.entry import trainer_command
+from workers.training.errors import EXIT_PAUSED
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class WorkerContext:
 
 def run_next_job(ctx: WorkerContext, queue: str) -> None:
     """Woken by a message of `queue`: run the job that is next there, if any is left."""
-    if ctx.shutting_down.is_set():
+    if ctx.shutting_down.is_set() or run_as_member(ctx, queue):
         return
     claimed = claim_next_job(ctx.db, queue, ctx.worker_id, ctx.settings.lease_seconds, ctx.settings.max_attempts)
     if claimed is None:
@@ -119,8 +121,14 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper,
     if evaluation is not None:  # the trainer reads training.eval_id's eval here
         run.eval_definition.write_text(evaluation.model_dump_json(indent=2))
     reporter = ProgressReporter(ctx.db, ctx.data, job.id, attempt)
+    gang = gather(ctx, job, attempt, lease) if job.nodes > 1 else None  # the other nodes of a multi-node job
+    if job.nodes > 1 and gang is None:
+        return  # handed back: its gang did not fill in time
     command = trainer_command(spec_path, run.root, job.gpus, model_name=job.spec["model"])
-    ending = supervise(ctx.settings, command, ctx.data.trainer_log(job.id), attempt, reporter, lease, ctx.shutting_down)
+    log_path = ctx.data.trainer_log(job.id)
+    ending = supervise(ctx.settings, command, log_path, attempt, reporter, lease, ctx.shutting_down, gang)
+    if gang and ending.code == EXIT_PAUSED and ending.stop_reason is None:
+        ending = Ending(ending.code, "shutdown")  # another node's worker is stopping: the gang checkpointed
     recorder.outcome(ending)
     size = folder_bytes(run.root)  # with the final model, for the storage quota
     until_answered(lambda: record_output_bytes(ctx.db, job.id, size), "recording the run's size", between=lease.check)

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 from lmtune.fence import ATTEMPT_ENV
 from lmtune.settings import Settings
+from lmtune.store.jobs import Control
 from workers.lease_keeper import LeaseKeeper
 from workers.processes import die_with_parent
 from workers.progress_reporter import ProgressReporter
+from workers.training.launcher import COLLECTIVE_TIMEOUT_ENV
 
 POLL_SECONDS = 0.5
+NO_CONTROL = Control(cancel=False, pause=False)
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,20 @@ def supervise(
     command: list[str],
     log_path,
     attempt: int,
-    reporter: ProgressReporter,
+    reporter: ProgressReporter | None,
     lease: LeaseKeeper,
     shutting_down,
+    gang_env: dict | None = None,
 ) -> Ending:
     """Run the trainer to its end. Raises StaleAttempt (after killing it) once another attempt holds
-    the job; the trainer's own fence stops it before that at its next write."""
-    env = {**os.environ, ATTEMPT_ENV: str(attempt)}
+    the job; the trainer's own fence stops it before that at its next write. A member node of a gang
+    (workers.gang) has no reporter: rank 0 records the progress and reads cancel and pause."""
+    env = {
+        **os.environ,
+        ATTEMPT_ENV: str(attempt),
+        COLLECTIVE_TIMEOUT_ENV: str(settings.collective_timeout_seconds),
+        **(gang_env or {}),
+    }
     with open(log_path, "ab") as trainer_log:
         trainer = subprocess.Popen(
             command, stdout=trainer_log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
@@ -46,7 +56,7 @@ def supervise(
         stop_reason, signalled_at = None, 0.0
         while trainer.poll() is None:
             lease.check()
-            control = reporter.poll()
+            control = reporter.poll() if reporter else NO_CONTROL
             wanted = (
                 "cancel"
                 if control.cancel
@@ -65,7 +75,8 @@ def supervise(
                 if time.monotonic() - signalled_at > grace:
                     trainer.kill()
             _wait(trainer, POLL_SECONDS)
-        reporter.flush(between=lease.check)
+        if reporter:
+            reporter.flush(between=lease.check)
         return Ending(trainer.returncode, stop_reason)
     finally:
         if trainer.poll() is None:  # superseded, or a fault in this worker

@@ -71,6 +71,7 @@ class Job(Base):
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     job_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # machines, each with `gpus` GPUs
     queue: Mapped[str] = mapped_column(String(40))
     status: Mapped[JobStatus] = mapped_column(
         Enum(
@@ -279,3 +280,16 @@ class WorkerPresence(Base):
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # RAM it may use
     started_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[float] = mapped_column(Float, index=True)  # gone unless renewed by then
+
+
+class GangMember(Base):
+    """A worker in the gang that runs one attempt of a multi-node job: rank 0 claimed the job and
+    hosts the rendezvous at `address` (host:port); the others joined (lmtune.store.gangs)."""
+
+    __tablename__ = "gang_members"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)  # the node's rank
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(300), nullable=True)  # rank 0's rendezvous
+    joined_at: Mapped[int] = mapped_column(BigInteger)

@@ -54,6 +54,7 @@ def create_job(
         suffix=body.suffix,
         metadata=body.metadata,
         gpus=body.gpus,
+        nodes=body.nodes,
         idempotency_key=idempotency_key,
         request_hash=body.model_dump_json(),
     )

@@ -22,37 +22,41 @@ def postgres_tool(name: str) -> str:
     return str(found)
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
-def _wait_listening(port: int, what: str, timeout: float = 60) -> None:
+def _wait_listening(port: int, what: str, timeout: float = 60, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
+            if probe.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise AssertionError(f"{what} does not listen on port {port}")
 
 
 class RedisServer:
-    """Keeps nothing on disk (as the CI Redis): a restart empties every queue."""
+    """Keeps nothing on disk (as the CI Redis): a restart empties every queue. `host`: the address it
+    listens on (a test's network namespaces reach it on their bridge's)."""
 
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
+        self.port = free_port(host)
+        self.url = f"redis://{host}:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no"]
+            # reached from the test's own hosts (network namespaces) on a private subnet
+            + ([] if self.host == "127.0.0.1" else ["--protected-mode", "no"]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_listening(self.port, "redis-server")
+        _wait_listening(self.port, "redis-server", host=self.host)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -62,13 +66,14 @@ class RedisServer:
 
 class PostgresServer:
     """initdb/pg_ctl in a temporary folder; run as the `postgres` user when the tests run as root
-    (PostgreSQL refuses to run as root)."""
+    (PostgreSQL refuses to run as root). `host`: the address it listens on."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
+        self.port = free_port(host)
         self.folder = Path(tempfile.mkdtemp(prefix="lmtune-pg-"))
         self.data = self.folder / "data"
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = f"postgresql://postgres@{host}:{self.port}/postgres"
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             user = pwd.getpwnam("postgres")
@@ -80,13 +85,18 @@ class PostgresServer:
 
     def initialise(self) -> None:
         self._run(postgres_tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        if self.host != "127.0.0.1":  # initdb trusts the loopback only; here the hosts on this subnet too
+            with (self.data / "pg_hba.conf").open("a") as rules:
+                rules.write("host all all samenet trust\n")
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses={self.host} -c fsync=off -c full_page_writes=off"
+        )
         self._run(
             postgres_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start"
         )
-        _wait_listening(self.port, "postgres")
+        _wait_listening(self.port, "postgres", host=self.host)
 
     def stop(self) -> None:
         """Immediate: every connection is cut at once, as when the server crashes or restarts."""

@@ -24,7 +24,7 @@ from lmtune.spec import SpecError, load_spec
 from workers.models.errors import ReportedError
 from workers.training import checkpoints as ckpt
 from workers.training.errors import EXIT_DISK_FULL, EXIT_PAUSED, EXIT_SUPERSEDED, TrainingPaused
-from workers.training.launcher import launch
+from workers.training.launcher import launch, lost_peer, nodes
 
 OUT_OF_MEMORY = (
     "out of memory; lower hyperparameters.batch_size or training.max_seq_length, or set "
@@ -39,7 +39,7 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
     except SpecError as error:
         _say(f"Error: bad spec {spec_path}:\n{error}")
         return 1
-    if num_processes > 1:
+    if num_processes > 1 or nodes() > 1:
         return _launch_processes(spec_path, output_dir, num_processes, model_name)
 
     from workers.training.loop import train
@@ -66,6 +66,9 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
         _say(f"Error: {error}")
         return 1
     except Exception as error:
+        if lost_peer(error):  # no error.json: the worker queues the job again, to resume from its checkpoint
+            _say(f"a process of this run was lost or cut off: {error}")
+            return 1
         if is_disk_full(error):
             message = _clean_after_full_disk(RunLayout(Path(output_dir)), spec, error)
             _say(f"Error: {message}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
@@ -38,6 +38,7 @@ from workers.models.loading import check_context_length, load_tokenizer, save_fi
 from workers.training import checkpoints as ckpt
 from workers.training.errors import DivergedError, OutputConflictError, TrainingPaused
 from workers.training.eval_scores import EvalScores
+from workers.training.launcher import collective_timeout
 from workers.training.loss_plot import plot_loss
 from workers.training.model_setup import load_model
 from workers.training.objectives import objective_for
@@ -163,6 +164,8 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=_precision(settings.mixed_precision),
+        # a lost node or process fails the collectives after this time instead of hanging the others
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=collective_timeout())],
     )
     world = accelerator.num_processes
 
