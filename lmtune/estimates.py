@@ -20,13 +20,14 @@ from sqlalchemy import select
 
 from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelRef, resolve_model
+from lmtune.preference_rows import SIDES
 from lmtune.spec import JobSpec, SpecError, resolve_hyperparameters
 from lmtune.store import files as file_store
 from lmtune.store.database import Database
 from lmtune.store.models import Job, JobStatus
 from lmtune.store.workers import live_workers
 from lmtune.token_count import CHARS_PER_TOKEN, NoTokenizer, TokenCounter, guess_lengths
-from lmtune.training_data import iter_rows
+from lmtune.training_data import Row, iter_rows
 
 SAMPLE_EXAMPLES = 20_000
 HISTORY_JOBS = 5  # the newest succeeded jobs alike whose speed is taken (their median)
@@ -124,11 +125,20 @@ def model_folder(ref: ModelRef) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+def _as_counted(row: Row) -> list[Row]:
+    """A preference pair counts as its two conversations: the trainer runs both."""
+    if row.shape != "preference":
+        return [row]
+    given = row.data["input"]
+    extra = {key: given[key] for key in ("tools", "parallel_tool_calls") if key in given}
+    return [Row(row.line, "chat", {"messages": [*given["messages"], *row.data[side]], **extra}) for side in SIDES]
+
+
 def _count(path: Path, examples: int, folder: Path | None, spec: JobSpec, warnings: list[str]) -> tuple[dict, str]:
     rows = []
     for row in iter_rows(path, min_examples=1):
-        rows.append(row)
-        if len(rows) == SAMPLE_EXAMPLES:
+        rows += _as_counted(row)
+        if len(rows) >= SAMPLE_EXAMPLES:
             break
     max_len = spec.training.max_seq_length
     try:

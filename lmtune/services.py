@@ -15,6 +15,7 @@ from lmtune import quotas
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.layout import DataLayout
+from lmtune.methods import method_for_shape
 from lmtune.model_refs import ModelNotFound, resolve_model
 from lmtune.problems import quote, quote_id
 from lmtune.settings import Settings
@@ -24,7 +25,8 @@ from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
 from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
 from lmtune.store.jobs import TooManyActiveJobs, create_job, get_job, queue_name
-from lmtune.store.models import Job
+from lmtune.store.models import File, Job
+from lmtune.training_data import SHAPE_NAMES
 
 T = TypeVar("T")
 
@@ -93,6 +95,27 @@ def check_inputs(settings: Settings, db: Database, spec: JobSpec, owner: str) ->
                 400,
                 f"{field}: {row.id} has purpose {row.purpose!r}; give a file uploaded with "
                 f"purpose {TRAINING_PURPOSE!r}",
+                param=field,
+                code="invalid_file",
+            )
+        _check_rows_fit(spec, row, field)
+
+
+def _check_rows_fit(spec: JobSpec, row: File, field: str) -> None:
+    """A file of rows another method trains on is refused, naming its first such line and that method.
+    A file stored before row shapes were kept holds supervised rows (preference rows were refused)."""
+    method = spec.method
+    shapes = sorted((row.row_shapes or {}).items(), key=lambda item: item[1])
+    wrong = [(shape, f"line {line} of {row.id} is {SHAPE_NAMES[shape]} row") for shape, line in shapes]
+    if row.row_shapes is None:
+        wrong = [("chat", f"{row.id} holds chat, prompt/completion or text rows")]
+    for shape, what in wrong:
+        if shape not in method.shapes:
+            other = method_for_shape(shape)
+            raise RequestError(
+                400,
+                f"{field}: {what}, which trains with method {other!r}; method {method.type!r} trains on "
+                f'{method.rows}. Use method {{"type": "{other}"}}, or a file of {method.rows}',
                 param=field,
                 code="invalid_file",
             )

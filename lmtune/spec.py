@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lmtune.problems import quote, summarize
+from lmtune.methods import MAX_BATCH_SIZE, DpoMethod, Hyperparameters, Method, SupervisedMethod, fold_hyperparameters
+from lmtune.problems import summarize
 
 # What "auto" resolves to; see `resolve_hyperparameters` and README.md.
 AUTO_EPOCHS = 3
@@ -22,9 +23,6 @@ AUTO_MIN_EXAMPLES_SEEN = 100
 AUTO_MAX_EXAMPLES_SEEN = 25_000
 AUTO_MAX_EPOCHS = 25
 AUTO_BATCH_FRACTION = 0.002
-MAX_BATCH_SIZE = 256
-BASE_LEARNING_RATE_FULL = 2e-5
-BASE_LEARNING_RATE_LORA = 2e-4
 MESSAGE_CHARS = 300  # of one field's problem: a pydantic message never quotes a whole value
 LOCATION_PART_CHARS = 64  # of each part of a field's path (an unknown key is a client's text)
 MAX_SAMPLE_PROMPTS = 8
@@ -39,31 +37,6 @@ MAX_SAMPLE_SETS = 100
 
 class SpecError(ValueError):
     """A job spec that cannot be used; the message names each bad field."""
-
-
-def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool = False) -> Any:
-    """The type of a field that takes "auto" or a number in a range: its message says so, and the
-    OpenAPI schema shows the range."""
-    bounds = f"{'above' if low_exclusive else 'from'} {low} {'up ' if low_exclusive else ''}to {high}"
-    expected = f'"auto" or {"an integer" if kind is int else "a number"} {bounds}'
-
-    def check(value: Any) -> Any:
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be {expected}, got {quote(value)}")
-        too_low = value <= low if low_exclusive else value < low
-        if too_low or value > high or not math.isfinite(value) or (kind is int and value != int(value)):
-            raise ValueError(f"must be {expected}, got {quote(value)}")
-        return kind(value)
-
-    number = Annotated[kind, Field(gt=low, le=high) if low_exclusive else Field(ge=low, le=high)]
-    return Annotated[number | Literal["auto"], BeforeValidator(check)]
-
-
-Epochs = _auto_or_number(int, 1, 50)
-BatchSize = _auto_or_number(int, 1, MAX_BATCH_SIZE)
-LrMultiplier = _auto_or_number(float, 0, 10, low_exclusive=True)
 
 
 def at_most_items(limit: int):
@@ -90,15 +63,6 @@ ModuleName = Annotated[str, Field(min_length=1, max_length=MAX_MODULE_NAME)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Hyperparameters(_Strict):
-    """OpenAI's hyperparameters; each is "auto" or a value."""
-
-    n_epochs: Epochs = "auto"
-    batch_size: BatchSize = "auto"
-    """Examples per optimizer step, over all micro-batches and processes (OpenAI's meaning)."""
-    learning_rate_multiplier: LrMultiplier = "auto"
 
 
 class LoraSettings(_Strict):
@@ -246,10 +210,25 @@ class JobSpec(_Strict):
     training_file: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
     validation_file: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    hyperparameters: Hyperparameters = Hyperparameters()
+    method: Method = SupervisedMethod()
+    """OpenAI's method object (lmtune/methods.py); OpenAI's deprecated top-level `hyperparameters`
+    are still taken, and folded into it."""
     training: TrainingSettings = TrainingSettings()
     integrations: Annotated[list[Integration], at_most_items(MAX_INTEGRATIONS), Field(max_length=MAX_INTEGRATIONS)] = []
     """Experiment trackers the trainer reports to; one that fails never fails the job (a notice says why)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_hyperparameters(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "hyperparameters" in data:
+            data = dict(data)
+            method = fold_hyperparameters(data.pop("method", None), data.pop("hyperparameters"))
+            data |= {"method": method} if method is not None else {}
+        return data
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        return self.method.hyperparameters
 
     @model_validator(mode="after")
     def _validation_file_for_validation_loss(self) -> JobSpec:
@@ -271,6 +250,8 @@ class ResolvedHyperparameters(_Strict):
     learning_rate: float
     micro_batch_size: int
     total_steps: int
+    beta: float | None = None
+    """DPO's beta ("auto" decided); None for other methods."""
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -373,7 +354,7 @@ def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1)
             f"use a multiple of {slices}"
         )
     multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
-    base = BASE_LEARNING_RATE_LORA if training.lora else BASE_LEARNING_RATE_FULL
+    base = spec.method.base_learning_rate[training.lora is not None]
     learning_rate = training.learning_rate if training.learning_rate is not None else base * multiplier
     total_steps = math.ceil(n_examples / batch_size) * n_epochs
     if training.max_steps is not None:
@@ -385,4 +366,5 @@ def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1)
         learning_rate=learning_rate,
         micro_batch_size=batch_size // slices,
         total_steps=total_steps,
+        beta=spec.method.beta if isinstance(spec.method, DpoMethod) else None,
     )
