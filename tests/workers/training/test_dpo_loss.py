@@ -141,3 +141,10 @@ def test_completions_are_labelled_and_nothing_else(tiny_model, pairs):
         pairs[0]["non_preferred_output"][0]["content"] + "<|im_end|>\n",
     ]
     assert batch["sequences"] == 2 and batch["sequence_index"].tolist()[1][0] == 1
+
+
+def test_every_method_a_job_may_name_has_an_objective():
+    from lmtune.methods import METHODS
+    from workers.training.objectives import OBJECTIVES
+
+    assert set(OBJECTIVES) == set(METHODS)

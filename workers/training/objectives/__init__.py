@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from lmtune.spec import JobSpec
 from workers.training.objectives.base import Objective
+from workers.training.objectives.dpo import Dpo
 from workers.training.objectives.supervised import Supervised
 
-OBJECTIVES: dict[str, type[Objective]] = {objective.method: objective for objective in (Supervised,)}
+OBJECTIVES: dict[str, type[Objective]] = {objective.method: objective for objective in (Supervised, Dpo)}
 
 
 def objective_for(spec: JobSpec, tokenizer) -> Objective:
-    """The job's objective. The spec names no method yet, so every job is supervised; a method
-    field in the spec picks its entry of OBJECTIVES here."""
-    return OBJECTIVES[Supervised.method](spec, tokenizer)
+    """The objective of the job's method (lmtune/methods.py names the methods a spec may have)."""
+    return OBJECTIVES[spec.method.type](spec, tokenizer)
