@@ -6,7 +6,8 @@ marker), the parts tokenised apart as the supervised path does. A pair longer th
 cut from the end (TRL's "keep_start"); one whose prompt leaves no completion token is skipped.
 
 A batch of B pairs has 2B sequences: the chosen ones first, then the rejected ones, each labelled on
-its completion only, with `sequence_index` saying whose each label is (workers/training/dpo_loss.py).
+its completion only, with `sequence_index` saying whose each label is (workers/training/dpo_loss.py);
+padded (a sequence a row) or packed (several a row, with positions restarting at each).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lmtune.preference_rows import check_preference_row
 from lmtune.tool_calls import Conversation
 from lmtune.training_data import Row
 from workers.models.chat_format import conversation_turns, turn_segments
-from workers.training.data import IGNORE_INDEX, TokenizedData
+from workers.training.data import IGNORE_INDEX, TokenizedData, pack
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,21 @@ def _prompt_and_completion(conversation: Conversation, tokenizer) -> tuple[list[
             return prompt, ids  # what the template adds after the answer's end is not part of it
         prompt += ids
     raise AssertionError("the answer is a target segment")
+
+
+def collate_pairs_packed(pairs: list[dict], pad_id: int, max_seq_length: int) -> dict:
+    """The sequences packed into rows of at most max_seq_length (workers/training/data.py `pack`);
+    `sequence_index` says whose each position is, chosen sequences numbered first."""
+    sequences = [
+        {"input_ids": p["prompt_ids"] + p[side], "labels": [IGNORE_INDEX] * len(p["prompt_ids"]) + p[side]}
+        for side in ("chosen_ids", "rejected_ids")
+        for p in pairs
+    ]
+    batch, placed = pack(sequences, pad_id, max_seq_length)
+    index = torch.full_like(batch["input_ids"], -1)
+    for number, (sequence, (row, start)) in enumerate(zip(sequences, placed, strict=True)):
+        index[row, start : start + len(sequence["input_ids"])] = number
+    return {**batch, "sequence_index": index, "sequences": len(sequences)}
 
 
 def collate_pairs(pairs: list[dict], pad_id: int) -> dict:

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cli.sample_data import TOOLS, preference_examples
 from lmtune.training_data import Row
 from workers.training.dpo_loss import SequenceLogProbs, dpo_sums
-from workers.training.preference_data import collate_pairs, tokenize_pairs
+from workers.training.preference_data import collate_pairs, collate_pairs_packed, tokenize_pairs
 
 CPU = torch.device("cpu")
 MAX_LENGTH = 2048  # the tool pair's prompt (the tools in the system turn, a byte a token) fits
@@ -148,3 +148,21 @@ def test_every_method_a_job_may_name_has_an_objective():
     from workers.training.objectives import OBJECTIVES
 
     assert set(OBJECTIVES) == set(METHODS)
+
+
+def test_packed_pairs_give_the_log_probabilities_of_padded_ones(tiny_model, pairs):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    data = list(
+        tokenize_pairs([Row(i, "preference", row) for i, row in enumerate(pairs)], tokenizer, MAX_LENGTH).examples
+    )
+    model = _model(tiny_model)
+    padded = collate_pairs(data, tokenizer.pad_token_id)
+    packed = collate_pairs_packed(data, tokenizer.pad_token_id, MAX_LENGTH)
+    assert len(packed["input_ids"]) < len(padded["input_ids"])  # several sequences share a row
+    with torch.no_grad():
+        torch.testing.assert_close(
+            SequenceLogProbs(model, CPU)(model, packed),
+            SequenceLogProbs(model, CPU)(model, padded),
+            atol=1e-4,
+            rtol=1e-5,
+        )

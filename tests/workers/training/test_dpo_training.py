@@ -53,6 +53,12 @@ def test_per_step_loss_equals_trls_dpo_trainer(tmp_path, tiny_model, accumulatio
     assert min(ours[1:]) < 0.5  # it trained: the match is not of two untouched models
 
 
+def test_packed_pairs_train_as_padded_ones(tmp_path, tiny_model):
+    for packing in (False, True):
+        train(parse_spec(dpo_job(tmp_path, tiny_model, packing=packing, max_seq_length=1024)), tmp_path / f"{packing}")
+    assert train_losses(tmp_path / "True") == pytest.approx(train_losses(tmp_path / "False"), abs=1e-4)
+
+
 def test_each_step_reports_the_rewards_margin_and_accuracy_and_validation_on_pairs(tmp_path, tiny_model):
     job = dpo_job(tmp_path, tiny_model, eval_every_steps=2)
     write_jsonl(preference_examples(6, seed=9), tmp_path / "valid.jsonl")

@@ -29,7 +29,7 @@ from workers.training.data import TokenizedData
 from workers.training.dpo_loss import SequenceLogProbs, dpo_sums
 from workers.training.errors import InvalidDataError, OutputConflictError
 from workers.training.objectives.base import MicroBatch, Objective, RunContext, Sums
-from workers.training.preference_data import collate_pairs, tokenize_pairs
+from workers.training.preference_data import collate_pairs, collate_pairs_packed, tokenize_pairs
 
 log = logging.getLogger(__name__)
 REFERENCE_PAIRS = 8  # pairs per forward pass of the reference computation (no gradients kept)
@@ -43,7 +43,7 @@ class Dpo(Objective):
     def __init__(self, spec, tokenizer):
         super().__init__(spec, tokenizer)
         self.beta = spec.method.beta
-        self.max_seq_length = spec.training.max_seq_length
+        self.max_seq_length, self.packing = spec.training.max_seq_length, spec.training.packing
         self._logps: SequenceLogProbs | None = None
 
     def load_data(self, field: str, path: str, min_examples: int) -> TokenizedData:
@@ -97,10 +97,10 @@ class Dpo(Objective):
         if not ids:
             # a pair with no completion keeps this process in the gradient reduction, adding nothing
             empty = {**data.examples[0], "chosen_ids": [], "rejected_ids": []}
-            inputs = {**collate_pairs([empty], self.tokenizer.pad_token_id), "pairs": 0}
+            inputs = {**self._collate([empty]), "pairs": 0}
             return MicroBatch(inputs, units=0, tokens=0, target_tokens=0)
         pairs = list(data.examples.select(ids))
-        inputs = {**collate_pairs(pairs, self.tokenizer.pad_token_id), "pairs": len(pairs)}
+        inputs = {**self._collate(pairs), "pairs": len(pairs)}
         if REFERENCE_COLUMNS[0] in pairs[0]:
             inputs["reference"] = torch.tensor([[p[c] for c in REFERENCE_COLUMNS] for p in pairs])
         completions = sum(len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)
@@ -121,6 +121,11 @@ class Dpo(Objective):
                 "preference_accuracy": sums.correct,
             },
         )
+
+    def _collate(self, pairs: list[dict]) -> dict:
+        if self.packing:
+            return collate_pairs_packed(pairs, self.tokenizer.pad_token_id, self.max_seq_length)
+        return collate_pairs(pairs, self.tokenizer.pad_token_id)
 
     @torch.no_grad()
     def _reference_logps(self, run: RunContext, data: TokenizedData) -> torch.Tensor:
