@@ -95,6 +95,7 @@ def estimate_job(db: Database, data: DataLayout, owner: str, spec: JobSpec, queu
             "batch_size": hp.batch_size,
             "learning_rate_multiplier": hp.learning_rate_multiplier,
             "learning_rate": hp.learning_rate,
+            **({"beta": hp.beta} if hp.beta is not None else {}),
         },
         examples={
             "training": training.examples,
@@ -135,9 +136,10 @@ def _as_counted(row: Row) -> list[Row]:
 
 
 def _count(path: Path, examples: int, folder: Path | None, spec: JobSpec, warnings: list[str]) -> tuple[dict, str]:
-    rows = []
+    rows, sampled = [], 0
     for row in iter_rows(path, min_examples=1):
         rows += _as_counted(row)
+        sampled += 1
         if len(rows) >= SAMPLE_EXAMPLES:
             break
     max_len = spec.training.max_seq_length
@@ -152,9 +154,9 @@ def _count(path: Path, examples: int, folder: Path | None, spec: JobSpec, warnin
         warnings.append(
             f"tokens are guessed at {CHARS_PER_TOKEN} characters each: {why} (a job of this model run once makes them exact)"
         )
-    scale = examples / len(rows) if rows else 1.0
+    scale = examples / sampled if sampled else 1.0
     if scale > 1:
-        how += f" (first {len(rows):,} examples, the rest extrapolated)"
+        how += f" (first {sampled:,} examples, the rest extrapolated)"
     return {
         "per_epoch": round(sum(counted.lengths) * scale),
         "truncated": round(counted.truncated * scale),
