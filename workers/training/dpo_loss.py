@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from workers.training.data import IGNORE_INDEX
-from workers.training.loss import CHUNK_BYTES
+from workers.training.loss import OutputLayerTap
 
 
 @dataclass
@@ -52,22 +51,15 @@ def dpo_sums(
     )
 
 
-class SequenceLogProbs:
+class SequenceLogProbs(OutputLayerTap):
     """`logps(model, batch)`: the summed log-probability of each sequence's labelled tokens, one value
-    per sequence (batch["sequences"] of them). The model is called through whatever wraps it (DDP,
-    PEFT, autocast). `chunked=False`, or an output layer that is not a plain Linear (LoRA on lm_head),
-    computes the plain way, from the whole logits."""
+    per sequence (batch["sequences"] of them), chunked or plain (OutputLayerTap). The model is called
+    through whatever wraps it (DDP, PEFT, autocast)."""
 
     def __init__(self, model, device, *, chunked: bool = True, chunk_tokens: int | None = None):
-        self.device = device
-        head = model.get_output_embeddings()
-        self.chunked = chunked and type(head) is torch.nn.Linear
-        self.chunk_tokens = chunk_tokens or max(1, CHUNK_BYTES // (4 * head.out_features))
-        self._head = head
-        self._targets: tuple[torch.Tensor, torch.Tensor] | None = None
+        super().__init__(model, device, chunked=chunked, chunk_tokens=chunk_tokens)
+        self._labels: torch.Tensor | None = None
         self._token_logps: torch.Tensor | None = None
-        if self.chunked:
-            head.register_forward_pre_hook(self._logps_in_forward)
 
     def __call__(self, model, batch: dict) -> torch.Tensor:
         inputs = {key: value.to(self.device) for key, value in batch.items() if key in MODEL_INPUTS}
@@ -76,36 +68,24 @@ class SequenceLogProbs:
         owners = F.pad(batch["sequence_index"], (0, 1), value=-1)[:, 1:].to(self.device)
         mask = labels != IGNORE_INDEX
         if self.chunked:
-            self._targets = (labels, mask)
+            self._labels = labels
             try:
                 model(**inputs, use_cache=False)
                 token_logps = self._token_logps
             finally:
-                self._targets, self._token_logps = None, None
+                self._labels, self._token_logps = None, None
         else:
             logits = model(**inputs, use_cache=False).logits
             token_logps = -F.cross_entropy(logits[mask].float(), labels[mask], reduction="none")
         sums = torch.zeros(batch["sequences"], device=token_logps.device, dtype=torch.float32)
         return sums.index_add(0, owners[mask], token_logps)
 
-    def _logps_in_forward(self, head, args):
-        if self._targets is None:  # a call that wants logits (generation, an outside caller)
+    def _in_forward(self, head, args):
+        if self._labels is None:  # a call that wants logits (generation, an outside caller)
             return None
         hidden = args[0]
-        labels, mask = self._targets
-        targets, labels = hidden[mask], labels[mask]
-        weight, bias = self._head.weight, self._head.bias
-        pieces = []
-        # at least one (maybe empty) chunk, so that the output layer is in the graph (DDP waits for it)
-        for start in range(0, max(len(labels), 1), self.chunk_tokens):
-            piece = slice(start, start + self.chunk_tokens)
-            if torch.is_grad_enabled():
-                pieces.append(
-                    checkpoint(_chunk_logps, targets[piece], weight, bias, labels[piece], use_reentrant=False)
-                )
-            else:
-                pieces.append(_chunk_logps(targets[piece], weight, bias, labels[piece]))
-        self._token_logps = torch.cat(pieces)
+        mask = self._labels != IGNORE_INDEX
+        self._token_logps = torch.cat(self.over_chunks(_chunk_logps, hidden[mask], self._labels[mask]))
         return (hidden[..., :0, :],)
 
 
