@@ -25,7 +25,7 @@ from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
 from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
 from lmtune.store.jobs import TooManyActiveJobs, create_job, get_job, queue_name
-from lmtune.store.models import File, Job
+from lmtune.store.models import File, Job, JobStatus
 from lmtune.training_data import SHAPE_NAMES
 
 T = TypeVar("T")
@@ -49,11 +49,14 @@ def submit_job(
     """Check that the model and files exist for this key and that it is within its quotas, store the
     job, and tell the workers. The answer never depends on the broker (`queue.send` does not raise):
     a job stored while it is down is sent when it is back. A repeat of an `idempotency_key` request
-    (same `request_hash`) returns the first one's job. The model is a catalogue model, a fine-tuned
-    model of this key, or one of its jobs' checkpoints."""
+    (same `request_hash`) returns the first one's job, and sends it again if it is still queued: the
+    first request may have stored it and stopped before sending (a repeated send is harmless). The
+    model is a catalogue model, a fine-tuned model of this key, or one of its jobs' checkpoints."""
     idem = idempotency(owner, idempotency_key, "job", request_hash)
     earlier = earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
     if earlier is not None:
+        if earlier.status == JobStatus.QUEUED:
+            queue.send(earlier)
         return earlier
     check_inputs(settings, db, spec, owner)
     quotas.check_storage(settings, db, owner)

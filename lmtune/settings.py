@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(
         30, gt=0, le=3600, description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs"
     )
+    disk_full_backoff_seconds: float = Field(
+        60,
+        ge=0,
+        le=86400,
+        description="LMTUNE_DISK_FULL_BACKOFF_SECONDS: an attempt that found the disk full waits this long before "
+        "the job is queued again, doubled after each such failure",
+    )
     cancel_grace_seconds: float = Field(5, ge=0, le=3600, description="LMTUNE_CANCEL_GRACE_SECONDS: SIGTERM to SIGKILL")
     pause_grace_seconds: float = Field(
         300, ge=0, le=86400, description="LMTUNE_PAUSE_GRACE_SECONDS: time to write the pause checkpoint"

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from lmtune import quotas
+from lmtune.disk import DISK_FULL, disk_full_message, is_disk_full
 from lmtune.eval_spec import MAX_INLINE_ITEMS, FileId, RowsError, rows
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
@@ -47,19 +48,37 @@ class PartialUpload:
     def write(self, chunk: bytes) -> None:
         if self.size + len(chunk) > self.limit:
             raise too_large(self.limit)
+        try:
+            self._handle.write(chunk)
+        except OSError as error:
+            raise self._no_room(error, len(chunk)) from None
         self.size += len(chunk)
         self._digest.update(chunk)
-        self._handle.write(chunk)
+
+    def _no_room(self, error: OSError, adding: int) -> Exception:
+        """507 with the space the upload needs, its partial file removed; any other error as it was."""
+        if not is_disk_full(error):
+            return error
+        self.discard()
+        return RequestError(
+            507, disk_full_message("storing this upload", self.size + adding, self.path.parent), code=DISK_FULL
+        )
 
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()  # writes what is still buffered
+        except OSError as error:
+            raise self._no_room(error, 0) from None
 
     def discard(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:  # what was buffered does not fit: it is thrown away anyway
+            pass
         self.path.unlink(missing_ok=True)
 
 

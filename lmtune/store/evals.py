@@ -288,7 +288,9 @@ def requeue_lost_runs(db: Database, max_attempts: int) -> list[EvalRun]:
     requeued = []
     with db.session() as session:
         lost = session.scalars(
-            select(EvalRun).where(EvalRun.status == RUNNING, EvalRun.lease_expires_at < db.clock()).with_for_update()
+            select(EvalRun)
+            .where(EvalRun.status == RUNNING, EvalRun.lease_expires_at < db.clock())
+            .with_for_update(skip_locked=True)  # as requeue_lost_jobs: a stalled holder never blocks the sweep
         ).all()
         for run in lost:
             run.failures += 1

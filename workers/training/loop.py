@@ -321,6 +321,7 @@ def _precision(setting: str) -> str:
 
 
 def _prepare_output(layout: RunLayout, spec: JobSpec, hp: ResolvedHyperparameters, train_data, valid_data, world: int):
+    RunFence.from_env(layout).check()  # loading the model took a while: the folder may be another's by now
     layout.checkpoints.mkdir(parents=True, exist_ok=True)
     ckpt.remove_partials(layout.checkpoints)  # left by a crash mid-write; never read
     layout.error.unlink(missing_ok=True)  # from an earlier attempt
@@ -441,10 +442,11 @@ def _export_final(run: _Run) -> TrainingResult:
         run.fence.check()
         ckpt.publish(partial, layout.final)
         plot_loss(run.history, layout.loss_plot)
-        layout.result.write_text(
+        run.fence.write_text(
+            layout.result,
             json.dumps(
                 {"steps": result.steps, "trained_tokens": result.trained_tokens, "last_metrics": result.last_metrics}
-            )
+            ),
         )
     accelerator.wait_for_everyone()
     return result

@@ -1,9 +1,7 @@
 // Models: the catalogue (any can be a job's base model) and this key's fine-tuned models, which can be deleted.
 
 import { api } from "../api.js";
-import { announce, errorBox, errorText, h, table, time } from "../ui.js";
-
-const CATALOGUE_OWNER = "lmtune";
+import { announce, CATALOGUE_OWNER, errorBox, errorText, h, table, time } from "../ui.js";
 
 export async function renderModels(main, _params, signal) {
   const list = h("div");
