@@ -109,15 +109,15 @@ def _check_rows_fit(spec: JobSpec, row: File, field: str) -> None:
     A file stored before row shapes were kept holds supervised rows (preference rows were refused)."""
     method = spec.method
     shapes = sorted((row.row_shapes or {}).items(), key=lambda item: item[1])
-    wrong = [(shape, f"line {line} of {row.id} is {SHAPE_NAMES[shape]} row") for shape, line in shapes]
+    wrong = [(shape, f"line {line} of {row.id} is {SHAPE_NAMES[shape]} row, which trains") for shape, line in shapes]
     if row.row_shapes is None:
-        wrong = [("chat", f"{row.id} holds chat, prompt/completion or text rows")]
+        wrong = [("chat", f"{row.id} holds chat, prompt/completion or text rows, which train")]
     for shape, what in wrong:
         if shape not in method.shapes:
             other = method_for_shape(shape)
             raise RequestError(
                 400,
-                f"{field}: {what}, which trains with method {other!r}; method {method.type!r} trains on "
+                f"{field}: {what} with method {other!r}; method {method.type!r} trains on "
                 f'{method.rows}. Use method {{"type": "{other}"}}, or a file of {method.rows}',
                 param=field,
                 code="invalid_file",

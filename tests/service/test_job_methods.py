@@ -61,3 +61,17 @@ def test_both_forms_of_hyperparameters_must_agree(api):
     assert "give them once, in method.supervised.hyperparameters" in body["message"]
     same = create(api, file_id, method=method, hyperparameters={"n_epochs": 3})
     assert same.status_code == 200 and same.json()["hyperparameters"]["n_epochs"] == 3
+
+
+def test_a_file_stored_before_row_shapes_were_kept_holds_supervised_rows(api):
+    from lmtune.store.models import File
+
+    file_id = api.upload(api.alice, GOOD_FILE).json()["id"]
+    with api.client.app.state.db.session() as session:
+        session.get(File, file_id).row_shapes = None  # as migration 0009 leaves earlier files
+    body = error_of(create(api, file_id, method={"type": "dpo"}), 400)
+    assert (
+        f"{file_id} holds chat, prompt/completion or text rows, which train with method 'supervised'"
+        in body["message"]
+    )
+    assert create(api, file_id).status_code == 200
