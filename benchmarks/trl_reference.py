@@ -19,6 +19,7 @@ from torch.utils.data import SequentialSampler
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmtune.spec import JobSpec, resolve_hyperparameters
+from workers.training.model_setup import lora_config
 
 
 @dataclass
@@ -81,24 +82,12 @@ def run_trl_dpo(spec: JobSpec, output_dir: str | Path, *, bf16: bool = False) ->
         seed=spec.seed,
         disable_tqdm=True,
     )
-    peft_config = None
-    if settings.lora:
-        from peft import LoraConfig
-
-        lora = settings.lora
-        peft_config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
     trainer = InOrder(
         model=AutoModelForCausalLM.from_pretrained(spec.model, dtype=torch.float32),
         args=args,
         train_dataset=data,
         processing_class=AutoTokenizer.from_pretrained(spec.model),
-        peft_config=peft_config,
+        peft_config=lora_config(settings.lora) if settings.lora else None,
     )
     InOrder.micro_losses = []
     output = trainer.train()

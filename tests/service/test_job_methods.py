@@ -71,7 +71,6 @@ def test_a_file_stored_before_row_shapes_were_kept_holds_supervised_rows(api):
         session.get(File, file_id).row_shapes = None  # as migration 0009 leaves earlier files
     body = error_of(create(api, file_id, method={"type": "dpo"}), 400)
     assert (
-        f"{file_id} holds chat, prompt/completion or text rows, which train with method 'supervised'"
-        in body["message"]
+        f"{file_id} holds chat, prompt/completion or text rows, which train with method 'supervised'" in body["message"]
     )
     assert create(api, file_id).status_code == 200
