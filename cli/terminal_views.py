@@ -75,6 +75,7 @@ CHECKPOINT_COLUMNS: list[Column] = [
 MODEL_COLUMNS: list[Column] = [
     ("ID", lambda m: m["id"]),
     ("OWNED BY", lambda m: m["owned_by"]),
+    ("HERE", lambda m: "ready" if m.get("ready", True) else "not yet"),  # a catalogue model not downloaded yet
     ("CREATED", lambda m: when(m["created"])),
 ]
 KEY_COLUMNS: list[Column] = [

@@ -16,7 +16,8 @@ from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.layout import DataLayout
 from lmtune.methods import method_for_shape
-from lmtune.model_refs import ModelNotFound, resolve_model
+from lmtune.model_availability import ModelUnavailable, check_available
+from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.problems import quote, quote_id
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
@@ -174,6 +175,15 @@ def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[st
 def _check_model(settings: Settings, db: Database, model: str, owner: str) -> None:
     """A catalogue model, a fine-tuned model of this key, or one of its jobs' checkpoints."""
     try:
-        resolve_model(db, DataLayout(settings.data_dir), model, owner)
+        ref = resolve_model(db, DataLayout(settings.data_dir), model, owner)
     except ModelNotFound as error:
         raise RequestError(404, str(error), param="model", code="model_not_found") from None
+    available(ref, model)
+
+
+def available(ref: ModelRef, model: str) -> None:
+    """503 at once for a model that is not on this machine and cannot be fetched (jobs and completions)."""
+    try:
+        check_available(ref, model)
+    except ModelUnavailable as error:
+        raise RequestError(503, str(error), param="model", code="model_not_available") from None

@@ -165,7 +165,8 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name=f"Delete {model}").click()
     row.wait_for(state="detached")
-    page.get_by_role("row").filter(has_text="lmtune-tiny").first.wait_for()  # the catalogue stays
+    catalogue = page.get_by_role("row").filter(has_text="lmtune-tiny").first  # the catalogue stays
+    catalogue.get_by_role("cell", name="ready", exact=True).wait_for()  # on this machine (it is made locally)
 
     page.get_by_role("link", name="Jobs").first.click()
     page.get_by_role("link", name=job_id).click()

@@ -86,10 +86,12 @@ def generate(
     stop_ids: list[int] | None = None,
     on_text: Callable[[int, str], None] = lambda index, text: None,
     cancelled: Callable[[], bool] = lambda: False,
+    between_steps: Callable[[], None] = lambda: None,
 ) -> list[Choice]:
-    """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows."""
+    """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows, and
+    `between_steps()` after each token but the last (where the model server lets other answers step)."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
-    rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled)
+    rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled, between_steps)
     config = _config(params, stop_ids, _pad_id(tokenizer, stop_ids))
     device = next(model.parameters()).device
     inputs = torch.tensor([ids] * params.n, device=device)
@@ -107,9 +109,9 @@ class _Rows(StoppingCriteria):
     sequence, and hands out the text that can no longer change (a stop sequence might still be
     forming at the end, or a character might be half decoded)."""
 
-    def __init__(self, tokenizer, params: GenerationParams, stop_ids: set[int], on_text, cancelled):
+    def __init__(self, tokenizer, params: GenerationParams, stop_ids: set[int], on_text, cancelled, between_steps):
         self.tokenizer, self.stop, self.stop_ids = tokenizer, [s for s in params.stop if s], stop_ids
-        self.on_text, self.cancelled = on_text, cancelled
+        self.on_text, self.cancelled, self.between_steps = on_text, cancelled, between_steps
         self.hold = max((len(s) for s in self.stop), default=1) - 1
         self.choices = [Choice(index) for index in range(params.n)]
         self.tokens: list[list[int]] = [[] for _ in range(params.n)]
@@ -122,6 +124,8 @@ class _Rows(StoppingCriteria):
         done = [choice.finish_reason is not None for choice in self.choices]
         if self.cancelled():
             done = [True] * len(done)
+        elif not all(done):
+            self.between_steps()
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     def _add(self, choice: Choice, token: int) -> None:

@@ -34,7 +34,7 @@ export async function renderNewJob(main, _params, signal) {
     fileChooser("training", "Training data", files.data, true),
     fileChooser("validation", "Validation data (optional)", files.data, false),
     field("model", "Model", "model", "a catalogue model or one of your fine-tuned models",
-      h("select", { id: "model", name: "model" }, models.data.map((model) => h("option", { value: model.id }, model.id)))),
+      h("select", { id: "model", name: "model" }, models.data.map((model) => h("option", { value: model.id }, model.ready ? model.id : `${model.id} (not on this machine yet)`)))),
     field("method", "Method", "method", "supervised: chat, prompt/completion or text rows; DPO: preference rows",
       h("select", { id: "method", name: "method" }, METHODS.map(([value, label]) => h("option", { value }, label)))),
     h("div", { class: "grid" }, NUMBER_FIELDS.map(numberField),
