@@ -141,10 +141,16 @@ def jobs() -> None:
 @click.option("--model", required=True, help="A catalogue model (`lmtune models list`) or a fine-tuned one.")
 @click.option("--training-file", required=True, help="A local JSONL file (uploaded first) or a file id.")
 @click.option("--validation-file", help="A local JSONL file or a file id.")
-@click.option("--epochs", type=click.IntRange(1), help="hyperparameters.n_epochs (default auto).")
 @click.option(
-    "--batch-size", type=click.IntRange(1), help="hyperparameters.batch_size: examples per step (default auto)."
+    "--method",
+    type=click.Choice(["supervised", "dpo"]),
+    default="supervised",
+    show_default=True,
+    help="supervised: chat, prompt/completion or text rows; dpo: preference rows.",
 )
+@click.option("--beta", type=click.FloatRange(min=0, min_open=True, max=10), help="DPO's beta (default auto: 0.1).")
+@click.option("--epochs", type=click.IntRange(1), help="n_epochs (default auto).")
+@click.option("--batch-size", type=click.IntRange(1), help="batch_size: examples (DPO: pairs) per step (default auto).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="training.learning_rate, absolute.")
 @click.option("--lora-r", type=click.IntRange(1), help="Train a LoRA adapter of this rank instead of every weight.")
 @click.option("--packing", is_flag=True, help="Pack several examples into each sequence.")
@@ -161,6 +167,8 @@ def jobs_create(
     model,
     training_file,
     validation_file,
+    method,
+    beta,
     epochs,
     batch_size,
     learning_rate,
@@ -172,9 +180,10 @@ def jobs_create(
     dry_run,
 ) -> None:
     """Create a fine-tuning job; local files are uploaded first."""
-    hyperparameters = {
-        key: value for key, value in (("n_epochs", epochs), ("batch_size", batch_size)) if value is not None
-    }
+    if beta is not None and method != "dpo":
+        raise click.UsageError("--beta is DPO's: add --method dpo")
+    given = (("n_epochs", epochs), ("batch_size", batch_size), ("beta", beta))
+    hyperparameters = {key: value for key, value in given if value is not None}
     training = {
         key: value
         for key, value in (
@@ -187,7 +196,7 @@ def jobs_create(
     body = {
         "model": model,
         "training_file": _file_id(ctx, training_file),
-        "hyperparameters": hyperparameters,
+        "method": {"type": method, method: {"hyperparameters": hyperparameters}},
         "training": training,
         "suffix": suffix,
         "gpus": gpus,

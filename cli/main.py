@@ -86,21 +86,28 @@ def import_gguf_command(gguf_path: str, output_dir: str) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option(
     "--kind",
-    type=click.Choice(["chat", "tools"]),
+    type=click.Choice(["chat", "tools", "preference"]),
     default="chat",
     show_default=True,
-    help="chat: answer in capitals; tools: OpenAI tool-calling rows (get_weather, get_local_time).",
+    help="chat: answer in capitals; tools: OpenAI tool-calling rows (get_weather, get_local_time); "
+    "preference: pairs for DPO (method dpo), the answer in capitals preferred.",
 )
 @click.option("--examples", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True)
-@click.option("--spread", default=0.6, show_default=True, help="Sigma of the log-normal length spread (chat).")
+@click.option(
+    "--spread", default=0.6, show_default=True, help="Sigma of the log-normal length spread (chat, preference)."
+)
 def make_sample_data_command(path: str, kind: str, examples: int, seed: int, spread: float) -> None:
     """Write a generated dataset to PATH as JSONL."""
-    from cli.sample_data import chat_examples, tool_examples, write_jsonl
+    from cli.sample_data import chat_examples, preference_examples, tool_examples, write_jsonl
 
-    rows = tool_examples(examples, seed=seed) if kind == "tools" else chat_examples(examples, seed=seed, spread=spread)
+    if kind == "tools":
+        rows = tool_examples(examples, seed=seed)
+    else:
+        rows = (preference_examples if kind == "preference" else chat_examples)(examples, seed=seed, spread=spread)
     write_jsonl(rows, path)
-    click.echo(f"{examples} {'tool-calling' if kind == 'tools' else kind} examples written to {path}")
+    what = {"tools": "tool-calling examples", "preference": "preference pairs"}.get(kind, "chat examples")
+    click.echo(f"{examples} {what} written to {path}")
 
 
 @main.command()

@@ -5,6 +5,8 @@ learns. Lengths follow a log-normal spread, like real chat data (many short, a f
 `tools`: OpenAI's tool-calling rows: the assistant calls get_weather or get_local_time for the city
 the user names, and after the call's result answers in words. Cities are drawn from CITIES, or from
 HELD_OUT_CITIES (which training never sees) to test a model on new arguments.
+`preference`: OpenAI's preference rows (DPO) on the chat task: the answer in capitals is preferred
+to the same words as the user wrote them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ def chat_examples(n: int, seed: int = 0, median_words: int = 6, spread: float = 
             }
         )
     return rows
+
+
+def preference_examples(n: int, seed: int = 0, median_words: int = 6, spread: float = 0.0) -> list[dict]:
+    """The chat task's rows as pairs: the capitals preferred, the words unchanged not."""
+    return [
+        {
+            "input": {"messages": row["messages"][:-1]},
+            "preferred_output": [row["messages"][-1]],
+            "non_preferred_output": [{"role": "assistant", "content": row["messages"][1]["content"]}],
+        }
+        for row in chat_examples(n, seed, median_words, spread)
+    ]
 
 
 CITIES = (

@@ -136,6 +136,7 @@ def job_details(job: dict) -> Table:
         ("fine-tuned model", job["fine_tuned_model"]),
         ("training file", job["training_file"]),
         ("validation file", job["validation_file"]),
+        ("method", (job.get("method") or {}).get("type", "supervised")),
         ("hyperparameters", hyper),
         ("step", progress(job)),
         ("train loss", loss(metrics.get("train_loss"))),

@@ -21,13 +21,14 @@ from sqlalchemy import select
 from lmtune.layout import DataLayout
 from lmtune.model_availability import local_folder
 from lmtune.model_refs import resolve_model
+from lmtune.preference_rows import SIDES
 from lmtune.spec import JobSpec, SpecError, resolve_hyperparameters
 from lmtune.store import files as file_store
 from lmtune.store.database import Database
 from lmtune.store.models import Job, JobStatus
 from lmtune.store.workers import live_workers
 from lmtune.token_count import CHARS_PER_TOKEN, NoTokenizer, TokenCounter, guess_lengths
-from lmtune.training_data import iter_rows
+from lmtune.training_data import Row, iter_rows
 
 SAMPLE_EXAMPLES = 20_000
 HISTORY_JOBS = 5  # the newest succeeded jobs alike whose speed is taken (their median)
@@ -95,6 +96,7 @@ def estimate_job(db: Database, data: DataLayout, owner: str, spec: JobSpec, queu
             "batch_size": hp.batch_size,
             "learning_rate_multiplier": hp.learning_rate_multiplier,
             "learning_rate": hp.learning_rate,
+            **({"beta": hp.beta} if hp.beta is not None else {}),
         },
         examples={
             "training": training.examples,
@@ -110,11 +112,21 @@ def estimate_job(db: Database, data: DataLayout, owner: str, spec: JobSpec, queu
     )
 
 
+def _as_counted(row: Row) -> list[Row]:
+    """A preference pair counts as its two conversations: the trainer runs both."""
+    if row.shape != "preference":
+        return [row]
+    given = row.data["input"]
+    extra = {key: given[key] for key in ("tools", "parallel_tool_calls") if key in given}
+    return [Row(row.line, "chat", {"messages": [*given["messages"], *row.data[side]], **extra}) for side in SIDES]
+
+
 def _count(path: Path, examples: int, folder: Path | None, spec: JobSpec, warnings: list[str]) -> tuple[dict, str]:
-    rows = []
+    rows, sampled = [], 0
     for row in iter_rows(path, min_examples=1):
-        rows.append(row)
-        if len(rows) == SAMPLE_EXAMPLES:
+        rows += _as_counted(row)
+        sampled += 1
+        if len(rows) >= SAMPLE_EXAMPLES:
             break
     max_len = spec.training.max_seq_length
     try:
@@ -128,9 +140,9 @@ def _count(path: Path, examples: int, folder: Path | None, spec: JobSpec, warnin
         warnings.append(
             f"tokens are guessed at {CHARS_PER_TOKEN} characters each: {why} (a job of this model run once makes them exact)"
         )
-    scale = examples / len(rows) if rows else 1.0
+    scale = examples / sampled if sampled else 1.0
     if scale > 1:
-        how += f" (first {len(rows):,} examples, the rest extrapolated)"
+        how += f" (first {sampled:,} examples, the rest extrapolated)"
     return {
         "per_epoch": round(sum(counted.lengths) * scale),
         "truncated": round(counted.truncated * scale),

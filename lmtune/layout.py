@@ -76,6 +76,11 @@ class RunLayout:
         return self.root / "notices.jsonl"  # what the trainer decided that the user should hear of (early stop)
 
     @property
+    def reference_logps(self) -> Path:
+        # DPO: the starting model's log-probabilities of every pair, computed once (a resume reuses them)
+        return self.root / "reference_logps.pt"
+
+    @property
     def loss_plot(self) -> Path:
         return self.root / "loss.png"
 

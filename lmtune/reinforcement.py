@@ -36,8 +36,6 @@ ANSWER_TOKENS = {"low": 64, "default": 128, "medium": 256, "high": 512}  # reaso
 AUTO_EVAL_INTERVAL = 10
 AUTO_EVAL_SAMPLES = 32
 # GRPO moves a policy much less per step than supervised training does (TRL's default is 1e-6)
-BASE_LEARNING_RATE_FULL = 1e-6
-BASE_LEARNING_RATE_LORA = 1e-5
 
 ComputeMultiplier = auto_or_number(float, 0, 16, low_exclusive=True)
 EvalInterval = auto_or_number(int, 1, 1_000_000)
@@ -105,17 +103,6 @@ class ReinforcementSettings(_Strict):
         return grader
 
 
-class ReinforcementMethod(_Strict):
-    """OpenAI's `method: {"type": "reinforcement", "reinforcement": {grader, hyperparameters}}`."""
-
-    type: Literal["reinforcement"]
-    reinforcement: ReinforcementSettings
-
-    @property
-    def hyperparameters(self) -> ReinforcementHyperparameters:
-        return self.reinforcement.hyperparameters
-
-
 class ResolvedReinforcement(_Strict):
     """What a reinforcement run uses beyond the step plan, after every "auto" is decided."""
 
@@ -137,11 +124,6 @@ def resolve(hyperparameters: ReinforcementHyperparameters, settings: GrpoSetting
         eval_interval=AUTO_EVAL_INTERVAL if hp.eval_interval == "auto" else hp.eval_interval,
         eval_samples=eval_samples,
     )
-
-
-def base_learning_rate(lora: bool) -> float:
-    """The rate a learning_rate_multiplier of 1 gives."""
-    return BASE_LEARNING_RATE_LORA if lora else BASE_LEARNING_RATE_FULL
 
 
 # ---- the rows ----
@@ -218,7 +200,6 @@ __all__ = [
     "DatasetError",
     "GrpoSettings",
     "ReinforcementHyperparameters",
-    "ReinforcementMethod",
     "ReinforcementSettings",
     "ResolvedReinforcement",
     "check_prompt_file",

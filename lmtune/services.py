@@ -11,10 +11,11 @@ from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
-from lmtune import quotas, training_eval
+from lmtune import quotas, reinforcement, training_eval
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.layout import DataLayout
+from lmtune.methods import ReinforcementMethod, method_for_shape
 from lmtune.model_availability import ModelUnavailable, check_available
 from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.problems import quote, quote_id
@@ -26,7 +27,8 @@ from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
 from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
 from lmtune.store.jobs import TooManyActiveJobs, create_job, get_job, queue_name
-from lmtune.store.models import Job, JobStatus
+from lmtune.store.models import File, Job, JobStatus
+from lmtune.training_data import SHAPE_NAMES, DatasetError
 
 T = TypeVar("T")
 
@@ -103,6 +105,9 @@ def check_inputs(settings: Settings, db: Database, spec: JobSpec, owner: str) ->
                 param=field,
                 code="invalid_file",
             )
+        _check_rows_fit(spec, row, field)
+        if isinstance(spec.method, ReinforcementMethod):
+            _check_grader_fields(settings, spec.method, row, field)
     if spec.training.eval_id:
         _check_training_eval(settings, db, spec, owner)
 
@@ -144,6 +149,40 @@ def _check_training_eval(settings: Settings, db: Database, spec: JobSpec, owner:
             f"validation_file does not fit the item_schema of {param} {evaluation.id}:\n{error}",
             param="validation_file",
             code="invalid_file",
+        ) from None
+
+
+def _check_rows_fit(spec: JobSpec, row: File, field: str) -> None:
+    """A file of rows another method trains on is refused, naming its first such line and that method.
+    A file stored before row shapes were kept holds supervised rows (preference rows were refused)."""
+    method = spec.method
+    shapes = sorted((row.row_shapes or {}).items(), key=lambda item: item[1])
+    wrong = [(shape, f"line {line} of {row.id} is {SHAPE_NAMES[shape]} row, which trains") for shape, line in shapes]
+    if row.row_shapes is None:
+        wrong = [("chat", f"{row.id} holds chat, prompt/completion or text rows, which train")]
+    for shape, what in wrong:
+        if shape not in method.shapes:
+            other = method_for_shape(shape)
+            raise RequestError(
+                400,
+                f"{field}: {what} with method {other!r}; method {method.type!r} trains on "
+                f'{method.rows}. Use method {{"type": "{other}"}}, or a file of {method.rows}',
+                param=field,
+                code="invalid_file",
+            )
+
+
+def _check_grader_fields(settings: Settings, method: ReinforcementMethod, row: File, field: str) -> None:
+    """Every row has the fields the grader's templates read (`{{item.*}}`): found now, not when
+    the trainer starts. Streamed: one line in memory."""
+    try:
+        for _ in reinforcement.check_prompt_file(
+            DataLayout(settings.data_dir).resolve(row.path), method.reinforcement.grader, min_examples=1
+        ):
+            pass
+    except DatasetError as error:
+        raise RequestError(
+            400, f"{field}: {row.id} does not fit the grader:\n{error}", param=field, code="invalid_file"
         ) from None
 
 

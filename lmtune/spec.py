@@ -24,10 +24,17 @@ from pydantic import (
 )
 from pydantic import Tag as Branch
 
-from lmtune.bounds import MAX_BATCH_SIZE, BatchSize, Epochs, LrMultiplier, at_most_items
+from lmtune.bounds import MAX_BATCH_SIZE, at_most_items
+from lmtune.methods import (
+    DpoMethod,
+    Hyperparameters,
+    Method,
+    ReinforcementMethod,
+    SupervisedMethod,
+    fold_hyperparameters,
+)
 from lmtune.problems import summarize
-from lmtune.reinforcement import GrpoSettings, ReinforcementMethod
-from lmtune.reinforcement import base_learning_rate as reinforcement_learning_rate
+from lmtune.reinforcement import GrpoSettings
 
 # What "auto" resolves to; see `resolve_hyperparameters` and README.md.
 AUTO_EPOCHS = 3
@@ -35,8 +42,6 @@ AUTO_MIN_EXAMPLES_SEEN = 100
 AUTO_MAX_EXAMPLES_SEEN = 25_000
 AUTO_MAX_EPOCHS = 25
 AUTO_BATCH_FRACTION = 0.002
-BASE_LEARNING_RATE_FULL = 2e-5
-BASE_LEARNING_RATE_LORA = 2e-4
 MESSAGE_CHARS = 300  # of one field's problem: a pydantic message never quotes a whole value
 LOCATION_PART_CHARS = 64  # of each part of a field's path (an unknown key is a client's text)
 MAX_SAMPLE_PROMPTS = 8
@@ -65,15 +70,6 @@ ModuleName = Annotated[str, Field(min_length=1, max_length=MAX_MODULE_NAME)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Hyperparameters(_Strict):
-    """OpenAI's hyperparameters; each is "auto" or a value."""
-
-    n_epochs: Epochs = "auto"
-    batch_size: BatchSize = "auto"
-    """Examples per optimizer step, over all micro-batches and processes (OpenAI's meaning)."""
-    learning_rate_multiplier: LrMultiplier = "auto"
 
 
 class LoraSettings(_Strict):
@@ -264,13 +260,25 @@ class JobSpec(_Strict):
     training_file: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
     validation_file: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    hyperparameters: Hyperparameters = Hyperparameters()
-    method: ReinforcementMethod | None = None
-    """OpenAI's method object, for `reinforcement` (docs/rft.md); absent, the job is supervised and
-    takes the top-level hyperparameters."""
+    method: Method = SupervisedMethod()
+    """OpenAI's method object (lmtune/methods.py); OpenAI's deprecated top-level `hyperparameters`
+    are still taken, and folded into it."""
     training: TrainingSettings = TrainingSettings()
     integrations: Annotated[list[Integration], at_most_items(MAX_INTEGRATIONS), Field(max_length=MAX_INTEGRATIONS)] = []
     """Experiment trackers the trainer reports to; one that fails never fails the job (a notice says why)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_hyperparameters(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "hyperparameters" in data:
+            data = dict(data)
+            method = fold_hyperparameters(data.pop("method", None), data.pop("hyperparameters"))
+            data |= {"method": method} if method is not None else {}
+        return data
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        return self.method.hyperparameters
 
     @model_validator(mode="after")
     def _validation_file_for_validation_loss(self) -> JobSpec:
@@ -282,9 +290,7 @@ class JobSpec(_Strict):
         for name in self.training.followed_scores():
             if not self.training.eval_id:
                 raise ValueError(f"{name} follows an eval's score: name the eval in training.eval_id")
-        if self.method is not None:
-            if "hyperparameters" in self.model_fields_set:
-                raise ValueError("give the hyperparameters inside method.reinforcement, not beside method")
+        if isinstance(self.method, ReinforcementMethod):
             if not self.validation_file:
                 raise ValueError(
                     "method reinforcement needs a validation_file: its rows are answered and graded every eval_interval steps"
@@ -306,6 +312,8 @@ class ResolvedHyperparameters(_Strict):
     learning_rate: float
     micro_batch_size: int
     total_steps: int
+    beta: float | None = None
+    """DPO's beta ("auto" decided); None for other methods."""
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -398,7 +406,7 @@ def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1)
     """Decide every "auto" for a dataset of `n_examples` trained on `world_size` processes."""
     training = spec.training
     slices = training.gradient_accumulation_steps * world_size
-    hp = spec.method.hyperparameters if spec.method else spec.hyperparameters
+    hp = spec.hyperparameters
     n_epochs = auto_epochs(n_examples) if hp.n_epochs == "auto" else hp.n_epochs
     batch_size = auto_batch_size(n_examples, slices) if hp.batch_size == "auto" else hp.batch_size
     if batch_size % slices:
@@ -408,9 +416,7 @@ def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1)
             f"use a multiple of {slices}"
         )
     multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
-    base = BASE_LEARNING_RATE_LORA if training.lora else BASE_LEARNING_RATE_FULL
-    if spec.method:
-        base = reinforcement_learning_rate(training.lora is not None)
+    base = spec.method.base_learning_rate[training.lora is not None]
     learning_rate = training.learning_rate if training.learning_rate is not None else base * multiplier
     total_steps = math.ceil(n_examples / batch_size) * n_epochs
     if training.max_steps is not None:
@@ -422,4 +428,5 @@ def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1)
         learning_rate=learning_rate,
         micro_batch_size=batch_size // slices,
         total_steps=total_steps,
+        beta=spec.method.beta if isinstance(spec.method, DpoMethod) else None,
     )

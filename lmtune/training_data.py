@@ -1,11 +1,16 @@
 """Validation of fine-tuning JSONL files, line by line, before any compute is spent.
 
-Three row shapes are accepted (docs/api.md, "Training files"):
+Five row shapes are accepted (docs/api.md, "Training files"); the first three train with the
+supervised method, preference rows with DPO, prompt rows with reinforcement (lmtune/methods.py,
+lmtune/reinforcement.py), and a file holds the rows of one method:
   chat:              {"messages": [{"role": ..., "content": ..., "weight": 0|1}, ...]}, with OpenAI's
                      tool calling: "tools", "parallel_tool_calls", assistant "tool_calls", "tool"
                      messages, and the legacy "functions" form (checked by lmtune/tool_calls.py)
   prompt/completion: {"prompt": "...", "completion": "..."}
   text:              {"text": "..."}
+  preference:        {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}
+                     (checked by lmtune/preference_rows.py)
+  prompt:            {"messages": [..., {"role": "user", ...}], ...fields the grader reads}
 Every error names its line, so a user can fix the file in one pass. A file is read as a stream, one
 line (at most MAX_LINE_BYTES) at a time: checking a file of any size holds one line in memory.
 """
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from lmtune.preference_rows import check_preference_row, is_preference_row
 from lmtune.problems import quote_names, summarize
 from lmtune.tool_calls import check_conversation
 
@@ -25,8 +31,22 @@ MIN_EXAMPLES = 10
 MAX_LINE_BYTES = 4 * 1024 * 1024  # about a million tokens: far more than any max_seq_length
 MAX_STORED_PROBLEMS = 5
 
-Shape = Literal["chat", "prompt_completion", "text", "prompt"]  # prompt: reinforcement (lmtune/reinforcement.py)
+Shape = Literal["chat", "prompt_completion", "text", "preference", "prompt"]  # prompt: reinforcement
 RowCheck = Callable[[object], tuple[Shape, dict]]
+SHAPE_NAMES = {
+    "chat": "a chat",
+    "prompt_completion": "a prompt/completion",
+    "text": "a text",
+    "preference": "a preference",
+    "prompt": "a prompt (the user's message last)",
+}
+SHAPE_METHODS = {  # the method (lmtune/methods.py) that trains on each shape
+    "chat": "supervised",
+    "prompt_completion": "supervised",
+    "text": "supervised",
+    "preference": "dpo",
+    "prompt": "reinforcement",
+}
 
 
 class DatasetError(ValueError):
@@ -53,9 +73,21 @@ class _Overlong:
 OVERLONG = _Overlong()
 
 
-def count_examples(path: str | Path, min_examples: int = MIN_EXAMPLES, check_row: RowCheck | None = None) -> int:
-    """Check a whole file, streaming it; return how many examples it has. Memory: one line."""
-    return sum(1 for _ in iter_rows(path, min_examples, check_row))
+@dataclass
+class FileRows:
+    """What a checked file holds: how many examples, and the first line of each row shape in it."""
+
+    examples: int = 0
+    shapes: dict[str, int] = field(default_factory=dict)
+
+
+def scan_file(path: str | Path, min_examples: int = MIN_EXAMPLES, check_row: RowCheck | None = None) -> FileRows:
+    """Check a whole file, streaming it. Memory: one line."""
+    found = FileRows()
+    for row in iter_rows(path, min_examples, check_row):
+        found.examples += 1
+        found.shapes.setdefault(row.shape, row.line)
+    return found
 
 
 def validate_jsonl_file(path: str | Path, min_examples: int = MIN_EXAMPLES) -> list[Row]:
@@ -95,9 +127,12 @@ def check_lines(
     few examples."""
     errors: list[str] = []
     total_errors = examples = 0
+    first: Row | None = None  # the first row: the others are of its method
     for number, raw in enumerate(lines, start=1):
         try:
             checked = _check_line(raw, check_row or check_supervised_row)
+            if checked is not None and first is not None:
+                _same_method(first, checked[0])
         except ValueError as problem:
             total_errors += 1
             if len(errors) < MAX_STORED_PROBLEMS:
@@ -105,13 +140,24 @@ def check_lines(
             continue
         if checked is not None:
             examples += 1
-            yield Row(number, *checked)
+            row = Row(number, *checked)
+            first = first or row
+            yield row
     if total_errors:
         raise DatasetError(errors, total=total_errors)
     if not examples:
         raise DatasetError(["the file is empty: it needs one JSON object per line"])
     if examples < min_examples:
         raise DatasetError([f"the file has {examples} examples; at least {min_examples} are required"])
+
+
+def _same_method(first: Row, shape: Shape) -> None:
+    method, first_method = SHAPE_METHODS[shape], SHAPE_METHODS[first.shape]
+    if method != first_method:
+        raise ValueError(
+            f"{SHAPE_NAMES[shape]} row, which trains with method {method!r}, but line {first.line} is "
+            f"{SHAPE_NAMES[first.shape]} row (method {first_method!r}); a file holds the rows of one method"
+        )
 
 
 def _check_line(raw: bytes | str | _Overlong, check_row: RowCheck) -> tuple[Shape, dict] | None:
@@ -146,6 +192,9 @@ def check_supervised_row(data: object) -> tuple[Shape, dict]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     keys = set(data)
+    if is_preference_row(data):
+        check_preference_row(data)
+        return "preference", data
     if "messages" in keys:
         check_conversation(data["messages"], data.get("tools"), data.get("functions"), data.get("parallel_tool_calls"))
         return "chat", data
@@ -162,7 +211,8 @@ def check_supervised_row(data: object) -> tuple[Shape, dict]:
         return "text", data
     raise ValueError(
         f"unknown row shape with keys {quote_names(sorted(keys))}; expected "
-        '{"messages": [...]}, {"prompt": ..., "completion": ...} or {"text": ...}'
+        '{"messages": [...]}, {"prompt": ..., "completion": ...}, {"text": ...} or a preference row '
+        '{"input": ..., "preferred_output": ..., "non_preferred_output": ...}'
     )
 
 

@@ -25,7 +25,7 @@ from lmtune.settings import Settings
 from lmtune.store import files as file_store
 from lmtune.store.database import Database
 from lmtune.store.models import File
-from lmtune.training_data import DatasetError, count_examples
+from lmtune.training_data import DatasetError, FileRows, scan_file
 
 EVALS_PURPOSE = "evals"  # an eval run's items: {"item": {...}, "sample": {...}} a line
 PURPOSES = (TRAINING_PURPOSE, EVALS_PURPOSE)
@@ -126,7 +126,7 @@ def register_upload(
         if earlier is not None:
             upload.discard()
             return earlier
-        examples = _count_rows(upload.path, purpose, filename)
+        found = _check_rows(upload.path, purpose, filename)
         data = DataLayout(settings.data_dir)
         file_id = new_id("file")
         path = data.file(file_id)
@@ -143,7 +143,8 @@ def register_upload(
             purpose=purpose,
             size=upload.size,
             sha256=upload.sha256,
-            examples=examples,
+            examples=found.examples,
+            row_shapes=found.shapes,
             path=data.relative(path),
             idem=idem,
         )
@@ -152,12 +153,12 @@ def register_upload(
         return earlier_object(db, idem, lambda object_id: file_store.get_file(db, object_id, owner))
 
 
-def _count_rows(path: Path, purpose: str, filename: str) -> int:
+def _check_rows(path: Path, purpose: str, filename: str) -> FileRows:
     """The file's examples (fine-tune) or items (evals), each line checked; 400 naming the line."""
     try:
         if purpose == EVALS_PURPOSE:
-            return len(rows(FileId(type="file_id", id="upload"), path, MAX_INLINE_ITEMS))
-        return count_examples(path, check_row=check_upload_row)
+            return FileRows(len(rows(FileId(type="file_id", id="upload"), path, MAX_INLINE_ITEMS)))
+        return scan_file(path, check_row=check_upload_row)
     except (DatasetError, RowsError, ValidationError) as error:
         what = "a valid evals" if purpose == EVALS_PURPOSE else "a valid fine-tuning"
         raise RequestError(

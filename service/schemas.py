@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from fastapi import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from lmtune.methods import Method, method_echo
 from lmtune.spec import MAX_INTEGRATIONS, Hyperparameters, Integration, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
 from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job, JobStatus
@@ -70,17 +71,6 @@ class Deleted(BaseModel):
     deleted: bool = True
 
 
-class SupervisedMethod(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hyperparameters: Hyperparameters = Hyperparameters()
-
-
-class Method(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised"] = Field(description="Only supervised fine-tuning is supported.")
-    supervised: SupervisedMethod | None = None
-
-
 MetadataKey = Annotated[str, Field(max_length=64)]
 MetadataValue = Annotated[str, Field(max_length=512)]
 SUFFIX_CHARACTERS = "letters, digits, '.', '_' and '-'"
@@ -101,8 +91,12 @@ class JobCreate(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(None, min_length=1, max_length=64)
-    hyperparameters: Hyperparameters | None = None
-    method: Method | None = None
+    hyperparameters: Hyperparameters | None = Field(
+        None, description="OpenAI's deprecated form of method.supervised.hyperparameters; still taken"
+    )
+    method: Method | None = Field(
+        None, description='"supervised" (the default) or "dpo" (preference rows); "reinforcement" is refused for now'
+    )
     suffix: Annotated[str | None, AfterValidator(_check_suffix)] = Field(
         None,
         max_length=64,
@@ -170,8 +164,7 @@ class FineTuningJob(BaseModel):
         """Built without validation (model_construct): every value comes from the store, which
         validated it on the way in; a page of jobs costs their serialisation alone."""
         spec = job.spec
-        hyperparameters = job.hyperparameters or spec["hyperparameters"]
-        shown = {k: hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        method = method_echo(spec, job.hyperparameters)
         error = (
             ErrorObject.model_construct(code=job.error_code, message=job.error_message or "", param=job.error_param)
             if job.status == JobStatus.FAILED
@@ -185,8 +178,8 @@ class FineTuningJob(BaseModel):
             fine_tuned_model=job.fine_tuned_model,
             status=job.status,
             error=error,
-            hyperparameters=shown,
-            method={"type": "supervised", "supervised": {"hyperparameters": shown}},
+            hyperparameters=method[method["type"]]["hyperparameters"],
+            method=method,
             seed=spec["seed"],
             training_file=spec["training_file"],
             validation_file=spec.get("validation_file"),

@@ -21,6 +21,7 @@ def add_file(
     sha256: str,
     examples: int,
     path: str,
+    row_shapes: dict[str, int] | None = None,
     idem: IdempotencyKey | None = None,
 ) -> File:
     """The row of a stored file; with `idem`, the request's Idempotency-Key in the same transaction."""
@@ -32,6 +33,7 @@ def add_file(
         bytes=size,
         sha256=sha256,
         examples=examples,
+        row_shapes=row_shapes,
         path=path,
         created_at=now(),
     )

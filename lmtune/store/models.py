@@ -59,6 +59,9 @@ class File(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     examples: Mapped[int] = mapped_column(Integer, default=0)
+    # a training file's row shapes, each with its first line ({"chat": 1}); null for a file uploaded
+    # before shapes were kept, which holds supervised rows only (preference rows were refused then)
+    row_shapes: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     path: Mapped[str] = mapped_column(String(500))  # relative to the data folder
     created_at: Mapped[int] = mapped_column(BigInteger)
 

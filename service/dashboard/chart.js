@@ -81,4 +81,17 @@ export const ACCURACY_SERIES = [
   { key: "valid_mean_token_accuracy", label: "valid", color: "#c2410c" },
   { key: "full_valid_mean_token_accuracy", label: "full valid", color: "#15803d", dash: [6, 4], pointsOnly: true },
 ];
+// DPO (method "dpo"): the rewards of the preferred and the other answer, their margin, and how often
+// the preferred one is ahead (docs/api.md names the metrics)
+export const REWARD_SERIES = [
+  { key: "train_rewards_chosen", label: "chosen", color: "#15803d" },
+  { key: "train_rewards_rejected", label: "rejected", color: "#b91c1c" },
+  { key: "train_rewards_margin", label: "margin", color: "#1f5fbf" },
+  { key: "valid_rewards_margin", label: "valid margin", color: "#c2410c" },
+];
+export const PREFERENCE_ACCURACY_SERIES = [
+  { key: "train_preference_accuracy", label: "train", color: "#1f5fbf" },
+  { key: "valid_preference_accuracy", label: "valid", color: "#c2410c" },
+  { key: "full_valid_preference_accuracy", label: "full valid", color: "#15803d", dash: [6, 4], pointsOnly: true },
+];
 export const LEARNING_RATE_SERIES = [{ key: "learning_rate", label: "learning rate", color: "#6d28d9" }];

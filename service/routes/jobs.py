@@ -19,7 +19,7 @@ from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.services import RequestError, submit_job
 from lmtune.services import resume_job as resume_paused_job
-from lmtune.spec import Hyperparameters, JobSpec, describe_validation_error
+from lmtune.spec import JobSpec, describe_validation_error
 from lmtune.store import jobs as job_store
 from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
@@ -64,16 +64,14 @@ def create_job(
 def spec_of(body: JobCreate) -> JobSpec:
     """The job spec of a create body; every field was validated as the body was parsed, against the
     same types the spec uses: what is checked here is how they go together (400)."""
-    hyperparameters = body.hyperparameters
-    if body.method and body.method.supervised:
-        hyperparameters = body.method.supervised.hyperparameters
     try:
         return JobSpec(
             model=body.model,
             training_file=body.training_file,
             validation_file=body.validation_file,
             seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-            hyperparameters=hyperparameters or Hyperparameters(),
+            method=body.method.model_dump(exclude_unset=True) if body.method else None,
+            hyperparameters=body.hyperparameters.model_dump(exclude_unset=True) if body.hyperparameters else None,
             training=body.training,
             integrations=body.integrations or [],
         )

@@ -173,6 +173,31 @@ def test_jobs_create_uploads_local_files_and_sends_every_setting(server, api, tm
     assert "nope.jsonl: no such local file, and not a file id" in missing.output
 
 
+def test_jobs_create_with_method_dpo_sends_beta_and_writes_preference_samples(server, api, tmp_path):  # noqa: F811
+    made = server.lmtune("make-sample-data", str(tmp_path / "pairs.jsonl"), "--kind", "preference", "--examples", "12")
+    assert made.exit_code == 0 and "12 preference pairs written" in made.output
+    pairs = str(tmp_path / "pairs.jsonl")
+    done = server.lmtune(
+        "jobs",
+        "create",
+        "--model",
+        "lmtune-tiny",
+        "--training-file",
+        pairs,
+        "--method",
+        "dpo",
+        "--beta",
+        "0.3",
+        "--json",
+    )
+    assert done.exit_code == 0, done.output
+    job = json.loads(done.output[done.output.index("{") :])
+    assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.3
+    wrong = server.lmtune("jobs", "create", "--model", "lmtune-tiny", "--training-file", job["training_file"])
+    assert wrong.exit_code == 1 and "is a preference row, which trains with method 'dpo'" in wrong.output
+    assert server.lmtune("jobs", "create", "--model", "m", "--training-file", pairs, "--beta", "0.3").exit_code == 2
+
+
 def test_cancel_acts_on_the_job_and_a_wrong_state_is_one_line(server, api, tmp_path):  # noqa: F811
     (tmp_path / "train.jsonl").write_bytes(GOOD_FILE)
     created = server.lmtune(

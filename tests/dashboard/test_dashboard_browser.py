@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.sample_data import chat_examples, write_jsonl
+from cli.sample_data import chat_examples, preference_examples, write_jsonl
 from tests.waiting import wait_while_progressing, working
 
 pytestmark = pytest.mark.integration
@@ -177,3 +177,43 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     assert not (
         Path(session.service.env["LMTUNE_DATA_DIR"]) / "jobs" / job_id
     ).exists()  # its checkpoints and model are gone from disk
+
+
+@pytest.mark.slow
+def test_a_dpo_job_made_in_the_form_charts_its_rewards_and_preference_accuracy(session, tmp_path):
+    page = session.page
+    session.open_with_key("#/new")
+    page.get_by_role("heading", name="New fine-tuning job").wait_for()
+    assert page.get_by_label("Beta (DPO)").is_disabled()  # a supervised job has no beta
+    uploads = page.get_by_label("Upload a JSONL file")
+    uploads.nth(0).set_input_files(write_jsonl(preference_examples(12, seed=21), tmp_path / "pairs.jsonl"))
+    uploads.nth(1).set_input_files(write_jsonl(preference_examples(10, seed=22), tmp_path / "valid-pairs.jsonl"))
+    page.get_by_label("Model", exact=True).select_option("lmtune-tiny")
+    page.get_by_label("Method").select_option("dpo")
+    page.get_by_label("Beta (DPO)").fill("0.2")
+    page.get_by_label("Epochs").fill("1")
+    page.get_by_label("Batch size").fill("4")  # 3 steps
+    page.get_by_label("Learning rate", exact=True).fill("0.002")
+    page.get_by_text("More settings").click()
+    page.get_by_label("Validate every (steps)").fill("1")
+    page.get_by_role("button", name="Create job").click()
+    page.wait_for_url(re.compile(r"#/jobs/ftjob-"))
+    status = page.locator(".status-line .badge")
+    charts = {
+        name: page.locator("figure.chart", has_text=name).locator(".count")
+        for name in ("Rewards", "Preference accuracy")
+    }
+    wait_while_progressing(
+        lambda: (status.inner_text(), *(chart.inner_text() for chart in charts.values())),
+        lambda seen: seen[0] in ("succeeded", "failed", "cancelled"),
+        progress=lambda seen: (seen, working(session.service.process.pid)),
+        what="the end of the DPO job",
+        interval=0.5,
+        diagnose=session.service.log_tail,
+    )
+    assert status.inner_text() == "succeeded", session.service.log_tail()
+    for chart in charts.values():
+        assert chart.inner_text() == "3 steps plotted"
+    assert page.locator("figure.chart", has_text="Token accuracy").count() == 0
+    assert page.locator("dl.facts > div", has=page.locator("dt", has_text="Beta")).locator("dd").inner_text() == "0.2"
+    session.screenshot("dpo-succeeded")

@@ -75,7 +75,7 @@ def test_a_line_past_the_length_limit_is_skipped_unread_and_named(tmp_path, monk
     lines[4] = "{bad"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError) as caught:
-        training_data.count_examples(path)
+        training_data.scan_file(path)
     assert caught.value.errors == [
         "line 2: the line is longer than 100 bytes",
         "line 5: invalid JSON (Expecting property name enclosed in double quotes at column 2)",

@@ -54,9 +54,10 @@ def test_an_upload_over_the_limit_is_413_and_not_stored(api):
         ({"training": {"lr_scheduler": "exp"}}, "training.lr_scheduler", "cosine"),
         ({"training": {"learnin_rate": 1}}, "training.learnin_rate", "unknown field"),
         ({"suffix": "x" * 65}, "suffix", "at most 64 characters"),
-        ({"method": {"type": "dpo"}}, "method.type", "supervised"),
         ({"nodes": 0}, "nodes", "1"),
         ({"nodes": 65}, "nodes", "64"),
+        ({"method": {"type": "reinforcement"}}, "method.reinforcement", "required"),
+        ({"method": {"type": "dpo"}}, "training_file", "line 1 of file-"),
     ],
 )
 def test_bad_job_settings_name_the_field(api, body, param, words):

@@ -131,3 +131,21 @@ def test_tool_calling_rows_are_counted_as_the_trainer_renders_them(api, tmp_path
     tokens, _, _ = trainer_tokens(folder, path, 2048)
     # the tiny model's template renders no tools: the fallback format, counted whole (a token or two apart)
     assert abs(answer.json()["tokens"]["per_epoch"] - tokens) <= 2 * 12
+
+
+def test_preference_pairs_are_counted_as_both_conversations_the_trainer_runs(api, tmp_path):
+    from cli.sample_data import preference_examples, write_jsonl
+    from workers.training.preference_data import tokenize_pairs
+
+    folder = with_tiny_model(api)
+    path = write_jsonl(preference_examples(12, seed=4, spread=0.5), tmp_path / "pairs.jsonl")
+    file_id = api.upload(api.alice, path.read_bytes()).json()["id"]
+    dpo = {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
+    answer = estimate(api, file_id, method=dpo)
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    pairs = tokenize_pairs(validate_jsonl_file(path), load_tokenizer(str(folder)), 512).examples
+    tokens = sum(2 * len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)
+    assert abs(found["tokens"]["per_epoch"] - tokens) <= 2 * 2 * 12
+    assert found["total_steps"] == 3 and found["hyperparameters"]["beta"] == 0.1
+    assert found["examples"]["training"] == 12

@@ -97,29 +97,38 @@ def collate_packed(examples: list[dict], pad_id: int, max_seq_length: int) -> di
     attends across an example boundary. The first label of each example is -100, as in the padded
     path, where position 0 is never predicted.
     """
-    rows: list[list[dict]] = []
+    return pack(examples, pad_id, max_seq_length)[0]
+
+
+def pack(examples: list[dict], pad_id: int, max_seq_length: int) -> tuple[dict[str, torch.Tensor], list[tuple]]:
+    """`collate_packed`'s batch, and where each example went: (row, first position) by example."""
+    rows: list[list[int]] = []
     room: list[int] = []
-    for example in sorted(examples, key=lambda e: len(e["input_ids"]), reverse=True):
-        n = len(example["input_ids"])
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]), reverse=True)
+    for index in order:
+        n = len(examples[index]["input_ids"])
         slot = next((i for i, free in enumerate(room) if free >= n), None)
         if slot is None:
             rows.append([])
             room.append(max_seq_length)
             slot = len(rows) - 1
-        rows[slot].append(example)
+        rows[slot].append(index)
         room[slot] -= n
     width = max(max_seq_length - free for free in room)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     # padding gets positions of its own restarting run, so it forms a separate (ignored) block
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    placed: list[tuple] = [()] * len(examples)
     for r, row in enumerate(rows):
         cursor = 0
-        for example in row:
+        for index in row:
+            example = examples[index]
             n = len(example["input_ids"])
             input_ids[r, cursor : cursor + n] = torch.tensor(example["input_ids"])
             labels[r, cursor + 1 : cursor + n] = torch.tensor(example["labels"][1:])
             position_ids[r, cursor : cursor + n] = torch.arange(n)
+            placed[index] = (r, cursor)
             cursor += n
         position_ids[r, cursor:] = torch.arange(width - cursor)
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}, placed

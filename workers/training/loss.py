@@ -36,10 +36,11 @@ class LossSums:
     targets: torch.Tensor
 
 
-class CausalLMLoss:
-    """`loss(model, batch)`: the sums of one micro-batch. `chunked=False`, or an output layer that
-    is not a plain Linear (LoRA on lm_head), computes the plain way from the whole logits; so does
-    FSDP, whose sharded weights are only whole inside their own module's forward."""
+class OutputLayerTap:
+    """Computes from the output layer's input, in its forward pre-hook (`_in_forward`), when
+    `chunked`: an output layer that is not a plain Linear (LoRA on lm_head) cannot be, and FSDP's
+    sharded weights are only whole inside their own module's forward, so those compute the plain way
+    from the whole logits."""
 
     def __init__(self, model, device, *, chunked: bool = True, chunk_tokens: int | None = None):
         self.device = device
@@ -47,10 +48,34 @@ class CausalLMLoss:
         self.chunked = chunked and type(head) is torch.nn.Linear
         self.chunk_tokens = chunk_tokens or max(1, CHUNK_BYTES // (4 * head.out_features))
         self._head = head
+        if self.chunked:
+            head.register_forward_pre_hook(self._in_forward)
+
+    def _in_forward(self, head, args):
+        raise NotImplementedError
+
+    def over_chunks(self, function, hidden: torch.Tensor, labels: torch.Tensor) -> list:
+        """`function(hidden, weight, bias, labels)` of each chunk of at most chunk_tokens positions,
+        under non-reentrant checkpointing when gradients are on. At least one (maybe empty) chunk: a
+        micro-batch without targets still puts the output layer in the graph, or DDP would wait
+        for its gradient from this process."""
+        weight, bias = self._head.weight, self._head.bias
+        results = []
+        for start in range(0, max(len(labels), 1), self.chunk_tokens):
+            piece = (hidden[start : start + self.chunk_tokens], weight, bias, labels[start : start + self.chunk_tokens])
+            results.append(
+                checkpoint(function, *piece, use_reentrant=False) if torch.is_grad_enabled() else function(*piece)
+            )
+        return results
+
+
+class CausalLMLoss(OutputLayerTap):
+    """`loss(model, batch)`: the sums of one micro-batch, chunked or plain (OutputLayerTap)."""
+
+    def __init__(self, model, device, *, chunked: bool = True, chunk_tokens: int | None = None):
+        super().__init__(model, device, chunked=chunked, chunk_tokens=chunk_tokens)
         self._labels: torch.Tensor | None = None
         self._sums: LossSums | None = None
-        if self.chunked:
-            head.register_forward_pre_hook(self._loss_in_forward)
 
     def __call__(self, model, batch: dict) -> LossSums:
         inputs = {key: value.to(self.device) for key, value in batch.items() if key != "labels"}
@@ -67,7 +92,7 @@ class CausalLMLoss:
             self._labels, self._sums = None, None
         return sums
 
-    def _loss_in_forward(self, head, args):
+    def _in_forward(self, head, args):
         if self._labels is None:  # a call that wants logits (generation, an outside caller)
             return None
         hidden = args[0]
@@ -78,17 +103,7 @@ class CausalLMLoss:
     def _chunked_sums(self, hidden: torch.Tensor, labels: torch.Tensor) -> LossSums:
         loss = hidden.new_zeros((), dtype=torch.float32)
         correct = torch.zeros((), device=hidden.device)
-        weight, bias = self._head.weight, self._head.bias
-        # at least one (maybe empty) chunk: a micro-batch without targets still puts the output
-        # layer in the graph, or DDP would wait for its gradient from this process
-        for start in range(0, max(len(labels), 1), self.chunk_tokens):
-            piece = slice(start, start + self.chunk_tokens)
-            if torch.is_grad_enabled():
-                chunk_loss, chunk_correct = checkpoint(
-                    _chunk_sums, hidden[piece], weight, bias, labels[piece], use_reentrant=False
-                )
-            else:
-                chunk_loss, chunk_correct = _chunk_sums(hidden[piece], weight, bias, labels[piece])
+        for chunk_loss, chunk_correct in self.over_chunks(_chunk_sums, hidden, labels):
             loss = loss + chunk_loss
             correct += chunk_correct
         return LossSums(loss, correct, torch.tensor(float(len(labels)), device=hidden.device))

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
 from lmtune.problems import quote_names
-from lmtune.spec import TrainingSettings
+from lmtune.spec import LoraSettings, TrainingSettings
 from workers.models.errors import InvalidSettingsError, ModelLoadError
 from workers.models.loading import cannot_load
 from workers.training import activation_checkpointing
@@ -36,7 +36,7 @@ def load_model(source: str, settings: TrainingSettings, resume_from: Path | None
 
 
 def _with_lora(model, settings: TrainingSettings, resume_from: Path | None, name: str):
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
 
     if settings.gradient_checkpointing != "off":
         model.enable_input_require_grads()  # checkpointed blocks need an input that carries grad
@@ -45,15 +45,8 @@ def _with_lora(model, settings: TrainingSettings, resume_from: Path | None, name
     lora = settings.lora
     if lora.target_modules != "all-linear":
         check_target_modules(model, lora.target_modules, name)
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
     try:
-        return get_peft_model(model, config)
+        return get_peft_model(model, lora_config(lora))
     except ValueError as error:  # a target peft cannot wrap
         raise InvalidSettingsError(f"training.lora: {str(error)[:300]}", param="training.lora.target_modules") from None
 
@@ -72,3 +65,16 @@ def check_target_modules(model, targets: list[str], name: str) -> None:
             f"its linear layers are {', '.join(linear)}",
             param="training.lora.target_modules",
         )
+
+
+def lora_config(lora: LoraSettings):
+    """PEFT's LoraConfig of a job's LoRA settings."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )

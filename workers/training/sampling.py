@@ -3,7 +3,7 @@ greedily, and the set is appended to samples.jsonl with its step and the time ge
 
 The prompts are `training.sample_prompts`, or the first few of the validation file (else the
 training file): a chat row's messages before its last assistant turn (with its tools, if it has
-any), a reinforcement row's whole conversation, or a row's `prompt`.
+any), a preference row's input, a reinforcement row's whole conversation, or a row's `prompt`.
 
 Their work is bounded, whatever the settings: they are counted in tokens when the trainer starts
 (each prompt with its answer within the model's context, a whole set within MAX_SAMPLE_SET_TOKENS;
@@ -45,6 +45,8 @@ def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[Prom
             if not line.strip():
                 continue
             row = json.loads(line)
+            if "input" in row:  # a preference row: its input, as the chat row of its preferred answer
+                row = {**row["input"], "messages": [*row["input"]["messages"], *row["preferred_output"]]}
             if "prompt" in row:
                 prompts.append(row["prompt"])
             elif "messages" in row:

@@ -3,7 +3,7 @@
 // the live stream (GET .../events?stream=true); the job object is re-read as events arrive.
 
 import { api, blobUrl, serverSentEvents } from "../api.js";
-import { ACCURACY_SERIES, LEARNING_RATE_SERIES, LOSS_SERIES, StepChart } from "../chart.js";
+import { ACCURACY_SERIES, LEARNING_RATE_SERIES, LOSS_SERIES, PREFERENCE_ACCURACY_SERIES, REWARD_SERIES, StepChart } from "../chart.js";
 import { scoresSection } from "./job-scores.js";
 import {
   ACTIVE, announce, bytes, definitions, downloadButton, errorBox, errorText, eta, h, number, progressBar,
@@ -29,7 +29,7 @@ export async function renderJob(main, [jobId], signal) {
   const base = `v1/fine_tuning/jobs/${jobId}`;
   const [job, metrics, checkpoints] = await Promise.all(
     [base, `${base}/metrics`, `${base}/checkpoints?limit=100`].map((path) => api.get(path, signal)));
-  const view = new JobView(main, base, signal);
+  const view = new JobView(main, base, signal, job.method?.type === "dpo");
   view.show(job);
   view.addMetrics(metrics.data);
   view.showCheckpoints(checkpoints.data);
@@ -37,8 +37,9 @@ export async function renderJob(main, [jobId], signal) {
 }
 
 class JobView {
-  constructor(main, base, signal) {
+  constructor(main, base, signal, preference) {
     this.base = base;
+    this.preference = preference; // DPO: its rewards and preference accuracy instead of token accuracy
     this.signal = signal;
     this.steps = new Map(); // step -> that step's metrics, merged from every source
     this.checkpointRows = new Map(); // checkpoint id -> its table row, kept so a download in progress survives a refresh
@@ -47,8 +48,10 @@ class JobView {
     this.buttons = Object.fromEntries(Object.keys(ACTIONS).map((name) => [name, h("button", {
       type: "button", class: DANGEROUS.has(name) ? "danger" : "secondary", onclick: () => this.act(name),
     }, name[0].toUpperCase() + name.slice(1))]));
-    this.charts = [new StepChart("Loss", LOSS_SERIES), new StepChart("Token accuracy", ACCURACY_SERIES),
-      new StepChart("Learning rate", LEARNING_RATE_SERIES)];
+    const accuracy = preference
+      ? [new StepChart("Rewards", REWARD_SERIES), new StepChart("Preference accuracy", PREFERENCE_ACCURACY_SERIES)]
+      : [new StepChart("Token accuracy", ACCURACY_SERIES)];
+    this.charts = [new StepChart("Loss", LOSS_SERIES), ...accuracy, new StepChart("Learning rate", LEARNING_RATE_SERIES)];
     this.heading = h("h1", { tabindex: -1 });
     this.statusLine = h("p", { class: "status-line", role: "status", "aria-live": "polite" });
     this.facts = h("div");
@@ -107,8 +110,10 @@ class JobView {
     }));
     this.settings.replaceChildren(
       h("h3", {}, "Hyperparameters"),
-      definitions({ Epochs: number(job.hyperparameters.n_epochs), "Batch size": number(job.hyperparameters.batch_size),
-        "Learning rate multiplier": number(job.hyperparameters.learning_rate_multiplier), Seed: String(job.seed) }),
+      definitions({ Method: job.method?.type ?? "supervised", Epochs: number(job.hyperparameters.n_epochs),
+        "Batch size": number(job.hyperparameters.batch_size),
+        "Learning rate multiplier": number(job.hyperparameters.learning_rate_multiplier),
+        ...(this.preference ? { Beta: String(job.hyperparameters.beta) } : {}), Seed: String(job.seed) }),
       h("h3", {}, "Training settings"),
       definitions(Object.fromEntries(Object.entries(job.training).map(([key, value]) => [key.replaceAll("_", " "), setting(value)]))));
     this.showDownloads(job);
@@ -216,7 +221,8 @@ class JobView {
     const shown = this.checkpoints.querySelectorAll("tbody > tr.checkpoint");
     if (shown.length === rows.length && rows.every((row, i) => row === shown[i])) return;
     this.checkpoints.replaceChildren(table("Checkpoints, newest first",
-      ["Step", "Created", "Train loss", "Valid loss", "Train token accuracy", "Download"], rows.flatMap((row) => [row, row.filesRow]), ""));
+      ["Step", "Created", "Train loss", "Valid loss", this.preference ? "Preference accuracy" : "Train token accuracy", "Download"],
+      rows.flatMap((row) => [row, row.filesRow]), ""));
   }
 
   checkpointRow(checkpoint) {
@@ -229,7 +235,7 @@ class JobView {
       h("td", {}, time(checkpoint.created_at)),
       h("td", {}, number(m.train_loss)),
       h("td", {}, number(m.full_valid_loss ?? m.valid_loss)), // the whole validation set when measured there
-      h("td", {}, number(m.train_mean_token_accuracy)),
+      h("td", {}, number(this.preference ? m.train_preference_accuracy : m.train_mean_token_accuracy)),
       h("td", {}, downloadButton("Archive (.tar)", path + "/content", `${checkpoint.id}.tar`, `Download the checkpoint at step ${checkpoint.step_number} as a tar archive`),
         files.toggle));
     row.filesRow = h("tr", { class: "files-row" }, h("td", { colspan: 6 }, files.panel));

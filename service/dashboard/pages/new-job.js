@@ -8,11 +8,13 @@ import { announce, bytes, definitions, duration, errorText, h, number } from "..
 
 const NUMBER_FIELDS = [
   // [id, label, param, hint, attributes]
-  ["n_epochs", "Epochs", "hyperparameters.n_epochs", "empty: auto", { min: 1, step: 1 }],
-  ["batch_size", "Batch size", "hyperparameters.batch_size", "examples per optimizer step; empty: auto", { min: 1, step: 1 }],
+  ["n_epochs", "Epochs", "n_epochs", "empty: auto", { min: 1, step: 1 }],
+  ["batch_size", "Batch size", "batch_size", "examples (DPO: pairs) per optimizer step; empty: auto", { min: 1, step: 1 }],
+  ["beta", "Beta (DPO)", "beta", "how close to the starting model DPO keeps it; empty: auto (0.1)", { min: 0, step: "any" }],
   ["learning_rate", "Learning rate", "training.learning_rate", "absolute, e.g. 0.0002; empty: from the multiplier", { min: 0, step: "any" }],
   ["lora_r", "LoRA rank (r)", "training.lora.r", "empty: full fine-tuning", { min: 1, step: 1 }],
 ];
+const METHODS = [["supervised", "Supervised"], ["dpo", "DPO (preference pairs)"]];
 const ADVANCED_FIELDS = [
   ["checkpoint_every_steps", "Checkpoint every (steps)", "training.checkpoint_every_steps", "default 50", { min: 1, step: 1 }],
   ["eval_every_steps", "Validate every (steps)", "training.eval_every_steps", "default 10", { min: 1, step: 1 }],
@@ -33,6 +35,8 @@ export async function renderNewJob(main, _params, signal) {
     fileChooser("validation", "Validation data (optional)", files.data, false),
     field("model", "Model", "model", "a catalogue model or one of your fine-tuned models",
       h("select", { id: "model", name: "model" }, models.data.map((model) => h("option", { value: model.id }, model.ready ? model.id : `${model.id} (not on this machine yet)`)))),
+    field("method", "Method", "method", "supervised: chat, prompt/completion or text rows; DPO: preference rows",
+      h("select", { id: "method", name: "method" }, METHODS.map(([value, label]) => h("option", { value }, label)))),
     h("div", { class: "grid" }, NUMBER_FIELDS.map(numberField),
       field("suffix", "Suffix", "suffix", "up to 64 characters, in the fine-tuned model's name", h("input", { id: "suffix", name: "suffix", maxlength: 64 })),
       h("div", { class: "field checkbox" }, h("input", { id: "packing", name: "packing", type: "checkbox" }),
@@ -40,6 +44,9 @@ export async function renderNewJob(main, _params, signal) {
     h("details", {}, h("summary", {}, "More settings"), h("div", { class: "grid" }, ADVANCED_FIELDS.map(numberField))),
     problems, h("div", { class: "actions" }, estimateButton, submit), progress, estimate);
   main.append(h("h1", { tabindex: -1 }, "New fine-tuning job"), form);
+  const methodChanged = () => { form.elements.beta.disabled = form.elements.method.value !== "dpo"; };
+  form.elements.method.addEventListener("change", methodChanged);
+  methodChanged();
 
   estimateButton.addEventListener("click", async () => {
     clearProblems(form, problems);
@@ -149,10 +156,12 @@ function jobBody(form, training, validation) {
     if (value(id) !== null) settings[id] = value(id);
   }
   if (value("lora_r") !== null) settings.lora = { r: value("lora_r") };
+  const method = form.elements.method.value;
   const hyperparameters = {};
-  for (const id of ["n_epochs", "batch_size"]) if (value(id) !== null) hyperparameters[id] = value(id);
+  for (const id of ["n_epochs", "batch_size", "beta"]) if (value(id) !== null && !form.elements[id].disabled) hyperparameters[id] = value(id);
   return {
-    model: form.elements.model.value, training_file: training, validation_file: validation, hyperparameters, training: settings,
+    model: form.elements.model.value, training_file: training, validation_file: validation,
+    method: { type: method, [method]: { hyperparameters } }, training: settings,
     suffix: form.elements.suffix.value || null, seed: value("seed"),
   };
 }
@@ -175,13 +184,15 @@ function showProblem(form, problems, error) {
   });
   const message = h("div", { class: "error", role: "alert" }, h("p", {}, first), lines.length ? h("ul", { class: "line-errors" }, lines) : null);
   const param = error instanceof ApiError ? error.param : null;
-  const slot = param && (form.querySelector(`[id="${param}-error"]`) ?? form.querySelector(`[id="${param.split(".")[0]}-error"]`));
+  // a hyperparameter's param names its method (method.dpo.hyperparameters.beta): its field is the last part
+  const slot = param && (form.querySelector(`[id="${param}-error"]`) ?? form.querySelector(`[id="${param.split(".").pop()}-error"]`)
+    ?? form.querySelector(`[id="${param.split(".")[0]}-error"]`));
   if (!slot) {
     problems.replaceChildren(message);
     return;
   }
   slot.replaceChildren(message);
-  const control = form.querySelector(`[data-param="${param}"]`);
+  const control = form.querySelector(`[data-param="${param}"]`) ?? form.querySelector(`[data-param="${param.split(".").pop()}"]`);
   if (control) {
     control.setAttribute("aria-invalid", "true");
     control.setAttribute("aria-describedby", `${control.getAttribute("aria-describedby") ?? ""} ${slot.id}`.trim());
