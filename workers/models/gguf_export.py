@@ -283,9 +283,17 @@ def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer, model_dir: Path, vocab_s
     writer.add_token_types(types)
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
     special.chat_template = tokenizer.chat_template or CHATML_TEMPLATE
+    # llama.cpp adds BOS to a prompt as this says; HF's tokenizer decides by its post-processor
+    special.add_special_token["bos"] = adds_bos(tokenizer)
     special.add_to_gguf(writer, quiet=True)
     if not special.merges:  # llama.cpp refuses a BPE vocabulary without the key, even with nothing to merge
         writer.add_token_merges([])
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether encoding text starts it with BOS (Llama 3's tokenizer does, SmolLM2's does not)."""
+    ids = tokenizer("a")["input_ids"]
+    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def _is_byte_level_bpe(model_dir: Path) -> bool:

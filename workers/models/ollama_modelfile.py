@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 
 from workers.models.generation import end_of_turn_ids, render_chat
+from workers.models.gguf_export import adds_bos
 
 _SYSTEM, _USER, _ASSISTANT, _NEXT = "\x02S\x03", "\x02U\x03", "\x02A\x03", "\x02N\x03"
-_SAMPLING = ("temperature", "top_p", "top_k", "repetition_penalty")
+_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}  # top_k 0: off
 _OLLAMA_NAMES = {"repetition_penalty": "repeat_penalty"}
 
 
@@ -58,8 +59,8 @@ def go_template(tokenizer, stops: list[str]) -> tuple[str, str | None]:
     assistant_close, next_open = _split_turn(pieces[3], stops)
     if next_open != user_open or pieces[4] != pieces[2]:
         raise TemplateShapeError("its turns are not written alike each time")
-    bos = tokenizer.bos_token or ""
-    if bos and system_open.startswith(bos):  # llama.cpp and Ollama add BOS themselves
+    bos = tokenizer.bos_token if adds_bos(tokenizer) else ""
+    if bos and system_open.startswith(bos):  # Ollama adds BOS itself then (the GGUF file's add_bos_token)
         system_open = system_open[len(bos) :]
     template = (
         "{{ range .Messages }}"
@@ -107,8 +108,10 @@ def _go(literal: str) -> str:
 
 
 def _sampling_defaults(model_dir: Path) -> dict:
+    """The model's generation_config over lmtune's (and OpenAI's) defaults, not Ollama's own
+    (temperature 0.8, top_k 40, repeat_penalty 1.1), which would answer differently."""
     path = model_dir / "generation_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
     if not config.get("do_sample", True):
-        return {"temperature": 0}
-    return {key: config[key] for key in _SAMPLING if config.get(key) is not None}
+        return {**_DEFAULTS, "temperature": 0}
+    return {**_DEFAULTS, **{key: config[key] for key in _DEFAULTS if config.get(key) is not None}}
