@@ -59,17 +59,18 @@ def go_template(tokenizer, stops: list[str]) -> tuple[str, str | None]:
     assistant_close, next_open = _split_turn(pieces[3], stops)
     if next_open != user_open or pieces[4] != pieces[2]:
         raise TemplateShapeError("its turns are not written alike each time")
-    bos = tokenizer.bos_token if adds_bos(tokenizer) else ""
-    if bos and system_open.startswith(bos):  # Ollama adds BOS itself then (the GGUF file's add_bos_token)
+    written_open, lead, bos = system_open, "", tokenizer.bos_token or ""
+    if bos and system_open.startswith(bos):  # the template starts the text with BOS, once
         system_open = system_open[len(bos) :]
+        lead = "" if adds_bos(tokenizer) else bos  # else Ollama adds it (the GGUF file's add_bos_token)
     template = (
-        "{{ range .Messages }}"
+        f"{_go(lead)}{{{{ range .Messages }}}}"
         f'{{{{ if eq .Role "system" }}}}{_go(system_open)}{{{{ .Content }}}}{_go(system_close)}'
         f'{{{{ else if eq .Role "user" }}}}{_go(user_open)}{{{{ .Content }}}}{_go(user_close)}'
         f'{{{{ else if eq .Role "assistant" }}}}{_go(assistant_open)}{{{{ .Content }}}}{_go(assistant_close)}'
         f"{{{{ end }}}}{{{{ end }}}}{_go(assistant_open)}"
     )
-    return template, _default_system(tokenizer, bos + system_open, system_close, user_open)
+    return template, _default_system(tokenizer, written_open, system_close, user_open)
 
 
 def _between(text: str, markers: list[str]) -> list[str]:
