@@ -54,19 +54,7 @@ def source_folder(settings: Settings, db: Database, job: Job, step: int | None) 
     """The complete folder of the final model or of the checkpoint at `step` (404 when there is none)."""
     data = DataLayout(settings.data_dir)
     if step is None:
-        folder = data.job(job.id).final
-        if not (folder / MANIFEST).exists():
-            if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
-                raise RequestError(
-                    404,
-                    f"job {job.id} was {job.status.value} and has no final model; give the step of one of its "
-                    "checkpoints (GET .../checkpoints lists them)",
-                    code="no_final_model",
-                )
-            raise RequestError(
-                404, f"job {job.id} has no final model yet: it is written when the job succeeds", code="not_ready"
-            )
-        return folder
+        return final_folder(data, job)
     row = records.get_checkpoint_at(db, job.id, step)
     folder = data.resolve(row.path) if row else None
     if folder is None or not (folder / MANIFEST).exists():
@@ -79,6 +67,23 @@ def source_folder(settings: Settings, db: Database, job: Job, step: int | None) 
             code="not_found",
         )
     return folder
+
+
+def final_folder(data: DataLayout, job: Job) -> Path:
+    """The job's final model folder, complete (for downloads and exports), or why there is none (404)."""
+    folder = data.job(job.id).final
+    if (folder / MANIFEST).exists():
+        return folder
+    if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
+        raise RequestError(
+            404,
+            f"job {job.id} was {job.status.value} and has no final model (one is written only when a job "
+            "succeeds); GET .../checkpoints lists the checkpoints it kept, which download the same way",
+            code="no_final_model",
+        )
+    raise RequestError(
+        404, f"job {job.id} has no final model yet: it is written when the job succeeds", code="not_ready"
+    )
 
 
 def _check_architecture(folder: Path) -> None:

@@ -97,13 +97,8 @@ def _claim(db: Database, row_id: str, worker: str, lease_seconds: float, max_att
         if row.failures >= max_attempts:
             _finish(row, FAILED, error_code="attempts_exhausted", error_message=f"{row.failures} attempts failed")
             return None
-        row.attempt += 1
-        row.status = RUNNING
-        row.lease_owner = worker
-        row.lease_expires_at = db.clock() + lease_seconds
-        row.started_at = now()
-        row.progress = 0.0
-        return row.attempt
+        row.started_at, row.progress = now(), 0.0
+        return leases.take(row, worker, db.clock() + lease_seconds, RUNNING)
 
 
 def heartbeat(db: Database, export_id: str, attempt: int, lease_seconds: float) -> None:
@@ -138,11 +133,7 @@ def fail_attempt(db: Database, export_id: str, attempt: int, message: str, max_a
 
 
 def _finish(row: Export, status: str, **fields) -> None:
-    row.status = status
-    for key, value in fields.items():
-        setattr(row, key, value)
-    row.lease_owner = None
-    row.lease_expires_at = None
+    leases.release(row, status, **fields)
     if status in (SUCCEEDED, FAILED):
         row.finished_at = now()
 
@@ -151,11 +142,7 @@ def requeue_lost_exports(db: Database, max_attempts: int) -> list[Export]:
     """Running exports whose lease lapsed go back to `queued` (or fail); the requeued ones."""
     requeued = []
     with db.session() as session:
-        lost = session.scalars(
-            select(Export).where(Export.status == RUNNING, Export.lease_expires_at < db.clock()).with_for_update()
-        ).all()
-        for row in lost:
-            row.failures += 1
+        for row in leases.lapsed(session, Export, RUNNING, db.clock()):
             if row.failures >= max_attempts:
                 _finish(row, FAILED, error_code="worker_lost", error_message="the worker writing it was lost")
             else:

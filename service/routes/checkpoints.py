@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
+from lmtune.exports import final_folder
 from lmtune.layout import MANIFEST, DataLayout, read_manifest
 from lmtune.problems import quote
 from lmtune.services import RequestError
 from lmtune.store import records
-from lmtune.store.models import Job, JobStatus
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, not_found
 from service.routes.jobs import owned_job
@@ -86,24 +86,7 @@ def _checkpoint_folder(job_id, checkpoint_id, owner, db, settings) -> Path:
 
 
 def _final_folder(job_id, owner, db, settings) -> Path:
-    job = owned_job(db, job_id, owner)
-    folder = DataLayout(settings.data_dir).job(job_id).final
-    if not (folder / MANIFEST).exists():
-        raise _no_final_model(job)
-    return folder
-
-
-def _no_final_model(job: Job) -> RequestError:
-    if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
-        return RequestError(
-            404,
-            f"job {job.id} was {job.status.value} and has no final model (one is written only when a job "
-            "succeeds); GET .../checkpoints lists the checkpoints it kept, which download the same way",
-            code="no_final_model",
-        )
-    return RequestError(
-        404, f"job {job.id} has no final model yet: it is written when the job succeeds", code="not_ready"
-    )
+    return final_folder(DataLayout(settings.data_dir), owned_job(db, job_id, owner))
 
 
 def _archive(folder: Path, name: str) -> StreamingResponse:
