@@ -86,8 +86,9 @@ def _write(ctx: WorkerContext, export: Export, attempt: int, lease: LeaseKeeper)
     ref = job_output(ctx.db, data, export.job_id, export.owner, None if export.source == FINAL else export.step)
     exports = data.job(export.job_id).exports
     name = export_folder_name(export.source, export.format, export.quantization)
+    for lost in exports.glob(f"{partial_folder(exports, name).name}-*"):  # what lost attempts left
+        shutil.rmtree(lost, ignore_errors=True)
     partial = partial_folder(exports, f"{name}-{attempt}")
-    shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
         merged = partial / "merged"  # a LoRA checkpoint holds only its adapter
