@@ -23,7 +23,15 @@ from lmtune.store.models import File, FineTunedModel, Job
 from workers.supervision import Ending
 from workers.training.errors import EXIT_PAUSED
 
-RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+# OpenAI's columns, each from its metrics.jsonl key; an objective's other train_ and valid_ values
+# (a preference method's rewards, say) follow as columns of their own names
+RESULT_COLUMNS = {
+    "step": "step",
+    "train_loss": "train_loss",
+    "train_accuracy": "train_mean_token_accuracy",
+    "valid_loss": "valid_loss",
+    "valid_mean_token_accuracy": "valid_mean_token_accuracy",
+}
 PARAM_OF_CODE = {
     "invalid_training_file": "training_file",
     "model_not_found": "model",
@@ -126,23 +134,10 @@ class Recorder:
 
     def _write_results_file(self, run: RunLayout) -> File:
         """OpenAI's step-metrics CSV, a file of the job's owner; its row is committed with the outcome."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(RESULT_COLUMNS)
-        for row in MetricsLog(run.metrics).read():
-            writer.writerow(
-                [
-                    row["step"],
-                    row["train_loss"],
-                    row["train_mean_token_accuracy"],
-                    row.get("valid_loss", ""),
-                    row.get("valid_mean_token_accuracy", ""),
-                ]
-            )
         file_id = new_id("file")
         path = self.data.file(file_id).with_suffix(".csv")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(buffer.getvalue())
+        path.write_text(results_csv(MetricsLog(run.metrics).read()))
         return File(
             id=file_id,
             owner=self.job.owner,
@@ -154,3 +149,19 @@ class Recorder:
             path=self.data.relative(path),
             created_at=int(path.stat().st_mtime),
         )
+
+
+def results_csv(rows: list[dict]) -> str:
+    """The results file of metrics.jsonl's rows: OpenAI's columns, then the method's other values."""
+    columns = dict(RESULT_COLUMNS)
+    for row in rows:
+        columns.update(
+            (key, key)
+            for key in row
+            if key.startswith(("train_", "valid_")) and key not in (*columns, *columns.values())
+        )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows([row.get(key, "") for key in columns.values()] for row in rows)
+    return buffer.getvalue()

@@ -21,16 +21,10 @@ from lmtune.store.records import Report, record_report
 from workers.run_follower import RunFollower
 
 log = logging.getLogger(__name__)
-EVENT_KEYS = (
-    "step",
-    "total_steps",
-    "train_loss",
-    "train_mean_token_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-)
+# a metrics event carries the step and every measured value of the objective (train_loss,
+# valid_loss, ... and the objective's own metrics), whatever the training method
+EVENT_KEYS = ("step", "total_steps")
+EVENT_PREFIXES = ("train_", "valid_", "full_valid_")
 MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -123,7 +117,7 @@ def _estimated_finish(row: dict) -> int:
 
 
 def _event_data(row: dict) -> dict:
-    return {key: row[key] for key in EVENT_KEYS if key in row}
+    return {key: value for key, value in row.items() if key in EVENT_KEYS or key.startswith(EVENT_PREFIXES)}
 
 
 def _step_message(row: dict) -> str:

@@ -1,6 +1,8 @@
 """/v1/webhook_endpoints: OpenAI's webhook endpoints API (`client.webhooks.*`) on lmtune's store,
 plus each endpoint's recent deliveries (lmtune). An endpoint belongs to the key that made it and
-is sent only that key's events; another key's endpoint is a 404."""
+is sent only that key's events; another key's endpoint is a 404. The same routes answer under
+/v1/webhooks, lmtune's name for them before OpenAI's SDK had its own (kept out of the schema, so
+that each operation is documented once)."""
 
 from __future__ import annotations
 
@@ -34,13 +36,13 @@ from service.webhook_schemas import (
 )
 from service.webhook_sender import WebhookSender
 
-router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
+endpoints = APIRouter(tags=["webhooks"])
 types_router = APIRouter(tags=["webhooks"])
 KEEP_OLD_SECRET_SECONDS = 24 * 3600
 TEST_OBJECT_IDS = {"fine_tuning.job": "ftjob-test", "eval.run": "evalrun_test"}
 
 
-@router.post("", response_model=EndpointWithSecret, responses=documented(400, 429))
+@endpoints.post("", response_model=EndpointWithSecret, responses=documented(400, 429))
 def create_endpoint(body: EndpointCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> EndpointWithSecret:
     """A new endpoint for this key's events; its `signing_secret` is shown now and after a rotation only."""
     url = _checked_url(body.url, settings.webhook_allow_private)
@@ -58,7 +60,7 @@ def create_endpoint(body: EndpointCreate, owner: OwnerDep, db: DbDep, settings: 
     return EndpointWithSecret.of(row)
 
 
-@router.get("", response_model=EndpointList, responses=documented())
+@endpoints.get("", response_model=EndpointList, responses=documented())
 def list_endpoints(
     owner: OwnerDep, db: DbDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> EndpointList:
@@ -69,12 +71,12 @@ def list_endpoints(
     )
 
 
-@router.get("/{endpoint_id}", response_model=Endpoint, responses=documented(404))
+@endpoints.get("/{endpoint_id}", response_model=Endpoint, responses=documented(404))
 def retrieve_endpoint(endpoint_id: str, owner: OwnerDep, db: DbDep) -> Endpoint:
     return Endpoint.of(_owned(db, endpoint_id, owner))
 
 
-@router.post("/{endpoint_id}", response_model=Endpoint, responses=documented(400, 404))
+@endpoints.post("/{endpoint_id}", response_model=Endpoint, responses=documented(400, 404))
 def update_endpoint(
     endpoint_id: str, body: EndpointUpdate, owner: OwnerDep, db: DbDep, settings: SettingsDep
 ) -> Endpoint:
@@ -88,7 +90,7 @@ def update_endpoint(
     return Endpoint.of(row)
 
 
-@router.delete("/{endpoint_id}", response_model=DeletedEndpoint, responses=documented(404))
+@endpoints.delete("/{endpoint_id}", response_model=DeletedEndpoint, responses=documented(404))
 def delete_endpoint(endpoint_id: str, owner: OwnerDep, db: DbDep) -> DeletedEndpoint:
     """The endpoint and its deliveries; those not yet sent never are."""
     if not store.delete_endpoint(db, endpoint_id, owner):
@@ -96,7 +98,7 @@ def delete_endpoint(endpoint_id: str, owner: OwnerDep, db: DbDep) -> DeletedEndp
     return DeletedEndpoint(id=endpoint_id)
 
 
-@router.post("/{endpoint_id}/rotate_secret", response_model=EndpointWithSecret, responses=documented(404))
+@endpoints.post("/{endpoint_id}/rotate_secret", response_model=EndpointWithSecret, responses=documented(404))
 def rotate_secret(endpoint_id: str, owner: OwnerDep, db: DbDep, body: RotateSecret | None = None) -> EndpointWithSecret:
     """A new signing secret; with `keep_old_secret_active_for_24_hours`, deliveries carry a signature
     by each secret for 24 hours, so a receiver can switch when it likes."""
@@ -107,7 +109,7 @@ def rotate_secret(endpoint_id: str, owner: OwnerDep, db: DbDep, body: RotateSecr
     return EndpointWithSecret.of(row)
 
 
-@router.post("/{endpoint_id}/test", response_model=TestResult, responses=documented(400, 404))
+@endpoints.post("/{endpoint_id}/test", response_model=TestResult, responses=documented(400, 404))
 async def test_endpoint(
     endpoint_id: str, body: TestRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep
 ) -> TestResult:
@@ -126,7 +128,7 @@ async def test_endpoint(
     return TestResult(event_type=body.event_type, status_code=answer.status_code, webhook_endpoint_id=row.id)
 
 
-@router.get("/{endpoint_id}/deliveries", response_model=ListResponse[Delivery], responses=documented(404))
+@endpoints.get("/{endpoint_id}/deliveries", response_model=ListResponse[Delivery], responses=documented(404))
 def list_deliveries(
     endpoint_id: str, owner: OwnerDep, db: DbDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> ListResponse[Delivery]:
@@ -162,3 +164,8 @@ def _owned(db, endpoint_id: str, owner: str):
     if row is None:
         raise not_found("webhook endpoint", endpoint_id)
     return row
+
+
+router = APIRouter()
+router.include_router(endpoints, prefix="/v1/webhook_endpoints")
+router.include_router(endpoints, prefix="/v1/webhooks", include_in_schema=False)

@@ -102,6 +102,15 @@ def test_another_keys_endpoint_is_a_404_everywhere(api):
     assert api.client.get("/v1/webhook_endpoints", headers=api.bob).json()["data"] == []
 
 
+def test_the_same_endpoints_answer_under_v1_webhooks(api):
+    made = api.client.post("/v1/webhooks", headers=api.alice, json={"url": "https://a.example/h"}).json()
+    assert made["signing_secret"].startswith("whsec_")
+    assert [e["id"] for e in api.client.get("/v1/webhook_endpoints", headers=api.alice).json()["data"]] == [made["id"]]
+    assert api.client.delete(f"/v1/webhooks/{made['id']}", headers=api.alice).json()["deleted"]
+    assert api.client.get(f"/v1/webhook_endpoints/{made['id']}", headers=api.alice).status_code == 404
+    assert not any(path.startswith("/v1/webhooks") for path in api.client.get("/openapi.json").json()["paths"])
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [

@@ -6,6 +6,10 @@ its sample answers), then `_export_final` (from the best checkpoint with keep_be
 ends the steps once the validation loss stops improving. The `Observer` is told of each step and
 checkpoint. It runs the same under the CLI, a Celery worker, a test, or `torchrun` with several
 processes.
+
+What differs between training methods (the rows and their batches, the loss and its metrics, what
+evaluation measures, state of their own) is the job's `Objective` (workers/training/objectives/);
+this loop is the same for every method.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
@@ -29,14 +33,14 @@ from lmtune.fence import RunFence
 from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
-from lmtune.training_data import MIN_EXAMPLES, DatasetError, validate_jsonl_file
+from lmtune.training_data import MIN_EXAMPLES
 from workers.models.loading import check_context_length, load_tokenizer, save_final, save_model
 from workers.training import checkpoints as ckpt
-from workers.training.data import IGNORE_INDEX, TokenizedData, collate_packed, collate_padded, tokenize_rows
-from workers.training.errors import DivergedError, InvalidDataError, OutputConflictError, TrainingPaused
-from workers.training.loss import CausalLMLoss
+from workers.training.errors import DivergedError, OutputConflictError, TrainingPaused
 from workers.training.loss_plot import plot_loss
 from workers.training.model_setup import load_model
+from workers.training.objectives import objective_for
+from workers.training.objectives.base import Examples, Objective, RunContext, objective_state_file
 from workers.training.observer import Observer
 from workers.training.sampling import Sampler
 from workers.training.step_plan import StepPlan
@@ -82,14 +86,14 @@ class _Run:
     hp: ResolvedHyperparameters
     plan: StepPlan
     tokenizer: object
-    train_data: TokenizedData
-    valid_data: TokenizedData | None
+    objective: Objective
+    context: RunContext  # what the objective's hooks see
+    train_data: Examples
+    valid_data: Examples | None
     eval_sample: list[int] | None
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
-    loss: CausalLMLoss
-    collate: object
     metrics: MetricsLog
     progress: Progress
     fence: RunFence  # a superseded attempt stops before its next write
@@ -163,11 +167,10 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     # data: validated whole before any compute
     tokenizer = load_tokenizer(spec.model, model_name)
     context = check_context_length(spec.model, model_name, settings.max_seq_length)
-    train_data = _load_data("training_file", spec.training_file, tokenizer, settings.max_seq_length, MIN_EXAMPLES)
+    objective = objective_for(spec, tokenizer)
+    train_data = objective.load_data("training_file", spec.training_file, MIN_EXAMPLES)
     valid_data = (
-        _load_data("validation_file", spec.validation_file, tokenizer, settings.max_seq_length, min_examples=1)
-        if spec.validation_file
-        else None
+        objective.load_data("validation_file", spec.validation_file, min_examples=1) if spec.validation_file else None
     )
     hp = resolve_hyperparameters(spec, len(train_data), world)
     # the sample prompts, counted in tokens against the context, before any compute
@@ -183,8 +186,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     set_seed(spec.seed)
     resume = latest_checkpoint(layout.checkpoints)
     model = load_model(spec.model, settings, resume[1] if resume else None, name=model_name)
-    # chunked loss through the model's own forward; not under FSDP (see CausalLMLoss)
-    loss = CausalLMLoss(model, accelerator.device, chunked=accelerator.distributed_type != DistributedType.FSDP)
+    objective.attach(model, accelerator)
     # fused: one kernel for all parameters, as transformers.Trainer uses by default
     optimizer = torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=hp.learning_rate, fused=True)
     scheduler = get_scheduler(
@@ -205,11 +207,15 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     if resume:
         accelerator.load_state(str(resume[1] / ckpt.TRAINING_STATE_DIR))
         progress = Progress.read(resume[1])
+        if objective_state_file(resume[1]).exists():
+            objective.load_state_dict(torch.load(objective_state_file(resume[1]), weights_only=True))
     if accelerator.is_main_process:  # rows past the step this run starts at (0 without a checkpoint) come again
         metrics.truncate_after(progress.step)
     history = metrics.read() if accelerator.is_main_process else []
     # every process judges the validation loss alike (all stop together); rows past the start come again
     watch = ValidationWatch(settings, [row for row in metrics.read() if row["step"] <= progress.step])
+    run_context = RunContext(spec, layout, accelerator, model, tokenizer, fence, train_data, valid_data)
+    objective.before_training(run_context)
     return _Run(
         spec=spec,
         layout=layout,
@@ -217,14 +223,14 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         hp=hp,
         plan=plan,
         tokenizer=tokenizer,
+        objective=objective,
+        context=run_context,
         train_data=train_data,
         valid_data=valid_data,
         eval_sample=_fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        loss=loss,
-        collate=_collator(settings.packing, tokenizer.pad_token_id, settings.max_seq_length),
         metrics=metrics,
         progress=progress,
         fence=fence,
@@ -238,29 +244,30 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
 
 def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
     """One optimizer step over this process's micro-batches; the metrics are global."""
-    accelerator, model, settings = run.accelerator, run.model, run.spec.training
+    accelerator, model, settings, objective = run.accelerator, run.model, run.spec.training, run.objective
     model.train()
-    batches = [_micro_batch(run, ids) for ids in run.plan.micro_batches(step, accelerator.process_index)]
-    step_targets = accelerator.reduce(
-        torch.tensor(sum(_targets(batch) for batch, _ in batches), device=accelerator.device), "sum"
+    batches = objective.step_batches(run.context, step, run.plan.micro_batches(step, accelerator.process_index))
+    step_units = accelerator.reduce(
+        torch.tensor(sum(batch.units for batch in batches), device=accelerator.device), "sum"
     ).item()
-    # loss sum, correct, targets, tokens, stop flag
-    totals = torch.zeros(5, device=accelerator.device)
-    for batch, tokens in batches:
+    # the objective's loss, metrics and units, then tokens, target tokens and the stop flag
+    reported = 2 + len(objective.metric_names)
+    totals = torch.zeros(reported + 3, device=accelerator.device)
+    for batch in batches:
         with accelerator.accumulate(model):
-            sums = run.loss(model, batch)
-            # mean over every target token of the global step; undo DDP's mean over processes
+            sums = objective.loss(model, batch)
+            # mean over every unit of the global step; undo DDP's mean over processes
             # and Accelerate's division by the accumulation steps
-            scale = accelerator.num_processes * settings.gradient_accumulation_steps / step_targets
+            scale = accelerator.num_processes * settings.gradient_accumulation_steps / step_units
             accelerator.backward(sums.loss * scale)
-            totals[:3] += torch.stack([sums.loss.detach(), sums.correct, sums.targets])
-            totals[3] += tokens
+            totals[:reported] += objective.stack(sums, batch.units)
+            totals[reported:-1] += torch.tensor([batch.tokens, batch.target_tokens], device=accelerator.device)
     grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf))
-    totals[4] = float(stop.requested)
-    loss_sum, correct, targets, tokens, stopping = accelerator.reduce(totals, "sum").tolist()
-    loss = loss_sum / targets
+    totals[-1] = float(stop.requested)
+    *values, tokens, target_tokens, stopping = accelerator.reduce(totals, "sum").tolist()
+    train = objective.unstack(values)
     learning_rate = run.scheduler.get_last_lr()[0]
-    _check_finite(step + 1, loss, grad_norm, learning_rate)
+    _check_finite(step + 1, train["loss"], grad_norm, learning_rate)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -268,14 +275,13 @@ def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
     progress = run.progress
     progress.step = step + 1
     progress.tokens += int(tokens)
-    progress.target_tokens += int(targets)
+    progress.target_tokens += int(target_tokens)
     progress.elapsed_seconds = run.elapsed_before + time.monotonic() - run.session_start
     row = {
         "step": step + 1,
         "total_steps": run.hp.total_steps,
         "epoch": round((step + 1) / run.plan.steps_per_epoch, 4),
-        "train_loss": loss,
-        "train_mean_token_accuracy": correct / targets,
+        **_prefixed("train_", train),
         "learning_rate": learning_rate,
         "grad_norm": grad_norm,
         "tokens": progress.tokens,
@@ -290,9 +296,14 @@ def _evaluate_if_due(run: _Run, row: dict, last_step: bool, ends_epoch: bool) ->
     """The fixed validation sample every eval_every_steps, the whole validation set at epoch ends."""
     settings = run.spec.training
     if run.eval_sample is not None and (row["step"] % settings.eval_every_steps == 0 or last_step):
-        row["valid_loss"], row["valid_mean_token_accuracy"] = _evaluate(run, run.eval_sample)
+        row.update(_prefixed("valid_", _evaluate(run, run.eval_sample)))
     if run.valid_data is not None and ends_epoch:
-        row["full_valid_loss"], row["full_valid_mean_token_accuracy"] = _evaluate(run, range(len(run.valid_data)))
+        row.update(_prefixed("full_valid_", _evaluate(run, list(range(len(run.valid_data))))))
+
+
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    """The metrics.jsonl columns of an objective's reported values: train_loss, valid_loss, ..."""
+    return {prefix + name: value for name, value in values.items()}
 
 
 def _record(run: _Run, row: dict) -> None:
@@ -307,20 +318,6 @@ def _precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def _load_data(field: str, path: str, tokenizer, max_seq_length: int, min_examples: int) -> TokenizedData:
-    """The file of the job's `field`; errors name the field, never the server path."""
-    try:
-        rows = validate_jsonl_file(path, min_examples)
-    except DatasetError as error:
-        raise InvalidDataError(f"{field} is not a valid fine-tuning file:\n{error}", param=field) from None
-    data = tokenize_rows(rows, tokenizer, max_seq_length)
-    if len(data) == 0:
-        raise InvalidDataError(
-            f"{field}: no example has a target token within max_seq_length={max_seq_length}", param=field
-        )
-    return data
 
 
 def _prepare_output(layout: RunLayout, spec: JobSpec, hp: ResolvedHyperparameters, train_data, valid_data, world: int):
@@ -357,27 +354,6 @@ def _parameter_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _collator(packing: bool, pad_id: int, max_seq_length: int):
-    if packing:
-        return lambda examples: collate_packed(examples, pad_id, max_seq_length)
-    return lambda examples: collate_padded(examples, pad_id)
-
-
-def _micro_batch(run: _Run, ids: list[int]) -> tuple[dict, int]:
-    """The collated micro-batch of examples `ids` and its count of real (non-padding) tokens."""
-    if not ids:
-        # an empty slice of a short last batch: one example with no targets keeps this process
-        # in step with the others' gradient reduction while adding nothing (and no tokens)
-        example = run.train_data.examples[0]
-        return run.collate([{"input_ids": example["input_ids"], "labels": [IGNORE_INDEX] * len(example["labels"])}]), 0
-    examples = list(run.train_data.examples.select(ids))
-    return run.collate(examples), sum(len(example["input_ids"]) for example in examples)
-
-
-def _targets(batch: dict) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-
-
 def _check_finite(step: int, loss: float, grad_norm: float, learning_rate: float) -> None:
     if math.isfinite(loss) and math.isfinite(grad_norm):
         return
@@ -389,24 +365,17 @@ def _check_finite(step: int, loss: float, grad_norm: float, learning_rate: float
     )
 
 
-def _fixed_sample(data: TokenizedData, size: int, seed: int) -> list[int]:
+def _fixed_sample(data: Examples, size: int, seed: int) -> list[int]:
     generator = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(len(data), generator=generator)[:size].tolist())
 
 
-@torch.no_grad()
-def _evaluate(run: _Run, ids) -> tuple[float, float]:
-    """Loss and token accuracy over validation examples `ids`, each process taking every world-th."""
-    accelerator, batch_size = run.accelerator, run.hp.micro_batch_size
+def _evaluate(run: _Run, ids: list[int]) -> dict[str, float]:
+    """The objective's measure of validation examples `ids`."""
     run.model.eval()
-    mine = list(ids)[accelerator.process_index :: accelerator.num_processes]
-    totals = torch.zeros(3, device=accelerator.device)
-    for start in range(0, len(mine), batch_size):
-        sums = run.loss(run.model, run.collate(list(run.valid_data.examples.select(mine[start : start + batch_size]))))
-        totals += torch.stack([sums.loss, sums.correct, sums.targets])
-    loss_sum, correct, targets = accelerator.reduce(totals, "sum").tolist()
+    values = run.objective.evaluate(run.context, ids, run.hp.micro_batch_size)
     run.model.train()
-    return loss_sum / targets, correct / targets
+    return values
 
 
 def _checkpoint(run: _Run) -> Path:
@@ -419,6 +388,7 @@ def _checkpoint(run: _Run) -> Path:
         run.spec.training.keep_checkpoints,
         run.fence,
         run.watch.protected_steps,
+        run.objective.state_dict(),
     )
     if run.accelerator.is_main_process:
         plot_loss(run.history, run.layout.loss_plot)
@@ -435,9 +405,11 @@ def _write_checkpoint(
     keep: int,
     fence: RunFence,
     protected: set[int] = frozenset(),
+    objective_state: dict | None = None,
 ) -> Path:
     """All processes take part (save_state writes per-process RNG state); the main one publishes.
-    `protected`: steps kept from pruning (the best one, with keep_best)."""
+    `protected`: steps kept from pruning (the best one, with keep_best); `objective_state`: the
+    objective's own, written when it has any."""
     name = checkpoint_name(progress.step)
     partial = ckpt.partial_folder(layout.checkpoints, name)
     accelerator.wait_for_everyone()
@@ -446,6 +418,8 @@ def _write_checkpoint(
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
         (partial / ckpt.TRAINER_STATE).write_text(json.dumps(asdict(progress)))
+        if objective_state:
+            torch.save(objective_state, objective_state_file(partial))
         ckpt.write_manifest(partial)
         fence.check()
         ckpt.publish(partial, layout.checkpoints / name)
