@@ -149,6 +149,11 @@ def test_transformers_reads_the_f16_weights_back(fine_tuned, smollm2, tmp_path):
     assert set(back) == set(expected)
     for name, weights in expected.items():  # f16 keeps 11 significant bits: a relative error under 4.9e-4
         torch.testing.assert_close(back[name].float(), weights, rtol=1e-3, atol=1e-3, msg=name)
+    # the fine-tune's change is in the file: for each weight LoRA moved, the file's is ten times nearer
+    # the fine-tuned value than the base's is, on average
     base = AutoModelForCausalLM.from_pretrained(smollm2).state_dict()
-    moved = max((base[k] - expected[k]).abs().max().item() for k in expected)
-    assert moved > 1e-2, moved  # the run's merged weights, well past f16's rounding
+    moved = [k for k in expected if not torch.equal(base[k], expected[k])]
+    assert moved
+    for name in moved:
+        error = (back[name].float() - expected[name]).abs().mean()
+        assert error < (base[name] - expected[name]).abs().mean() / 10, name
