@@ -57,7 +57,10 @@ class LmtuneClient:
                 method, self.url(path), headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs
             )
         except httpx.TransportError as error:
-            raise ApiError(f"cannot reach lmtune at {self.base_url} ({error}); is `lmtune up` running there?") from None
+            raise ApiError(
+                f"cannot reach lmtune at {self.base_url} ({error}); is `lmtune up` running there? Give the server's "
+                "API root with --base-url or LMTUNE_BASE_URL (e.g. http://127.0.0.1:8765/v1)"
+            ) from None
         check(response)
         return response
 

@@ -22,7 +22,7 @@ from rich.text import Text
 from cli import terminal_views as views
 from cli.client import DEFAULT_BASE_URL, ApiError, LmtuneClient
 from cli.download import download_files, folder_path, list_folder
-from cli.local_key import key_file, read_local_key
+from cli.local_key import key_file, read_local_key, read_local_url
 from lmtune.settings import SettingsError, load_settings
 
 # `jobs follow` exit status by how the job ended
@@ -64,9 +64,8 @@ def client_command(group: click.Group, name: str):
         @click.option(
             "--base-url",
             envvar="LMTUNE_BASE_URL",
-            default=DEFAULT_BASE_URL,
-            show_default=True,
-            help="The server's API root [env LMTUNE_BASE_URL].",
+            help=f"The server's API root [env LMTUNE_BASE_URL] default: where `lmtune up` of this data folder "
+            f"serves, else {DEFAULT_BASE_URL}.",
         )
         @click.option(
             "--api-key",
@@ -75,14 +74,16 @@ def client_command(group: click.Group, name: str):
         )
         @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON instead of a table.")
         @functools.wraps(function)
-        def command(base_url: str, api_key: str | None, as_json: bool, **kwargs):
+        def command(base_url: str | None, api_key: str | None, as_json: bool, **kwargs):
             key_source = "--api-key/LMTUNE_API_KEY"
-            if not api_key:
+            if not api_key or not base_url:
                 try:
                     data_dir = load_settings().data_dir
                 except SettingsError as error:
                     raise click.ClickException(f"bad settings in the environment:\n{error}") from None
-                api_key, key_source = read_local_key(data_dir), str(key_file(data_dir))
+                if not api_key:
+                    api_key, key_source = read_local_key(data_dir), str(key_file(data_dir))
+                base_url = base_url or read_local_url(data_dir) or DEFAULT_BASE_URL
             client = make_client(base_url, api_key)
             try:
                 return function(Context(client, as_json, console()), **kwargs)

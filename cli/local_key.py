@@ -1,6 +1,6 @@
 """The local key: the secret of one API key kept in a 0600 file in the data folder, so that
 `lmtune up` can print a ready-to-use dashboard URL and the terminal client on the same machine
-needs no --api-key."""
+needs no --api-key; beside it, the URL `lmtune up` serves at, so the client needs no --base-url."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from lmtune.store.database import Database
 from lmtune.store.keys import authenticate, create_key
 
 KEY_FILE = "api-key"
+URL_FILE = "api-url"
 LOCAL_KEY_NAME = "local"
 
 
@@ -25,6 +26,21 @@ def read_local_key(data_dir: Path) -> str | None:
         return None
 
 
+def url_file(data_dir: Path) -> Path:
+    return data_dir / URL_FILE
+
+
+def save_local_url(data_dir: Path, url: str) -> None:
+    _write_private(url_file(data_dir), url)
+
+
+def read_local_url(data_dir: Path) -> str | None:
+    try:
+        return url_file(data_dir).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def ensure_local_key(db: Database, data_dir: Path) -> tuple[str, bool]:
     """(secret, created): the saved key if it still authenticates, else a new key saved in its place
     (also after the saved one was revoked)."""
@@ -32,15 +48,18 @@ def ensure_local_key(db: Database, data_dir: Path) -> tuple[str, bool]:
     if secret and authenticate(db, secret):
         return secret, False
     _, secret = create_key(db, LOCAL_KEY_NAME)
-    path = key_file(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{KEY_FILE}.partial")
-    partial.unlink(missing_ok=True)
-    # created with 0600 from the start: the secret is never readable by others, not even briefly
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(secret + "\n")
-    os.replace(partial, path)
+    _write_private(key_file(data_dir), secret)
     return secret, True
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replaces the file at once; created with 0600 from the start, never readable by others, not even briefly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(text + "\n")
+    os.replace(partial, path)
 
 
 def dashboard_url(host: str, port: int, secret: str | None) -> str:

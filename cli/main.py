@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -149,16 +150,30 @@ def serve(host: str, port: int) -> None:
 @main.command("serve-models")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Default: the port of LMTUNE_INFERENCE_URL.")
-def serve_models(host: str, port: int | None) -> None:
-    """Run the model server: it keeps recently used models loaded and answers the API's completions."""
+@click.option("--fd", type=int, default=None, hidden=True, help="Serve on this inherited listening socket.")
+def serve_models(host: str, port: int | None, fd: int | None) -> None:
+    """Run the model server: it keeps recently used models loaded and answers the API's completions
+    (only requests that show LMTUNE_INFERENCE_SECRET, which the API sends)."""
+    import socket
+
     import uvicorn
 
     from workers.serving.engine import ModelCache
     from workers.serving.server import create_serving_app
 
     settings = _settings()
+    if not settings.inference_secret:
+        raise click.ClickException(
+            "LMTUNE_INFERENCE_SECRET is not set: the model server answers only requests showing it. Set the same "
+            "value (16 to 512 characters, e.g. from `openssl rand -hex 32`) for the API and the model server "
+            "(`lmtune up` makes one itself)"
+        )
     cache = ModelCache(settings.serve_max_models, settings.serve_max_memory_mb * 2**20)
-    app = create_serving_app(cache, settings.serve_concurrency, settings.serve_queue)
+    app = create_serving_app(cache, settings.serve_concurrency, settings.serve_queue, settings.inference_secret)
+    if fd is not None:  # `lmtune up` holds the socket, so its port stays this instance's across restarts
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+        server.run(sockets=[socket.socket(fileno=fd)])
+        return
     uvicorn.run(app, host=host, port=port or _inference_port(settings.inference_url), log_level="info")
 
 
@@ -187,12 +202,17 @@ def up(host: str, port: int, gpus: int | None) -> None:
     """Run the API, one worker, the model server and the webhook deliverer on this machine. With no REDIS_URL and DATABASE_URL
     it needs no service at all: SQLite, the local data folder and an embedded broker. Prints the
     dashboard URL with the local key (made on first start and saved, 0600, in the data folder)."""
-    from cli.local_key import dashboard_url, ensure_local_key, key_file
+    from cli.local_key import dashboard_url, ensure_local_key, key_file, save_local_url
     from lmtune.store.database import open_database
 
     os.umask(PRIVATE_UMASK)
     # one machine, its own user's: webhooks to a receiver on this machine or its network are allowed
     os.environ.setdefault("LMTUNE_WEBHOOK_ALLOW_PRIVATE", "true")
+    # its own model server: on a port this process holds (none other can take it, a second `lmtune up`
+    # gets another), answering only this API, which shows the secret made for this start
+    models_socket = _listening_socket()
+    os.environ["LMTUNE_INFERENCE_URL"] = f"http://127.0.0.1:{models_socket.getsockname()[1]}"
+    os.environ["LMTUNE_INFERENCE_SECRET"] = secrets.token_urlsafe(32)
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(
@@ -206,8 +226,9 @@ def up(host: str, port: int, gpus: int | None) -> None:
     if created:
         click.echo(f"created an API key for this machine, saved in {key_file(settings.data_dir)}", err=True)
     click.echo(f"lmtune: {dashboard_url(host, port, secret)}")
+    save_local_url(settings.data_dir, f"{dashboard_url(host, port, None)}v1")
     click.echo(
-        f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use the saved key)",
+        f"API: {dashboard_url(host, port, None)}v1 (the `lmtune files|jobs|models` commands use it and the saved key)",
         err=True,
     )
     worker_command = [sys.executable, "-m", "cli", "worker"] + ([] if gpus is None else ["--gpus", str(gpus)])
@@ -218,7 +239,8 @@ def up(host: str, port: int, gpus: int | None) -> None:
         on_restart=lambda code: click.echo(f"the worker exited ({code}); starting another", err=True),
     )
     models = RestartingChild(
-        [sys.executable, "-m", "cli", "serve-models"],
+        [sys.executable, "-m", "cli", "serve-models", "--fd", str(models_socket.fileno())],
+        pass_fds=(models_socket.fileno(),),
         on_restart=lambda code: click.echo(f"the model server exited ({code}); starting another", err=True),
     )
     deliverer = RestartingChild(
@@ -231,6 +253,15 @@ def up(host: str, port: int, gpus: int | None) -> None:
         deliverer.stop()
         models.stop()
         worker.stop()
+
+
+def _listening_socket():
+    """A socket listening on a free port of 127.0.0.1, for the model server to inherit."""
+    import socket
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    listening.set_inheritable(True)
+    return listening
 
 
 @main.group()

@@ -16,9 +16,9 @@ class RestartingChild:
     """Keeps one child process alive: one that dies is started again (a worker's job continues from
     its last checkpoint once the new worker sees the lapsed lease)."""
 
-    def __init__(self, command: list[str], on_restart=None, nice: int = 0):
+    def __init__(self, command: list[str], on_restart=None, nice: int = 0, pass_fds: tuple[int, ...] = ()):
         self.command = command
-        self._start = lambda: subprocess.Popen(command, preexec_fn=lambda: _child_setup(nice))
+        self._start = lambda: subprocess.Popen(command, preexec_fn=lambda: _child_setup(nice), pass_fds=pass_fds)
         self.on_restart = on_restart or (lambda code: None)
         self._lock = threading.Lock()
         self._stopping = False

@@ -75,6 +75,7 @@ CHECKPOINT_COLUMNS: list[Column] = [
 MODEL_COLUMNS: list[Column] = [
     ("ID", lambda m: m["id"]),
     ("OWNED BY", lambda m: m["owned_by"]),
+    ("HERE", lambda m: "ready" if m.get("ready", True) else "not yet"),  # a catalogue model not downloaded yet
     ("CREATED", lambda m: when(m["created"])),
 ]
 KEY_COLUMNS: list[Column] = [
@@ -170,6 +171,8 @@ class FollowView:
     total_steps: int | None = None
     train_loss: float | None = None
     valid_loss: float | None = None
+    reward: float | None = None  # reinforcement fine-tuning: the step's mean reward
+    valid_reward: float | None = None
 
     def __post_init__(self) -> None:
         self.update_job(self.job)
@@ -180,6 +183,7 @@ class FollowView:
         self.total_steps = job["progress"]["total_steps"] or self.total_steps
         metrics = job.get("metrics") or {}
         self.train_loss = metrics.get("train_loss", self.train_loss)
+        self.reward = metrics.get("train_reward_mean", self.reward)
 
     def add_event(self, event: dict) -> None:
         data = event.get("data") or {}
@@ -188,6 +192,8 @@ class FollowView:
             self.total_steps = data.get("total_steps") or self.total_steps
             self.train_loss = data.get("train_loss", self.train_loss)
             self.valid_loss = data.get("valid_loss", self.valid_loss)
+            self.reward = data.get("train_reward_mean", self.reward)
+            self.valid_reward = data.get("valid_reward_mean", self.valid_reward)
         else:  # step lines would crowd out the rest: the bar shows them
             self.recent.append(event)
 
@@ -205,6 +211,10 @@ class FollowView:
             numbers.append(f"loss {loss(self.train_loss)}")
         if self.valid_loss is not None:
             numbers.append(f"valid {loss(self.valid_loss)}")
+        if self.reward is not None:
+            numbers.append(f"reward {self.reward:.3f}")
+        if self.valid_reward is not None:
+            numbers.append(f"valid reward {self.valid_reward:.3f}")
         if eta := self.eta():
             numbers.append(f"ETA {eta}")
         bar = Table.grid(padding=(0, 2))

@@ -19,7 +19,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from lmtune.layout import DataLayout
-from lmtune.model_refs import ModelRef, resolve_model
+from lmtune.model_availability import local_folder
+from lmtune.model_refs import resolve_model
 from lmtune.spec import JobSpec, SpecError, resolve_hyperparameters
 from lmtune.store import files as file_store
 from lmtune.store.database import Database
@@ -68,7 +69,7 @@ class Estimate:
 def estimate_job(db: Database, data: DataLayout, owner: str, spec: JobSpec, queue: str, gpus: int) -> Estimate:
     """`spec` with model and files checked for `owner` (lmtune.services.check_inputs)."""
     ref = resolve_model(db, data, spec.model, owner)
-    folder = model_folder(ref)
+    folder = local_folder(ref)
     warnings: list[str] = []
     training = file_store.get_file(db, spec.training_file, owner)
     counted, counted_with = _count(data.resolve(training.path), training.examples, folder, spec, warnings)
@@ -107,21 +108,6 @@ def estimate_job(db: Database, data: DataLayout, owner: str, spec: JobSpec, queu
         memory=memory,
         warnings=warnings,
     )
-
-
-def model_folder(ref: ModelRef) -> Path | None:
-    """The model's files on this machine: its folder, or its snapshot in the Hugging Face cache."""
-    if Path(ref.source).is_dir():
-        return Path(ref.source)
-    if ref.builtin or Path(ref.source).is_absolute():  # made by the first worker that runs it
-        return None
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(ref.source, "config.json")
-    except ValueError:  # not a hub id
-        return None
-    return Path(found).parent if isinstance(found, str) else None
 
 
 def _count(path: Path, examples: int, folder: Path | None, spec: JobSpec, warnings: list[str]) -> tuple[dict, str]:

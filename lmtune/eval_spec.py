@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lmtune.bounds import at_most_items
 from lmtune.graders.schema import MAX_TEMPLATE_CHARS, ContentPart
-from lmtune.spec import at_most_items
 
 MAX_INLINE_ITEMS = 10_000
 MAX_TOKENS = 4096

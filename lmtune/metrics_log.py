@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from lmtune.fence import check_writer_of
+
 STEP_FIRST = re.compile(rb'\{"step": (\d+)[,}]')  # how append() writes a row: its step first
 
 
@@ -53,6 +55,7 @@ class MetricsLog:
         os.replace(partial, self.path)
 
     def append(self, row: dict) -> None:
+        check_writer_of(self.path)  # metrics, sample sets, notices: only while the trainer's attempt owns the folder
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
             handle.flush()

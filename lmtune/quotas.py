@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmtune.disk import human_size
 from lmtune.errors import RequestError
 from lmtune.settings import Settings
 from lmtune.store import files as file_store
@@ -80,17 +81,6 @@ def folder_bytes(folder: Path) -> int:
             except FileNotFoundError:  # pruned by the trainer while we walk
                 pass
     return total
-
-
-def human_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    value, unit = size / 1024, "KiB"
-    for larger in ("MiB", "GiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, larger
-    return f"{value:.1f} {unit}"
 
 
 def _listed(items: list[tuple[str, int]]) -> str:

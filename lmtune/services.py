@@ -15,7 +15,8 @@ from lmtune import quotas
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.layout import DataLayout
-from lmtune.model_refs import ModelNotFound, resolve_model
+from lmtune.model_availability import ModelUnavailable, check_available
+from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.problems import quote, quote_id
 from lmtune.settings import Settings
 from lmtune.spec import JobSpec
@@ -24,7 +25,7 @@ from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
 from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
 from lmtune.store.jobs import TooManyActiveJobs, create_job, get_job, queue_name
-from lmtune.store.models import Job
+from lmtune.store.models import Job, JobStatus
 
 T = TypeVar("T")
 
@@ -47,11 +48,14 @@ def submit_job(
     """Check that the model and files exist for this key and that it is within its quotas, store the
     job, and tell the workers. The answer never depends on the broker (`queue.send` does not raise):
     a job stored while it is down is sent when it is back. A repeat of an `idempotency_key` request
-    (same `request_hash`) returns the first one's job. The model is a catalogue model, a fine-tuned
-    model of this key, or one of its jobs' checkpoints."""
+    (same `request_hash`) returns the first one's job, and sends it again if it is still queued: the
+    first request may have stored it and stopped before sending (a repeated send is harmless). The
+    model is a catalogue model, a fine-tuned model of this key, or one of its jobs' checkpoints."""
     idem = idempotency(owner, idempotency_key, "job", request_hash)
     earlier = earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
     if earlier is not None:
+        if earlier.status == JobStatus.QUEUED:
+            queue.send(earlier)
         return earlier
     check_inputs(settings, db, spec, owner)
     quotas.check_storage(settings, db, owner)
@@ -148,6 +152,15 @@ def earlier_object(db: Database, idem: IdempotencyKey | None, load: Callable[[st
 def _check_model(settings: Settings, db: Database, model: str, owner: str) -> None:
     """A catalogue model, a fine-tuned model of this key, or one of its jobs' checkpoints."""
     try:
-        resolve_model(db, DataLayout(settings.data_dir), model, owner)
+        ref = resolve_model(db, DataLayout(settings.data_dir), model, owner)
     except ModelNotFound as error:
         raise RequestError(404, str(error), param="model", code="model_not_found") from None
+    available(ref, model)
+
+
+def available(ref: ModelRef, model: str) -> None:
+    """503 at once for a model that is not on this machine and cannot be fetched (jobs and completions)."""
+    try:
+        check_available(ref, model)
+    except ModelUnavailable as error:
+        raise RequestError(503, str(error), param="model", code="model_not_available") from None

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(
         30, gt=0, le=3600, description="LMTUNE_SWEEP_SECONDS: how often a worker looks for lost jobs"
     )
+    disk_full_backoff_seconds: float = Field(
+        60,
+        ge=0,
+        le=86400,
+        description="LMTUNE_DISK_FULL_BACKOFF_SECONDS: an attempt that found the disk full waits this long before "
+        "the job is queued again, doubled after each such failure",
+    )
     cancel_grace_seconds: float = Field(5, ge=0, le=3600, description="LMTUNE_CANCEL_GRACE_SECONDS: SIGTERM to SIGKILL")
     pause_grace_seconds: float = Field(
         300, ge=0, le=86400, description="LMTUNE_PAUSE_GRACE_SECONDS: time to write the pause checkpoint"
@@ -96,6 +103,13 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8001",
         description="LMTUNE_INFERENCE_URL: the model server (lmtune serve-models) the API sends completions to",
     )
+    inference_secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=512,
+        description="LMTUNE_INFERENCE_SECRET: the secret the API shows the model server, which answers no one "
+        "else (`lmtune up` makes one at every start)",
+    )
     serve_max_models: int = Field(
         2, ge=1, le=64, description="LMTUNE_SERVE_MAX_MODELS: models (bases and adapters) the model server keeps loaded"
     )
@@ -105,7 +119,9 @@ class Settings(BaseSettings):
         le=1 << 22,
         description="LMTUNE_SERVE_MAX_MEMORY_MB: memory the model server's loaded weights may take",
     )
-    serve_concurrency: int = Field(1, ge=1, le=64, description="LMTUNE_SERVE_CONCURRENCY: answers generated at once")
+    serve_concurrency: int = Field(
+        4, ge=1, le=64, description="LMTUNE_SERVE_CONCURRENCY: answers generated at once, taking turns token by token"
+    )
     serve_queue: int = Field(
         8, ge=0, le=1024, description="LMTUNE_SERVE_QUEUE: requests that may wait beyond those; more get 429"
     )
@@ -152,7 +168,7 @@ class Settings(BaseSettings):
         description="LMTUNE_METRICS_TOKEN: the bearer token GET /metrics asks for; unset: /metrics is off",
     )
 
-    @field_validator("metrics_token", mode="before")
+    @field_validator("metrics_token", "inference_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None

@@ -14,7 +14,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lmtune.problems import quote, summarize
+from lmtune.bounds import MAX_BATCH_SIZE, BatchSize, Epochs, LrMultiplier, at_most_items
+from lmtune.problems import summarize
+from lmtune.reinforcement import GrpoSettings, ReinforcementMethod
+from lmtune.reinforcement import base_learning_rate as reinforcement_learning_rate
 
 # What "auto" resolves to; see `resolve_hyperparameters` and README.md.
 AUTO_EPOCHS = 3
@@ -22,7 +25,6 @@ AUTO_MIN_EXAMPLES_SEEN = 100
 AUTO_MAX_EXAMPLES_SEEN = 25_000
 AUTO_MAX_EPOCHS = 25
 AUTO_BATCH_FRACTION = 0.002
-MAX_BATCH_SIZE = 256
 BASE_LEARNING_RATE_FULL = 2e-5
 BASE_LEARNING_RATE_LORA = 2e-4
 MESSAGE_CHARS = 300  # of one field's problem: a pydantic message never quotes a whole value
@@ -39,43 +41,6 @@ MAX_SAMPLE_SETS = 100
 
 class SpecError(ValueError):
     """A job spec that cannot be used; the message names each bad field."""
-
-
-def _auto_or_number(kind: type, low: float, high: float, *, low_exclusive: bool = False) -> Any:
-    """The type of a field that takes "auto" or a number in a range: its message says so, and the
-    OpenAPI schema shows the range."""
-    bounds = f"{'above' if low_exclusive else 'from'} {low} {'up ' if low_exclusive else ''}to {high}"
-    expected = f'"auto" or {"an integer" if kind is int else "a number"} {bounds}'
-
-    def check(value: Any) -> Any:
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be {expected}, got {quote(value)}")
-        too_low = value <= low if low_exclusive else value < low
-        if too_low or value > high or not math.isfinite(value) or (kind is int and value != int(value)):
-            raise ValueError(f"must be {expected}, got {quote(value)}")
-        return kind(value)
-
-    number = Annotated[kind, Field(gt=low, le=high) if low_exclusive else Field(ge=low, le=high)]
-    return Annotated[number | Literal["auto"], BeforeValidator(check)]
-
-
-Epochs = _auto_or_number(int, 1, 50)
-BatchSize = _auto_or_number(int, 1, MAX_BATCH_SIZE)
-LrMultiplier = _auto_or_number(float, 0, 10, low_exclusive=True)
-
-
-def at_most_items(limit: int):
-    """A list or mapping of at most `limit` items, refused before any item is validated (a body
-    of a million items costs one length check, not a million errors)."""
-
-    def check(value: Any) -> Any:
-        if isinstance(value, (list, dict)) and len(value) > limit:
-            raise ValueError(f"at most {limit} items are allowed, got {len(value):,}")
-        return value
-
-    return BeforeValidator(check)
 
 
 # Upper bounds no real job needs to pass; they keep a hostile body from asking for absurd work.
@@ -179,6 +144,8 @@ class TrainingSettings(_Strict):
     early_stopping: EarlyStopping | None = None
     keep_best: bool = False
     """Keep the checkpoint with the lowest validation loss from pruning; it becomes the final model."""
+    grpo: GrpoSettings | None = None
+    """Reinforcement fine-tuning's GRPO settings (docs/rft.md); only with method reinforcement."""
 
     @field_validator("sample_prompts")
     @classmethod
@@ -247,6 +214,9 @@ class JobSpec(_Strict):
     validation_file: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     hyperparameters: Hyperparameters = Hyperparameters()
+    method: ReinforcementMethod | None = None
+    """OpenAI's method object, for `reinforcement` (docs/rft.md); absent, the job is supervised and
+    takes the top-level hyperparameters."""
     training: TrainingSettings = TrainingSettings()
     integrations: Annotated[list[Integration], at_most_items(MAX_INTEGRATIONS), Field(max_length=MAX_INTEGRATIONS)] = []
     """Experiment trackers the trainer reports to; one that fails never fails the job (a notice says why)."""
@@ -256,6 +226,15 @@ class JobSpec(_Strict):
         for name in ("early_stopping", "keep_best"):
             if getattr(self.training, name) and not self.validation_file:
                 raise ValueError(f"training.{name} watches the validation loss: give a validation_file")
+        if self.method is not None:
+            if "hyperparameters" in self.model_fields_set:
+                raise ValueError("give the hyperparameters inside method.reinforcement, not beside method")
+            if not self.validation_file:
+                raise ValueError(
+                    "method reinforcement needs a validation_file: its rows are answered and graded every eval_interval steps"
+                )
+        elif self.training.grpo is not None:
+            raise ValueError('training.grpo: only for method {"type": "reinforcement"}')
         kinds = [integration.type for integration in self.integrations]
         if len(kinds) != len(set(kinds)):
             raise ValueError("integrations: give each type at most once")
@@ -363,7 +342,7 @@ def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1)
     """Decide every "auto" for a dataset of `n_examples` trained on `world_size` processes."""
     training = spec.training
     slices = training.gradient_accumulation_steps * world_size
-    hp = spec.hyperparameters
+    hp = spec.method.hyperparameters if spec.method else spec.hyperparameters
     n_epochs = auto_epochs(n_examples) if hp.n_epochs == "auto" else hp.n_epochs
     batch_size = auto_batch_size(n_examples, slices) if hp.batch_size == "auto" else hp.batch_size
     if batch_size % slices:
@@ -374,6 +353,8 @@ def resolve_hyperparameters(spec: JobSpec, n_examples: int, world_size: int = 1)
         )
     multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
     base = BASE_LEARNING_RATE_LORA if training.lora else BASE_LEARNING_RATE_FULL
+    if spec.method:
+        base = reinforcement_learning_rate(training.lora is not None)
     learning_rate = training.learning_rate if training.learning_rate is not None else base * multiplier
     total_steps = math.ceil(n_examples / batch_size) * n_epochs
     if training.max_steps is not None:

@@ -13,7 +13,7 @@ line (at most MAX_LINE_BYTES) at a time: checking a file of any size holds one l
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -25,7 +25,8 @@ MIN_EXAMPLES = 10
 MAX_LINE_BYTES = 4 * 1024 * 1024  # about a million tokens: far more than any max_seq_length
 MAX_STORED_PROBLEMS = 5
 
-Shape = Literal["chat", "prompt_completion", "text"]
+Shape = Literal["chat", "prompt_completion", "text", "prompt"]  # prompt: reinforcement (lmtune/reinforcement.py)
+RowCheck = Callable[[object], tuple[Shape, dict]]
 
 
 class DatasetError(ValueError):
@@ -52,9 +53,9 @@ class _Overlong:
 OVERLONG = _Overlong()
 
 
-def count_examples(path: str | Path, min_examples: int = MIN_EXAMPLES) -> int:
+def count_examples(path: str | Path, min_examples: int = MIN_EXAMPLES, check_row: RowCheck | None = None) -> int:
     """Check a whole file, streaming it; return how many examples it has. Memory: one line."""
-    return sum(1 for _ in iter_rows(path, min_examples))
+    return sum(1 for _ in iter_rows(path, min_examples, check_row))
 
 
 def validate_jsonl_file(path: str | Path, min_examples: int = MIN_EXAMPLES) -> list[Row]:
@@ -66,11 +67,11 @@ def validate_jsonl_lines(lines: Iterable[bytes | str], min_examples: int = MIN_E
     return list(check_lines(lines, min_examples))
 
 
-def iter_rows(path: str | Path, min_examples: int = MIN_EXAMPLES) -> Iterator[Row]:
+def iter_rows(path: str | Path, min_examples: int = MIN_EXAMPLES, check_row: RowCheck | None = None) -> Iterator[Row]:
     """The file's examples as they are read; DatasetError when the file ends, if any line was bad."""
     try:
         with Path(path).open("rb") as handle:
-            yield from check_lines(bounded_lines(handle), min_examples)
+            yield from check_lines(bounded_lines(handle), min_examples, check_row)
     except OSError as error:
         raise DatasetError([f"cannot read the file: {error.strerror}"]) from None
 
@@ -86,14 +87,17 @@ def bounded_lines(handle: BinaryIO) -> Iterator[bytes | _Overlong]:
             yield line
 
 
-def check_lines(lines: Iterable[bytes | str | _Overlong], min_examples: int = MIN_EXAMPLES) -> Iterator[Row]:
-    """Yield each valid row; at the end, raise DatasetError naming the bad lines (the first few,
-    and how many in all), or if there are too few examples."""
+def check_lines(
+    lines: Iterable[bytes | str | _Overlong], min_examples: int = MIN_EXAMPLES, check_row: RowCheck | None = None
+) -> Iterator[Row]:
+    """Yield each valid row (supervised training's shapes, or those `check_row` accepts); at the end,
+    raise DatasetError naming the bad lines (the first few, and how many in all), or if there are too
+    few examples."""
     errors: list[str] = []
     total_errors = examples = 0
     for number, raw in enumerate(lines, start=1):
         try:
-            checked = _check_line(raw)
+            checked = _check_line(raw, check_row or check_supervised_row)
         except ValueError as problem:
             total_errors += 1
             if len(errors) < MAX_STORED_PROBLEMS:
@@ -110,7 +114,7 @@ def check_lines(lines: Iterable[bytes | str | _Overlong], min_examples: int = MI
         raise DatasetError([f"the file has {examples} examples; at least {min_examples} are required"])
 
 
-def _check_line(raw: bytes | str | _Overlong) -> tuple[Shape, dict] | None:
+def _check_line(raw: bytes | str | _Overlong, check_row: RowCheck) -> tuple[Shape, dict] | None:
     if raw is OVERLONG:
         raise ValueError(f"the line is longer than {MAX_LINE_BYTES:,} bytes")
     if isinstance(raw, bytes):
@@ -122,7 +126,7 @@ def _check_line(raw: bytes | str | _Overlong) -> tuple[Shape, dict] | None:
         raise ValueError("contains a NUL character; the file must be UTF-8 text")
     if not raw.strip():
         return None  # blank lines (a trailing newline) are not examples
-    return _check_row(_parse(raw))
+    return check_row(_parse(raw))
 
 
 def _parse(text: str) -> object:
@@ -138,7 +142,7 @@ def _parse(text: str) -> object:
         raise ValueError("invalid JSON: a number has too many digits") from None
 
 
-def _check_row(data: object) -> tuple[Shape, dict]:
+def check_supervised_row(data: object) -> tuple[Shape, dict]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     keys = set(data)

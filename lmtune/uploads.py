@@ -15,9 +15,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from lmtune import quotas
+from lmtune.disk import DISK_FULL, disk_full_message, is_disk_full
 from lmtune.eval_spec import MAX_INLINE_ITEMS, FileId, RowsError, rows
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
+from lmtune.reinforcement import check_upload_row
 from lmtune.services import TRAINING_PURPOSE, RequestError, earlier_object, idempotency
 from lmtune.settings import Settings
 from lmtune.store import files as file_store
@@ -47,19 +49,37 @@ class PartialUpload:
     def write(self, chunk: bytes) -> None:
         if self.size + len(chunk) > self.limit:
             raise too_large(self.limit)
+        try:
+            self._handle.write(chunk)
+        except OSError as error:
+            raise self._no_room(error, len(chunk)) from None
         self.size += len(chunk)
         self._digest.update(chunk)
-        self._handle.write(chunk)
+
+    def _no_room(self, error: OSError, adding: int) -> Exception:
+        """507 with the space the upload needs, its partial file removed; any other error as it was."""
+        if not is_disk_full(error):
+            return error
+        self.discard()
+        return RequestError(
+            507, disk_full_message("storing this upload", self.size + adding, self.path.parent), code=DISK_FULL
+        )
 
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()  # writes what is still buffered
+        except OSError as error:
+            raise self._no_room(error, 0) from None
 
     def discard(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:  # what was buffered does not fit: it is thrown away anyway
+            pass
         self.path.unlink(missing_ok=True)
 
 
@@ -137,7 +157,7 @@ def _count_rows(path: Path, purpose: str, filename: str) -> int:
     try:
         if purpose == EVALS_PURPOSE:
             return len(rows(FileId(type="file_id", id="upload"), path, MAX_INLINE_ITEMS))
-        return count_examples(path)
+        return count_examples(path, check_row=check_upload_row)
     except (DatasetError, RowsError, ValidationError) as error:
         what = "a valid evals" if purpose == EVALS_PURPOSE else "a valid fine-tuning"
         raise RequestError(

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
@@ -15,6 +16,7 @@ from starlette.routing import Match
 from lmtune.problems import quote, quote_id
 from lmtune.services import RequestError
 from lmtune.spec import describe_errors, error_location
+from lmtune.store.database import is_unreachable
 
 log = logging.getLogger(__name__)
 # OpenAI's error types: `invalid_request_error` for every other 4xx
@@ -24,6 +26,7 @@ TYPES = {
     429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable_error",
+    507: "server_error",
 }
 CODE_TYPES = {"quota_exceeded": "insufficient_quota"}  # a 429 that waiting alone does not lift
 WHAT_EXISTS = (
@@ -31,6 +34,7 @@ WHAT_EXISTS = (
     "and the dashboard at / in a browser"
 )
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+DATABASE_RETRY_SECONDS = 5  # a restart or failover takes seconds; the workers retry on the same scale
 
 
 class ErrorBody(BaseModel):
@@ -73,7 +77,7 @@ def documented(*statuses: int) -> dict:
     invalid values is added wherever a route takes any)."""
     return {
         status: {"model": ErrorResponse, "description": DESCRIPTIONS.get(status, "Error")}
-        for status in (401, *statuses)
+        for status in (401, *statuses, 503)  # every route reads the store: 503 while the database is down
     }
 
 
@@ -86,6 +90,9 @@ DESCRIPTIONS = {
     413: "The upload is larger than the limit",
     416: "The range is not satisfiable",
     429: "Over a quota (`code` is `quota_exceeded`) or a limit (with `Retry-After`)",
+    507: "The data folder's disk is full (`code` is `disk_full`; the message says how much space is needed)",
+    503: "Unavailable for now (the database is unreachable, or the route's `code` says what): try again after "
+    "`Retry-After` seconds",
 }
 
 
@@ -125,6 +132,18 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("client disconnected while sending %s %s; the request was dropped", request.method, request.url.path)
         return error_response(
             400, "the client disconnected before its request was received", code="client_disconnected"
+        )
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, error: SQLAlchemyError):
+        if not is_unreachable(error):
+            return await unexpected(request, error)
+        log.warning("the database is unreachable on %s %s: %s", request.method, request.url.path, type(error).__name__)
+        return error_response(
+            503,
+            f"the database is unreachable; try again in {DATABASE_RETRY_SECONDS} s",
+            code="database_unavailable",
+            retry_after=DATABASE_RETRY_SECONDS,
         )
 
     @app.exception_handler(Exception)

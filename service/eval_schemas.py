@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lmtune.bounds import at_most_items
 from lmtune.eval_spec import CustomDataSourceConfig, RunDataSource
 from lmtune.graders.grading import Grade
 from lmtune.graders.schema import Grader, TestingCriterion
-from lmtune.spec import at_most_items
 from lmtune.store.models import Eval, EvalOutputItem, EvalRun
 from service.schemas import MetadataKey, MetadataValue
 

@@ -14,6 +14,19 @@ from lmtune.problems import quote_id
 from lmtune.services import RequestError
 
 CONNECT_SECONDS = 5.0
+SECRET_HEADER = "X-Lmtune-Inference-Secret"  # workers/serving/server.py checks it
+
+
+def secret_headers(secret: str | None) -> dict[str, str]:
+    return {SECRET_HEADER: secret} if secret else {}
+
+
+def refused_secret(url: str) -> RequestError:
+    return RequestError(
+        502,
+        f"the model server at {url} refused the API's secret: give both the same LMTUNE_INFERENCE_SECRET",
+        code="model_server_error",
+    )
 
 
 class ServerBusy(RequestError):
@@ -43,15 +56,18 @@ class Upstream:
 
 
 class InferenceClient:
-    def __init__(self, url: str, transport: httpx.AsyncBaseTransport | None = None):
-        self.url, self._transport = url, transport
+    def __init__(self, url: str, secret: str | None = None, transport: httpx.AsyncBaseTransport | None = None):
+        self.url, self._transport, self._headers = url, transport, secret_headers(secret)
         self._client: httpx.AsyncClient | None = None
 
     async def open(self, model: str, payload: dict) -> Upstream:
         """Send the request; return once the model is loaded and the answer begins."""
         if self._client is None:
             self._client = httpx.AsyncClient(
-                base_url=self.url, transport=self._transport, timeout=httpx.Timeout(None, connect=CONNECT_SECONDS)
+                base_url=self.url,
+                transport=self._transport,
+                headers=self._headers,
+                timeout=httpx.Timeout(None, connect=CONNECT_SECONDS),
             )
         try:
             response = await self._client.send(
@@ -66,11 +82,18 @@ class InferenceClient:
         if response.status_code == 429:
             body = json.loads(await response.aread())
             raise ServerBusy(body["message"], response.headers.get("retry-after", "1"))
+        if response.status_code == 401:
+            await response.aclose()
+            raise refused_secret(self.url)
         if response.status_code != 200:
             await response.aclose()
             raise RequestError(502, f"the model server answered {response.status_code}", code="model_server_error")
         lines = response.aiter_lines()
-        first = json.loads(await anext(lines))
+        try:
+            first = json.loads(await anext(lines))
+        except BaseException:  # cancelled while it waited (its client went away): the model server stops it
+            await response.aclose()
+            raise
         if first["event"] == "error":
             await response.aclose()
             raise upstream_error(model, first)

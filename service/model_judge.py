@@ -13,6 +13,7 @@ from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, resolve_model
 from lmtune.settings import Settings
 from lmtune.store.database import Database
+from service.inference_client import secret_headers
 
 TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 
@@ -33,7 +34,11 @@ class ServerJudge:
 
     def complete(self, model: str, calls: list[JudgeCall]) -> list[JudgeAnswer]:
         served = self.check(model)
-        with httpx.Client(base_url=self.settings.inference_url, timeout=TIMEOUT) as client:
+        with httpx.Client(
+            base_url=self.settings.inference_url,
+            headers=secret_headers(self.settings.inference_secret),
+            timeout=TIMEOUT,
+        ) as client:
             return [self._one(client, served, call) for call in calls]
 
     def _one(self, client: httpx.Client, served: dict, call: JudgeCall) -> JudgeAnswer:
@@ -44,6 +49,7 @@ class ServerJudge:
             "temperature": call.temperature,
             "top_p": call.top_p,
             "seed": call.seed,
+            "key": self.owner,
         }
         answer = JudgeAnswer()
         try:

@@ -260,6 +260,11 @@ class ModelObject(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    ready: bool = Field(
+        True,
+        description="lmtune: its files are on this machine; a catalogue model that is not is downloaded by the "
+        "first job or completion that needs it, or refused at once when the hub is off or unreachable",
+    )
 
     @classmethod
     def of_fine_tuned(cls, row: FineTunedModel) -> ModelObject:

@@ -52,9 +52,11 @@ class Deployment:
         return self._start("deliverer", "deliver-webhooks")
 
     def start_model_server(self, **settings: str) -> str:
-        """`lmtune serve-models` on a free port, which servers started after it use; its base URL."""
+        """`lmtune serve-models` on a free port, with a secret, which servers started after it use; its base URL."""
         port = free_port()
-        self.env.update(settings, LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{port}")
+        self.env.update(
+            settings, LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{port}", LMTUNE_INFERENCE_SECRET=secrets.token_hex(16)
+        )
         wait_until_listening(port, self._start("models", "serve-models"))
         return self.env["LMTUNE_INFERENCE_URL"]
 
@@ -206,16 +208,17 @@ def local_service(root: Path, **environment: str):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "DATABASE_URL", "LMTUNE_API_KEY", "LMTUNE_BASE_URL")
+        if k
+        not in (
+            "REDIS_URL",
+            "DATABASE_URL",
+            "LMTUNE_API_KEY",
+            "LMTUNE_BASE_URL",
+            "LMTUNE_INFERENCE_URL",
+            "LMTUNE_INFERENCE_SECRET",
+        )
     }
-    # its model server on a free port, beside other tests' (the default is 8001)
-    env.update(
-        LMTUNE_DATA_DIR=str(root / "data"),
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        LMTUNE_INFERENCE_URL=f"http://127.0.0.1:{free_port()}",
-        **environment,
-    )
+    env.update(LMTUNE_DATA_DIR=str(root / "data"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **environment)
     port, log = free_port(), root / "up.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

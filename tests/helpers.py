@@ -1,5 +1,7 @@
 """Small readers and parameters the tests share."""
 
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,19 @@ def record_step(db, job_id: str, attempt: int, metrics: dict, checkpoint: tuple[
     if checkpoint:
         report.checkpoints = {checkpoint[0]: checkpoint[1:]}
     return record_report(db, job_id, attempt, report)
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "1m"):
+    """`folder` on a tmpfs of `size`: a disk that fills up for real (ENOSPC). Mounting needs root
+    (or CAP_SYS_ADMIN); elsewhere the test is skipped, saying why."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a small disk needs a tmpfs mount, refused here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)

@@ -26,9 +26,13 @@ def test_compose_file_parses_with_the_expected_services():
         == compose["services"]["models"]["volumes"]
         == ["data:/data"]
     )
-    # the API finds the model server where it listens
+    # the API finds the model server where it listens, and shows it the secret it asks for
     assert compose["x-lmtune-env"]["LMTUNE_INFERENCE_URL"] == "http://models:8001"
-    assert compose["services"]["models"]["command"][-1] == "8001"
+    assert compose["services"]["models"]["command"][-1] == "8001" and "ports" not in compose["services"]["models"]
+    assert (
+        "X-Lmtune-Inference-Secret: $$LMTUNE_INFERENCE_SECRET"
+        in compose["services"]["models"]["healthcheck"]["test"][1]
+    )
 
 
 def test_every_lmtune_command_in_compose_exists_in_the_cli():
@@ -46,7 +50,7 @@ def test_no_password_is_written_in_compose_and_each_one_is_listed_in_env_example
     text = COMPOSE.read_text()
     compose = yaml.safe_load(text)
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))  # compose refuses to start while one is unset
-    assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "LMTUNE_METRICS_TOKEN"} <= required
+    assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "LMTUNE_METRICS_TOKEN", "LMTUNE_INFERENCE_SECRET"} <= required
     assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert "${POSTGRES_PASSWORD:?" in compose["x-lmtune-env"]["DATABASE_URL"]
     listed = {

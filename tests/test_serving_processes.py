@@ -1,13 +1,17 @@
 """Trying a fine-tuned model through real processes: `lmtune serve`, `lmtune serve-models` and a
 worker on Redis and PostgreSQL, driven by the unmodified openai SDK."""
 
+import asyncio
+import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import pytest
 
 from cli.sample_data import chat_examples
+from service.inference_client import SECRET_HEADER
 from tests.deployment import job_progress
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
@@ -38,6 +42,11 @@ def finished(deployment, client, job_id):
         what=f"the end of {job_id}",
         diagnose=deployment.logs,
     )
+
+
+def model_server(deployment, url: str) -> httpx.Client:
+    """A client of the model server itself, with the secret the API shows it."""
+    return httpx.Client(base_url=url, headers={SECRET_HEADER: deployment.env["LMTUNE_INFERENCE_SECRET"]}, timeout=60)
 
 
 @pytest.fixture
@@ -89,7 +98,7 @@ def test_a_lora_fine_tune_its_samples_and_its_checkpoints_answer_through_the_sdk
         reply = client.chat.completions.create(model=model, messages=PROMPT, temperature=0, max_tokens=16)
         assert reply.choices[0].message.content == sampled, model
     # a LoRA model is its adapter over the base, which is loaded once
-    loaded = httpx.get(f"{models_url}/health").json()["loaded"]
+    loaded = model_server(deployment, models_url).get("/health").json()["loaded"]
     assert len([name for name in loaded if "+" not in name]) == 1 and len(loaded) == 3, loaded
 
     # streaming through both hops; a loaded model's first token comes quickly
@@ -142,3 +151,93 @@ def test_requests_beyond_the_queue_get_429_and_the_others_are_answered(live):
         what="a free slot",
     )
     assert answer.json()["usage"]["completion_tokens"] == 2
+
+
+@pytest.fixture
+def shared(deployment):
+    """A model server with 2 answers at once and 2 waiting, an API, and two keys' clients."""
+    models_url = deployment.start_model_server(
+        CUDA_VISIBLE_DEVICES="", LMTUNE_SERVE_CONCURRENCY="2", LMTUNE_SERVE_QUEUE="2"
+    )
+    base_url = deployment.start_server()
+    keys = [deployment.create_key(name) for name in ("flood", "other")]
+    status = model_server(deployment, models_url)
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {keys[1]}"}, timeout=600) as other:
+        other.post("/v1/completions", json={"model": "lmtune-tiny", "prompt": "warm", "max_tokens": 1})  # loaded
+        yield base_url, keys, other, status, deployment
+    status.close()
+
+
+def until(deployment, status: httpx.Client, done, what: str) -> dict:
+    """The model server's /health once `done(health)`, waiting while its processes work."""
+    pids = [process.pid for process in deployment.processes]
+    return wait_while_progressing(
+        lambda: status.get("/health").json(),
+        done,
+        progress=lambda health: (health, working(*pids)),
+        what=what,
+        diagnose=deployment.logs,
+    )
+
+
+# the tiny model (seed 0) continues "beta" to the last token asked for ("alpha" stops after 22)
+LONG = {"model": "lmtune-tiny", "prompt": "beta", "max_tokens": 1500, "n": 4, "temperature": 0}
+
+
+def test_one_keys_long_streams_leave_another_keys_completion_a_place_and_a_turn(shared):
+    base_url, (flood_key, _), other, status, deployment = shared
+
+    async def flood_and_ask() -> tuple[list[int], httpx.Response, dict]:
+        async with httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {flood_key}"}, timeout=600
+        ) as flood:
+            refused: list[int] = []
+
+            async def stream() -> None:
+                async with flood.stream("POST", "/v1/completions", json={**LONG, "stream": True}) as response:
+                    if response.status_code == 429:
+                        refused.append(429)
+                        return
+                    async for _ in response.aiter_lines():
+                        pass
+
+            streams = [asyncio.create_task(stream()) for _ in range(4)]  # as many as the server has places
+            await asyncio.to_thread(
+                until, deployment, status, lambda h: h["admitted"] + len(refused) == 4, "the flood placed or refused"
+            )
+            answer = await asyncio.to_thread(
+                other.post, "/v1/completions", json={"model": "lmtune-tiny", "prompt": "alpha", "max_tokens": 2}
+            )
+            after = await asyncio.to_thread(lambda: status.get("/health").json())
+            for task in streams:
+                task.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+            return refused, answer, after
+
+    refused, answer, after = asyncio.run(flood_and_ask())
+    # the flooding key holds its share (half of the 4 places) and no more; the other key is answered
+    # at once, taking turns with the long answers while they run
+    assert len(refused) == 2
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 2
+    assert after["admitted"] == 2, after  # the flood's answers were still under way
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_goes_away_frees_its_place_at_once(shared, stream):
+    base_url, (flood_key, _), _, status, deployment = shared
+    before = status.get("/health").json()["cancelled"]
+    address = urlsplit(base_url)
+    body = httpx.Request(
+        "POST", f"{base_url}/v1/completions", json={**LONG, "max_tokens": 2000, "stream": stream}
+    ).content
+    request = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: {address.netloc}\r\nAuthorization: Bearer {flood_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((address.hostname, address.port)) as client:
+        client.sendall(request)
+        until(deployment, status, lambda h: h["running"] == 1, "the answer under way")
+    # the client is gone: its answer stops long before its 2000 tokens (x4) and its place is free
+    health = until(deployment, status, lambda h: h["admitted"] == 0, "the abandoned answer's place freed")
+    assert health["cancelled"] == before + 1, health

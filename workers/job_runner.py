@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from lmtune.fence import claim_run_folder
 from lmtune.layout import DataLayout, latest_checkpoint
@@ -18,7 +21,7 @@ from lmtune.metrics_log import MetricsLog
 from lmtune.problems import replace_paths
 from lmtune.quotas import folder_bytes
 from lmtune.settings import Settings
-from lmtune.store.database import Database
+from lmtune.store.database import Database, until_answered
 from lmtune.store.jobs import StaleAttempt, claim_next_job, record_output_bytes, start_from_step
 from lmtune.store.models import Job
 from workers.job_inputs import InputError, trainer_spec
@@ -58,23 +61,45 @@ def run_next_job(ctx: WorkerContext, queue: str) -> None:
         return
     job, attempt = claimed
     with LeaseKeeper(ctx.db, job.id, attempt, ctx.settings.lease_seconds) as lease:
-        recorder = Recorder(ctx.settings, ctx.db, job, attempt, between=lease.check)
+        recorder = Recorder(
+            ctx.settings, ctx.db, job, attempt, between=lease.check, back_off=lambda s: _back_off(ctx, lease, s)
+        )
         try:
             _run_attempt(ctx, job, attempt, lease, recorder)
         except StaleAttempt:
             log.warning("attempt %d of job %s was superseded; stopped", attempt, job.id)
         except Exception as error:  # a fault of the worker, not of the job: end the attempt explicitly
             log.exception("attempt %d of job %s failed in the worker", attempt, job.id)
-            reason = replace_paths(str(error), {str(ctx.settings.data_dir): "<data folder>"})[:500]
             try:
-                recorder.retry_or_fail(f"the worker failed: {type(error).__name__}: {reason}")
+                recorder.retry_or_fail(f"the worker failed: {_describe(ctx, error)}")
             except StaleAttempt:
                 pass
 
 
+def _describe(ctx: WorkerContext, error: Exception) -> str:
+    """For the job's events: never a statement or a server path."""
+    if isinstance(error, SQLAlchemyError):
+        return f"a database error ({type(getattr(error, 'orig', None) or error).__name__})"
+    reason = replace_paths(str(error), {str(ctx.settings.data_dir): "<data folder>"})[:500]
+    return f"{type(error).__name__}: {reason}"
+
+
+def _back_off(ctx: WorkerContext, lease: LeaseKeeper, seconds: float) -> bool:
+    """Waits `seconds` holding the job (its lease renewed); False once it is cancelled or the worker stops."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if ctx.shutting_down.wait(min(left, 1.0)) or getattr(lease.control, "cancel", False):
+            return False
+        lease.check()
+    return True
+
+
 def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper, recorder: Recorder) -> None:
+    # the database may blink during set-up as at any other time: tried again while the lease holds
     try:
-        spec = trainer_spec(ctx.db, ctx.data, job)
+        spec = until_answered(
+            lambda: trainer_spec(ctx.db, ctx.data, job), f"resolving the inputs of job {job.id}", between=lease.check
+        )
     except InputError as error:
         recorder.fail(error.code, str(error), error.param)
         return
@@ -85,7 +110,7 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper,
     resume = latest_checkpoint(run.checkpoints)
     start = resume[0] if resume else 0
     MetricsLog(run.metrics).truncate_after(start)
-    start_from_step(ctx.db, job.id, attempt, start)
+    until_answered(lambda: start_from_step(ctx.db, job.id, attempt, start), "starting the attempt", between=lease.check)
 
     spec_path = ctx.data.trainer_spec(job.id)
     spec_path.write_text(spec.model_dump_json(indent=2))
@@ -93,4 +118,5 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper,
     command = trainer_command(spec_path, run.root, job.gpus, model_name=job.spec["model"])
     ending = supervise(ctx.settings, command, ctx.data.trainer_log(job.id), attempt, reporter, lease, ctx.shutting_down)
     recorder.outcome(ending)
-    record_output_bytes(ctx.db, job.id, folder_bytes(run.root))  # with the final model, for the storage quota
+    size = folder_bytes(run.root)  # with the final model, for the storage quota
+    until_answered(lambda: record_output_bytes(ctx.db, job.id, size), "recording the run's size", between=lease.check)

@@ -17,13 +17,14 @@ class LeaseKeeper:
         self.db, self.job_id, self.attempt, self.lease_seconds = db, job_id, attempt, lease_seconds
         self.beat = beat
         self.stale = False
+        self.control = None  # what the last renewal answered: Control(cancel, pause) for a job
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job_id}")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.beat(self.db, self.job_id, self.attempt, self.lease_seconds)
+                self.control = self.beat(self.db, self.job_id, self.attempt, self.lease_seconds)
             except StaleAttempt:
                 self.stale = True
                 return

@@ -1,6 +1,7 @@
 """Recording how an attempt ended: one transaction writes the job's new status, its event and what
 the run produced (the results file, the fine-tuned model). Tried again while the database is
-unreachable, until another attempt holds the job."""
+unreachable, until another attempt holds the job. Only this attempt's error report counts
+(lmtune.fence); a full disk is retried after a back-off, since freeing space is a fix outside the job."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import csv
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lmtune.disk import DISK_FULL, disk_full_message
 from lmtune.dispatch import send_job
+from lmtune.fence import read_error_report
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout, RunLayout, file_sha256
 from lmtune.metrics_log import MetricsLog
@@ -21,7 +24,7 @@ from lmtune.store.fine_tuned import fine_tuned_model_id
 from lmtune.store.jobs import JobStatus, Note, fail_attempt, finish_attempt, get_job, new_event
 from lmtune.store.models import File, FineTunedModel, Job
 from workers.supervision import Ending
-from workers.training.errors import EXIT_PAUSED
+from workers.training.errors import EXIT_DISK_FULL, EXIT_PAUSED
 
 # OpenAI's columns, each from its metrics.jsonl key; an objective's other train_ and valid_ values
 # (a preference method's rewards, say) follow as columns of their own names
@@ -48,6 +51,8 @@ class Recorder:
     job: Job
     attempt: int
     between: Callable[[], object]  # before each new try: raises StaleAttempt once the job is another's
+    # waits up to the seconds given before a retry; False when interrupted (a cancel, the worker stopping)
+    back_off: Callable[[float], bool] = field(default=lambda seconds: True)
 
     @property
     def data(self) -> DataLayout:
@@ -79,9 +84,13 @@ class Recorder:
             self._finish(
                 JobStatus.PAUSED, Note(f"Fine-tuning job paused at step {self._step()}; resume continues from there")
             )
-        elif run.error.exists():
-            error = json.loads(run.error.read_text())
-            self.fail(error["code"], error["message"], error.get("param") or PARAM_OF_CODE.get(error["code"]))
+        elif (error := read_error_report(run, self.attempt)) is not None:
+            if error["code"] == DISK_FULL:
+                self.retry_after_full_disk(error["message"])
+            else:
+                self.fail(error["code"], error["message"], error.get("param") or PARAM_OF_CODE.get(error["code"]))
+        elif ending.code == EXIT_DISK_FULL:  # not even its report fitted
+            self.retry_after_full_disk(disk_full_message("writing the trainer's error report", 1, run.root))
         else:
             log = self.data.relative(self.data.trainer_log(self.job.id))
             self.retry_or_fail(f"the trainer exited with status {ending.code} ({log} has its output)")
@@ -98,10 +107,25 @@ class Recorder:
             error_param=param,
         )
 
-    def retry_or_fail(self, message: str) -> None:
-        """A crash that may not happen again: queued again from its checkpoint, until failures run out."""
+    def retry_after_full_disk(self, message: str) -> None:
+        """The attempt fails; the next one starts after a pause that doubles with each failure, so
+        that space can be freed (a cancel during the pause ends the job)."""
+        pause = self.settings.disk_full_backoff_seconds * 2 ** min(self.job.failures, 6)
+        if not self.back_off(pause) and self._cancel_requested():
+            self._finish(JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
+            return
+        self.retry_or_fail(f"{message}; the next attempt waited {pause:.0f} s for space", code=DISK_FULL)
+
+    def _cancel_requested(self) -> bool:
+        return until_answered(
+            lambda: get_job(self.db, self.job.id).cancel_requested, "reading the job", between=self.between
+        )
+
+    def retry_or_fail(self, message: str, code: str = "trainer_crashed") -> None:
+        """A crash that may not happen again: queued again from its checkpoint, until failures run out
+        (then failed with `code`)."""
         job = until_answered(
-            lambda: fail_attempt(self.db, self.job.id, self.attempt, message, self.settings.max_attempts),
+            lambda: fail_attempt(self.db, self.job.id, self.attempt, message, self.settings.max_attempts, code),
             f"ending attempt {self.attempt} of job {self.job.id}",
             between=self.between,
         )

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lmtune.spec import at_most_items
+from lmtune.bounds import at_most_items
 
 MAX_TEMPLATE_CHARS = 100_000
 MAX_PYTHON_SOURCE_BYTES = 256 * 1024  # OpenAI's limit on a python grader's source

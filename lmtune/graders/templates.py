@@ -61,6 +61,11 @@ def variables(template: str) -> list[str]:
     return found
 
 
+def namespace(reference: str) -> str:
+    """`item` or `sample`: where a variable path (as `variables` returns it) is read from."""
+    return str(_steps(reference)[0])
+
+
 def _text(value: object) -> str:
     if isinstance(value, str):
         return value

@@ -20,6 +20,19 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# No transaction waits long on another's lock, and none holds its locks long: a process stalled in a
+# transaction (SIGSTOP, a VM paused, a partition) is cut off by the server after IDLE_IN_TRANSACTION,
+# its locks released, instead of when TCP keepalive gives up hours later. A stalled worker may hold
+# a job's row in two sessions one after the other (its progress poll, then its heartbeat queued
+# behind it): twice the idle timeout stays below the lock timeout, so a cancel waits, never fails.
+# Every transaction of lmtune is a few statements; one cut off, or a lock wait that times out, is
+# retried like an outage (is_unreachable).
+LOCK_TIMEOUT_SECONDS = 10
+IDLE_IN_TRANSACTION_SECONDS = 3
+POSTGRES_OPTIONS = (
+    f"-c lock_timeout={LOCK_TIMEOUT_SECONDS * 1000} "
+    f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS * 1000}"
+)
 
 
 class Database:
@@ -33,7 +46,9 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             # a database host that does not answer fails a connection in seconds, never hangs a worker
-            self.engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+            self.engine = create_engine(
+                url, pool_pre_ping=True, connect_args={"connect_timeout": 5, "options": POSTGRES_OPTIONS}
+            )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -11,14 +11,16 @@ failures run out.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import delete, exists, func, select, tuple_, update
 
 from lmtune.ids import new_id
 from lmtune.store import leases
-from lmtune.store.database import Database, get_owned
+from lmtune.store.database import Database, get_owned, until_answered
 from lmtune.store.leases import StaleAttempt, fair_order  # noqa: F401  (StaleAttempt: imported from here by the workers)
 from lmtune.store.models import TERMINAL, ApiKey, Event, FineTunedModel, Job, JobStatus
 from lmtune.store.webhooks import record_job_end
@@ -231,8 +233,8 @@ def claim_next_job(
             return None
         for job_id in candidates:
             claimed = claim_job(db, job_id, worker, lease_seconds, max_attempts)
-            if claimed is not None:
-                return get_job(db, job_id), claimed
+            if claimed is not None:  # the job is this worker's now: a blink of the database must not lose it
+                return until_answered(partial(get_job, db, job_id), f"reading job {job_id}"), claimed
     return None
 
 
@@ -295,9 +297,11 @@ def finish_attempt(
         return job
 
 
-def fail_attempt(db: Database, job_id: str, attempt: int, message: str, max_attempts: int) -> Job:
+def fail_attempt(
+    db: Database, job_id: str, attempt: int, message: str, max_attempts: int, code: str = "trainer_crashed"
+) -> Job:
     """A crash that may not happen again: the job is queued again (from its checkpoint) until
-    `max_attempts` attempts have failed; then it fails, keeping the last error."""
+    `max_attempts` attempts have failed; then it fails with `code`, keeping the last error."""
     with db.session() as session:
         job = fenced(session, job_id, attempt)
         failures = job.failures + 1
@@ -311,7 +315,7 @@ def fail_attempt(db: Database, job_id: str, attempt: int, message: str, max_atte
                 job,
                 JobStatus.FAILED,
                 Note(f"Fine-tuning job failed: {message}", "error"),
-                error_code="trainer_crashed",
+                error_code=code,
                 error_message=message,
                 failures=failures,
             )
@@ -387,13 +391,18 @@ def _owned(session, job_id: str, owner: str) -> Job:
     return job
 
 
-def requeue_lost_jobs(db: Database, max_attempts: int) -> list[Job]:
-    """Running jobs whose lease lapsed go back to `queued` (or end); the requeued ones."""
+def requeue_lost_jobs(db: Database, max_attempts: int, close: Callable[[Job], object] = lambda job: None) -> list[Job]:
+    """Running jobs whose lease lapsed go back to `queued` (or end); all of them, as they are now.
+    A row another transaction holds is skipped (its holder may be stalled; the next sweep sees it):
+    one stuck worker never holds up the sweep of every other lost job. `close(job)` runs while the
+    row is still locked, before any new attempt can claim the job (the run folder's fence)."""
     moment = db.clock()
-    requeued = []
+    swept = []
     with db.session() as session:
         lost = session.scalars(
-            select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < moment).with_for_update()
+            select(Job)
+            .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < moment)
+            .with_for_update(skip_locked=True)
         ).all()
         for job in lost:
             failures = job.failures + 1
@@ -421,8 +430,9 @@ def requeue_lost_jobs(db: Database, max_attempts: int) -> list[Job]:
                     error_message="the worker was lost",
                     failures=failures,
                 )
-                requeued.append(job)
-    return requeued
+            close(job)
+            swept.append(job)
+    return swept
 
 
 def queued_counts(db: Database) -> dict[str, int]:

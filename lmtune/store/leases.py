@@ -78,7 +78,9 @@ def release(row, status: str, **fields) -> None:
 def lapsed(session, model, running: str, now: float) -> list:
     """Running rows whose lease lapsed (their worker is presumed lost), locked, each with one more failure."""
     rows = session.scalars(
-        select(model).where(model.status == running, model.lease_expires_at < now).with_for_update()
+        select(model)
+        .where(model.status == running, model.lease_expires_at < now)
+        .with_for_update(skip_locked=True)  # as requeue_lost_jobs: a stalled holder never blocks the sweep
     ).all()
     for row in rows:
         row.failures += 1

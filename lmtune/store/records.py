@@ -136,3 +136,10 @@ def get_checkpoint(db: Database, job_id: str, checkpoint_id: str) -> Checkpoint 
 def get_checkpoint_at(db: Database, job_id: str, step: int) -> Checkpoint | None:
     with db.session() as session:
         return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
+
+
+def keep_checkpoints(db: Database, job_id: str, steps: set[int]) -> None:
+    """The job's checkpoint rows are those of `steps` (the complete ones on disk) and no others. For a
+    job that ended without its worker: the rows its lost attempt could not record or remove."""
+    with db.session() as session:
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.not_in(steps)))

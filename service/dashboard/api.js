@@ -52,10 +52,10 @@ export const api = {
   delete: async (path) => (await request(path, { method: "DELETE" })).json(),
 };
 
-// EventSource cannot send an Authorization header, so the server-sent events are read with fetch().
-// lmtune's stream only writes `id:` and `data:` fields, ending with `data: [DONE]`.
-export async function* serverSentEvents(path, signal) {
-  const response = await request(path, { signal, headers: { Accept: "text/event-stream" } });
+// EventSource cannot send an Authorization header (nor a POST body), so the server-sent events are
+// read with fetch(). lmtune's streams only write `id:` and `data:` fields, ending with `data: [DONE]`.
+export async function* serverSentEvents(path, signal, { method = "GET", body } = {}) {
+  const response = await request(path, { method, body, signal, headers: { Accept: "text/event-stream" } });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {

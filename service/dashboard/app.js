@@ -1,14 +1,19 @@
-// The dashboard: hash routes (#/jobs, #/jobs/<id>, #/new, #/files, #/models, #/webhooks), plain ES modules,
+// The dashboard: hash routes (#/jobs, #/jobs/<id>, #/new, #/files, #/models, #/playground, #/evals,
+// #/evals/<id>, #/evals/<id>/runs/<run id>, #/webhooks), plain ES modules,
 // nothing to build. The API key arrives in the URL fragment (#key=lmt-...), which browsers never
 // send to a server, or through the key form; it is kept in localStorage and removed from the URL.
 
 import { api, apiKey, ApiError } from "./api.js";
 import { announce, errorText, h } from "./ui.js";
+import { renderEval } from "./pages/eval.js";
+import { renderEvalRun } from "./pages/eval-run.js";
+import { renderEvals } from "./pages/evals.js";
 import { renderFiles } from "./pages/files.js";
 import { renderJob } from "./pages/job.js";
 import { renderJobs } from "./pages/jobs.js";
 import { renderModels } from "./pages/models.js";
 import { renderNewJob } from "./pages/new-job.js";
+import { renderPlayground } from "./pages/playground.js";
 import { renderWebhooks } from "./pages/webhooks.js";
 
 const main = document.getElementById("main");
@@ -18,6 +23,10 @@ const ROUTES = [
   [/^#\/new$/, "new", renderNewJob],
   [/^#\/files$/, "files", renderFiles],
   [/^#\/models$/, "models", renderModels],
+  [/^#\/playground(?:\?(.*))?$/, "playground", renderPlayground],
+  [/^#\/evals\/([\w-]+)\/runs\/([\w-]+)(?:\?(.*))?$/, "evals", renderEvalRun],
+  [/^#\/evals\/([\w-]+)$/, "evals", renderEval],
+  [/^#\/evals$/, "evals", renderEvals],
   [/^#\/webhooks$/, "webhooks", renderWebhooks],
   [/^#\/jobs(?:\?(.*))?$/, "jobs", renderJobs],
 ];

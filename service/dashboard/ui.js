@@ -17,6 +17,8 @@ export function h(tag, attributes = {}, ...children) {
 }
 
 export const ACTIVE = ["validating_files", "queued", "running", "paused"];
+export const RUN_ENDED = ["completed", "failed", "canceled"]; // an eval run's final statuses
+export const CATALOGUE_OWNER = "lmtune"; // `owned_by` of the catalogue's models; a fine-tuned model names its key
 
 export function announce(message) {
   const region = document.getElementById("announcer");

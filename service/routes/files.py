@@ -18,7 +18,7 @@ from service.upload_form import FORM_SCHEMA, receive_upload_form
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("", response_model=FileObject, responses=documented(400, 409, 413, 429), openapi_extra=FORM_SCHEMA)
+@router.post("", response_model=FileObject, responses=documented(400, 409, 413, 429, 507), openapi_extra=FORM_SCHEMA)
 async def upload_file(
     request: Request,
     owner: OwnerDep,

@@ -17,14 +17,14 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout
 from lmtune.model_refs import ModelNotFound, ModelRef, resolve_model
 from lmtune.problems import quote, quote_names
-from lmtune.services import RequestError
+from lmtune.services import RequestError, available
 from lmtune.tool_calls import (
     MAX_CALLS,
     MAX_TOOLS,
@@ -42,6 +42,7 @@ MAX_N = 4
 MAX_STOP = 4
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS = 4096
+CLIENT_GONE = 499  # what the log shows for a request whose client disconnected (nginx's code; nobody reads it)
 # a seed every JSON client keeps exact (JavaScript's safe integers; the OpenAPI document holds its bounds as
 # floats); the sampler itself takes any integer
 SEED_MIN, SEED_MAX = -(2**53 - 1), 2**53 - 1
@@ -224,8 +225,15 @@ async def _complete(request: Request, body: _Common, payload: dict, kind: str, d
         ref = await asyncio.to_thread(resolve_model, db, DataLayout(settings.data_dir), body.model, owner)
     except ModelNotFound as error:
         raise RequestError(404, str(error), param="model", code="model_not_found") from None
+    await asyncio.to_thread(available, ref, body.model)
+    # a client that goes away stops its request at once, while it waits for a place or its whole answer
+    opening = asyncio.ensure_future(
+        inference_client(request).open(body.model, {"model": _served(ref), "key": owner, **payload})
+    )
+    if not await _while_connected(request, opening):
+        return Response(status_code=CLIENT_GONE)
     try:
-        upstream = await inference_client(request).open(body.model, {"model": _served(ref), **payload})
+        upstream = opening.result()
     except ServerBusy as busy:
         request.app.state.metrics.server_busy.inc()
         response = error_response(429, busy.message, code=busy.code)
@@ -237,18 +245,46 @@ async def _complete(request: Request, body: _Common, payload: dict, kind: str, d
         "X-Lmtune-Queue-Seconds": str(upstream.start["queue_seconds"]),
     }
     shape = _Shape(kind, body.model, body.n, upstream.start["prompt_tokens"])
-    if body.stream:
+    if body.stream:  # a streamed response stops by itself when its client goes away
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return StreamingResponse(
             _stream(upstream, shape, include_usage),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+    gathered = asyncio.ensure_future(_gather(upstream, shape))
+    if not await _while_connected(request, gathered):
+        await upstream.close()
+        return Response(status_code=CLIENT_GONE)
+    gathered.result()
+    return JSONResponse(shape.whole(), headers=headers)
+
+
+async def _while_connected(request: Request, task: asyncio.Future) -> bool:
+    """Waits for `task`; if the client disconnects first, cancels it and answers False."""
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task.done():
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
+
+
+async def _gather(upstream: Upstream, shape: _Shape) -> None:
     async for event in upstream.events():
         if event["event"] == "error":
-            raise upstream_error(body.model, event)
+            raise upstream_error(shape.model, event)
         shape.add(event)
-    return JSONResponse(shape.whole(), headers=headers)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (its body is read: the server has nothing else to tell)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _served(ref: ModelRef) -> dict:
@@ -261,7 +297,7 @@ def _served(ref: ModelRef) -> dict:
 def inference_client(request: Request) -> InferenceClient:
     state = request.app.state
     if getattr(state, "inference", None) is None:
-        state.inference = InferenceClient(state.settings.inference_url)
+        state.inference = InferenceClient(state.settings.inference_url, state.settings.inference_secret)
     return state.inference
 
 

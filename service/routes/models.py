@@ -1,10 +1,12 @@
-"""/v1/models: the catalogue and the caller's fine-tuned models."""
+"""/v1/models: the catalogue (saying which models are ready on this machine) and the caller's fine-tuned models."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from lmtune.catalogue import DEFAULT_FILE, load_catalogue
+from lmtune.catalogue import DEFAULT_FILE, CatalogueEntry, load_catalogue
+from lmtune.model_availability import is_ready
+from lmtune.model_refs import ModelRef
 from lmtune.services import RequestError
 from lmtune.store.fine_tuned import delete_fine_tuned_model, get_fine_tuned_model, list_fine_tuned_models
 from service.deps import DbDep, OwnerDep
@@ -16,7 +18,14 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 def _catalogue_models() -> dict[str, ModelObject]:
     created = int(DEFAULT_FILE.stat().st_mtime)
-    return {name: ModelObject(id=name, created=created, owned_by="lmtune") for name in load_catalogue()}
+    return {
+        name: ModelObject(id=name, created=created, owned_by="lmtune", ready=_ready(entry))
+        for name, entry in load_catalogue().items()
+    }
+
+
+def _ready(entry: CatalogueEntry) -> bool:
+    return is_ready(ModelRef(entry.name, entry.source or "", builtin=entry.builtin))
 
 
 @router.get("", response_model=ListResponse[ModelObject], responses=documented())

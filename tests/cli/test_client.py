@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 from cli import client_commands as client_cli
 from cli.client import LmtuneClient
 from cli.download import ChecksumMismatch, download_folder, folder_path
+from cli.local_key import save_local_url, url_file
 from cli.main import main
 from lmtune.layout import DataLayout
 from lmtune.spec import parse_spec
@@ -248,7 +250,17 @@ def test_an_unreachable_server_is_one_line_naming_it():
     done = CliRunner().invoke(main, ["jobs", "list", "--base-url", "http://127.0.0.1:9/v1", "--api-key", "lmt-x"])
     assert done.exit_code == 1
     assert done.output.startswith("Error: cannot reach lmtune at http://127.0.0.1:9/v1")
+    assert "--base-url or LMTUNE_BASE_URL" in done.output
     assert len(done.output.splitlines()) == 1
+
+
+def test_without_base_url_the_client_goes_where_lmtune_up_of_its_data_folder_serves(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMTUNE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("LMTUNE_BASE_URL", raising=False)
+    save_local_url(tmp_path, "http://127.0.0.1:9/v1")  # as `lmtune up --port 9` records it
+    done = CliRunner().invoke(main, ["jobs", "list", "--api-key", "lmt-x"])
+    assert done.exit_code == 1 and done.output.startswith("Error: cannot reach lmtune at http://127.0.0.1:9/v1")
+    assert stat.S_IMODE(url_file(tmp_path).stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize(("status", "exit_code"), [("succeeded", 0), ("failed", 1), ("cancelled", 3)])

@@ -50,6 +50,13 @@ def test_the_view_shows_step_losses_eta_and_the_latest_messages():
     ]
 
 
+def test_a_reinforcement_job_shows_its_rewards():
+    view = FollowView(job())
+    data = {"step": 8, "total_steps": 20, "train_loss": 0.01, "train_reward_mean": 0.4567, "valid_reward_mean": 0.5}
+    view.add_event(event("Step 8/20", "metrics", data))
+    assert "step 8/20  loss 0.0100  reward 0.457  valid reward 0.500" in screen(view).splitlines()[1]
+
+
 def test_a_queued_job_shows_its_place_and_no_eta():
     view = FollowView(job(status="queued", queue_position=2, progress={"step": 0, "total_steps": None}, metrics=None))
     lines = screen(view).splitlines()

@@ -12,9 +12,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import openai
 import pytest
 
+from cli.sample_data import chat_examples
 from tests.deployment import LocalService, local_service
+from tests.service.conftest import jsonl
+from tests.waiting import wait_while_progressing, working
 
 CHROMIUM = os.environ.get("LMTUNE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,6 +38,29 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 def service(tmp_path_factory) -> LocalService:
     with local_service(tmp_path_factory.mktemp("dashboard")) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def tuned(service):
+    """An SDK client of the service and a finished fine-tune of lmtune-tiny on it: 8 steps, a
+    checkpoint every 3 (the newest kept)."""
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
+    training = client.files.create(file=("t.jsonl", jsonl(chat_examples(16, seed=3, spread=0.5))), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="lmtune-tiny",
+        training_file=training.id,
+        hyperparameters={"n_epochs": 2, "batch_size": 4},
+        extra_body={"training": {"learning_rate": 3e-3, "checkpoint_every_steps": 3, "sample_prompts": []}},
+    )
+    job = wait_while_progressing(
+        lambda: client.fine_tuning.jobs.retrieve(job.id),
+        lambda j: j.status in ("succeeded", "failed"),
+        progress=lambda j: (j.status, working(service.process.pid)),
+        what="the job's end",
+        diagnose=service.log_tail,
+    )
+    assert job.status == "succeeded", job.error
+    return client, job
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ def test_the_key_comes_from_the_fragment_and_refused_input_is_shown_where_it_bel
 
     page.get_by_role("link", name="New job").first.click()
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n' + '{"text": "fine"}\n' * 10)
+    bad.write_text('{"messages": [{"role": "system", "content": "hi"}]}\n{not json\n' + '{"text": "fine"}\n' * 10)
     page.get_by_label("Upload a JSONL file").first.set_input_files(bad)
     page.get_by_role("button", name="Create job").click()
     problems = page.locator(".line-errors li")
@@ -185,7 +185,8 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name=f"Delete {model}").click()
     row.wait_for(state="detached")
-    page.get_by_role("row").filter(has_text="lmtune-tiny").first.wait_for()  # the catalogue stays
+    catalogue = page.get_by_role("row").filter(has_text="lmtune-tiny").first  # the catalogue stays
+    catalogue.get_by_role("cell", name="ready", exact=True).wait_for()  # on this machine (it is made locally)
 
     page.get_by_role("link", name="Jobs").first.click()
     page.get_by_role("link", name=job_id).click()

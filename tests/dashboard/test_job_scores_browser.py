@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-import openai
 import pytest
 
 from cli.sample_data import chat_examples
-from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
 pytestmark = [
@@ -19,25 +17,10 @@ pytestmark = [
 ]
 
 
-def test_one_click_scores_every_checkpoint_beside_the_loss(session, tmp_path):
+def test_one_click_scores_every_checkpoint_beside_the_loss(session, tuned):
+    client, job = tuned
     service = session.service
-    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
     pid = service.process.pid
-    training = client.files.create(file=("t.jsonl", jsonl(chat_examples(16, seed=3, spread=0.5))), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(
-        model="lmtune-tiny",
-        training_file=training.id,
-        hyperparameters={"n_epochs": 2, "batch_size": 4},
-        extra_body={"training": {"learning_rate": 3e-3, "checkpoint_every_steps": 3, "sample_prompts": []}},
-    )
-    job = wait_while_progressing(
-        lambda: client.fine_tuning.jobs.retrieve(job.id),
-        lambda j: j.status in ("succeeded", "failed"),
-        progress=lambda j: (j.status, working(pid)),
-        what="the job's end",
-        diagnose=service.log_tail,
-    )
-    assert job.status == "succeeded"
     steps = {c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)} | {8}
     rows = [{"item": {"input": example["messages"][0]["content"]}} for example in chat_examples(4, seed=9)]
     client.files.create(file=("items.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()), purpose="evals")

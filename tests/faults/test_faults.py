@@ -7,21 +7,32 @@ Figures (seconds to recover) are printed with `-s` and quoted in docs/faults.md.
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
 import time
+from contextlib import ExitStack
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from cli.sample_data import chat_examples
-from lmtune.dispatch import ring
+from lmtune.dispatch import ring, send_job
+from lmtune.fence import read_error_report
 from lmtune.layout import complete_checkpoints
+from lmtune.metrics_log import MetricsLog
+from lmtune.spec import parse_spec
+from lmtune.store.database import IDLE_IN_TRANSACTION_SECONDS
+from lmtune.store.jobs import create_job, queue_name
 from lmtune.store.keys import create_key
 from service.app import create_app
 from tests.deployment import open_deployment
 from tests.faults.cluster import Cluster, alive, kill
 from tests.faults.servers import PostgresServer, RedisServer
+from tests.helpers import small_disk
 from tests.waiting import wait_for_exit, wait_while_progressing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,6 +44,7 @@ SETTINGS = {
     "LMTUNE_REDELIVER_SECONDS": "2",
     "LMTUNE_CANCEL_GRACE_SECONDS": "3",
     "LMTUNE_MAX_ATTEMPTS": "5",
+    "LMTUNE_DISK_FULL_BACKOFF_SECONDS": "3",
 }
 
 
@@ -211,6 +223,9 @@ def test_a_database_down_for_seconds_mid_job_leaves_the_trainer_running_and_miss
     trainer = cluster.trainer_pid(job.id)
     down = time.monotonic()
     cluster.postgres.stop()
+    answer = cluster.api.get(f"/v1/fine_tuning/jobs/{job.id}", headers=cluster.auth)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5", answer.text
+    assert answer.json()["error"]["code"] == "database_unavailable"
     time.sleep(3)
     cluster.postgres.start()
     figure("database outage", time.monotonic() - down)
@@ -237,7 +252,8 @@ def test_a_stalled_worker_loses_its_job_its_trainer_stops_and_a_cancel_ends_the_
             time.monotonic() - stopped_at,
         )
         wait_while_progressing(lambda: alive(old_trainer), lambda up: not up, what="the superseded trainer stopped")
-        assert "attempt 2 owns" in cluster.run(job.id).root.joinpath("trainer.log").read_text()
+        # stopped by the sweep closing its folder, or by attempt 2 claiming it, whichever it met first
+        assert re.search(r"(attempt 2|no attempt) owns", cluster.run(job.id).root.joinpath("trainer.log").read_text())
     finally:
         stalled.send_signal(signal.SIGCONT)
     resumed_at = cluster.wait(job.id, lambda j: j.step > 0, what="attempt 2 training").step
@@ -252,3 +268,156 @@ def test_a_stalled_worker_loses_its_job_its_trainer_stops_and_a_cancel_ends_the_
     assert cluster.trainer_pid(job.id) is None
     assert cluster.check(job.id, "cancelled").attempt == 2
     assert stalled.poll() is None  # the woken worker dropped the job it had lost, and lives on
+
+
+def test_a_worker_stalled_inside_a_transaction_holds_up_neither_another_job_s_sweep_nor_a_cancel(cluster):
+    cluster.ensure_workers(3)  # two run the jobs, the third sweeps
+    stalled_job, lost_job = (cluster.submit(examples=20, epochs=50, batch_size=1) for _ in range(2))  # 1000 steps
+    for job in (stalled_job, lost_job):
+        cluster.wait(job.id, lambda j: j.status == "running" and j.step >= 6, what="running past a checkpoint")
+    stalled = cluster.holder(cluster.job(stalled_job.id))
+    orphan = cluster.trainer_pid(stalled_job.id)
+    stop_inside_a_transaction(cluster, stalled, stalled_job.id)
+    try:
+        lost = cluster.holder(cluster.job(lost_job.id))
+        lost.kill()
+        killed = time.monotonic()
+        asked = cluster.api.post(f"/v1/fine_tuning/jobs/{stalled_job.id}/cancel", headers=cluster.auth)
+        cancel_took = time.monotonic() - killed
+        assert asked.status_code == 200, asked.text
+        figure("cancel answered while the job's worker is stalled in a transaction", cancel_took)
+        # it waited for PostgreSQL to cut the stalled sessions off: the poll's, then the heartbeat's queued behind it
+        assert cancel_took < 2 * IDLE_IN_TRANSACTION_SECONDS + 3
+        cluster.wait(lost_job.id, lambda j: j.attempt == 2, what="the killed worker's job taken again")
+        took = time.monotonic() - killed
+        figure(f"job of a killed worker requeued beside a stalled one (LMTUNE_LEASE_SECONDS={LEASE_SECONDS})", took)
+        assert took < LEASE_SECONDS + 5
+
+        # the stalled worker's lease lapses: the sweep ends the cancelled job and closes its folder
+        cluster.wait(stalled_job.id, lambda j: j.status == "cancelled", what="cancelled by the sweep")
+        wait_while_progressing(lambda: alive(orphan), lambda up: not up, what="the orphan trainer stopped")
+        assert "no attempt owns" in cluster.run(stalled_job.id).root.joinpath("trainer.log").read_text()
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    assert_listed_is_on_disk(cluster, stalled_job.id)
+    assert cluster.check(stalled_job.id, "cancelled").attempt == 1
+    cluster.api.post(f"/v1/fine_tuning/jobs/{lost_job.id}/cancel", headers=cluster.auth)
+    cluster.wait(lost_job.id, lambda j: j.status == "cancelled", what="the other job cancelled")
+
+
+def stop_inside_a_transaction(cluster, worker, job_id: str) -> None:
+    """SIGSTOP `worker` at a moment when it holds a transaction open with its job's row locked (its
+    progress poll or heartbeat: `FOR UPDATE`): tried at many moments until one is caught."""
+    for attempt in range(3000):
+        worker.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)  # its last statement answered: the session waits on the stopped process
+        if row_locked(cluster, job_id):
+            return
+        worker.send_signal(signal.SIGCONT)
+        time.sleep(0.003 * (attempt % 50))  # another phase of its 0.5 s poll
+    raise AssertionError("never caught the worker inside a transaction")
+
+
+def row_locked(cluster, job_id: str) -> bool:
+    """Another session holds the job's row (only its worker ever locks it)."""
+    with cluster.deployment.db.engine.connect() as connection:
+        try:
+            connection.execute(text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE NOWAIT"), {"id": job_id})
+        except OperationalError:
+            return True
+        finally:
+            connection.rollback()
+    return False
+
+
+def assert_listed_is_on_disk(cluster, job_id: str) -> None:
+    """The checkpoints and metrics the API lists are those on disk, and nothing of a model is left."""
+    run = cluster.run(job_id)
+    listed = cluster.api.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints?limit=100", headers=cluster.auth).json()
+    on_disk = [step for step, _ in complete_checkpoints(run.checkpoints)]
+    assert sorted(c["step_number"] for c in listed["data"]) == on_disk
+    metrics = cluster.api.get(f"/v1/fine_tuning/jobs/{job_id}/metrics", headers=cluster.auth).json()["data"]
+    assert [row["step"] for row in metrics] == [row["step"] for row in MetricsLog(run.metrics).read()]
+    assert max((row["step"] for row in metrics), default=0) == cluster.job(job_id).step
+    assert not run.final.exists() and not run.result.exists()
+    assert not list(run.root.rglob(".partial-*"))
+
+
+def test_database_errors_while_an_attempt_sets_up_are_retried_without_failing_it(cluster):
+    cluster.ensure_workers(2)
+    file_id = cluster.deployment.upload(chat_examples(20, seed=11, spread=0.5), owner=cluster.owner)
+    bare = create_engine(cluster.postgres.url)  # without lmtune's lock timeout: holds the lock as long as asked
+    with bare.connect() as blocker:
+        # the set-up reads the job's files: their table is locked, so its reads time out (lock_timeout)
+        blocker.exec_driver_sql("BEGIN")
+        blocker.exec_driver_sql("LOCK TABLE files IN ACCESS EXCLUSIVE MODE")
+        job = create_job(cluster.deployment.db, owner=cluster.owner, spec=tiny_spec(file_id), queue=cpu_queue(cluster))
+        send_job(cluster.settings, job)
+        cluster.wait(job.id, lambda j: j.attempt == 1, what="claimed")
+        wait_while_progressing(
+            cluster.logs,
+            lambda logs: f"resolving the inputs of job {job.id}" in logs,
+            what="a set-up that had to retry",
+        )
+        blocker.exec_driver_sql("ROLLBACK")
+    bare.dispose()
+    cluster.wait(job.id, lambda j: j.status == "succeeded", what="succeeded")
+    done = cluster.check(job.id, "succeeded")
+    assert (done.attempt, done.failures) == (1, 0)
+    assert not any("SELECT" in event.message or "sqlalchemy" in event.message for event in cluster.events(job.id))
+
+
+def test_a_full_disk_fails_the_attempt_with_the_space_needed_cleans_up_and_backs_off(cluster, tmp_path):
+    cluster.ensure_workers(2)
+    file_id = cluster.deployment.upload(chat_examples(20, seed=11, spread=0.5), owner=cluster.owner)
+    with ExitStack() as disk:
+        with cluster.deployment.db.session() as session:  # the job's folder is on a small disk before anyone claims it
+            job = create_job(
+                cluster.deployment.db,
+                owner=cluster.owner,
+                spec=tiny_spec(file_id),
+                queue=cpu_queue(cluster),
+                session=session,
+            )
+            run = cluster.run(job.id)
+            disk.enter_context(small_disk(run.root, "384k"))  # the logs fit, a checkpoint does not
+        send_job(cluster.settings, job)
+        report = wait_while_progressing(
+            lambda: read_error_report(run, 1),
+            bool,
+            progress=lambda _: (cluster.job(job.id).step, cluster.working()),
+            what="attempt 1's error report",
+            diagnose=cluster.logs,
+        )
+        failed_at = time.monotonic()
+        assert report["code"] == "disk_full", report
+        assert re.match(
+            r"the disk is full: writing a checkpoint or the model needs at least [\d.]+ [KM]iB", report["message"]
+        )
+        assert not list(run.root.rglob(".partial-*"))  # the half-written checkpoint is gone
+        subprocess.run(["mount", "-o", "remount,size=64m", str(run.root)], check=True)  # space is freed
+        cluster.wait(job.id, lambda j: j.attempt == 2, what="attempt 2", interval=0.05)
+        waited = time.monotonic() - failed_at
+        figure("next attempt after a full disk (LMTUNE_DISK_FULL_BACKOFF_SECONDS=3)", waited)
+        assert waited >= 3 - 0.5
+        cluster.wait(job.id, lambda j: j.status == "succeeded", what="succeeded once there is room")
+        done = cluster.check(job.id, "succeeded")
+        assert (done.attempt, done.failures) == (2, 1)
+        failure = next(m for m in (e.message for e in cluster.events(job.id)) if m.startswith("Attempt 1 failed"))
+        assert report["message"] in failure and "the next attempt waited 3 s for space" in failure
+
+
+def cpu_queue(cluster) -> str:
+    return queue_name(0, cluster.settings.queue_prefix)
+
+
+def tiny_spec(file_id: str) -> dict:
+    """As `Cluster.submit` makes: 5 steps an epoch, a checkpoint every 5 steps, 2 epochs."""
+    return parse_spec(
+        {
+            "model": "lmtune-tiny",
+            "training_file": file_id,
+            "hyperparameters": {"n_epochs": 2, "batch_size": 4},
+            "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": []},
+        }
+    ).model_dump(mode="json")

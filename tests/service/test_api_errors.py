@@ -29,7 +29,7 @@ def test_a_missing_or_wrong_key_is_401(api, headers):
 
 def test_a_bad_jsonl_upload_is_refused_with_its_lines_and_nothing_is_stored(api):
     bad = GOOD_FILE.decode().splitlines()
-    bad[2] = '{"messages": [{"role": "user", "content": "hi"}]}'
+    bad[2] = '{"messages": [{"role": "system", "content": "hi"}]}'  # neither answered nor a prompt
     bad[6] = "{not json"
     body = error_of(api.upload(api.alice, "\n".join(bad).encode()), 400)
     assert "line 3: at least one message with the assistant role is required" in body["message"]

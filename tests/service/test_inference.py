@@ -7,11 +7,13 @@ import httpx
 import openai
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmtune.store.fine_tuned import add_fine_tuned_model
 from lmtune.store.keys import authenticate
-from service.inference_client import InferenceClient
+from service.inference_client import SECRET_HEADER, InferenceClient
+from tests.service.conftest import GOOD_FILE
 from workers.models.generation import prompt_ids
 from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
@@ -166,3 +168,45 @@ def test_without_a_model_server_the_answer_is_503_not_500(api):
     )
     assert response.status_code == 503 and response.json()["error"]["code"] == "model_server_unavailable"
     assert json.dumps(response.json()).count("Traceback") == 0
+
+
+def test_a_model_neither_here_nor_fetchable_is_refused_at_once_for_completions_and_jobs(served, tmp_path, monkeypatch):
+    catalogue = tmp_path / "models.yaml"
+    catalogue.write_text(
+        "models:\n  lmtune-tiny:\n    builtin: tiny\n  far-away:\n    source: lmtune-tests/not-in-any-cache\n"
+    )
+    monkeypatch.setenv("LMTUNE_MODELS_FILE", str(catalogue))  # the tests run with HF_HUB_OFFLINE=1
+    listed = {m["id"]: m["ready"] for m in served.client.get("/v1/models", headers=served.alice).json()["data"]}
+    assert listed == {"lmtune-tiny": True, "far-away": False}
+
+    answer = served.client.post(
+        "/v1/chat/completions", headers=served.alice, json={"model": "far-away", "messages": MESSAGES}
+    )
+    training = served.upload(served.alice, GOOD_FILE).json()["id"]
+    job = served.client.post(
+        "/v1/fine_tuning/jobs", headers=served.alice, json={"model": "far-away", "training_file": training}
+    )
+    for response in (answer, job):
+        error = response.json()["error"]
+        assert response.status_code == 503 and error["code"] == "model_not_available" and error["param"] == "model"
+        assert "not in the Hugging Face cache" in error["message"] and "HF_HUB_OFFLINE" in error["message"]
+        assert "hf download lmtune-tests/not-in-any-cache" in error["message"]
+    assert served.queue.sent == []  # no job stored to fail later
+
+
+def test_the_model_server_answers_only_requests_showing_its_secret(api, tiny_model):
+    secret = "s" * 32
+    models = TestClient(create_serving_app(ModelCache(device="cpu", max_models=1, max_bytes=1 << 30), secret=secret))
+    body = {"model": {"source": str(tiny_model)}, "prompt": "alpha", "max_tokens": 2}
+    for headers in ({}, {SECRET_HEADER: "s" * 31 + "t"}):
+        assert models.post("/generate", json=body, headers=headers).status_code == 401
+        assert models.get("/health", headers=headers).status_code == 401
+    answered = models.post("/generate", json=body, headers={SECRET_HEADER: secret})
+    assert answered.status_code == 200 and '"event": "finish"' in answered.text
+
+    # an API given another secret says so, and not as a server error of its own
+    api.client.app.state.inference = InferenceClient(
+        "http://models", "t" * 32, transport=httpx.ASGITransport(models.app)
+    )
+    response = api.client.post("/v1/completions", headers=api.alice, json={"model": "lmtune-tiny", "prompt": "a"})
+    assert response.status_code == 502 and "LMTUNE_INFERENCE_SECRET" in response.json()["error"]["message"]

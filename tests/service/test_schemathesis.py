@@ -22,7 +22,8 @@ EXAMPLES_PER_OPERATION = 12
 # requests whose fields are checked together, past what a schema can say, each refusal a 400 naming the
 # field and tested elsewhere: a file's lines, a job's fields, a prompt and max_tokens against the model's
 # context, a grader's formula against its graders' names, an eval's item_schema, a run's items against it,
-# a conversation's messages (a tool message answers a call of the turn before)
+# a conversation's messages (a tool message answers a call of the turn before), a webhook's URL (it must
+# resolve to a public address)
 CROSS_CHECKED = {
     "POST /v1/files",
     "POST /v1/fine_tuning/jobs",
@@ -34,6 +35,8 @@ CROSS_CHECKED = {
     "POST /v1/evals",
     "POST /v1/evals/{eval_id}/runs",
     "POST /v1/fine_tuning/jobs/{job_id}/evals",
+    "POST /v1/webhook_endpoints",
+    "POST /v1/webhook_endpoints/{endpoint_id}",
 }
 
 

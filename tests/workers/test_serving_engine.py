@@ -1,6 +1,9 @@
 """The model server's cache: LoRA adapters over one shared base, least recently used unloading, and
 answers equal to transformers' own generation."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -85,6 +88,29 @@ def test_memory_bounds_what_stays_loaded(tiny_model, tmp_path):
     ask(cache, {"source": str(tiny_model)})
     ask(cache, {"source": str(other)})
     assert cache.loaded == [str(other)]
+
+
+def test_answers_under_way_take_turns_and_each_stays_what_it_would_be_alone(tiny_model, tmp_path):
+    base = {"source": str(tiny_model)}
+    adapter = make_adapter(tiny_model, tmp_path / "a", 1)
+    tuned = {"source": adapter, "adapter": adapter, "base": base}
+    cache = ModelCache(device="cpu", max_models=3, max_bytes=1 << 30)
+    short, long = GenerationParams(max_tokens=20), GenerationParams(max_tokens=400)
+    alone = ask(cache, base, params=short)[0], ask(cache, tuned, params=long)[0]
+
+    # a long answer of the fine-tuned model is under way; a short one of the base is asked meanwhile
+    begun = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        long_answer = pool.submit(
+            cache.answer, tuned, PROMPT, long, lambda *_: None, lambda index, text: begun.set(), lambda: False
+        )
+        begun.wait()
+        short_answer = ask(cache, base, params=short)[0]
+        finished_first = not long_answer.done()  # the short one did not wait for the long one's end
+        interleaved = long_answer.result().choices[0].text
+    assert finished_first
+    # step by step in turn, the base alone and the adapter over it, each answer is what it is alone
+    assert (short_answer, interleaved) == alone
 
 
 @pytest.mark.slow

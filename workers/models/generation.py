@@ -10,7 +10,7 @@ each new token to cut the text at a stop sequence or the end of the turn.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -40,6 +40,7 @@ class Choice:
     text: str = ""
     finish_reason: str | None = None  # "stop" | "length"
     tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)  # generate_batch: the answer's ids, its stop id included
 
 
 def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
@@ -86,10 +87,12 @@ def generate(
     stop_ids: list[int] | None = None,
     on_text: Callable[[int, str], None] = lambda index, text: None,
     cancelled: Callable[[], bool] = lambda: False,
+    between_steps: Callable[[], None] = lambda: None,
 ) -> list[Choice]:
-    """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows."""
+    """`params.n` answers to one prompt; `on_text(index, piece)` is called as each answer grows, and
+    `between_steps()` after each token but the last (where the model server lets other answers step)."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
-    rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled)
+    rows = _Rows(tokenizer, params, set(stop_ids), on_text, cancelled, between_steps)
     config = _config(params, stop_ids, _pad_id(tokenizer, stop_ids))
     device = next(model.parameters()).device
     inputs = torch.tensor([ids] * params.n, device=device)
@@ -107,9 +110,9 @@ class _Rows(StoppingCriteria):
     sequence, and hands out the text that can no longer change (a stop sequence might still be
     forming at the end, or a character might be half decoded)."""
 
-    def __init__(self, tokenizer, params: GenerationParams, stop_ids: set[int], on_text, cancelled):
+    def __init__(self, tokenizer, params: GenerationParams, stop_ids: set[int], on_text, cancelled, between_steps):
         self.tokenizer, self.stop, self.stop_ids = tokenizer, [s for s in params.stop if s], stop_ids
-        self.on_text, self.cancelled = on_text, cancelled
+        self.on_text, self.cancelled, self.between_steps = on_text, cancelled, between_steps
         self.hold = max((len(s) for s in self.stop), default=1) - 1
         self.choices = [Choice(index) for index in range(params.n)]
         self.tokens: list[list[int]] = [[] for _ in range(params.n)]
@@ -122,6 +125,8 @@ class _Rows(StoppingCriteria):
         done = [choice.finish_reason is not None for choice in self.choices]
         if self.cancelled():
             done = [True] * len(done)
+        elif not all(done):
+            self.between_steps()
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     def _add(self, choice: Choice, token: int) -> None:
@@ -162,9 +167,10 @@ class _Rows(StoppingCriteria):
 def generate_batch(
     model, tokenizer, prompts: list[list[int]], params: GenerationParams, *, stop_ids: list[int] | None = None
 ) -> list[Choice]:
-    """One answer to each prompt, all generated together (left-padded, masked): what an eval run or a
-    batch of judge prompts needs. Greedy answers are those `generate` gives one prompt at a time (up to
-    the float rounding a padded batch may bring)."""
+    """One answer to each prompt, all generated together (left-padded, masked, with a KV cache): what
+    an eval run, a batch of judge prompts or reinforcement fine-tuning's groups of answers need.
+    Greedy answers are those `generate` gives one prompt at a time (up to the float rounding a padded
+    batch may bring)."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
     pad = _pad_id(tokenizer, stop_ids)
     width = max(len(prompt) for prompt in prompts)
@@ -180,9 +186,8 @@ def generate_batch(
         text = tokenizer.decode(kept, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
         reason = "stop" if ended is not None or cut >= 0 else "length"
-        choices.append(
-            Choice(index, text[:cut] if cut >= 0 else text, reason, len(kept) + (1 if ended is not None else 0))
-        )
+        answer_ids = row if ended is None else row[: ended + 1]
+        choices.append(Choice(index, text[:cut] if cut >= 0 else text, reason, len(answer_ids), answer_ids))
     return choices
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from workers.models.generation import (
 from workers.models.loading import load_tokenizer
 from workers.models.tool_format import ToolFormat
 from workers.serving.tool_answers import Reading, ToolRequest
+from workers.serving.turns import Turns
 
 
 class PromptTooLong(ValueError):
@@ -47,10 +50,35 @@ class _Base:
     bytes: int
     adapters: OrderedDict = field(default_factory=OrderedDict)
     adapter_bytes: dict = field(default_factory=dict)
-    lock: threading.Lock = field(
-        default_factory=threading.Lock
-    )  # one answer at a time: the active adapter is shared state
+    turns: Turns = field(default_factory=Turns)  # one step at a time: the active adapter is shared state
+    active: object = None  # the adapter folder active in the model (None: the base alone; UNKNOWN: after a change)
     users: int = 0
+
+
+UNKNOWN = object()
+
+
+@dataclass
+class Held:
+    """A model kept loaded for one request: its base, the adapter over it, how long loading took."""
+
+    base: _Base
+    adapter: str | None
+    model: dict
+    load_seconds: float
+
+
+def _activate(base: _Base, adapter: str | None) -> None:
+    """The adapter active for the next step, or the base alone under adapters loaded for others."""
+    if base.active == adapter or not base.adapters and base.active is None:
+        return
+    tuner = base.model.base_model
+    if adapter is None:
+        tuner.disable_adapter_layers()
+    else:
+        tuner.enable_adapter_layers()
+        base.model.set_adapter(base.adapters[adapter])
+    base.active = adapter
 
 
 @dataclass
@@ -78,9 +106,26 @@ class ModelCache:
                 for name in (base.source, *(f"{base.source}+{a}" for a in base.adapters))
             ]
 
-    def answer(
+    @contextmanager
+    def holding(self, model: dict) -> Iterator[Held]:
+        """The model loaded (what is missing is loaded now, timed) and kept loaded while held."""
+        started = time.monotonic()
+        base_ref, adapter = (model["base"], model["adapter"]) if model.get("adapter") else (model, None)
+        base = self._get(base_ref, adapter)
+        try:
+            yield Held(base, adapter, model, time.monotonic() - started)
+        finally:
+            with self._lock:
+                base.users -= 1
+
+    def answer(self, model: dict, prompt: str | list[dict], params: GenerationParams, *events, **options) -> Answer:
+        """Load what is missing, then answer (see `answer_held`)."""
+        with self.holding(model) as held:
+            return self.answer_held(held, prompt, params, *events, **options)
+
+    def answer_held(
         self,
-        model: dict,
+        held: Held,
         prompt: str | list[dict],
         params: GenerationParams,
         on_start,
@@ -89,77 +134,60 @@ class ModelCache:
         tools: ToolRequest | None = None,
         on_call=lambda index, call: None,
     ) -> Answer:
-        """Load what is missing (timed, and told to `on_start(load_seconds, prompt_tokens)`), then answer;
-        content goes to `on_text(index, text)` and tool calls to `on_call(index, call)`."""
-        started = time.monotonic()
-        base_ref, adapter = (model["base"], model["adapter"]) if model.get("adapter") else (model, None)
-        base = self._get(base_ref, adapter)
-        try:
-            with base.lock:
-                # the format a fine-tuned model was trained in is saved beside its weights
-                trained_in = lambda: ToolFormat.load(adapter or model["source"])  # noqa: E731
-                reading = Reading(base.tokenizer, prompt, params, tools, trained_in, on_text, on_call)
-                ids = reading.ids
-                limit = getattr(base.model.config, "max_position_embeddings", None)
-                if limit and len(ids) + params.max_tokens > limit:
-                    raise PromptTooLong(
-                        f"the prompt ({len(ids)} tokens) and max_tokens ({params.max_tokens}) exceed "
-                        f"the model's context of {limit} tokens"
-                    )
-                on_start(time.monotonic() - started, len(ids))
-                choices = self._generate(base, adapter, ids, reading.params, reading.on_text, cancelled)
-                reading.finish(choices)
-        finally:
-            with self._lock:
-                base.users -= 1
+        """Answer with a held model, told to `on_start(load_seconds, prompt_tokens)` once it begins;
+        content goes to `on_text(index, text)` and tool calls to `on_call(index, call)`. Answers
+        generated at once on one base take turns token by token."""
+        base, adapter = held.base, held.adapter
+        with base.turns.turn() as turn:
+            # the format a fine-tuned model was trained in is saved beside its weights
+            trained_in = lambda: ToolFormat.load(adapter or held.model["source"])  # noqa: E731
+            reading = Reading(base.tokenizer, prompt, params, tools, trained_in, on_text, on_call)
+            ids = reading.ids
+            limit = getattr(base.model.config, "max_position_embeddings", None)
+            if limit and len(ids) + params.max_tokens > limit:
+                raise PromptTooLong(
+                    f"the prompt ({len(ids)} tokens) and max_tokens ({params.max_tokens}) exceed "
+                    f"the model's context of {limit} tokens"
+                )
+            on_start(held.load_seconds, len(ids))
+
+            def between_steps() -> None:
+                if turn.pass_on():  # others had their step: the adapter may have changed
+                    _activate(base, adapter)
+
+            _activate(base, adapter)
+            choices = generate(
+                base.model,
+                base.tokenizer,
+                ids,
+                reading.params,
+                stop_ids=base.stop_ids,
+                on_text=reading.on_text,
+                cancelled=cancelled,
+                between_steps=between_steps,
+            )
+            reading.finish(choices)
         return Answer(choices, len(ids))
 
     def answer_batch(self, model: dict, prompts: list[str | list[dict]], params: GenerationParams) -> list[Answer]:
         """One answer to each prompt (params.n is 1), generated in batches together: an eval run's
         samples, a batch of judge prompts. A prompt too long for the model gets an empty answer with
         finish_reason `length`."""
-        base_ref, adapter = (model["base"], model["adapter"]) if model.get("adapter") else (model, None)
-        base = self._get(base_ref, adapter)
-        try:
-            with base.lock:
-                ids = [prompt_ids(base.tokenizer, prompt) for prompt in prompts]
-                limit = getattr(base.model.config, "max_position_embeddings", None) or 1 << 30
-                answers = [Answer([Choice(0, "", "length")], len(row)) for row in ids]
-                fits = [i for i, row in enumerate(ids) if len(row) + params.max_tokens <= limit]
-                for start in range(0, len(fits), self.batch_size):
-                    chunk = fits[start : start + self.batch_size]
-                    choices = self._in_adapter(
-                        base,
-                        adapter,
-                        lambda model, chunk=chunk: generate_batch(
-                            model, base.tokenizer, [ids[i] for i in chunk], params, stop_ids=base.stop_ids
-                        ),
-                    )
-                    for i, choice in zip(chunk, choices):
-                        answers[i] = Answer([choice], len(ids[i]))
-                return answers
-        finally:
-            with self._lock:
-                base.users -= 1
-
-    def _in_adapter(self, base: _Base, adapter: str | None, run):
-        """`run(model)` with the adapter active, or the base alone under adapters loaded for others."""
-        if adapter is not None:
-            base.model.set_adapter(base.adapters[adapter])
-            return run(base.model)
-        if base.adapters:
-            with base.model.disable_adapter():
-                return run(base.model)
-        return run(base.model)
-
-    def _generate(self, base: _Base, adapter: str | None, ids, params, on_text, cancelled) -> list[Choice]:
-        return self._in_adapter(
-            base,
-            adapter,
-            lambda model: generate(
-                model, base.tokenizer, ids, params, stop_ids=base.stop_ids, on_text=on_text, cancelled=cancelled
-            ),
-        )
+        with self.holding(model) as held, held.base.turns.turn():
+            base, adapter = held.base, held.adapter
+            _activate(base, adapter)
+            ids = [prompt_ids(base.tokenizer, prompt) for prompt in prompts]
+            limit = getattr(base.model.config, "max_position_embeddings", None) or 1 << 30
+            answers = [Answer([Choice(0, "", "length")], len(row)) for row in ids]
+            fits = [i for i, row in enumerate(ids) if len(row) + params.max_tokens <= limit]
+            for start in range(0, len(fits), self.batch_size):
+                chunk = fits[start : start + self.batch_size]
+                choices = generate_batch(
+                    base.model, base.tokenizer, [ids[i] for i in chunk], params, stop_ids=base.stop_ids
+                )
+                for i, choice in zip(chunk, choices):
+                    answers[i] = Answer([choice], len(ids[i]))
+            return answers
 
     def _get(self, base_ref: dict, adapter: str | None) -> _Base:
         """The base with the adapter loaded, marked in use and most recently used."""
@@ -179,7 +207,8 @@ class ModelCache:
                 base = self._load_base(source)
             if adapter is not None and adapter not in base.adapters:
                 self._make_room(_size_on_disk(adapter))
-                self._load_adapter(base, adapter)
+                with base.turns.turn():  # answers on this base may be under way: wrapping it waits for a turn
+                    self._load_adapter(base, adapter)
             with self._lock:
                 self._bases[source] = base
                 self._touch(base, adapter)
@@ -210,6 +239,7 @@ class ModelCache:
             base.model = PeftModel.from_pretrained(base.model, adapter, adapter_name=name).eval()
         base.adapters[adapter] = name
         base.adapter_bytes[adapter] = _size_on_disk(adapter)
+        base.active = UNKNOWN
 
     def _make_room(self, incoming: int) -> None:
         """Unload least recently used models that are not answering until one more of `incoming` bytes fits."""
@@ -223,6 +253,7 @@ class ModelCache:
                     adapter, name = victim.adapters.popitem(last=False)
                     victim.model.delete_adapter(name)
                     victim.adapter_bytes.pop(adapter)
+                    victim.active = UNKNOWN
                 else:
                     del self._bases[victim.source]
         if self.device == "cuda":

@@ -1,24 +1,29 @@
 """The trainer's entry point: `python -m workers.training SPEC --output DIR` (what a worker starts)
 and `lmtune train` run this. It applies the failure contract: a run that fails for a reason the user
-can act on writes `error.json` ({code, message, param}) for the worker and exits 1; a paused run
-exits EXIT_PAUSED, a superseded one EXIT_SUPERSEDED having written nothing more; a bug writes
-`internal_error` and its traceback goes to the log.
+can act on writes `error.json` ({attempt, code, message, param}, fenced: lmtune.fence) for the
+worker and exits 1; a paused run exits EXIT_PAUSED, a superseded one EXIT_SUPERSEDED having written
+nothing more; a full disk removes the attempt's partial files and writes `disk_full` with the space
+needed (EXIT_DISK_FULL when not even the report fits); a bug writes `internal_error` and its
+traceback goes to the log.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import gc
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from lmtune.fence import RunFence, Superseded
-from lmtune.layout import RunLayout
+from lmtune.disk import DISK_FULL, disk_full_message, is_disk_full
+from lmtune.fence import RunFence, Superseded, write_error_report
+from lmtune.layout import RunLayout, latest_checkpoint
 from lmtune.problems import replace_paths
 from lmtune.spec import SpecError, load_spec
 from workers.models.errors import ReportedError
-from workers.training.errors import EXIT_PAUSED, EXIT_SUPERSEDED, TrainingPaused
+from workers.training import checkpoints as ckpt
+from workers.training.errors import EXIT_DISK_FULL, EXIT_PAUSED, EXIT_SUPERSEDED, TrainingPaused
 from workers.training.launcher import launch
 
 OUT_OF_MEMORY = (
@@ -61,6 +66,10 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
         _say(f"Error: {error}")
         return 1
     except Exception as error:
+        if is_disk_full(error):
+            message = _clean_after_full_disk(RunLayout(Path(output_dir)), spec, error)
+            _say(f"Error: {message}")
+            return 1 if record_failure(output_dir, DISK_FULL, message) else EXIT_DISK_FULL
         if type(error).__name__ != "OutOfMemoryError":
             paths = {
                 spec.model: model_name or spec.model,
@@ -79,17 +88,61 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
     return 0
 
 
-def record_failure(output_dir: str, code: str, message: str, param: str | None = None) -> None:
-    """For the worker, which reports the failure to the user with this code (and the field to change)."""
+def record_failure(output_dir: str, code: str, message: str, param: str | None = None) -> bool:
+    """For the worker, which reports the failure to the user with this code (and the field to change).
+    False if the report could not be written (the disk is full)."""
     if not is_main_process():
-        return
+        return True
     layout = RunLayout(Path(output_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
     try:
-        RunFence.from_env(layout).check()
-    except Superseded:  # the folder is a newer attempt's: its report is not ours to write
-        return
-    layout.error.parent.mkdir(parents=True, exist_ok=True)
-    layout.error.write_text(json.dumps({"code": code, "message": message, "param": param}))
+        write_error_report(RunFence.from_env(layout), code, message, param)
+    except Superseded:  # the folder is a newer attempt's (or its job ended): the report is not ours to write
+        return True
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        return False
+    return True
+
+
+def _clean_after_full_disk(layout: RunLayout, spec, error: BaseException) -> str:
+    """Remove the half-written checkpoint or final model (never read, but it holds the space) and
+    say how much a checkpoint needs: as much as the newest complete one, or for the first one at
+    least what was written of it and the estimate of `_first_checkpoint_bytes`."""
+    _release_files(error)
+    partials = [*layout.checkpoints.glob(".partial-*"), *layout.root.glob(".partial-*")]
+    newest = latest_checkpoint(layout.checkpoints)
+    written = max((_bytes(partial) for partial in partials), default=0)
+    needed = _bytes(newest[1]) if newest else max(written, _first_checkpoint_bytes(spec))
+    if is_main_process():
+        ckpt.remove_partials(layout.checkpoints)
+        ckpt.remove_partials(layout.root)
+    return disk_full_message("writing a checkpoint or the model", needed, layout.root)
+
+
+def _release_files(error: BaseException | None) -> None:
+    """Close the files the failed writer left open (its frames hold them): only then does removing
+    them free their space."""
+    while error is not None:
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    gc.collect()
+
+
+def _first_checkpoint_bytes(spec) -> int:
+    """A full fine-tune's checkpoint holds the weights twice (the model, and Accelerate's state) and
+    Adam's two moments: about four times the weights. A LoRA checkpoint is small: no estimate."""
+    folder = Path(spec.model)
+    if spec.training.lora or not folder.is_dir():
+        return 0
+    return 4 * sum(_bytes(path) for pattern in ("*.safetensors", "*.bin") for path in folder.glob(pattern))
+
+
+def _bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(child.stat().st_size for child in path.rglob("*") if child.is_file())
 
 
 def is_main_process() -> bool:

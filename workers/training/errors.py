@@ -11,6 +11,9 @@ EXIT_PAUSED = 75
 # Exit status of a trainer that found its run folder claimed by a newer attempt (lmtune.fence):
 # it stopped without writing anything more.
 EXIT_SUPERSEDED = 76
+# Exit status of a trainer that found the disk full and could not even write its error report
+# (sysexits' EX_IOERR): the worker reports disk_full itself.
+EXIT_DISK_FULL = 74
 
 
 class InvalidDataError(ReportedError):

@@ -227,7 +227,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         context=run_context,
         train_data=train_data,
         valid_data=valid_data,
-        eval_sample=_fixed_sample(valid_data, settings.eval_sample_size, spec.seed) if valid_data else None,
+        eval_sample=_fixed_sample(valid_data, objective.eval_sample_size, spec.seed) if valid_data else None,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -293,11 +293,12 @@ def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
 
 
 def _evaluate_if_due(run: _Run, row: dict, last_step: bool, ends_epoch: bool) -> None:
-    """The fixed validation sample every eval_every_steps, the whole validation set at epoch ends."""
-    settings = run.spec.training
-    if run.eval_sample is not None and (row["step"] % settings.eval_every_steps == 0 or last_step):
+    """The fixed validation sample every eval_every_steps, the whole validation set at epoch ends
+    (as the objective says)."""
+    objective = run.objective
+    if run.eval_sample is not None and (row["step"] % objective.eval_every_steps == 0 or last_step):
         row.update(_prefixed("valid_", _evaluate(run, run.eval_sample)))
-    if run.valid_data is not None and ends_epoch:
+    if run.valid_data is not None and ends_epoch and objective.evaluates_whole_file:
         row.update(_prefixed("full_valid_", _evaluate(run, list(range(len(run.valid_data))))))
 
 
@@ -321,6 +322,7 @@ def _precision(setting: str) -> str:
 
 
 def _prepare_output(layout: RunLayout, spec: JobSpec, hp: ResolvedHyperparameters, train_data, valid_data, world: int):
+    RunFence.from_env(layout).check()  # loading the model took a while: the folder may be another's by now
     layout.checkpoints.mkdir(parents=True, exist_ok=True)
     ckpt.remove_partials(layout.checkpoints)  # left by a crash mid-write; never read
     layout.error.unlink(missing_ok=True)  # from an earlier attempt
@@ -441,10 +443,11 @@ def _export_final(run: _Run) -> TrainingResult:
         run.fence.check()
         ckpt.publish(partial, layout.final)
         plot_loss(run.history, layout.loss_plot)
-        layout.result.write_text(
+        run.fence.write_text(
+            layout.result,
             json.dumps(
                 {"steps": result.steps, "trained_tokens": result.trained_tokens, "last_metrics": result.last_metrics}
-            )
+            ),
         )
     accelerator.wait_for_everyone()
     return result

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from lmtune.fence import check_writer_of
+
 matplotlib.use("Agg")  # no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -32,6 +34,7 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     partial = path.with_suffix(".tmp.png")
     figure.savefig(partial)
     plt.close(figure)
+    check_writer_of(path)
     partial.replace(path)
 
 

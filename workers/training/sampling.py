@@ -3,7 +3,7 @@ greedily, and the set is appended to samples.jsonl with its step and the time ge
 
 The prompts are `training.sample_prompts`, or the first few of the validation file (else the
 training file): a chat row's messages before its last assistant turn (with its tools, if it has
-any), or a row's `prompt`.
+any), a reinforcement row's whole conversation, or a row's `prompt`.
 
 Their work is bounded, whatever the settings: they are counted in tokens when the trainer starts
 (each prompt with its answer within the model's context, a whole set within MAX_SAMPLE_SET_TOKENS;
@@ -49,10 +49,16 @@ def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[Prom
                 prompts.append(row["prompt"])
             elif "messages" in row:
                 chat = check_conversation(
-                    row["messages"], row.get("tools"), row.get("functions"), row.get("parallel_tool_calls")
+                    row["messages"],
+                    row.get("tools"),
+                    row.get("functions"),
+                    row.get("parallel_tool_calls"),
+                    training=False,
                 )
                 messages = chat.messages
                 last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=0)
+                if messages[-1]["role"] == "user":  # a reinforcement row: the whole conversation is the prompt
+                    last = len(messages)
                 if last > 0 and chat.uses_tools:  # the tools are offered as in training
                     prompts.append(Conversation(messages[:last], chat.tools, chat.parallel_tool_calls))
                 elif last > 0:

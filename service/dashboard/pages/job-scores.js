@@ -4,11 +4,11 @@
 
 import { api } from "../api.js";
 import { StepChart } from "../chart.js";
-import { announce, errorBox, h, number, table } from "../ui.js";
+import { announce, errorBox, h, number, RUN_ENDED, table } from "../ui.js";
+import { CompletionsSource } from "./eval-source.js";
 
 const POLL_MS = 3000;
 const COLORS = ["#1f5fbf", "#c2410c", "#15803d", "#6d28d9", "#b91c1c", "#0e7490"];
-const ENDED = ["completed", "failed", "canceled"];
 
 export function scoresSection(base, signal) {
   const chartHolder = h("div", { class: "charts" });
@@ -36,9 +36,9 @@ export function scoresSection(base, signal) {
       runs.replaceChildren(table("Eval runs on this job's checkpoints", ["Step", "Model", "Status", "Passed", "Scores"],
         found.map((run) => h("tr", {}, h("td", {}, String(run.step ?? "—")), h("td", {}, h("code", {}, run.model)),
           h("td", {}, run.status), h("td", {}, `${run.result_counts.passed}/${run.result_counts.total}`),
-          h("td", {}, run.per_testing_criteria_scores.map((c) => `${c.testing_criteria} ${number(c.mean_score)}`).join(", ")))),
+          h("td", {}, meanScores(run)))),
         "No eval has run on this job yet."));
-      if (found.some((run) => !ENDED.includes(run.status))) timer = setTimeout(refresh, POLL_MS);
+      if (found.some((run) => !RUN_ENDED.includes(run.status))) timer = setTimeout(refresh, POLL_MS);
     } catch (error) {
       if (!signal.aborted) problem.replaceChildren(errorBox(error));
     }
@@ -52,8 +52,13 @@ export function scoresSection(base, signal) {
   return section;
 }
 
-// One row per step: each criterion's mean score there, keyed "<eval id> <criterion>".
-function scoreRows(runs) {
+// "criterion score, ..." of a run: each testing criterion's mean score over the items graded.
+export function meanScores(run) {
+  return run.per_testing_criteria_scores.map((c) => `${c.testing_criteria} ${number(c.mean_score)}`).join(", ") || "—";
+}
+
+// One row per step: each criterion's mean score there, keyed "<eval id> <criterion>" (completed runs).
+export function scoreRows(runs) {
   const steps = new Map();
   for (const run of runs) {
     if (run.step === null || run.status !== "completed") continue;
@@ -66,35 +71,22 @@ function scoreRows(runs) {
 
 function runForm(base, problem, done) {
   const evalChoice = h("select", { id: "score-eval", name: "eval", required: true });
-  const fileChoice = h("select", { id: "score-file", name: "file", required: true });
-  const prompt = h("input", { id: "score-prompt", name: "prompt", value: "{{item.input}}", required: true });
-  const tokens = h("input", { id: "score-tokens", name: "tokens", type: "number", min: 1, max: 4096, value: 64 });
+  const source = new CompletionsSource("score");
   const button = h("button", { type: "submit" }, "Evaluate every checkpoint");
   const form = h("form", { class: "card", "aria-label": "Run an eval on every checkpoint" },
     h("div", { class: "field" }, h("label", { for: "score-eval" }, "Eval"), evalChoice),
-    h("div", { class: "field" }, h("label", { for: "score-file" }, "Items (a file uploaded with purpose evals)"), fileChoice),
-    h("div", { class: "field" }, h("label", { for: "score-prompt" }, "Prompt, with {{item.*}}"), prompt),
-    h("div", { class: "field" }, h("label", { for: "score-tokens" }, "Max tokens"), tokens),
+    source.fields,
     button);
-  Promise.all([api.get("v1/evals?limit=100"), api.get("v1/files?purpose=evals")]).then(([evals, files]) => {
+  Promise.all([api.get("v1/evals?limit=100"), source.load()]).then(([evals]) => {
     evalChoice.replaceChildren(...evals.data.map((e) => h("option", { value: e.id }, `${e.name} (${e.id})`)));
-    fileChoice.replaceChildren(...files.data.map((f) => h("option", { value: f.id }, `${f.filename} (${f.examples} items)`)));
-    button.disabled = !evals.data.length || !files.data.length;
+    button.disabled = !evals.data.length;
   }).catch((error) => problem.replaceChildren(errorBox(error)));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     problem.replaceChildren();
     button.disabled = true;
     try {
-      const created = await api.post(`${base}/evals`, {
-        eval_id: evalChoice.value,
-        data_source: {
-          type: "completions",
-          source: { type: "file_id", id: fileChoice.value },
-          input_messages: { type: "template", template: [{ role: "user", content: prompt.value }] },
-          sampling_params: { max_completion_tokens: Number(tokens.value), temperature: 0 },
-        },
-      });
+      const created = await api.post(`${base}/evals`, { eval_id: evalChoice.value, data_source: source.dataSource() });
       announce(`${created.data.length} eval runs queued, one per checkpoint and the final model.`);
       done();
     } catch (error) {

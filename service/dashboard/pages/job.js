@@ -93,7 +93,9 @@ class JobView {
     this.failure.replaceChildren(job.error ? h("p", { class: "error", role: "alert" }, `Failed (${job.error.code}): ${job.error.message}`) : "");
     this.facts.replaceChildren(definitions({
       Model: job.model,
-      "Fine-tuned model": job.fine_tuned_model ? h("code", {}, job.fine_tuned_model) : null,
+      "Fine-tuned model": job.fine_tuned_model
+        ? h("span", {}, h("code", {}, job.fine_tuned_model), " ", h("a", { href: playground(job.fine_tuned_model, job.model) }, "Compare with its base"))
+        : null,
       Progress: progressBar(job),
       Finishes: eta(job),
       "Queue position": job.queue_position ?? "—",
@@ -223,7 +225,8 @@ class JobView {
     const m = checkpoint.metrics;
     const files = fileList(`${path}/files`, `checkpoint at step ${checkpoint.step_number}`);
     const row = h("tr", { class: "checkpoint", "data-step": checkpoint.step_number },
-      h("td", {}, String(checkpoint.step_number)),
+      h("td", {}, String(checkpoint.step_number), " ",
+        h("a", { href: playground(checkpoint.fine_tuned_model_checkpoint, this.job.model), "aria-label": `Try the checkpoint at step ${checkpoint.step_number} in the playground` }, "Try")),
       h("td", {}, time(checkpoint.created_at)),
       h("td", {}, number(m.train_loss)),
       h("td", {}, number(m.full_valid_loss ?? m.valid_loss)), // the whole validation set when measured there
@@ -319,6 +322,11 @@ function ggufButtons(base, step, what) {
     return button;
   });
   return h("span", { class: "download" }, ...buttons, state, files);
+}
+
+// The playground with `model` beside `other`.
+function playground(model, other) {
+  return `#/playground?${new URLSearchParams({ a: model, b: other })}`;
 }
 
 function summary(job) {

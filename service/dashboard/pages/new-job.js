@@ -32,7 +32,7 @@ export async function renderNewJob(main, _params, signal) {
     fileChooser("training", "Training data", files.data, true),
     fileChooser("validation", "Validation data (optional)", files.data, false),
     field("model", "Model", "model", "a catalogue model or one of your fine-tuned models",
-      h("select", { id: "model", name: "model" }, models.data.map((model) => h("option", { value: model.id }, model.id)))),
+      h("select", { id: "model", name: "model" }, models.data.map((model) => h("option", { value: model.id }, model.ready ? model.id : `${model.id} (not on this machine yet)`)))),
     h("div", { class: "grid" }, NUMBER_FIELDS.map(numberField),
       field("suffix", "Suffix", "suffix", "up to 64 characters, in the fine-tuned model's name", h("input", { id: "suffix", name: "suffix", maxlength: 64 })),
       h("div", { class: "field checkbox" }, h("input", { id: "packing", name: "packing", type: "checkbox" }),

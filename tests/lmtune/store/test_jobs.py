@@ -95,7 +95,7 @@ def test_attempts_are_capped_and_the_job_fails_with_the_reason(db):
     job = new_job(db)
     claim_job(db, job.id, "worker-1", lease_seconds=60, max_attempts=1)
     db.clock = lambda: time.time() + 61
-    assert requeue_lost_jobs(db, max_attempts=1) == []
+    assert [j.status for j in requeue_lost_jobs(db, max_attempts=1)] == ["failed"]
     failed = get_job(db, job.id)
     assert (failed.status, failed.error_code) == ("failed", "worker_lost")
     assert failed.finished_at is not None

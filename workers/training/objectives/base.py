@@ -79,6 +79,12 @@ class Objective(ABC):
 
     def __init__(self, spec: JobSpec, tokenizer):
         self.spec, self.tokenizer = spec, tokenizer
+        # when the loop evaluates: every `eval_every_steps` on a fixed sample of `eval_sample_size`
+        # validation examples (valid_*), and the whole file at each epoch's end (full_valid_*) when
+        # `evaluates_whole_file`
+        self.eval_every_steps = spec.training.eval_every_steps
+        self.eval_sample_size = spec.training.eval_sample_size
+        self.evaluates_whole_file = True
 
     @abstractmethod
     def load_data(self, field: str, path: str, min_examples: int) -> Examples:

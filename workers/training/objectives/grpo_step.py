@@ -1,0 +1,145 @@
+"""One GRPO step's work on one process, apart from the loop that runs it: the rows' prompts
+answered `group_size` times by the current policy and graded (grpo_rollouts.py), the advantages of
+each group, the answers laid out as padded tensors and cut into micro-batches, each micro-batch's
+loss (grpo_loss.py) against the log-probabilities of the policy that sampled them and, with a KL
+term, of the starting model; and the periodic evaluation, greedy answers to validation rows graded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lmtune.graders import Tools
+from lmtune.reinforcement import GrpoSettings, ResolvedReinforcement
+from workers.models.generation import GenerationParams, end_of_turn_ids, prompt_ids
+from workers.training.errors import InvalidDataError
+from workers.training.objectives.grpo_loss import LossSettings, PolicyLoss, answer_logps, group_advantages, policy_loss
+from workers.training.objectives.grpo_rollouts import Rollouts, SamplingRng, grade_rollouts, sample_groups
+
+
+@dataclass
+class MicroBatch:
+    prompt_ids: torch.Tensor  # left-padded
+    prompt_mask: torch.Tensor
+    answer_ids: torch.Tensor  # right-padded
+    answer_mask: torch.Tensor
+    advantages: torch.Tensor
+    ref_logps: torch.Tensor | None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.prompt_mask.sum() + self.answer_mask.sum())
+
+
+@dataclass
+class StepData:
+    rollouts: Rollouts
+    advantages: torch.Tensor
+    micro_batches: list[MicroBatch]
+
+
+class GrpoStep:
+    """`rollout(model, rows, n)` then, per micro-batch, `loss(model, micro)`."""
+
+    def __init__(
+        self,
+        settings: GrpoSettings,
+        resolved: ResolvedReinforcement,
+        grader,
+        tools: Tools,
+        tokenizer,
+        device: torch.device,
+        seed: int,
+        reference_model=None,
+    ):
+        self.settings, self.resolved, self.grader, self.tools = settings, resolved, grader, tools
+        self.tokenizer, self.device, self.reference_model = tokenizer, device, reference_model
+        self.stop_ids = end_of_turn_ids(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.rng = SamplingRng(seed, device)
+        self.params = GenerationParams(
+            max_tokens=resolved.max_completion_tokens, temperature=settings.temperature, top_p=settings.top_p
+        )
+        self.loss_settings = LossSettings(
+            epsilon=settings.epsilon,
+            epsilon_high=settings.epsilon_high,
+            beta=settings.beta,
+            loss_type=settings.loss_type,
+            max_completion_tokens=resolved.max_completion_tokens,
+        )
+
+    def rollout(self, model, slices: Sequence[Sequence[dict]]) -> StepData:
+        """The answers to every row of the step's `slices` (one per micro-batch), sampled and graded
+        together; a micro-batch per slice. An empty slice (a short last batch) gets one answer that
+        weighs nothing, so that this process still runs the forward its peers synchronise with."""
+        group, rows = self.resolved.group_size, [row for part in slices for row in part]
+        rollouts = sample_groups(model, self.tokenizer, self.prompts(rows), group, self.params, self.rng)
+        grade_rollouts(rollouts, rows, group, self.grader, self.tools)
+        advantages = group_advantages(rollouts.rewards, group, self.settings.scale_rewards)
+        batches, start = [], 0
+        for part in slices:
+            answers = range(start * group, (start + len(part)) * group)
+            batches.append(self._micro_batch(rollouts, advantages, answers) if part else self._empty_batch())
+            start += len(part)
+        return StepData(rollouts, advantages, batches)
+
+    def loss(self, model, micro: MicroBatch) -> PolicyLoss:
+        """The micro-batch's loss summed over its units (grpo_loss.PolicyLoss)."""
+        logps = answer_logps(model, micro.prompt_ids, micro.prompt_mask, micro.answer_ids, self.settings.temperature)
+        return policy_loss(logps, micro.answer_mask, micro.advantages, self.loss_settings, ref_logps=micro.ref_logps)
+
+    @torch.no_grad()
+    def evaluate(self, model, rows: Sequence[dict]) -> Rollouts:
+        """Greedy answers to `rows`, graded: the mean reward a user would see from the model now."""
+        greedy = GenerationParams(max_tokens=self.resolved.max_completion_tokens, temperature=0.0)
+        rollouts = sample_groups(model, self.tokenizer, self.prompts(rows), 1, greedy, self.rng)
+        grade_rollouts(rollouts, rows, 1, self.grader, self.tools)
+        return rollouts
+
+    def prompts(self, rows: Sequence[dict]) -> list[list[int]]:
+        return [prompt_ids(self.tokenizer, row["messages"]) for row in rows]
+
+    def _empty_batch(self) -> MicroBatch:
+        ids = torch.tensor([[self.pad_id]], device=self.device)
+        nothing = torch.zeros(1, 1, device=self.device)
+        reference = nothing if self.reference_model is not None else None
+        return MicroBatch(ids, torch.ones_like(ids), ids, torch.zeros_like(ids), nothing[0], reference)
+
+    def _micro_batch(self, rollouts: Rollouts, advantages: torch.Tensor, rows: range) -> MicroBatch:
+        prompts = [rollouts.prompt_ids[i] for i in rows]
+        answers = [rollouts.answer_ids[i] for i in rows]
+        width, length = max(map(len, prompts)), max(max(map(len, answers)), 1)
+        tensor = lambda values: torch.tensor(values, device=self.device)  # noqa: E731
+        micro = MicroBatch(
+            prompt_ids=tensor([[self.pad_id] * (width - len(p)) + p for p in prompts]),
+            prompt_mask=tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts]),
+            answer_ids=tensor([a + [self.pad_id] * (length - len(a)) for a in answers]),
+            answer_mask=tensor([[1] * len(a) + [0] * (length - len(a)) for a in answers]),
+            advantages=advantages[list(rows)].to(self.device),
+            ref_logps=None,
+        )
+        if self.reference_model is not None:
+            with torch.no_grad():
+                micro.ref_logps = answer_logps(
+                    self.reference_model,
+                    micro.prompt_ids,
+                    micro.prompt_mask,
+                    micro.answer_ids,
+                    self.settings.temperature,
+                )
+        return micro
+
+
+def check_prompt_lengths(tokenizer, rows: Sequence[dict], field: str, max_seq_length: int, answer_tokens: int) -> None:
+    """Every prompt with its longest answer fits max_seq_length; else the job fails at start."""
+    for index, row in enumerate(rows):
+        length = len(prompt_ids(tokenizer, row["messages"]))
+        if length + answer_tokens > max_seq_length:
+            raise InvalidDataError(
+                f"{field}: row {index + 1}'s prompt has {length} tokens; with answers of up to {answer_tokens} "
+                f"tokens it passes training.max_seq_length={max_seq_length}. Raise max_seq_length or shorten the prompt",
+                param=field,
+            )
