@@ -126,6 +126,13 @@ class LmtuneClient:
     def checkpoints(self, job_id: str) -> list[dict]:
         return list(self.pages(f"/fine_tuning/jobs/{job_id}/checkpoints"))
 
+    def export(self, job_id: str, body: dict) -> dict:
+        """The export of a job's model as `body` asks (the same one again when it exists)."""
+        return self.json("POST", f"/fine_tuning/jobs/{job_id}/exports", json=body)
+
+    def get_export(self, job_id: str, export_id: str) -> dict:
+        return self.json("GET", f"/fine_tuning/jobs/{job_id}/exports/{export_id}")
+
     # -- models
 
     def list_models(self) -> list[dict]:

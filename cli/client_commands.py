@@ -29,6 +29,7 @@ from lmtune.settings import SettingsError, load_settings
 EXIT_FAILED, EXIT_CANCELLED = 1, 3
 JOB_REFRESH_SECONDS = 2.0  # how often the live view asks for the job's ETA between events
 STREAM_RETRIES = 5
+EXPORT_POLL_SECONDS = 1.0
 
 
 def console() -> Console:
@@ -350,14 +351,35 @@ def jobs_checkpoints(ctx: Context, job_id: str) -> None:
 @click.argument("job_id")
 @click.option("--checkpoint", "checkpoint_id", help="A checkpoint id (`lmtune jobs checkpoints JOB_ID`).")
 @click.option("--step", type=click.IntRange(1), help="The checkpoint written at this step.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hf", "gguf"]),
+    default="hf",
+    show_default=True,
+    help="hf: the model as trained (Hugging Face safetensors; for LoRA also adapter/); gguf: one GGUF file "
+    "for llama.cpp and Ollama (LoRA merged) with an Ollama Modelfile, exported by a worker first.",
+)
+@click.option(
+    "--quantization", type=click.Choice(["f16", "q8_0"]), default="q8_0", show_default=True, help="For --format gguf."
+)
 @click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
-def jobs_download(ctx: Context, job_id: str, checkpoint_id: str | None, step: int | None, output: Path) -> None:
+def jobs_download(
+    ctx: Context, job_id: str, checkpoint_id: str | None, step: int | None, fmt: str, quantization: str, output: Path
+) -> None:
     """Download the final model (or a checkpoint) file by file. Interrupted, the same command
-    continues where it stopped; every file is checked against its sha256."""
+    continues where it stopped; every file is checked against its sha256. With --format gguf the
+    server exports it first (once: a later download reuses the export)."""
     if checkpoint_id and step:
         raise click.UsageError("give --checkpoint or --step, not both")
-    if step:
-        checkpoint_id = _checkpoint_at(ctx, job_id, step)
+    if fmt == "gguf":
+        if checkpoint_id:
+            raise click.UsageError("--format gguf takes --step, not --checkpoint")
+        folder = _finished_export(ctx, job_id, {"format": fmt, "quantization": quantization, "step": step})
+    else:
+        if step:
+            checkpoint_id = _checkpoint_at(ctx, job_id, step)
+        folder = folder_path(job_id, checkpoint_id)
     columns = (
         *Progress.get_default_columns()[:1],
         BarColumn(),
@@ -365,7 +387,7 @@ def jobs_download(ctx: Context, job_id: str, checkpoint_id: str | None, step: in
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    entries = list_folder(ctx.client, folder_path(job_id, checkpoint_id))  # nothing to fetch: an error, no bar
+    entries = list_folder(ctx.client, folder)  # nothing to fetch: an error, no bar
     with Progress(*columns, console=Console(stderr=True), disable=ctx.as_json) as bar:
         task = bar.add_task(str(output), total=None)
         results = download_files(
@@ -385,6 +407,22 @@ def jobs_download(ctx: Context, job_id: str, checkpoint_id: str | None, step: in
     for r in resumed:
         click.echo(f"resumed {r.path} from byte {r.resumed_from:,}", err=True)
     click.echo(f"{len(results)} files ({sum(r.bytes for r in results):,} bytes) verified in {output}")
+
+
+def _finished_export(ctx: Context, job_id: str, body: dict) -> str:
+    """The files URL of the export `body` asks for, once a worker has written it (a bar meanwhile)."""
+    export = ctx.client.export(job_id, body)
+    with Progress(console=Console(stderr=True), disable=ctx.as_json) as bar:
+        task = bar.add_task(f"exporting {body['format']} {body['quantization']}", total=1.0)
+        while export["status"] in ("queued", "running"):
+            bar.update(task, completed=export["progress"] or 0.0)
+            time.sleep(EXPORT_POLL_SECONDS)
+            export = ctx.client.get_export(job_id, export["id"])
+        bar.update(task, completed=1.0)
+    if export["status"] != "succeeded":
+        error = export.get("error") or {}
+        raise ApiError(f"export {export['id']} failed: {error.get('code')}: {error.get('message')}")
+    return export["files_url"]
 
 
 def _checkpoint_at(ctx: Context, job_id: str, step: int) -> str:

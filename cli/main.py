@@ -112,7 +112,12 @@ def make_sample_data_command(path: str, kind: str, examples: int, seed: int, spr
 
 @main.command()
 @click.option("--gpus", type=click.IntRange(0), default=None, help="GPUs this worker has; default: all it sees.")
-@click.option("--queue", "queues", multiple=True, help="Queue to take jobs from; default: the one for its GPU count.")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="Queue to take work from; default: the one for its GPU count, evals and exports.",
+)
 def worker(gpus: int | None, queues: tuple[str, ...]) -> None:
     """Run a worker that takes jobs from the broker and trains them, one at a time."""
     from workers.celery_worker import run_worker

@@ -17,6 +17,7 @@ from celery import Celery
 from lmtune.settings import Settings
 from lmtune.store.database import Database
 from lmtune.store.evals import queued_counts as queued_run_counts
+from lmtune.store.exports import queued_counts as queued_export_counts
 from lmtune.store.jobs import queue_name, queued_counts
 from lmtune.store.models import Job
 
@@ -98,10 +99,10 @@ def waiting_messages(settings: Settings, queue: str) -> int:
 
 
 def ring_for_queued_jobs(settings: Settings, db: Database) -> dict[str, int]:
-    """One waiting message per queued job and eval run: rings for each queued job that has none (after a broker
+    """One waiting message per queued job, eval run and export: rings for each queued job that has none (after a broker
     restart lost them, or a send failed); the number rung per queue."""
     rung = {}
-    for queue, queued in {**queued_counts(db), **queued_run_counts(db)}.items():
+    for queue, queued in {**queued_counts(db), **queued_run_counts(db), **queued_export_counts(db)}.items():
         missing = queued - waiting_messages(settings, queue)
         if missing > 0:
             ring(settings, queue, missing)

@@ -93,6 +93,10 @@ class RunLayout:
         return self.root / "final"
 
     @property
+    def exports(self) -> Path:
+        return self.root / "exports"  # the model in other formats (lmtune/exports.py): exports/<name>/
+
+    @property
     def start_model(self) -> Path:
         return self.root / "start-model"  # a LoRA checkpoint the job starts from, merged into its base
 

@@ -15,7 +15,12 @@ from lmtune.layout import DataLayout
 from lmtune.problems import quote_id
 from lmtune.store import records
 from lmtune.store.database import Database
-from lmtune.store.fine_tuned import fine_tuned_model_id, get_fine_tuned_model, split_checkpoint_model_id
+from lmtune.store.fine_tuned import (
+    checkpoint_model_id,
+    fine_tuned_model_id,
+    get_fine_tuned_model,
+    split_checkpoint_model_id,
+)
 from lmtune.store.jobs import get_job
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -70,6 +75,18 @@ def _resolve(db: Database, data: DataLayout, model_id: str, owner: str, depth: i
     if entry.builtin:
         return ModelRef(model_id, str(data.builtin_model(model_id)), builtin=entry.builtin)
     return ModelRef(model_id, entry.source)
+
+
+def job_output(db: Database, data: DataLayout, job_id: str, owner: str, step: int | None) -> ModelRef:
+    """A job's final model (`step` None: whole, a LoRA job's merged one) or its checkpoint at `step`,
+    found through its run folder, so also after its fine-tuned model was deleted from the list."""
+    job = get_job(db, job_id, owner)
+    if job is None:
+        raise ModelNotFound(f"no fine-tuning job {quote_id(job_id)}")
+    model_id = fine_tuned_model_id(job.spec["model"], job.suffix, job.id)
+    if step is None:
+        return ModelRef(model_id, str(data.job(job.id).final))
+    return _checkpoint(db, data, checkpoint_model_id(model_id, step), owner, model_id, step, MAX_DEPTH)
 
 
 def _checkpoint(db, data, model_id: str, owner: str, job_model: str, step: int, depth: int) -> ModelRef:

@@ -12,7 +12,19 @@ from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, L
 from service.errors import install_error_handlers
 from service.metrics import install_metrics
 from service.openapi import install_openapi
-from service.routes import checkpoints, estimates, evals, files, graders, inference, jobs, models, samples, webhooks
+from service.routes import (
+    checkpoints,
+    estimates,
+    evals,
+    exports,
+    files,
+    graders,
+    inference,
+    jobs,
+    models,
+    samples,
+    webhooks,
+)
 from service.security_headers import NoSniff
 from service.streaming import StreamSlots
 from service.upload_gate import UploadGate
@@ -34,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = CeleryJobQueue(settings)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     install_error_handlers(app)
-    routers = (files, jobs, checkpoints, samples, models, inference, graders, evals, estimates, webhooks)
+    routers = (files, jobs, checkpoints, exports, samples, models, inference, graders, evals, estimates, webhooks)
     for router in (*(module.router for module in routers), webhooks.types_router):
         app.include_router(router)
     install_web(app)

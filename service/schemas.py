@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from lmtune.methods import Method, method_echo
 from lmtune.spec import MAX_INTEGRATIONS, Hyperparameters, Integration, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
-from lmtune.store.models import Checkpoint, Event, File, FineTunedModel, Job, JobStatus
+from lmtune.store.models import Checkpoint, Event, Export, File, FineTunedModel, Job, JobStatus
 
 T = TypeVar("T")
 ORGANIZATION = "org-lmtune"
@@ -265,3 +265,51 @@ class ModelObject(BaseModel):
     @classmethod
     def of_fine_tuned(cls, row: FineTunedModel) -> ModelObject:
         return cls(id=row.id, created=row.created_at, owned_by=ORGANIZATION)
+
+
+class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str = Field("gguf", description="gguf (llama.cpp, Ollama)")
+    quantization: str = Field("q8_0", description="f16 or q8_0")
+    step: int | None = Field(None, ge=1, description="a checkpoint's step; none for the final model")
+
+
+class ExportError(BaseModel):
+    code: str | None
+    message: str
+
+
+class ExportObject(BaseModel):
+    """lmtune: a job's model written as GGUF by a worker; its files download like a checkpoint's."""
+
+    id: str
+    object: Literal["fine_tuning.job.export"] = "fine_tuning.job.export"
+    fine_tuning_job_id: str
+    step_number: int | None = Field(description="the checkpoint's step; null for the final model")
+    format: str
+    quantization: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float | None = Field(description="the share of tensors written, while running")
+    created_at: int
+    finished_at: int | None
+    bytes: int | None
+    error: ExportError | None
+    files_url: str = Field(description="GET lists the files (GGUF, Modelfile) with sizes, sha256 and URLs")
+
+    @classmethod
+    def of(cls, row: Export) -> ExportObject:
+        failed = row.status == "failed"
+        return cls(
+            id=row.id,
+            fine_tuning_job_id=row.job_id,
+            step_number=row.step,
+            format=row.format,
+            quantization=row.quantization,
+            status=row.status,
+            progress=row.progress,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+            bytes=row.bytes,
+            error=ExportError(code=row.error_code, message=row.error_message or "") if failed else None,
+            files_url=f"/v1/fine_tuning/jobs/{row.job_id}/exports/{row.id}/files",
+        )

@@ -21,10 +21,12 @@ from lmtune.fence import close_run_folder
 from lmtune.settings import Settings
 from lmtune.store.database import open_database
 from lmtune.store.evals import eval_run_queue, requeue_lost_runs
+from lmtune.store.exports import export_queue, requeue_lost_exports
 from lmtune.store.jobs import queue_name, requeue_lost_jobs
 from lmtune.store.models import JobStatus
 from lmtune.store.workers import announce_worker, forget_worker
 from workers.eval_runner import run_next_eval
+from workers.export_runner import run_next_export
 from workers.job_runner import WorkerContext, run_next_job
 from workers.lost_runs import settle_ended_run
 from workers.presence import measure_resources
@@ -40,9 +42,12 @@ def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
 
     @app.task(name=RUN_NEXT_JOB_TASK, ignore_result=True)
     def run_next_job_task(queue: str) -> None:
-        # one doorbell for both kinds of work: the evals queue holds eval runs, the others jobs
+        # one doorbell for every kind of work: the evals queue holds eval runs, the exports queue
+        # exports, the others jobs
         if queue == eval_run_queue(settings.queue_prefix):
             run_next_eval(context, queue)
+        elif queue == export_queue(settings.queue_prefix):
+            run_next_export(context, queue)
         else:
             run_next_job(context, queue)
 
@@ -63,8 +68,9 @@ def requeue_lost(context: WorkerContext) -> None:
             send_job(context.settings, job)
         else:
             settle_ended_run(context.data, context.db, job)
-    for run in requeue_lost_runs(context.db, context.settings.max_attempts):
-        send_job(context.settings, run)
+    for work in (requeue_lost_runs, requeue_lost_exports):
+        for row in work(context.db, context.settings.max_attempts):
+            send_job(context.settings, row)
 
 
 def _repeat(context: WorkerContext, period: float, task, what: str) -> None:
@@ -102,7 +108,11 @@ def start_presence(context: WorkerContext, queues: list[str]) -> None:
 def run_worker(settings: Settings, gpus: int, queues: list[str] | None = None) -> None:
     app, context = build_worker(settings, gpus)
     start_sweeps(context)
-    queues = queues or [queue_name(gpus, settings.queue_prefix), eval_run_queue(settings.queue_prefix)]
+    queues = queues or [
+        queue_name(gpus, settings.queue_prefix),
+        eval_run_queue(settings.queue_prefix),
+        export_queue(settings.queue_prefix),
+    ]
     start_presence(context, queues)
     log.info("worker %s with %d GPUs listening on %s", context.worker_id, gpus, ", ".join(queues))
     try:

@@ -209,12 +209,8 @@ def _claim(db: Database, run_id: str, worker: str, lease_seconds: float, max_att
         if run.failures >= max_attempts:
             _finish(run, FAILED, error_code="attempts_exhausted", error_message=f"{run.failures} attempts failed")
             return None
-        run.attempt += 1
-        run.status = RUNNING
-        run.lease_owner = worker
-        run.lease_expires_at = db.clock() + lease_seconds
         run.started_at = run.started_at or now()
-        return run.attempt
+        return leases.take(run, worker, db.clock() + lease_seconds, RUNNING)
 
 
 def heartbeat(db: Database, run_id: str, attempt: int, lease_seconds: float) -> bool:
@@ -272,11 +268,7 @@ def fail_attempt(db: Database, run_id: str, attempt: int, message: str, max_atte
 
 
 def _finish(run: EvalRun, status: str, **fields) -> None:
-    run.status = status
-    for key, value in fields.items():
-        setattr(run, key, value)
-    run.lease_owner = None
-    run.lease_expires_at = None
+    leases.release(run, status, **fields)
     if status in TERMINAL:
         run.finished_at = now()
         # its webhook event commits, or rolls back, with the status (every caller holds the run in a session)
@@ -287,13 +279,7 @@ def requeue_lost_runs(db: Database, max_attempts: int) -> list[EvalRun]:
     """Running runs whose lease lapsed go back to `queued` (or end); the requeued ones."""
     requeued = []
     with db.session() as session:
-        lost = session.scalars(
-            select(EvalRun)
-            .where(EvalRun.status == RUNNING, EvalRun.lease_expires_at < db.clock())
-            .with_for_update(skip_locked=True)  # as requeue_lost_jobs: a stalled holder never blocks the sweep
-        ).all()
-        for run in lost:
-            run.failures += 1
+        for run in leases.lapsed(session, EvalRun, RUNNING, db.clock()):
             if run.cancel_requested:
                 _finish(run, CANCELED)
             elif run.failures >= max_attempts:

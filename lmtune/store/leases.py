@@ -1,7 +1,9 @@
-"""What a job and an eval run share as work that a worker takes from the database: the fair order
-in which queued rows are taken, and the fence on every write of an attempt (lmtune.store.jobs has the
-whole story). A leased table has `owner`, `queue`, `status`, `attempt`, `lease_owner` and
-`lease_expires_at` columns; its own module names its queued and running statuses.
+"""What a job, an eval run and an export share as work that a worker takes from the database: the
+fair order in which queued rows are taken, the fence on every write of an attempt (lmtune.store.jobs
+has the whole story), and, for eval runs and exports, taking a row for an attempt, releasing it and
+finding those whose worker was lost. A leased table has `owner`, `queue`, `status`, `attempt`,
+`failures`, `lease_owner` and `lease_expires_at` columns; its own module names its queued and running
+statuses.
 """
 
 from __future__ import annotations
@@ -53,3 +55,33 @@ def fenced(session, model, row_id: str, attempt: int, running: str):
     if row is None or row.attempt != attempt or row.status != running:
         raise StaleAttempt(f"attempt {attempt} of {row_id} no longer holds it")
     return row
+
+
+def take(row, worker: str, expires_at: float, running: str) -> int:
+    """A queued row claimed by `worker` for a new attempt; the attempt's number."""
+    row.attempt += 1
+    row.status = running
+    row.lease_owner = worker
+    row.lease_expires_at = expires_at
+    return row.attempt
+
+
+def release(row, status: str, **fields) -> None:
+    """The row's attempt ends: its new status and fields, no lease."""
+    row.status = status
+    for key, value in fields.items():
+        setattr(row, key, value)
+    row.lease_owner = None
+    row.lease_expires_at = None
+
+
+def lapsed(session, model, running: str, now: float) -> list:
+    """Running rows whose lease lapsed (their worker is presumed lost), locked, each with one more failure."""
+    rows = session.scalars(
+        select(model)
+        .where(model.status == running, model.lease_expires_at < now)
+        .with_for_update(skip_locked=True)  # as requeue_lost_jobs: a stalled holder never blocks the sweep
+    ).all()
+    for row in rows:
+        row.failures += 1
+    return list(rows)

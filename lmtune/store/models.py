@@ -296,3 +296,34 @@ class GangMember(Base):
     worker: Mapped[str] = mapped_column(String(200))
     address: Mapped[str | None] = mapped_column(String(300), nullable=True)  # rank 0's rendezvous
     joined_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Export(Base):
+    """A job's final model or one of its checkpoints written in another format (GGUF) by a worker,
+    kept in the run folder: queued, claimed like a job (attempt, lease, fencing). One row per
+    (job, source, format, quantization): a second request finds it."""
+
+    __tablename__ = "exports"
+    __table_args__ = (UniqueConstraint("job_id", "source", "format", "quantization", name="one_export_per_kind"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(40))  # "final" or the checkpoint's folder name (step-000120)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the checkpoint's; None for the final model
+    format: Mapped[str] = mapped_column(String(20))
+    quantization: Mapped[str] = mapped_column(String(20))
+    queue: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # queued, running, succeeded, failed
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    progress: Mapped[float | None] = mapped_column(Float, nullable=True)  # 0..1 while written
+    path: Mapped[str | None] = mapped_column(String(500), nullable=True)  # the folder, relative to the data folder
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # delivery and fencing, as a job's
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)

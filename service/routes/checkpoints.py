@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
+from lmtune.exports import final_folder
 from lmtune.layout import MANIFEST, DataLayout, read_manifest
 from lmtune.problems import quote
 from lmtune.services import RequestError
 from lmtune.store import records
-from lmtune.store.models import Job, JobStatus
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, not_found
 from service.routes.jobs import owned_job
@@ -49,7 +49,7 @@ def checkpoint_archive(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbD
 def checkpoint_files(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
     """Each file of the checkpoint with its size, sha256 and download URL."""
     folder = _checkpoint_folder(job_id, checkpoint_id, owner, db, settings)
-    return _listing(folder, f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files")
+    return manifest_listing(folder, f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files")
 
 
 @router.get(
@@ -57,7 +57,7 @@ def checkpoint_files(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbDep
 )
 def checkpoint_file(job_id: str, checkpoint_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
     """One file; supports `Range: bytes=...`; its sha256 is in the `X-Checksum-SHA256` header."""
-    return _file(_checkpoint_folder(job_id, checkpoint_id, owner, db, settings), path)
+    return manifest_file(_checkpoint_folder(job_id, checkpoint_id, owner, db, settings), path)
 
 
 @router.get("/final/content", response_class=StreamingResponse, responses=documented(404))
@@ -68,12 +68,12 @@ def final_archive(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep
 
 @router.get("/final/files", response_model=ListResponse[ManifestEntry], responses=documented(404))
 def final_files(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
-    return _listing(_final_folder(job_id, owner, db, settings), f"/v1/fine_tuning/jobs/{job_id}/final/files")
+    return manifest_listing(_final_folder(job_id, owner, db, settings), f"/v1/fine_tuning/jobs/{job_id}/final/files")
 
 
 @router.get("/final/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
 def final_file(job_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
-    return _file(_final_folder(job_id, owner, db, settings), path)
+    return manifest_file(_final_folder(job_id, owner, db, settings), path)
 
 
 def _checkpoint_folder(job_id, checkpoint_id, owner, db, settings) -> Path:
@@ -86,24 +86,7 @@ def _checkpoint_folder(job_id, checkpoint_id, owner, db, settings) -> Path:
 
 
 def _final_folder(job_id, owner, db, settings) -> Path:
-    job = owned_job(db, job_id, owner)
-    folder = DataLayout(settings.data_dir).job(job_id).final
-    if not (folder / MANIFEST).exists():
-        raise _no_final_model(job)
-    return folder
-
-
-def _no_final_model(job: Job) -> RequestError:
-    if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
-        return RequestError(
-            404,
-            f"job {job.id} was {job.status.value} and has no final model (one is written only when a job "
-            "succeeds); GET .../checkpoints lists the checkpoints it kept, which download the same way",
-            code="no_final_model",
-        )
-    return RequestError(
-        404, f"job {job.id} has no final model yet: it is written when the job succeeds", code="not_ready"
-    )
+    return final_folder(DataLayout(settings.data_dir), owned_job(db, job_id, owner))
 
 
 def _archive(folder: Path, name: str) -> StreamingResponse:
@@ -120,7 +103,7 @@ def _archive(folder: Path, name: str) -> StreamingResponse:
     )
 
 
-def _listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
+def manifest_listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
     entries = [
         ManifestEntry(path=p, bytes=e["bytes"], sha256=e["sha256"], url=f"{base_url}/{p}")
         for p, e in sorted(read_manifest(folder).items())
@@ -128,7 +111,7 @@ def _listing(folder: Path, base_url: str) -> ListResponse[ManifestEntry]:
     return ListResponse(data=entries)
 
 
-def _file(folder: Path, path: str) -> FileResponse:
+def manifest_file(folder: Path, path: str) -> FileResponse:
     entry = read_manifest(folder).get(path)
     if entry is None:
         raise RequestError(

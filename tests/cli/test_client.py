@@ -13,6 +13,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -364,3 +365,30 @@ def test_a_file_changed_on_the_server_is_refused(server, tmp_path):
     (server.data.job(job_id).final / "config.json").write_bytes(b'{"model_type": "other"}')
     with pytest.raises(ChecksumMismatch, match="config.json: sha256"):
         download_folder(server.client(), folder_path(job_id, None), tmp_path / "model")
+
+
+def test_a_gguf_download_waits_for_one_export_and_a_second_reuses_it(server, api, tiny_model, tmp_path, monkeypatch):  # noqa: F811
+    import gguf
+
+    from lmtune.token_count import CHATML_TEMPLATE
+    from tests.service.test_exports import trained_job, work
+
+    job_id = trained_job(api, tiny_model)
+    turns = []  # while the command waits, a worker takes the export
+    monkeypatch.setattr(client_cli, "time", SimpleNamespace(sleep=lambda _: turns.append(work(api))))
+    output = tmp_path / "gguf"
+    done = server.lmtune("jobs", "download", job_id, "--format", "gguf", "--output", str(output))
+    assert done.exit_code == 0, done.output
+    name = f"{job_id}-final-q8_0.gguf"
+    assert sorted(p.name for p in output.iterdir()) == sorted([name, "Modelfile", "manifest.json"])
+    reader = gguf.GGUFReader(output / name)
+    assert reader.get_field("general.name").contents() == f"ft:lmtune-tiny:{job_id}"
+    assert reader.get_field("tokenizer.chat_template").contents() == CHATML_TEMPLATE  # the tiny model's
+    assert len(turns) == 1
+
+    again = server.lmtune("jobs", "download", job_id, "--format", "gguf", "--output", str(tmp_path / "again"))
+    assert again.exit_code == 0 and (tmp_path / "again" / name).read_bytes() == (output / name).read_bytes()
+    assert len(turns) == 1  # the export was kept: nothing to wait for
+
+    refused = server.lmtune("jobs", "download", job_id, "--format", "gguf", "--step", "7", "--output", str(output))
+    assert refused.exit_code == 1 and "no checkpoint at step 7 (checkpoints kept: 5)" in refused.output

@@ -152,6 +152,26 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     assert results.read_text().splitlines()[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
     session.screenshot("3-succeeded")
 
+    # the final model as GGUF: a worker exports it, then its files are listed for download
+    page.get_by_role("button", name="Export the final model as GGUF q8_0").click()
+    exporting = page.locator(".download-list .download-state").last
+    wait_while_progressing(
+        exporting.inner_text,
+        lambda seen: "ready" in seen or "failed" in seen,
+        progress=working_or_moving,
+        what="the GGUF export",
+        interval=0.5,
+        diagnose=session.service.log_tail,
+    )
+    assert "GGUF q8_0 ready" in exporting.inner_text()
+    exported = page.get_by_role("table", name="Files of the GGUF q8_0 export of the final model")
+    exported.get_by_text(f"{job_id}-final-q8_0.gguf").wait_for()
+    with page.expect_download() as modelfile:
+        exported.get_by_role("button", name="Download Modelfile").click()
+    saved = session.artifacts / "Modelfile"
+    modelfile.value.save_as(saved)
+    assert saved.read_text().startswith(f"FROM ./{job_id}-final-q8_0.gguf")
+
     page.get_by_role("link", name="Jobs").first.click()
     page.get_by_label("Status", exact=True).select_option("succeeded")
     page.get_by_role("link", name=job_id).wait_for()

@@ -26,13 +26,18 @@ def load_model(source: str, settings: TrainingSettings, resume_from: Path | None
         model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
     except (OSError, ValueError) as error:
         raise ModelLoadError(cannot_load(str(start), name, error), param="model") from None
-    # saved configs and LoRA adapters record the base model by this: its name, not a server folder
-    model.config._name_or_path = model.name_or_path = name
+    # saved configs and LoRA adapters (adapter_config.json) record the base model by this: as other
+    # servers (vLLM, PEFT) know it, its hub id; a local model by its name, never a server folder
+    model.config._name_or_path = model.name_or_path = source if is_hub_id(source) else name
     activation_checkpointing.enable(model, settings.gradient_checkpointing, name)
     model.config.use_cache = False
     if settings.lora is not None:
         model = _with_lora(model, settings, resume_from, name)
     return model
+
+
+def is_hub_id(source: str) -> bool:
+    return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/", "~"))
 
 
 def _with_lora(model, settings: TrainingSettings, resume_from: Path | None, name: str):

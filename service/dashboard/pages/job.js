@@ -14,6 +14,7 @@ const REFRESH_MS = 2000; // at most one re-read of the job (or its metrics) per 
 const POLL_MS = 5000; // while nothing streams (queued, paused): queue position and status
 const RECONNECT_MS = 3000;
 const EVENTS_SHOWN = 200;
+const EXPORT_POLL_MS = 1500; // how often an export in progress is re-read
 const ACTIONS = {
   pause: { allowed: ["queued", "running"], done: "Pause requested: the trainer writes a checkpoint and stops." },
   resume: { allowed: ["paused"], done: "Resumed: the job is queued and continues from its checkpoint." },
@@ -237,7 +238,7 @@ class JobView {
       h("td", {}, number(m.full_valid_loss ?? m.valid_loss)), // the whole validation set when measured there
       h("td", {}, number(this.preference ? m.train_preference_accuracy : m.train_mean_token_accuracy)),
       h("td", {}, downloadButton("Archive (.tar)", path + "/content", `${checkpoint.id}.tar`, `Download the checkpoint at step ${checkpoint.step_number} as a tar archive`),
-        files.toggle));
+        files.toggle, ggufButtons(this.base, checkpoint.step_number, `the checkpoint at step ${checkpoint.step_number}`)));
     row.filesRow = h("tr", { class: "files-row" }, h("td", { colspan: 6 }, files.panel));
     return row;
   }
@@ -252,7 +253,7 @@ class JobView {
     if (job.status === "succeeded") {
       const files = fileList(`${this.base}/final/files`, "the final model");
       items.unshift(h("li", {}, downloadButton("Final model (.tar)", `${this.base}/final/content`, `${job.id}-final.tar`, "Download the final model as a tar archive"),
-        files.toggle, files.panel));
+        files.toggle, files.panel, ggufButtons(this.base, null, "the final model")));
     }
     this.downloads.replaceChildren(h("ul", { class: "download-list" }, items));
   }
@@ -292,6 +293,41 @@ function fileList(path, what) {
     }
   });
   return { toggle, panel };
+}
+
+// "GGUF f16" and "GGUF q8_0": a worker exports the model for llama.cpp and Ollama (once: asking again
+// reuses the export), then its files (the .gguf file and an Ollama Modelfile) are listed for download.
+function ggufButtons(base, step, what) {
+  const state = h("span", { class: "download-state", role: "status" });
+  const files = h("span", { class: "export-files" });
+  const buttons = ["f16", "q8_0"].map((quantization) => {
+    const button = h("button", { type: "button", class: "secondary", "aria-label": `Export ${what} as GGUF ${quantization}` }, `GGUF ${quantization}`);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        let exported = await api.post(`${base}/exports`, { format: "gguf", quantization, step });
+        while (exported.status === "queued" || exported.status === "running") {
+          state.textContent = exported.status === "queued" ? "waiting for a worker…" : `exporting ${Math.floor(100 * (exported.progress ?? 0))}%`;
+          await new Promise((resolve) => setTimeout(resolve, EXPORT_POLL_MS));
+          exported = await api.get(`${base}/exports/${exported.id}`);
+        }
+        if (exported.status !== "succeeded") {
+          state.textContent = `the export failed: ${exported.error?.message ?? "no reason given"}`;
+          return;
+        }
+        state.textContent = `GGUF ${quantization} ready (${bytes(exported.bytes)})`;
+        const list = fileList(exported.files_url, `the GGUF ${quantization} export of ${what}`);
+        files.replaceChildren(list.toggle, list.panel);
+        list.toggle.click();
+      } catch (error) {
+        state.textContent = errorText(error);
+      } finally {
+        button.disabled = false;
+      }
+    });
+    return button;
+  });
+  return h("span", { class: "download" }, ...buttons, state, files);
 }
 
 // The playground with `model` beside `other`.

@@ -2,12 +2,15 @@
 nothing the trainer writes for a user names a server folder."""
 
 import json
+import re
 
 import pytest
+from safetensors import safe_open
 
 from workers.models.errors import InvalidSettingsError
 from workers.training.errors import InvalidDataError
 from workers.training.loop import train
+from workers.training.model_setup import is_hub_id
 
 
 def test_a_max_seq_length_past_the_models_context_fails_at_start(make_spec, chat_file, tmp_path):
@@ -44,9 +47,21 @@ def test_saved_lora_files_name_the_base_model_by_its_name_not_its_folder(make_sp
     result = train(spec, tmp_path / "run", model_name="lmtune-tiny")
     adapter = json.loads((result.final_dir / "adapter" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == "lmtune-tiny"
+    # as vLLM's --enable-lora loads an adapter: LoRA weights of linear layers only, under PEFT's names
+    assert adapter["peft_type"] == "LORA" and not adapter.get("modules_to_save")
+    with safe_open(result.final_dir / "adapter" / "adapter_model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    assert names and all(
+        re.fullmatch(r"base_model\.model\.model\.layers\.\d+\..+\.lora_[AB]\.weight", n) for n in names
+    )
     for folder in [result.final_dir, *(tmp_path / "run" / "checkpoints").iterdir()]:
         for path in folder.rglob("*"):
             if path.is_file():
                 content = path.read_bytes()
                 # neither the model's folder nor the run folder or the data files (all under tmp_path)
                 assert str(tiny_model).encode() not in content and str(tmp_path).encode() not in content, path
+
+
+def test_a_hub_base_model_is_recorded_by_its_hub_id_a_local_one_by_its_name(tiny_model):
+    assert is_hub_id("Qwen/Qwen2.5-0.5B-Instruct")
+    assert not is_hub_id(str(tiny_model)) and not is_hub_id("lmtune-tiny") and not is_hub_id("./models/x")
