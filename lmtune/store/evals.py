@@ -257,13 +257,7 @@ def fail_attempt(db: Database, run_id: str, attempt: int, message: str, max_atte
     """A crash that may not happen again: queued again until `max_attempts` attempts have failed."""
     with db.session() as session:
         run = leases.fenced(session, EvalRun, run_id, attempt, RUNNING)
-        run.failures += 1
-        if run.failures < max_attempts:
-            _finish(run, QUEUED, error_message=message)
-        else:
-            _finish(
-                run, FAILED, error_code="worker_error", error_message=f"{message}; the last of {run.failures} attempts"
-            )
+        leases.count_failure(run, message, max_attempts, _finish, QUEUED, FAILED)
         return run
 
 

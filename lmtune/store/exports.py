@@ -122,13 +122,7 @@ def fail_attempt(db: Database, export_id: str, attempt: int, message: str, max_a
     """A crash that may not happen again: queued again until `max_attempts` attempts have failed."""
     with db.session() as session:
         row = leases.fenced(session, Export, export_id, attempt, RUNNING)
-        row.failures += 1
-        if row.failures < max_attempts:
-            _finish(row, QUEUED, error_message=message)
-        else:
-            _finish(
-                row, FAILED, error_code="worker_error", error_message=f"{message}; the last of {row.failures} tries"
-            )
+        leases.count_failure(row, message, max_attempts, _finish, QUEUED, FAILED)
         return row
 
 

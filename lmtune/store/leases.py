@@ -75,6 +75,16 @@ def release(row, status: str, **fields) -> None:
     row.lease_expires_at = None
 
 
+def count_failure(row, message: str, max_attempts: int, finish, queued: str, failed: str) -> None:
+    """A crash that may not happen again: `finish` the row as queued again, until `max_attempts`
+    attempts have failed."""
+    row.failures += 1
+    if row.failures < max_attempts:
+        finish(row, queued, error_message=message)
+    else:
+        finish(row, failed, error_code="worker_error", error_message=f"{message}; the last of {row.failures} attempts")
+
+
 def lapsed(session, model, running: str, now: float) -> list:
     """Running rows whose lease lapsed (their worker is presumed lost), locked, each with one more failure."""
     rows = session.scalars(
