@@ -153,8 +153,9 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     session.screenshot("3-succeeded")
 
     # the final model as GGUF: a worker exports it, then its files are listed for download
-    page.get_by_role("button", name="Export the final model as GGUF q8_0").click()
-    exporting = page.locator(".download-list .download-state").last
+    export = page.get_by_role("button", name="Export the final model as GGUF q8_0")
+    export.click()
+    exporting = export.locator("xpath=following-sibling::span[@role='status'][1]")  # the state beside the button
     wait_while_progressing(
         exporting.inner_text,
         lambda seen: "ready" in seen or "failed" in seen,
