@@ -197,20 +197,18 @@ def claim_next_run(
 ) -> tuple[EvalRun, int] | None:
     """The next queued run of `queue` in fair order, claimed for a new attempt: (run, attempt), or None."""
     order = leases.fair_order(EvalRun, queue, QUEUED, RUNNING)
-    claimed = leases.claim_next(db, order, lambda run_id: _claim(db, run_id, worker, lease_seconds, max_attempts))
+    claimed = leases.claim_next(
+        db,
+        order,
+        lambda run_id: leases.claim_row(
+            db, EvalRun, run_id, worker, lease_seconds, max_attempts, (QUEUED, RUNNING, FAILED), _finish, _start
+        ),
+    )
     return None if claimed is None else (get_owned(db, EvalRun, claimed[0], None), claimed[1])
 
 
-def _claim(db: Database, run_id: str, worker: str, lease_seconds: float, max_attempts: int) -> int | None:
-    with db.session() as session:
-        run = session.get(EvalRun, run_id, with_for_update=True)
-        if run is None or run.status != QUEUED:
-            return None
-        if run.failures >= max_attempts:
-            _finish(run, FAILED, error_code="attempts_exhausted", error_message=f"{run.failures} attempts failed")
-            return None
-        run.started_at = run.started_at or now()
-        return leases.take(run, worker, db.clock() + lease_seconds, RUNNING)
+def _start(run: EvalRun) -> None:
+    run.started_at = run.started_at or now()
 
 
 def heartbeat(db: Database, run_id: str, attempt: int, lease_seconds: float) -> bool:

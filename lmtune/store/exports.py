@@ -85,20 +85,18 @@ def claim_next_export(
 ) -> tuple[Export, int] | None:
     """The next queued export of `queue` in fair order, claimed for a new attempt: (row, attempt), or None."""
     order = leases.fair_order(Export, queue, QUEUED, RUNNING)
-    claimed = leases.claim_next(db, order, lambda row_id: _claim(db, row_id, worker, lease_seconds, max_attempts))
+    claimed = leases.claim_next(
+        db,
+        order,
+        lambda row_id: leases.claim_row(
+            db, Export, row_id, worker, lease_seconds, max_attempts, (QUEUED, RUNNING, FAILED), _finish, _start
+        ),
+    )
     return None if claimed is None else (get_owned(db, Export, claimed[0], None), claimed[1])
 
 
-def _claim(db: Database, row_id: str, worker: str, lease_seconds: float, max_attempts: int) -> int | None:
-    with db.session() as session:
-        row = session.get(Export, row_id, with_for_update=True)
-        if row is None or row.status != QUEUED:
-            return None
-        if row.failures >= max_attempts:
-            _finish(row, FAILED, error_code="attempts_exhausted", error_message=f"{row.failures} attempts failed")
-            return None
-        row.started_at, row.progress = now(), 0.0
-        return leases.take(row, worker, db.clock() + lease_seconds, RUNNING)
+def _start(row: Export) -> None:
+    row.started_at, row.progress = now(), 0.0
 
 
 def heartbeat(db: Database, export_id: str, attempt: int, lease_seconds: float) -> None:

@@ -57,6 +57,22 @@ def fenced(session, model, row_id: str, attempt: int, running: str):
     return row
 
 
+def claim_row(db, model, row_id: str, worker: str, lease_seconds: float, max_attempts: int, statuses, finish, start):
+    """Take a queued row for a new attempt: its number, or None when it is no longer queued. A row
+    whose `max_attempts` are spent is ended as failed instead (`finish`, as the row's module ends
+    one); `start` marks a row as its attempt starts. `statuses`: the module's (queued, running, failed)."""
+    queued, running, failed = statuses
+    with db.session() as session:
+        row = session.get(model, row_id, with_for_update=True)
+        if row is None or row.status != queued:
+            return None
+        if row.failures >= max_attempts:
+            finish(row, failed, error_code="attempts_exhausted", error_message=f"{row.failures} attempts failed")
+            return None
+        start(row)
+        return take(row, worker, db.clock() + lease_seconds, running)
+
+
 def take(row, worker: str, expires_at: float, running: str) -> int:
     """A queued row claimed by `worker` for a new attempt; the attempt's number."""
     row.attempt += 1
