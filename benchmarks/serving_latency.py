@@ -23,14 +23,9 @@ import uvicorn
 from workers.models.tiny_model import make_tiny_model
 from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
+from workers.ports import free_port
 
 PROMPT = [{"role": "user", "content": "Name three colours."}]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def timed_request(url: str, source: str, max_tokens: int) -> tuple[float, float, int, float]:

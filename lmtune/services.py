@@ -189,7 +189,7 @@ def _check_grader_fields(settings: Settings, method: ReinforcementMethod, row: F
 def resume_job(settings: Settings, db: Database, queue: JobQueue, job_id: str, owner: str) -> Job:
     """Queue a paused job again, within the key's quota of active jobs (LookupError, WrongState as the store)."""
     try:
-        job = job_store.resume_job(db, job_id, owner, max_active=settings.quota_active_jobs)
+        job = job_store.requeue_paused(db, job_id, owner, max_active=settings.quota_active_jobs)
     except TooManyActiveJobs as full:
         raise quotas.too_many_jobs(settings.quota_active_jobs, full.active) from None
     queue.send(job)

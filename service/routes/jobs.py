@@ -17,8 +17,8 @@ from sse_starlette import ServerSentEvent
 
 from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
+from lmtune import services
 from lmtune.services import RequestError, submit_job
-from lmtune.services import resume_job as resume_paused_job
 from lmtune.spec import JobSpec, describe_validation_error
 from lmtune.store import jobs as job_store
 from lmtune.store import records
@@ -127,7 +127,7 @@ def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, q
     """Queue a paused job again; it continues from its pause checkpoint."""
 
     def resume(db, job_id: str, owner: str) -> Job:  # within the key's quota of active jobs
-        return resume_paused_job(settings, db, queue, job_id, owner)
+        return services.resume_job(settings, db, queue, job_id, owner)
 
     return _present(db, _transition(resume, db, job_id, owner))
 

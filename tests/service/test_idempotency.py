@@ -2,7 +2,7 @@
 
 from lmtune.dispatch import CeleryJobQueue
 from service.deps import get_queue
-from tests.faults.servers import free_port
+from workers.ports import free_port
 from tests.service.conftest import GOOD_FILE, jsonl
 
 
