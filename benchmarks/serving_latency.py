@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import tempfile
 import threading
@@ -21,9 +20,9 @@ import httpx
 import uvicorn
 
 from workers.models.tiny_model import make_tiny_model
+from workers.ports import free_port
 from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
-from workers.ports import free_port
 
 PROMPT = [{"role": "user", "content": "Name three colours."}]
 

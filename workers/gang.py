@@ -80,4 +80,3 @@ def run_as_member(ctx, queue: str) -> bool:
     except StaleAttempt:
         log.info("the gang of job %s (attempt %d) ended; node %d leaves it", job.id, attempt, rank)
     return True
-

@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lmtune.disk import DISK_FULL, disk_full_message
 from lmtune.backoff import pause_after
+from lmtune.disk import DISK_FULL, disk_full_message
 from lmtune.dispatch import send_job
 from lmtune.fence import read_error_report
 from lmtune.ids import new_id

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from lmtune.backoff import pause_after
 
+from lmtune.backoff import pause_after
 from lmtune.layout import DataLayout, complete_checkpoints
 from lmtune.quotas import folder_bytes
 from lmtune.store.database import Database, is_unreachable

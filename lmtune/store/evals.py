@@ -120,7 +120,9 @@ def create_run(db: Database, owner: str, *, max_active: int | None = None, **fie
             # the key's row first: concurrent creations by one key count one at a time
             session.execute(update(ApiKey).where(ApiKey.id == owner).values(name=ApiKey.name))
             active = session.scalars(
-                select(EvalRun.id).where(EvalRun.owner == owner, EvalRun.status.in_(COUNTED_BY_QUOTA)).order_by(EvalRun.id)
+                select(EvalRun.id)
+                .where(EvalRun.owner == owner, EvalRun.status.in_(COUNTED_BY_QUOTA))
+                .order_by(EvalRun.id)
             ).all()
             if len(active) >= max_active:
                 raise TooManyActiveRuns(list(active))

@@ -133,7 +133,9 @@ def _take_active_slot(session, owner: str, max_active: int) -> None:
     # write to the key's row first: concurrent submissions by one key then count one at a time
     # (a row lock on PostgreSQL, the write lock on SQLite), so a burst cannot overshoot the limit
     session.execute(update(ApiKey).where(ApiKey.id == owner).values(name=ApiKey.name))
-    active = session.scalars(select(Job.id).where(Job.owner == owner, Job.status.in_(COUNTED_BY_QUOTA)).order_by(Job.id)).all()
+    active = session.scalars(
+        select(Job.id).where(Job.owner == owner, Job.status.in_(COUNTED_BY_QUOTA)).order_by(Job.id)
+    ).all()
     if len(active) >= max_active:
         raise TooManyActiveJobs(list(active))
 

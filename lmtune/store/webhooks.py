@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
-from lmtune.backoff import pause_after
 
+from lmtune.backoff import pause_after
 from lmtune.ids import new_id
 from lmtune.store.database import Database, get_owned
 from lmtune.store.models import WebhookDelivery, WebhookEndpoint, WebhookEvent

@@ -15,9 +15,9 @@ from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from sse_starlette import ServerSentEvent
 
+from lmtune import services
 from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
-from lmtune import services
 from lmtune.services import RequestError, submit_job
 from lmtune.spec import JobSpec, describe_validation_error
 from lmtune.store import jobs as job_store

@@ -3,7 +3,6 @@ accepted and runs, and everything the service writes is private to its user."""
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys

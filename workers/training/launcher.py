@@ -107,4 +107,3 @@ def _stop(ranks: list[subprocess.Popen]) -> None:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-
