@@ -273,8 +273,8 @@ def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: in
 def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[str]:
     """A final-model folder with a 500 MB file (and its manifest) put in the job's run folder, read
     three ways. The routes serve any folder with a manifest; the job need not have trained."""
+    from lmtune.layout import write_manifest
     from workers.models.tiny_model import make_tiny_model
-    from workers.training.checkpoints import write_manifest
 
     final = make_tiny_model(deployment.root / "data" / "jobs" / job_id / "final")
     big = final / "big.bin"
