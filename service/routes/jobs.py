@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import secrets
-import shutil
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
@@ -113,23 +113,19 @@ def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))
 def cancel_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
     """A queued or paused job is cancelled at once; a running one within seconds (its trainer is stopped)."""
-    return _present(db, _transition(job_store.request_cancel, db, job_id, owner))
+    return _present(db, _transition(job_id, lambda: services.cancel_job(db, job_id, owner)))
 
 
 @router.post("/{job_id}/pause", response_model=FineTuningJob, responses=documented(404, 409))
 def pause_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
     """The trainer finishes its step, writes a checkpoint and stops; the status becomes `paused`."""
-    return _present(db, _transition(job_store.request_pause, db, job_id, owner))
+    return _present(db, _transition(job_id, lambda: services.pause_job(db, job_id, owner)))
 
 
 @router.post("/{job_id}/resume", response_model=FineTuningJob, responses=documented(404, 409, 429))
 def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
     """Queue a paused job again; it continues from its pause checkpoint."""
-
-    def resume(db, job_id: str, owner: str) -> Job:  # within the key's quota of active jobs
-        return services.resume_job(settings, db, queue, job_id, owner)
-
-    return _present(db, _transition(resume, db, job_id, owner))
+    return _present(db, _transition(job_id, lambda: services.resume_job(settings, db, queue, job_id, owner)))
 
 
 @router.delete("/{job_id}", response_model=Deleted, responses=documented(404, 409))
@@ -137,14 +133,14 @@ def delete_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -
     """A job that has ended or is paused, with all it wrote: checkpoints, the final model (its
     fine-tuned model id stops answering), metrics and events; its disk leaves the key's storage
     quota. A queued or running job is cancelled first (409 until it has stopped)."""
-    _transition(job_store.delete_job, db, job_id, owner)
-    shutil.rmtree(DataLayout(settings.data_dir).job(job_id).root, ignore_errors=True)
+    _transition(job_id, lambda: services.delete_job(settings, db, job_id, owner))
     return Deleted(id=job_id, object="fine_tuning.job")
 
 
-def _transition(action, db, job_id: str, owner: str) -> Job:
+def _transition(job_id: str, action: Callable[[], Job]) -> Job:
+    """`action()`, a change of the job's state, with the store's refusals as HTTP errors."""
     try:
-        return action(db, job_id, owner)
+        return action()
     except LookupError:
         raise not_found("fine-tuning job", job_id) from None
     except WrongState as error:
