@@ -31,7 +31,7 @@ from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint
 from lmtune.metrics_log import MetricsLog
 from workers.training.checkpoints import partial_folder, publish, write_manifest
 from workers.training.errors import EXIT_PAUSED, EXIT_SUPERSEDED
-from workers.training.launcher import NODE_RANK_ENV
+from workers.training.launcher import NODE_RANK_ENV, NODES_ENV
 
 TICK = 0.05  # how often a waiting run looks at its fence and its signals
 TOKENS_PER_STEP = 100
@@ -40,6 +40,9 @@ TOKENS_PER_STEP = 100
 def main(plan: dict, spec_path: str, output: str) -> int:
     layout = RunLayout(Path(output))
     fence = RunFence.from_env(layout)
+    if NODES_ENV in os.environ:  # for the log: where this node meets the others
+        rendezvous = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        print(f"node {os.environ[NODE_RANK_ENV]} of {os.environ[NODES_ENV]} meets at {rendezvous}", flush=True)
     if os.environ.get(NODE_RANK_ENV, "0") != "0":
         return _wait_for_the_end(layout, fence)
     stop = []
