@@ -44,7 +44,8 @@ def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
         CeleryJobQueue(settings),
     )
 
-    @app.task(name=RUN_NEXT_JOB_TASK, ignore_result=True)
+    # this app's own (not shared): a second worker built in one process must not reach the first's context
+    @app.task(name=RUN_NEXT_JOB_TASK, ignore_result=True, shared=False)
     def run_next_job_task(queue: str) -> None:
         # one doorbell for every kind of work: the evals queue holds eval runs, the exports queue
         # exports, the others jobs

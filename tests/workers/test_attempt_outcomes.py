@@ -228,3 +228,20 @@ def test_the_eval_a_job_scores_with_is_handed_to_its_trainer_and_one_deleted_mea
             }
         else:
             assert ended["status"] == "succeeded"
+
+
+def test_a_fault_of_the_worker_itself_retries_the_job_and_names_no_server_path(worker_api):
+    api = worker_api
+    job_id = submit(api)
+    worker = make_worker(api)
+    missing = api.settings.data_dir / "no-trainer-here"
+    worker.context.trainer_command = lambda *args, **kwargs: [str(missing)]  # the trainer cannot be started
+    worker.turn()
+
+    retried = job(api, job_id)
+    assert (retried["status"], retried["attempt"]) == ("queued", 1)
+    said = messages(api, job_id)[-1]
+    assert said.startswith("Attempt 1 failed: the worker failed: FileNotFoundError: ")
+    assert "'<data folder>/no-trainer-here'" in said
+    assert str(api.settings.data_dir) not in str(events(api, job_id))
+    assert api.queue.sent == [job_id, job_id]
