@@ -11,21 +11,11 @@ from tests.workers.worker_turns import (
     make_worker,
     messages,
     metric_steps,
-    submit,
-    wait_for_job,
+    running_job,
 )
 
 RUNNING = {"steps": 2, "checkpoints": [1], "end": "wait"}  # two steps, then waits for SIGTERM
 DEAF = {"steps": 2, "checkpoints": [1], "end": "ignore_term"}
-
-
-def start(api, plan: dict):
-    """A job whose trainer reached step 2: (job id, worker, its turn's thread)."""
-    job_id = submit(api)
-    worker = make_worker(api, plan)
-    turn = worker.turn_in_background()
-    wait_for_job(api, job_id, lambda found: found["progress"]["step"] == 2, "step 2 recorded")
-    return job_id, worker, turn
 
 
 def act(api, job_id: str, action: str) -> dict:
@@ -36,7 +26,7 @@ def act(api, job_id: str, action: str) -> dict:
 
 def test_a_paused_job_keeps_its_checkpoint_and_a_resume_continues_from_it(worker_api):
     api = worker_api
-    job_id, worker, turn = start(api, RUNNING)
+    job_id, worker, turn = running_job(api, RUNNING)
     act(api, job_id, "pause")
     ended(turn)
 
@@ -57,7 +47,7 @@ def test_a_paused_job_keeps_its_checkpoint_and_a_resume_continues_from_it(worker
 @pytest.mark.parametrize("plan, grace", [(RUNNING, 5), (DEAF, 0)], ids=["stops-on-sigterm", "killed-after-grace"])
 def test_a_cancelled_job_s_trainer_stops_and_the_job_ends_cancelled(make_worker_api, plan, grace):
     api = make_worker_api(cancel_grace_seconds=grace)
-    job_id, _, turn = start(api, plan)
+    job_id, _, turn = running_job(api, plan)
     act(api, job_id, "cancel")
     ended(turn)
     cancelled = job(api, job_id)
@@ -68,7 +58,7 @@ def test_a_cancelled_job_s_trainer_stops_and_the_job_ends_cancelled(make_worker_
 
 def test_a_pause_whose_trainer_does_not_stop_in_time_kills_it_and_keeps_the_last_checkpoint(make_worker_api):
     api = make_worker_api(pause_grace_seconds=0)
-    job_id, _, turn = start(api, DEAF)
+    job_id, _, turn = running_job(api, DEAF)
     act(api, job_id, "pause")
     ended(turn)
     assert job(api, job_id)["status"] == "paused"
@@ -77,7 +67,7 @@ def test_a_pause_whose_trainer_does_not_stop_in_time_kills_it_and_keeps_the_last
 
 def test_a_worker_shutting_down_hands_its_job_back_without_counting_a_failure(make_worker_api):
     api = make_worker_api(max_attempts=1)  # had the hand-back been a failure, no attempt would be left
-    job_id, worker, turn = start(api, RUNNING)
+    job_id, worker, turn = running_job(api, RUNNING)
     worker.context.shutting_down.set()  # SIGTERM to the worker (docker stop, a pre-emption)
     ended(turn)
 

@@ -106,6 +106,15 @@ def wait_for_job(api: Api, job_id: str, done, what: str) -> dict:
     )
 
 
+def running_job(api: Api, plan: dict, step: int = 2) -> tuple[str, Worker, threading.Thread]:
+    """A job whose stand-in trainer has reached `step`, recorded: (job id, its worker, the worker's turn)."""
+    job_id = submit(api)
+    worker = make_worker(api, plan)
+    turn = worker.turn_in_background()
+    wait_for_job(api, job_id, lambda found: found["progress"]["step"] == step, f"step {step} recorded")
+    return job_id, worker, turn
+
+
 def ended(thread: threading.Thread) -> None:
     """The worker's turn is over (it ends once the attempt is recorded)."""
     wait_while_progressing(lambda: thread.is_alive(), lambda alive: not alive, what="the worker's turn to end")
