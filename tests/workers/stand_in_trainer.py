@@ -38,6 +38,7 @@ TOKENS_PER_STEP = 100
 
 
 def main(plan: dict, spec_path: str, output: str) -> int:
+    print(f"stand-in trainer, pid {os.getpid()}", flush=True)  # for tests that wait for it to be gone
     layout = RunLayout(Path(output))
     fence = RunFence.from_env(layout)
     if NODES_ENV in os.environ:  # for the log: where this node meets the others

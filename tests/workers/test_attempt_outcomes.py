@@ -158,14 +158,17 @@ def test_a_cancel_during_the_full_disk_back_off_ends_the_job(make_worker_api):
 
 
 def wait_for_back_off(api, job_id):
-    """Until the stand-in has reported the full disk and the worker has reaped it (it is in its back-off then)."""
-    run = DataLayout(api.settings.data_dir).job(job_id)
+    """Until the stand-in has reported the full disk and the worker has reaped it: the worker is in its back-off."""
+    data = DataLayout(api.settings.data_dir)
+    log = data.trainer_log(job_id)
     wait_while_progressing(
-        lambda: run.error.exists() and not psutil.Process().children(),
+        lambda: data.job(job_id).error.exists() and log.exists(),
         bool,
-        what="the trainer to report a full disk and exit",
+        what="the trainer to report a full disk",
         interval=0.05,
     )
+    pid = int(log.read_text().splitlines()[0].rsplit(" ", 1)[1])  # "stand-in trainer, pid N"
+    wait_while_progressing(lambda: psutil.pid_exists(pid), lambda alive: not alive, what="the worker to reap it")
 
 
 def test_a_training_file_deleted_before_the_job_started_fails_it_naming_the_file(worker_api):

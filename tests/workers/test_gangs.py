@@ -19,8 +19,8 @@ def test_a_two_node_job_runs_on_two_workers_that_meet_at_the_host_s_address(work
     done = job(api, job_id)
     assert (done["status"], done["attempt"]) == ("succeeded", 1)
     logs = DataLayout(api.settings.data_dir).trainer_log(job_id).parent
-    host = (logs / "trainer.log").read_text().splitlines()[0]
-    member = (logs / "trainer-node1.log").read_text().splitlines()[0]
+    host = (logs / "trainer.log").read_text().splitlines()[1]
+    member = (logs / "trainer-node1.log").read_text().splitlines()[1]
     assert host.startswith("node 0 of 2 meets at 127.0.0.1:") and member == host.replace("node 0", "node 1")
 
 
