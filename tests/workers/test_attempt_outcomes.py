@@ -38,7 +38,7 @@ def test_a_finished_run_gives_the_fine_tuned_model_its_results_and_every_step_on
     assert metric_steps(api, job_id) == [1, 2, 3, 4]
     assert checkpoint_steps(api, job_id) == [2, 4]
     said = messages(api, job_id)
-    assert said[0] == "Validating training file" or "Fine-tuning job started (attempt 1)" in said
+    assert "Fine-tuning job started (attempt 1)" in said
     assert "a notice at step 3" in said
     assert any(message.startswith("Samples at step 4: 1 answers") for message in said)
     assert said[-2:] == [f"New fine-tuned model created: ft:lmtune-tiny:{job_id}", "The job has successfully completed"]
