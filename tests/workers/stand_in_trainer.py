@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from lmtune.fence import RunFence, Superseded, write_error_report
-from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint
+from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint, write_manifest
 from lmtune.metrics_log import MetricsLog
-from workers.training.checkpoints import partial_folder, publish, write_manifest
+from workers.training.checkpoints import partial_folder, publish
 from workers.training.errors import EXIT_PAUSED, EXIT_SUPERSEDED
 from workers.training.launcher import NODE_RANK_ENV, NODES_ENV
 
