@@ -64,7 +64,7 @@ def main(plan: dict, spec_path: str, output: str) -> int:
     end = plan["end"]
     if end == "succeed":
         _save(fence, layout.final, {"model.txt": "weights"})
-        fence.write_text(layout.result, json.dumps({"trained_tokens": TOKENS_PER_STEP * step}))
+        fence.write(layout.result, json.dumps({"trained_tokens": TOKENS_PER_STEP * step}))
         return 0
     if end in ("wait", "ignore_term"):
         while not stop:
