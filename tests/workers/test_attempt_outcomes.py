@@ -20,6 +20,7 @@ from tests.workers.worker_turns import (
     make_worker,
     messages,
     metric_steps,
+    run_one_job,
     submit,
 )
 from workers.training.entry import OUT_OF_MEMORY
@@ -64,8 +65,7 @@ def test_a_finished_run_gives_the_fine_tuned_model_its_results_and_every_step_on
 )
 def test_a_reported_failure_ends_the_job_with_its_code_and_the_field_to_change(worker_api, report, param):
     api = worker_api
-    job_id = submit(api)
-    make_worker(api, {"steps": 2, "end": report}).turn()
+    job_id = run_one_job(api, {"steps": 2, "end": report})
 
     failed = job(api, job_id)
     assert failed["status"] == "failed" and failed["attempt"] == 1
@@ -125,8 +125,7 @@ def test_a_job_whose_attempts_all_crash_fails_naming_the_last_crash(worker_api):
 )
 def test_a_full_disk_is_retried_as_disk_full_after_its_back_off(worker_api, end, said):
     api = worker_api
-    job_id = submit(api)
-    make_worker(api, {"steps": 1, "end": end}).turn()
+    job_id = run_one_job(api, {"steps": 1, "end": end})
     retried = job(api, job_id)
     assert (retried["status"], retried["attempt"]) == ("queued", 1)
     assert messages(api, job_id)[-1].startswith(f"Attempt 1 failed: {said}")

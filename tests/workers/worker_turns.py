@@ -106,6 +106,13 @@ def wait_for_job(api: Api, job_id: str, done, what: str) -> dict:
     )
 
 
+def run_one_job(api: Api, plan: dict) -> str:
+    """A new job run by one worker turn whose stand-in does what `plan` says; its id."""
+    job_id = submit(api)
+    make_worker(api, plan).turn()
+    return job_id
+
+
 def running_job(api: Api, plan: dict, step: int = 2) -> tuple[str, Worker, threading.Thread]:
     """A job whose stand-in trainer has reached `step`, recorded: (job id, its worker, the worker's turn)."""
     job_id = submit(api)
