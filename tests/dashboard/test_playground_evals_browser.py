@@ -9,10 +9,11 @@ import re
 from urllib.parse import unquote
 
 import httpx
+import openai
 import pytest
 from playwright.sync_api import expect
 
-from cli.sample_data import chat_examples
+from cli.sample_data import TOOLS, chat_examples
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
@@ -232,3 +233,107 @@ def test_the_evals_pages_show_runs_checkpoint_scores_and_each_items_grades(sessi
     answers = item_rows.locator(".answer").all_text_contents()
     assert answers == [item.sample.output_text for item in made.data]
     assert job.fine_tuned_model in page.locator(".facts").inner_text()
+
+
+ASK = "What is the weather in Paris?"
+WEATHER = TOOLS[0]  # get_weather(city)
+
+
+@pytest.fixture(scope="module")
+def caller(service) -> str:
+    """A fine-tune of lmtune-tiny that learnt one tool call by heart: asked ASK with the tools, it
+    calls get_weather for Paris (the random tiny model never writes a call that parses)."""
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    row = {
+        "messages": [{"role": "user", "content": ASK}, {"role": "assistant", "content": None, "tool_calls": [call]}],
+        "tools": [WEATHER],
+    }
+    training = client.files.create(file=("calls.jsonl", jsonl([row] * 10)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="lmtune-tiny",
+        training_file=training.id,
+        hyperparameters={"n_epochs": 6, "batch_size": 1},  # 60 steps: the call is word-perfect from about 45
+        seed=5,
+        extra_body={
+            "training": {
+                "learning_rate": 1e-2,
+                "lr_scheduler": "constant",
+                "warmup_ratio": 0,
+                "max_seq_length": 1024,  # the tool's schema is in the prompt, a token a byte
+                "sample_prompts": [],
+            }
+        },
+    )
+    job = wait_while_progressing(
+        lambda: client.fine_tuning.jobs.retrieve(job.id),
+        lambda j: j.status in ("succeeded", "failed"),
+        progress=lambda j: (j.status, working(service.process.pid)),
+        what="the tool-call fine-tune's end",
+        diagnose=service.log_tail,
+    )
+    assert job.status == "succeeded", job.error
+    learnt = job.model_extra["metrics"]["train_mean_token_accuracy"]
+    assert learnt == 1.0, f"the call was not learnt by heart (token accuracy {learnt}): more epochs"
+    return job.fine_tuned_model
+
+
+def test_the_playground_shows_a_models_tool_call_and_sends_its_result_back(session, caller):
+    client = openai.OpenAI(base_url=f"{session.service.url}/v1", api_key=session.service.key, max_retries=0)
+    page, pid = session.page, session.service.process.pid
+    chats = []
+    page.on("request", lambda r: chats.append(r) if r.url.endswith("/v1/chat/completions") else None)
+    session.open_with_key(f"#/playground?a={caller}")
+    page.get_by_role("heading", name="Playground").wait_for()
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_text("Tools", exact=True).click()
+    page.get_by_label("Tools (JSON)").fill(json.dumps([WEATHER]))
+    pane = page.locator('.pane[data-side="a"]')
+    finished = pane.locator('.message.assistant[aria-busy="false"]')
+
+    def say(text: str, answers: int) -> None:
+        page.get_by_label("Message", exact=True).fill(text)
+        page.get_by_role("button", name="Send").click()
+        wait_while_progressing(
+            finished.count,
+            lambda n: n == answers,
+            progress=lambda n: (n, working(pid)),
+            what=f"{answers} answers",
+            interval=0.3,
+            diagnose=session.service.log_tail,
+        )
+
+    say(ASK, 1)
+    session.screenshot("tool-call")
+    [made] = (
+        client.chat.completions.create(
+            model=caller, messages=[{"role": "user", "content": ASK}], tools=[WEATHER], temperature=0
+        )
+        .choices[0]
+        .message.tool_calls
+    )
+    assert made.function.name == "get_weather" and json.loads(made.function.arguments) == {"city": "Paris"}
+    shown = pane.locator(".tool-calls li")
+    expect(shown).to_have_count(1)
+    assert shown.locator("code").inner_text() == f"get_weather({made.function.arguments})"
+    assert pane.locator(".answer-stats").inner_text().endswith("· tool_calls")
+
+    # the call's result, filled in its field, goes back with the call it answers
+    result = shown.get_by_role("textbox", name=re.compile(r"^Result of get_weather \(call_"))
+    result.fill('{"degrees": 21}')
+    say("", 2)
+    sent = json.loads(chats[-1].post_data)["messages"]
+    call_id = re.search(r"\((call_[^)]+)\)", result.get_attribute("aria-label"))[1]
+    assert sent[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": made.function.arguments},
+            }
+        ],
+    }
+    assert sent[2] == {"role": "tool", "tool_call_id": call_id, "content": '{"degrees": 21}'}
+    assert pane.locator(".message.tool .who").inner_text() == f"Result of {call_id}"
