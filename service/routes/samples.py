@@ -29,12 +29,6 @@ class Sample(BaseModel):
     )
     completion_tokens: int
     finish_reason: str
-    reward: float | None = Field(
-        None, description="Reinforcement jobs: the answer's grade by the job's grader (absent elsewhere)"
-    )
-    grades: dict[str, float] | None = Field(
-        None, description="Reinforcement jobs: each grader's score by name (a multi grader's sub-graders)"
-    )
 
 
 class SampleSet(BaseModel):

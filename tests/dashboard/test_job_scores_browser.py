@@ -7,11 +7,11 @@ import json
 import re
 
 import httpx
-import openai
 import pytest
 from playwright.sync_api import expect
 
 from cli.sample_data import chat_examples
+from tests.dashboard.conftest import one_criterion_eval, sdk
 from tests.waiting import wait_while_progressing, working
 
 pytestmark = [
@@ -27,17 +27,7 @@ def test_one_click_scores_every_checkpoint_beside_the_loss(session, tuned):
     steps = {c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)} | {8}
     rows = [{"item": {"input": example["messages"][0]["content"]}} for example in chat_examples(4, seed=9)]
     client.files.create(file=("items.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()), purpose="evals")
-    client.evals.create(
-        name="non-empty",
-        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
-        testing_criteria=[
-            {
-                "type": "python",
-                "name": "length",
-                "source": "def grade(sample, item):\n    return min(len(sample['output_text']) / 20, 1)",
-            }
-        ],
-    )
+    one_criterion_eval(client, "non-empty", length_criterion(20))
 
     page = session.page
     session.open_with_key(f"#/jobs/{job.id}")
@@ -63,24 +53,16 @@ def test_one_click_scores_every_checkpoint_beside_the_loss(session, tuned):
 
 
 # a reinforcement job's grader: a multi grader of two, so that each has its chart line
-DIGITS = (
-    "def grade(sample, item):\n    t = sample['output_text']\n    return sum(c.isdigit() for c in t) / max(len(t), 1)\n"
-)
-MULTI = {
-    "type": "multi",
-    "name": "both",
-    "graders": {
-        "digits": {"type": "python", "name": "digits", "source": DIGITS},
-        "topic": {
-            "type": "string_check",
-            "name": "topic",
-            "input": "{{item.topic}}",
-            "reference": "numbers",
-            "operation": "eq",
-        },
-    },
-    "calculate_output": "0.9 * digits + 0.1 * topic",
-}
+DIGITS = "def grade(sample, item):\n    return sum(c.isdigit() for c in sample['output_text']) / 8\n"
+TOPIC = {"type": "string_check", "name": "topic", "input": "{{item.topic}}", "reference": "numbers", "operation": "eq"}
+GRADERS = {"digits": {"type": "python", "name": "digits", "source": DIGITS}, "topic": TOPIC}
+MULTI = {"type": "multi", "name": "both", "graders": GRADERS, "calculate_output": "0.9 * digits + 0.1 * topic"}
+
+
+def length_criterion(full: int) -> dict:
+    """A python criterion: the answer's length in characters, over `full` (at most 1)."""
+    source = f"def grade(sample, item):\n    return min(len(sample['output_text']) / {full}, 1)"
+    return {"type": "python", "name": "length", "source": source}
 
 
 def prompts(count: int) -> bytes:
@@ -101,18 +83,8 @@ def latest(chart) -> dict[str, tuple[float, ...]]:
 
 def test_a_reinforcement_job_charts_its_rewards_kl_lengths_and_eval_scores_and_shows_graded_samples(session):
     service, page = session.service, session.page
-    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
-    evaluation = client.evals.create(
-        name="length",
-        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
-        testing_criteria=[
-            {
-                "type": "python",
-                "name": "length",
-                "source": "def grade(sample, item):\n    return min(len(sample['output_text']) / 8, 1)",
-            }
-        ],
-    )
+    client = sdk(service)
+    evaluation = one_criterion_eval(client, "length", length_criterion(8))
     training = client.files.create(file=("prompts.jsonl", prompts(10)), purpose="fine-tune")
     validation = client.files.create(file=("valid.jsonl", prompts(10)), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(

@@ -9,11 +9,11 @@ import re
 from urllib.parse import unquote
 
 import httpx
-import openai
 import pytest
 from playwright.sync_api import expect
 
 from cli.sample_data import TOOLS, chat_examples
+from tests.dashboard.conftest import finished, one_criterion_eval, sdk
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
@@ -33,12 +33,29 @@ def greedy(client, model: str, messages: list[dict]) -> str:
     return answer.choices[0].message.content
 
 
+def say(session, text: str, answers: int) -> None:
+    """Send `text`; wait until each pane shown has `answers` finished answers."""
+    page = session.page
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_role("button", name="Send").click()
+    finished = page.locator('.pane:not([hidden]) .message.assistant[aria-busy="false"]')
+    wanted = answers * page.locator(".pane:not([hidden])").count()
+    wait_while_progressing(
+        finished.count,
+        lambda n: n == wanted,
+        progress=lambda n: (n, working(session.service.process.pid)),
+        what=f"{wanted} answers in the panes",
+        interval=0.3,
+        diagnose=session.service.log_tail,
+    )
+
+
 def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpoint(session, tuned):
     client, job = tuned
     base, tuned_model = "lmtune-tiny", job.fine_tuned_model
     kept = client.fine_tuning.jobs.checkpoints.list(job.id).data
     checkpoint = min(kept, key=lambda c: c.step_number).fine_tuned_model_checkpoint
-    page, pid = session.page, session.service.process.pid
+    page = session.page
     chats = []
     page.on("response", lambda r: chats.append(r) if r.url.endswith("/v1/chat/completions") else None)
     session.open_with_key(f"#/jobs/{job.id}")
@@ -51,25 +68,10 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
     page.get_by_label("Max tokens").fill(str(MAX_TOKENS))
     pane = {side: page.locator(f'.pane[data-side="{side}"]') for side in "ab"}
 
-    def say(text: str, answers: int) -> None:
-        """Send `text`; wait until each pane has `answers` finished answers."""
-        page.get_by_label("Message", exact=True).fill(text)
-        page.get_by_role("button", name="Send").click()
-        finished = page.locator('.pane:not([hidden]) .message.assistant[aria-busy="false"]')
-        wanted = answers * page.locator(".pane:not([hidden])").count()
-        wait_while_progressing(
-            finished.count,
-            lambda n: n == wanted,
-            progress=lambda n: (n, working(pid)),
-            what=f"{wanted} answers in the panes",
-            interval=0.3,
-            diagnose=session.service.log_tail,
-        )
-
     def answer(side: str, number: int) -> str:
         return pane[side].locator(".message.assistant .text").nth(number).text_content()
 
-    say(PROMPTS[0], 1)
+    say(session, PROMPTS[0], 1)
     session.screenshot("1-first-answers")
     first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[0]}]
     expected = {model: greedy(client, model, first) for model in (tuned_model, base)}
@@ -82,7 +84,7 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
     assert f"{usage.completion_tokens} tokens in" in pane["a"].locator(".answer-stats").inner_text()
 
     # the second turn: each side is sent its own history
-    say(PROMPTS[1], 2)
+    say(session, PROMPTS[1], 2)
     sent = {json.loads(r.request.post_data)["model"]: json.loads(r.request.post_data) for r in chats[2:]}
     for model in (tuned_model, base):
         assert sent[model]["stream"] is True
@@ -99,7 +101,7 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
     page.get_by_label("Model B", exact=True).press("Tab")
     assert checkpoint in unquote(page.url)
     page.get_by_role("button", name="New conversation").click()
-    say(PROMPTS[2], 1)
+    say(session, PROMPTS[2], 1)
     again = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[2]}]
     assert answer("b", 0) == greedy(client, checkpoint, again)
     assert checkpoint in pane["b"].locator(".message.assistant .who").inner_text()
@@ -124,19 +126,8 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
 def test_the_evals_pages_show_runs_checkpoint_scores_and_each_items_grades(session, tuned, tmp_path):
     client, job = tuned
     service, page = session.service, session.page
-    evaluation = client.evals.create(
-        name="exact answer",
-        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
-        testing_criteria=[
-            {
-                "type": "string_check",
-                "name": "exact",
-                "input": "{{sample.output_text}}",
-                "reference": "{{item.answer}}",
-                "operation": "eq",
-            }
-        ],
-    )
+    exact = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+    evaluation = one_criterion_eval(client, "exact answer", {**exact, "operation": "eq"})
     given = client.evals.runs.create(
         evaluation.id,
         name="given answers",
@@ -243,7 +234,7 @@ WEATHER = TOOLS[0]  # get_weather(city)
 def caller(service) -> str:
     """A fine-tune of lmtune-tiny that learnt one tool call by heart: asked ASK with the tools, it
     calls get_weather for Paris (the random tiny model never writes a call that parses)."""
-    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
+    client = sdk(service)
     call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
     row = {
         "messages": [{"role": "user", "content": ASK}, {"role": "assistant", "content": None, "tool_calls": [call]}],
@@ -265,22 +256,14 @@ def caller(service) -> str:
             }
         },
     )
-    job = wait_while_progressing(
-        lambda: client.fine_tuning.jobs.retrieve(job.id),
-        lambda j: j.status in ("succeeded", "failed"),
-        progress=lambda j: (j.status, working(service.process.pid)),
-        what="the tool-call fine-tune's end",
-        diagnose=service.log_tail,
-    )
-    assert job.status == "succeeded", job.error
+    job = finished(client, service, job.id)
     learnt = job.model_extra["metrics"]["train_mean_token_accuracy"]
     assert learnt == 1.0, f"the call was not learnt by heart (token accuracy {learnt}): more epochs"
     return job.fine_tuned_model
 
 
 def test_the_playground_shows_a_models_tool_call_and_sends_its_result_back(session, caller):
-    client = openai.OpenAI(base_url=f"{session.service.url}/v1", api_key=session.service.key, max_retries=0)
-    page, pid = session.page, session.service.process.pid
+    client, page = sdk(session.service), session.page
     chats = []
     page.on("request", lambda r: chats.append(r) if r.url.endswith("/v1/chat/completions") else None)
     session.open_with_key(f"#/playground?a={caller}")
@@ -289,21 +272,7 @@ def test_the_playground_shows_a_models_tool_call_and_sends_its_result_back(sessi
     page.get_by_text("Tools", exact=True).click()
     page.get_by_label("Tools (JSON)").fill(json.dumps([WEATHER]))
     pane = page.locator('.pane[data-side="a"]')
-    finished = pane.locator('.message.assistant[aria-busy="false"]')
-
-    def say(text: str, answers: int) -> None:
-        page.get_by_label("Message", exact=True).fill(text)
-        page.get_by_role("button", name="Send").click()
-        wait_while_progressing(
-            finished.count,
-            lambda n: n == answers,
-            progress=lambda n: (n, working(pid)),
-            what=f"{answers} answers",
-            interval=0.3,
-            diagnose=session.service.log_tail,
-        )
-
-    say(ASK, 1)
+    say(session, ASK, 1)
     session.screenshot("tool-call")
     [made] = (
         client.chat.completions.create(
@@ -321,7 +290,7 @@ def test_the_playground_shows_a_models_tool_call_and_sends_its_result_back(sessi
     # the call's result, filled in its field, goes back with the call it answers
     result = shown.get_by_role("textbox", name=re.compile(r"^Result of get_weather \(call_"))
     result.fill('{"degrees": 21}')
-    say("", 2)
+    say(session, "", 2)
     sent = json.loads(chats[-1].post_data)["messages"]
     call_id = re.search(r"\((call_[^)]+)\)", result.get_attribute("aria-label"))[1]
     assert sent[1] == {

@@ -8,7 +8,7 @@ from lmtune.store.keys import authenticate
 from tests.service.conftest import GOOD_FILE
 
 
-def a_job_with_samples(api, steps, **graded):
+def a_job_with_samples(api, steps):
     owner = authenticate(api.client.app.state.db, api.alice["Authorization"][7:])
     job = create_job(api.client.app.state.db, owner=owner, spec={"model": "lmtune-tiny"}, queue="cpu")
     log = MetricsLog(DataLayout(api.settings.data_dir).job(job.id).samples)
@@ -20,13 +20,7 @@ def a_job_with_samples(api, steps, **graded):
                 "created_at": 1,
                 "generation_seconds": 0.5,
                 "samples": [
-                    {
-                        "prompt": "hi",
-                        "completion": f"at {step}",
-                        "completion_tokens": 2,
-                        "finish_reason": "stop",
-                        **graded,
-                    }
+                    {"prompt": "hi", "completion": f"at {step}", "completion_tokens": 2, "finish_reason": "stop"}
                 ],
             }
         )
@@ -49,18 +43,6 @@ def test_sample_sets_are_listed_by_step_and_paged(api):
         params={"limit": 1, "after": listed["data"][0]["id"]},
     ).json()
     assert [s["step"] for s in page["data"]] == [10] and page["has_more"]
-
-
-def test_a_reinforcement_jobs_samples_carry_their_grades(api):
-    def first_sample(job_id: str) -> dict:
-        return api.client.get(f"/v1/fine_tuning/jobs/{job_id}/samples", headers=api.alice).json()["data"][0]["samples"][
-            0
-        ]
-
-    graded = first_sample(a_job_with_samples(api, [5], reward=0.75, grades={"digits": 0.5, "topic": 1.0}))
-    assert graded["reward"] == 0.75 and graded["grades"] == {"digits": 0.5, "topic": 1.0}
-    ungraded = first_sample(a_job_with_samples(api, [5]))
-    assert ungraded["reward"] is None and ungraded["grades"] is None
 
 
 def test_another_keys_samples_are_404(api):
