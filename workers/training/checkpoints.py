@@ -4,6 +4,7 @@ OUTPUT/checkpoints/step-000120/
     model.safetensors, config.json, tokenizer files   the model in Hugging Face format
     (adapter_model.safetensors, adapter_config.json   instead, for a LoRA run)
     training_state/                                    Accelerate's save_state: optimizer, scheduler, RNG
+                                                       (FSDP: per-process shards, left out of the manifest)
     trainer_state.json                                 step, epoch, tokens, elapsed time
     manifest.json                                      each file's size and sha256; written last
 A folder is complete when it carries its final name; a crash leaves only `.partial-*` folders,
@@ -40,8 +41,13 @@ def remove_partials(folder: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def write_manifest(folder: Path) -> dict:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+def write_manifest(folder: Path, private: str | None = None) -> dict:
+    """Every file of `folder` but those under its subfolder `private`, which stay out of downloads."""
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST and not (private and p.relative_to(folder).parts[0] == private)
+    )
     manifest = {
         "files": [
             {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files
