@@ -92,12 +92,12 @@ def test_fsdp_gives_ddp_s_losses_and_resumes_a_killed_run_exactly(tmp_path, tiny
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_job_asking_for_fsdp_on_2_gpus_trains_sharded_through_the_worker(deployment):
     """A CPU worker of the gpu-2 queue runs its trainer as 2 gloo processes, as a GPU worker runs 2 NCCL ones."""
-    job = deployment.submit(examples=16, epochs=1, batch_size=4, gpus=2, parallelism="fsdp")
+    job = deployment.submit(examples=12, epochs=1, batch_size=6, gpus=2, parallelism="fsdp")
     deployment.start_worker(gpus=2)
 
     done = deployment.wait_for(job.id, lambda j: j.status in ("succeeded", "failed"), what="finished")
     assert (done.status, done.error_message) == ("succeeded", None)
-    assert done.queue.endswith("gpu-2") and done.step == 4
+    assert done.queue.endswith("gpu-2") and done.step == 2
     run = deployment.settings.data_dir / "jobs" / job.id
     [(_, checkpoint)] = complete_checkpoints(run / "checkpoints")
     assert sorted(p.name for p in (checkpoint / "training_state" / "optimizer_0").glob("*.distcp")) == [
