@@ -16,7 +16,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from cli.sample_data import chat_examples, write_jsonl
-from lmtune.layout import complete_checkpoints, read_manifest
+from lmtune.layout import checkpoint_name, complete_checkpoints, read_manifest
 from lmtune.spec import load_spec
 from tests.helpers import metric_rows, train_losses
 from tests.workers.training.test_resume import wait_for_checkpoint
@@ -75,8 +75,8 @@ def test_fsdp_gives_ddp_s_losses_and_resumes_a_killed_run_exactly(tmp_path, tiny
     assert [row["step"] for row in metric_rows(run)] == list(range(1, STEPS + 1))  # each step once
     assert train_losses(run) == pytest.approx(reference, abs=1e-4)
 
-    # the resumed run read the shards the killed one wrote: every process's, not only the main one's
-    state = complete_checkpoints(run / "checkpoints")[0][1] / "training_state"
+    # the killed run's checkpoint, which the resumed run started from, holds a shard from each process
+    state = run / "checkpoints" / checkpoint_name(killed_at) / "training_state"
     assert sorted(p.name for p in (state / "optimizer_0").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     published = [path for _, path in complete_checkpoints(run / "checkpoints")] + [run / "final"]
     for folder in published:
