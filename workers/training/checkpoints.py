@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lmtune.layout import MANIFEST, complete_checkpoints, file_sha256
+from lmtune.layout import complete_checkpoints
 
 TRAINER_STATE = "trainer_state.json"
 TRAINING_STATE_DIR = "training_state"
@@ -39,22 +39,6 @@ def remove_partials(folder: Path) -> None:
     if folder.is_dir():
         for child in folder.glob(".partial-*"):
             shutil.rmtree(child, ignore_errors=True)
-
-
-def write_manifest(folder: Path, private: str | None = None) -> dict:
-    """Every file of `folder` but those under its subfolder `private`, which stay out of downloads."""
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != MANIFEST and not (private and p.relative_to(folder).parts[0] == private)
-    )
-    manifest = {
-        "files": [
-            {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files
-        ]
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
 def publish(partial: Path, final: Path) -> None:

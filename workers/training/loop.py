@@ -30,7 +30,7 @@ from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
 from lmtune.fence import RunFence
-from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint
+from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint, write_manifest
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
 from lmtune.training_data import MIN_EXAMPLES
@@ -432,7 +432,7 @@ def _write_checkpoint(
         if objective_state:
             torch.save(objective_state, objective_state_file(partial))
         # a sharded training state is the run's own (per-process shards): kept to resume, never served
-        ckpt.write_manifest(partial, private=ckpt.TRAINING_STATE_DIR if is_sharded(accelerator) else None)
+        write_manifest(partial, leave_out=ckpt.TRAINING_STATE_DIR if is_sharded(accelerator) else None)
         fence.check()
         ckpt.publish(partial, layout.checkpoints / name)
         ckpt.prune_checkpoints(layout.checkpoints, keep, protected)
@@ -449,11 +449,11 @@ def _export_final(run: _Run) -> TrainingResult:
     if accelerator.is_main_process:
         partial = ckpt.partial_folder(layout.root, "final")
         save_final(_final_model(run, state_dict), run.tokenizer, partial, state_dict=state_dict)
-        ckpt.write_manifest(partial)
+        write_manifest(partial)
         run.fence.check()
         ckpt.publish(partial, layout.final)
         plot_loss(run.history, layout.loss_plot)
-        run.fence.write_text(
+        run.fence.write(
             layout.result,
             json.dumps(
                 {"steps": result.steps, "trained_tokens": result.trained_tokens, "last_metrics": result.last_metrics}
