@@ -263,6 +263,15 @@ class ManifestEntry(BaseModel):
     url: str
 
 
+class ModelDownload(BaseModel):
+    """lmtune: the download of a catalogue model that is not on this machine yet."""
+
+    status: Literal["downloading", "failed"]
+    bytes_done: int = Field(description="bytes written to the cache so far")
+    bytes_total: int = Field(description="bytes of the files being downloaded (grows while they start)")
+    error: str | None = Field(description="why it failed; the next job or completion needing the model retries")
+
+
 class ModelObject(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -272,6 +281,9 @@ class ModelObject(BaseModel):
         True,
         description="lmtune: its files are on this machine; a catalogue model that is not is downloaded by the "
         "first job or completion that needs it, or refused at once when the hub is off or unreachable",
+    )
+    download: ModelDownload | None = Field(
+        None, description="lmtune: a catalogue model's download while it runs, or how it failed; null otherwise"
     )
 
     @classmethod
