@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lmtune.errors import RequestError
 from lmtune.exports import FINAL, check_room, export_folder_name
-from lmtune.layout import DataLayout
+from lmtune.layout import DataLayout, write_manifest
 from lmtune.model_refs import ModelNotFound, job_output
 from lmtune.problems import replace_paths
 from lmtune.quotas import folder_bytes
@@ -27,7 +27,7 @@ from workers.job_runner import WorkerContext
 from workers.lease_keeper import LeaseKeeper
 from workers.model_sources import loadable_source
 from workers.models.errors import ReportedError
-from workers.training.checkpoints import partial_folder, publish, write_manifest
+from workers.training.checkpoints import partial_folder, publish
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 1.0  # at most one progress write per second
