@@ -68,7 +68,7 @@ def export(api, job_id, **body):
 
 def work(api) -> None:
     """One turn of a worker on the exports queue."""
-    context = WorkerContext(api.settings, api.client.app.state.db, "worker-a", 0)
+    context = WorkerContext(api.settings, api.client.app.state.db, "worker-a", 0, api.queue)
     run_next_export(context, export_store.export_queue(api.settings.queue_prefix))
 
 
