@@ -2,6 +2,7 @@
 
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,13 @@ def small_disk(folder: Path, size: str = "1m"):
         yield folder
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+@dataclass
+class MemoryQueue:
+    """The JobQueue seam in memory (lmtune.dispatch): route and worker tests see what was sent, with no broker."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, job) -> None:
+        self.sent.append(job.id)
