@@ -28,7 +28,7 @@ from workers.training.data import TokenizedData
 from workers.training.dpo_loss import SequenceLogProbs, dpo_sums
 from workers.training.errors import InvalidDataError, OutputConflictError
 from workers.training.objectives.base import MicroBatch, Objective, RunContext, Sums
-from workers.training.preference_data import collate_pairs, collate_pairs_packed, tokenize_pairs
+from workers.training.preference_data import collate_pairs_packed, tokenize_pairs
 
 log = logging.getLogger(__name__)
 REFERENCE_PAIRS = 8  # pairs per forward pass of the reference computation (no gradients kept)
@@ -119,9 +119,14 @@ class Dpo(Objective):
         )
 
     def _collate(self, pairs: list[dict]) -> dict:
+        """The pairs' 2B sequences packed into rows: of max_seq_length with packing, else as wide as
+        the longest of them, so shorter sequences share a row instead of each being padded to it (a
+        batch of generated pairs was 35-50% padding); the same log-probabilities, fewer positions."""
         if self.packing:
-            return collate_pairs_packed(pairs, self.tokenizer.pad_token_id, self.max_seq_length)
-        return collate_pairs(pairs, self.tokenizer.pad_token_id)
+            width = self.max_seq_length
+        else:
+            width = max(len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])) for p in pairs)
+        return collate_pairs_packed(pairs, self.tokenizer.pad_token_id, width)
 
     @torch.no_grad()
     def _reference_logps(self, run: RunContext, data: TokenizedData) -> torch.Tensor:
