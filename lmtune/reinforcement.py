@@ -91,7 +91,6 @@ class ReinforcementSettings(_Strict):
     hyperparameters: ReinforcementHyperparameters = ReinforcementHyperparameters()
 
 
-
 class ResolvedReinforcement(_Strict):
     """What a reinforcement run uses beyond the step plan, after every "auto" is decided."""
 

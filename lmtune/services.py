@@ -138,7 +138,9 @@ def _check_training_eval(settings: Settings, db: Database, spec: JobSpec, owner:
         raise RequestError(400, f"{param}: {str(error)[:1000]}", param=param) from None
     for criterion in found.testing_criteria:
         for judge in judged_by(criterion).values():
-            _check_judge(settings, db, judge, owner, param, f"the judge of {evaluation.id}'s criterion {quote(criterion.name)}")
+            _check_judge(
+                settings, db, judge, owner, param, f"the judge of {evaluation.id}'s criterion {quote(criterion.name)}"
+            )
     known = {f"valid_{name}" for name in [*metrics.values(), f"eval_{training_eval.PASS_RATE}"]}
     for field, metric in spec.training.followed_scores().items():
         if metric not in known:

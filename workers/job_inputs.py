@@ -36,7 +36,9 @@ def trainer_spec(db: Database, data: DataLayout, job: Job) -> JobSpec:
             update[name] = str(data.resolve(row.path))
     if isinstance(spec.method, ReinforcementMethod):
         settings = spec.method.reinforcement
-        grader = with_judges(settings.grader, lambda model: judge_source(db, data, model, job, "method.reinforcement.grader"))
+        grader = with_judges(
+            settings.grader, lambda model: judge_source(db, data, model, job, "method.reinforcement.grader")
+        )
         update["method"] = spec.method.model_copy(
             update={"reinforcement": settings.model_copy(update={"grader": grader})}
         )

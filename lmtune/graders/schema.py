@@ -251,7 +251,11 @@ def judged_by(grader) -> dict[str, str]:
     """The judge model of each model grader in `grader` (a multi grader's too), by the field that
     names it relative to the grader: {"model": m} or {"graders.<name>.model": m}."""
     if isinstance(grader, MultiGrader):
-        return {f"graders.{key}.{field}": model for key, sub in grader.graders.items() for field, model in judged_by(sub).items()}
+        return {
+            f"graders.{key}.{field}": model
+            for key, sub in grader.graders.items()
+            for field, model in judged_by(sub).items()
+        }
     return {"model": grader.model} if isinstance(grader, ScoreModelGrader | LabelModelGrader) else {}
 
 

@@ -129,10 +129,17 @@ def test_a_model_grader_s_judge_must_be_a_model_of_this_key_on_this_machine(api,
             "model": model,
             "input": [{"role": "user", "content": "Is {{sample.output_text}} {{item.answer}}?"}],
         }
-        grader = {"type": "multi", "name": "m", "graders": {"exact": GRADER, "judge": judge}, "calculate_output": "exact + judge"}
+        grader = {
+            "type": "multi",
+            "name": "m",
+            "graders": {"exact": GRADER, "judge": judge},
+            "calculate_output": "exact + judge",
+        }
         return {"type": "reinforcement", "reinforcement": {"grader": grader}}
 
-    body = error_of(create(api, file_id, validation_file=file_id, method=with_judge("ft:lmtune-tiny:bob:x:ftjob-1")), 404)
+    body = error_of(
+        create(api, file_id, validation_file=file_id, method=with_judge("ft:lmtune-tiny:bob:x:ftjob-1")), 404
+    )
     assert body["code"] == "model_not_found" and body["param"] == "method.reinforcement.grader.graders.judge.model"
     assert "the grader's judge: no fine-tuned model" in body["message"]
     body = error_of(create(api, file_id, validation_file=file_id, method=with_judge("far-away")), 503)

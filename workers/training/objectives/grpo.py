@@ -193,11 +193,14 @@ class Grpo(Objective):
     def grade_samples(self, items: list[dict], answers: list[str]) -> list[dict]:
         """Each sample answer's `reward` and `grades`: every sub-grader's score for a multi grader,
         else the grader's own, by name."""
-        grades = grade_batch(self.grader, [(sample_namespace(text), item) for text, item in zip(answers, items)], self.step.tools)
+        grades = grade_batch(
+            self.grader, [(sample_namespace(text), item) for text, item in zip(answers, items)], self.step.tools
+        )
         return [
             {"reward": grade.score, "grades": grade.sub_scores if self.sub_graders else {self.grader.name: grade.score}}
             for grade in grades
         ]
+
 
 def _answer_sums(rollouts, answers: range, sub_graders: Sequence[str]) -> dict[str, float]:
     grades = [rollouts.grades[i] for i in answers]

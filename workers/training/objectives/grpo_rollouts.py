@@ -16,7 +16,6 @@ from transformers import LogitsProcessor, TopPLogitsWarper
 from lmtune.graders import Grade, Tools, grade_batch, sample_namespace
 from workers.models.generation import GenerationParams, generate_batch
 
-
 SEED_MODULUS = 2**63 - 25  # a prime below torch's seed range
 
 
@@ -113,7 +112,12 @@ def sample_groups(
             if params.temperature > 0:
                 sampling = SeededSampling(seeds[start : start + max_rows], params.temperature, params.top_p, device)
             choices += generate_batch(
-                model, tokenizer, repeated[start : start + max_rows], greedy, stop_ids=stop_ids, logits_processor=sampling
+                model,
+                tokenizer,
+                repeated[start : start + max_rows],
+                greedy,
+                stop_ids=stop_ids,
+                logits_processor=sampling,
             )
     finally:
         model.train(was_training)

@@ -107,7 +107,9 @@ class GrpoStep:
     def _batch_std(self, rewards: torch.Tensor) -> torch.Tensor:
         """The unbiased spread of the rewards of every process's answers."""
         rewards = rewards.double().to(self.device)
-        count, total, squares = self.reduce(torch.stack([rewards.new_tensor(len(rewards)), rewards.sum(), (rewards**2).sum()])).tolist()
+        count, total, squares = self.reduce(
+            torch.stack([rewards.new_tensor(len(rewards)), rewards.sum(), (rewards**2).sum()])
+        ).tolist()
         mean = total / max(count, 1.0)
         return torch.tensor(max(squares - count * mean**2, 0.0) / max(count - 1, 1.0)).sqrt()
 
