@@ -19,16 +19,21 @@ JUDGE = {
 }
 
 
-def test_the_job_s_eval_is_handed_over_and_a_deleted_one_fails_the_job(db, tmp_path):
-    data = DataLayout(tmp_path)
+def job_with_eval(db, criterion: dict) -> tuple:
+    """A job of key-a naming a stored eval of one criterion, and the eval."""
     evaluation = eval_store.create_eval(
         db,
         "key-a",
         name="answers",
         data_source_config={"type": "custom", "item_schema": {"type": "object"}},
-        testing_criteria=[EXACT],
+        testing_criteria=[criterion],
     )
-    job = Job(id="ftjob-1", owner="key-a", spec={"training": {"eval_id": evaluation.id}})
+    return Job(id="ftjob-1", owner="key-a", spec={"training": {"eval_id": evaluation.id}}), evaluation
+
+
+def test_the_job_s_eval_is_handed_over_and_a_deleted_one_fails_the_job(db, tmp_path):
+    data = DataLayout(tmp_path)
+    job, evaluation = job_with_eval(db, EXACT)
     assert training_eval(db, data, job) == TrainingEval(
         id=evaluation.id, name="answers", item_schema={"type": "object"}, testing_criteria=[EXACT]
     )
@@ -41,14 +46,7 @@ def test_the_job_s_eval_is_handed_over_and_a_deleted_one_fails_the_job(db, tmp_p
 
 def test_a_judge_is_handed_to_the_trainer_as_a_folder_and_a_missing_one_fails_the_job(db, tmp_path):
     data = DataLayout(tmp_path)
-    evaluation = eval_store.create_eval(
-        db,
-        "key-a",
-        name="rated",
-        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
-        testing_criteria=[JUDGE],
-    )
-    job = Job(id="ftjob-1", owner="key-a", spec={"training": {"eval_id": evaluation.id}})
+    job, _ = job_with_eval(db, JUDGE)
     [criterion] = training_eval(db, data, job).testing_criteria
     assert criterion.model == str(data.builtin_model("lmtune-tiny"))  # the built-in model, made for the trainer
     assert (data.builtin_model("lmtune-tiny") / "config.json").exists()
