@@ -21,6 +21,10 @@ ASKED = (
     "Say a colour.",
     "What is a nice colour for a shirt?",
     "Give me a colour.",
+    "What colour is your favourite?",
+    "Suggest a colour for a bedroom.",
+    "Choose a colour for a flag.",
+    "One colour, please.",
 )
 
 
