@@ -41,6 +41,7 @@ import httpx
 from benchmarks.process_memory import peak_rss_mb
 from cli.restarting_child import WORKER_NICENESS  # the worker's priority under `lmtune up`, for a fair `lmtune train`
 from cli.sample_data import chat_examples, write_jsonl
+from workers.ports import free_port
 
 TICKS = os.sysconf("SC_CLK_TCK")
 BIG_FILE_MB = 500
@@ -85,7 +86,7 @@ class Deployment:
         from workers.models.tiny_model import make_tiny_model
 
         make_tiny_model(DataLayout(root / "data").builtin_model("lmtune-tiny"))
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.secret = subprocess.run(
             [sys.executable, "-m", "cli", "keys", "create", "bench"],
@@ -272,8 +273,8 @@ def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: in
 def download_speeds(deployment: Deployment, job_id: str, repeats: int) -> list[str]:
     """A final-model folder with a 500 MB file (and its manifest) put in the job's run folder, read
     three ways. The routes serve any folder with a manifest; the job need not have trained."""
+    from lmtune.layout import write_manifest
     from workers.models.tiny_model import make_tiny_model
-    from workers.training.checkpoints import write_manifest
 
     final = make_tiny_model(deployment.root / "data" / "jobs" / job_id / "final")
     big = final / "big.bin"
@@ -548,12 +549,6 @@ def _delete_redis_keys(url: str, prefix: str) -> None:
     client = redis.Redis.from_url(url)
     for key in client.scan_iter(f"*{prefix}*"):
         client.delete(key)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import tempfile
 import threading
@@ -21,16 +20,11 @@ import httpx
 import uvicorn
 
 from workers.models.tiny_model import make_tiny_model
+from workers.ports import free_port
 from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
 
 PROMPT = [{"role": "user", "content": "Name three colours."}]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def timed_request(url: str, source: str, max_tokens: int) -> tuple[float, float, int, float]:

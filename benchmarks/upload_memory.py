@@ -31,6 +31,7 @@ import httpx
 import psutil
 
 from cli.sample_data import chat_examples
+from workers.ports import free_port
 
 MIB = 1024 * 1024
 BOUNDARY = "benchmark-boundary"
@@ -75,9 +76,7 @@ def live_server(root: Path, limit: int):
     key = subprocess.run(
         [*command, "keys", "create", "bench"], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = (root / "server.log").open("wb")
     server = subprocess.Popen([*command, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

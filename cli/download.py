@@ -9,15 +9,14 @@ folder with one is complete.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cli.client import ApiError, LmtuneClient, check
+from lmtune.layout import file_hash, file_sha256, write_manifest
 
 CHUNK = 1 << 16
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -70,8 +69,7 @@ def download_files(
     targets = [(entry, _target(output, entry["path"])) for entry in entries]
     on_start(sum(entry["bytes"] for entry in entries), sum(_bytes_on_disk(target) for _, target in targets))
     results = [_download_file(client, entry, target, on_bytes) for entry, target in targets]
-    manifest = {"files": [{key: entry[key] for key in ("path", "bytes", "sha256")} for entry in entries]}
-    (output / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_manifest(output, [{key: entry[key] for key in ("path", "bytes", "sha256")} for entry in entries])
     return results
 
 
@@ -96,7 +94,7 @@ def _bytes_on_disk(target: Path) -> int:
 def _download_file(client: LmtuneClient, entry: dict, target: Path, on_bytes: Callable[[int], None]) -> FileResult:
     size, expected = entry["bytes"], entry["sha256"]
     if target.exists():
-        if target.stat().st_size == size and _sha256(target) == expected:
+        if target.stat().st_size == size and file_sha256(target) == expected:
             return FileResult(entry["path"], size, size, skipped=True)
         target.unlink()  # not the server's file: fetch it again
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,9 +103,7 @@ def _download_file(client: LmtuneClient, entry: dict, target: Path, on_bytes: Ca
     if offset > size:
         partial.unlink()
         offset = 0
-    digest = hashlib.sha256()
-    if offset:
-        _hash_into(digest, partial)
+    digest = file_hash(partial) if offset else hashlib.sha256()
     if offset < size:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         with client.http.stream("GET", client.url(entry["url"]), headers={**client.headers, **headers}) as response:
@@ -132,15 +128,3 @@ def _download_file(client: LmtuneClient, entry: dict, target: Path, on_bytes: Ca
         )
     partial.replace(target)
     return FileResult(entry["path"], size, offset, skipped=False)
-
-
-def _hash_into(digest, path: Path) -> None:
-    with path.open("rb") as source:
-        while block := source.read(1 << 20):
-            digest.update(block)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    _hash_into(digest, path)
-    return digest.hexdigest()

@@ -4,9 +4,9 @@ needs no --api-key; beside it, the URL `lmtune up` serves at, so the client need
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from lmtune.layout import write_atomically
 from lmtune.store.database import Database
 from lmtune.store.keys import authenticate, create_key
 
@@ -55,11 +55,7 @@ def ensure_local_key(db: Database, data_dir: Path) -> tuple[str, bool]:
 def _write_private(path: Path, text: str) -> None:
     """Replaces the file at once; created with 0600 from the start, never readable by others, not even briefly."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.unlink(missing_ok=True)
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(text + "\n")
-    os.replace(partial, path)
+    write_atomically(path, text + "\n", private=True)
 
 
 def dashboard_url(host: str, port: int, secret: str | None) -> str:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from lmtune.layout import RunLayout
+from lmtune.layout import RunLayout, write_atomically
 
 ATTEMPT_ENV = "LMTUNE_ATTEMPT"
 NO_ATTEMPT = 0  # attempts count from 1: a closed folder is owned by none
@@ -33,13 +35,13 @@ class Superseded(Exception):
 
 def claim_run_folder(layout: RunLayout, attempt: int) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
-    _replace(layout.fence, str(attempt))
+    write_atomically(layout.fence, str(attempt))
 
 
 def close_run_folder(layout: RunLayout) -> None:
     """No attempt owns the folder any more; a trainer still writing there stops at its next write."""
     if layout.root.is_dir():
-        _replace(layout.fence, str(NO_ATTEMPT))
+        write_atomically(layout.fence, str(NO_ATTEMPT))
 
 
 def folder_owner(layout: RunLayout) -> int | None:
@@ -71,11 +73,11 @@ class RunFence:
         if owner != self.attempt:
             raise Superseded(f"attempt {owner} owns {self.layout.root}; attempt {self.attempt} stops")
 
-    def write_text(self, path: Path, text: str) -> None:
-        """`text` into `path` only while this attempt owns the folder, whole or not at all: written
-        aside, the fence checked again, then renamed into place (a full disk leaves no cut file)."""
+    def write(self, path: Path, content: str | bytes | Callable[[BinaryIO], object]) -> None:
+        """`content` into `path` only while this attempt owns the folder, whole or not at all: written
+        aside, the fence checked again, then renamed into place (layout.write_atomically)."""
         self.check()
-        _replace(path, text, before=self.check)
+        write_atomically(path, content, before=self.check)
 
 
 def check_writer_of(path: Path) -> None:
@@ -87,7 +89,7 @@ def check_writer_of(path: Path) -> None:
 def write_error_report(fence: RunFence, code: str, message: str, param: str | None = None) -> None:
     """error.json, for the worker: why this attempt failed, with the field to change."""
     report = {"attempt": fence.attempt, "code": code, "message": message, "param": param}
-    fence.write_text(fence.layout.error, json.dumps(report))
+    fence.write(fence.layout.error, json.dumps(report))
 
 
 def read_error_report(layout: RunLayout, attempt: int) -> dict | None:
@@ -98,13 +100,3 @@ def read_error_report(layout: RunLayout, attempt: int) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     return report if isinstance(report, dict) and report.get("attempt") == attempt else None
-
-
-def _replace(path: Path, text: str, before=lambda: None) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        partial.write_text(text)
-        before()
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -1,20 +1,28 @@
 """The run-folder contract: where a training run keeps its files, how its checkpoints are named and
-found complete, and how files are hashed. Shared by the trainer, the worker and the API, so that
-each reads what the other writes the same way.
+found complete, how files are hashed and listed in a manifest, and how a file is replaced whole.
+Shared by the trainer, the worker, the API and the CLI's downloads, so that each reads what the
+other writes the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # In every checkpoint and final folder, written last: each file's path, size and sha256. A folder
 # with its final name and a manifest is complete.
 MANIFEST = "manifest.json"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
+ADAPTER_DIR = "adapter"  # a LoRA job's final/ keeps its adapter here, beside the merged model
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA adapter's files: in a checkpoint, and in final/adapter/
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def checkpoint_name(step: int) -> str:
@@ -38,17 +46,59 @@ def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_hash(path: Path):
+    """The sha256 of a file's bytes, as a hash object (a download that goes on adds the rest to it)."""
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256")
+
+
+def file_sha256(path: Path) -> str:
+    return file_hash(path).hexdigest()
 
 
 def read_manifest(folder: Path) -> dict[str, dict]:
     """The manifest's entries by relative path: {path: {path, bytes, sha256}}."""
     return {entry["path"]: entry for entry in json.loads((folder / MANIFEST).read_text())["files"]}
+
+
+def write_manifest(folder: Path, entries: list[dict] | None = None) -> None:
+    """The folder's manifest, written last: `entries` ({path, bytes, sha256}: a download's, as the
+    server listed them), by default every file of the folder, hashed."""
+    if entries is None:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+        entries = [
+            {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files
+        ]
+    write_atomically(folder / MANIFEST, json.dumps({"files": entries}, indent=2))
+
+
+def write_atomically(
+    path: Path,
+    content: str | bytes | Callable[[BinaryIO], object],
+    *,
+    before: Callable[[], object] = lambda: None,
+    private: bool = False,
+) -> None:
+    """`path` replaced whole or not at all: `content` (text, bytes, or a function that writes into the
+    open file) goes to a temporary name of its own beside it (the pid and a random part: concurrent
+    writers never share one), is flushed to disk, `before()` is called (a fence check), then it is
+    renamed into place. A crash or a full disk leaves the old file, never a cut one. `private`: mode
+    0600 from the start, never readable by others, not even briefly."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        with os.fdopen(
+            os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666), "wb"
+        ) as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content.encode() if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        before()
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from lmtune.fence import check_writer_of
+from lmtune.layout import write_atomically
 
 STEP_FIRST = re.compile(rb'\{"step": (\d+)[,}]')  # how append() writes a row: its step first
 
@@ -50,9 +50,7 @@ class MetricsLog:
         """Drop rows after `step`: a resumed run writes them again. The file is replaced whole (a new
         inode), so a reader following it by offset sees that it must start over."""
         kept = [row for row in self.read() if row["step"] <= step]
-        partial = self.path.with_suffix(".jsonl.partial")
-        partial.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(partial, self.path)
+        write_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def append(self, row: dict) -> None:
         check_writer_of(self.path)  # metrics, sample sets, notices: only while the trainer's attempt owns the folder

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.catalogue import load_catalogue
-from lmtune.layout import DataLayout
+from lmtune.layout import ADAPTER_CONFIG, ADAPTER_DIR, DataLayout
 from lmtune.problems import quote_id
 from lmtune.store import records
 from lmtune.store.database import Database
@@ -23,8 +23,6 @@ from lmtune.store.fine_tuned import (
 )
 from lmtune.store.jobs import get_job
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_DIR = "adapter"  # a LoRA job's final/ keeps its adapter here, beside the merged model
 MAX_DEPTH = 16  # a fine-tuned model of a fine-tuned model of ...
 
 

@@ -1,4 +1,5 @@
-"""What a client can ask of lmtune, independent of HTTP: submit a job (uploads: lmtune/uploads.py).
+"""What a client can ask of lmtune, independent of HTTP: submit, cancel, pause, resume and delete a
+job (uploads: lmtune/uploads.py), each store write together with its disk effect.
 
 The HTTP routes are thin adapters around these; errors carry the HTTP status and the field.
 """
@@ -6,6 +7,7 @@ The HTTP routes are thin adapters around these; errors carry the HTTP status and
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -198,10 +200,29 @@ def _check_grader_fields(settings: Settings, method: ReinforcementMethod, row: F
 def resume_job(settings: Settings, db: Database, queue: JobQueue, job_id: str, owner: str) -> Job:
     """Queue a paused job again, within the key's quota of active jobs (LookupError, WrongState as the store)."""
     try:
-        job = job_store.resume_job(db, job_id, owner, max_active=settings.quota_active_jobs)
+        job = job_store.requeue_paused(db, job_id, owner, max_active=settings.quota_active_jobs)
     except TooManyActiveJobs as full:
         raise quotas.too_many_jobs(settings.quota_active_jobs, full.active) from None
     queue.send(job)
+    return job
+
+
+def cancel_job(db: Database, job_id: str, owner: str) -> Job:
+    """A queued or paused job ends at once; a running one is asked to stop, and its worker stops the
+    trainer (LookupError, WrongState as the store)."""
+    return job_store.request_cancel(db, job_id, owner)
+
+
+def pause_job(db: Database, job_id: str, owner: str) -> Job:
+    """A running job is asked to pause: its trainer checkpoints and stops (LookupError, WrongState as the store)."""
+    return job_store.request_pause(db, job_id, owner)
+
+
+def delete_job(settings: Settings, db: Database, job_id: str, owner: str) -> Job:
+    """A job that has ended or is paused, with its records, then its run folder once they are gone
+    (LookupError, WrongState as the store)."""
+    job = job_store.delete_job(db, job_id, owner)
+    shutil.rmtree(DataLayout(settings.data_dir).job(job_id).root, ignore_errors=True)
     return job
 
 

@@ -166,6 +166,12 @@ def _check_rows(path: Path, purpose: str, filename: str) -> FileRows:
         ) from None
 
 
+def delete_file(settings: Settings, db: Database, row: File) -> None:
+    """A file's row, then its bytes on disk once the row is gone."""
+    file_store.delete_file(db, row.id)
+    DataLayout(settings.data_dir).resolve(row.path).unlink(missing_ok=True)
+
+
 def store_upload(settings: Settings, db: Database, owner: str, filename: str, purpose: str, stream: BinaryIO) -> File:
     """An upload from a file-like object (for callers other than the HTTP API)."""
     upload = PartialUpload(settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from starlette.types import Scope
 
@@ -10,6 +12,7 @@ from lmtune.settings import Settings, load_settings
 from lmtune.store.database import open_database
 from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, Limit
 from service.errors import install_error_handlers
+from service.inference_client import InferenceClient
 from service.metrics import install_metrics
 from service.openapi import install_openapi
 from service.routes import (
@@ -29,11 +32,28 @@ from service.security_headers import NoSniff
 from service.streaming import StreamSlots
 from service.upload_gate import UploadGate
 from service.web import install_web
+from service.webhook_sender import WebhookSender
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        """The clients the app holds, made at start and closed at stop: the model server's connections
+        (service/inference_client.py) and the webhook sender's (its test events)."""
+        inference = app.state.inference = InferenceClient(settings.inference_url, settings.inference_secret)
+        sender = app.state.webhook_sender = WebhookSender(
+            settings.webhook_allow_private, settings.webhook_timeout_seconds
+        )
+        try:
+            yield
+        finally:
+            await inference.aclose()
+            await sender.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="lmtune",
         version="0.1.0",
         description="Self-hosted fine-tuning behind OpenAI's fine-tuning API. Authenticate with "

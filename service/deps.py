@@ -12,7 +12,12 @@ from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.settings import Settings
 from lmtune.store.database import Database
+from lmtune.store.jobs import get_job
 from lmtune.store.keys import authenticate
+from lmtune.store.models import Job
+from service.errors import not_found
+from service.inference_client import InferenceClient
+from service.webhook_sender import WebhookSender
 
 # The dependencies are `async def` so that FastAPI calls them on the event loop: a plain `def` is
 # sent to the thread pool, one thread hop each, which cost more than the work of a whole request.
@@ -28,6 +33,14 @@ async def get_db(request: Request) -> Database:
 
 async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
+
+
+async def get_inference(request: Request) -> InferenceClient:
+    return request.app.state.inference  # made and closed by the app's lifespan (service/app.py)
+
+
+async def get_webhook_sender(request: Request) -> WebhookSender:
+    return request.app.state.webhook_sender  # made and closed by the app's lifespan
 
 
 # declares the scheme in /openapi.json (and the Authorize button of /docs); errors stay OpenAI's
@@ -57,3 +70,16 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+InferenceDep = Annotated[InferenceClient, Depends(get_inference)]
+WebhookSenderDep = Annotated[WebhookSender, Depends(get_webhook_sender)]
+
+
+async def get_owned_job(job_id: str, owner: OwnerDep, db: DbDep) -> Job:
+    """The job of the path's `job_id` if it is the caller's; else 404, as for a job that does not exist."""
+    job = await run_in_threadpool(get_job, db, job_id, owner)
+    if job is None:
+        raise not_found("fine-tuning job", job_id)
+    return job
+
+
+OwnedJob = Annotated[Job, Depends(get_owned_job)]

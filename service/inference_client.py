@@ -56,19 +56,19 @@ class Upstream:
 
 
 class InferenceClient:
+    """One connection pool to the model server for the API process; the app's lifespan closes it."""
+
     def __init__(self, url: str, secret: str | None = None, transport: httpx.AsyncBaseTransport | None = None):
-        self.url, self._transport, self._headers = url, transport, secret_headers(secret)
-        self._client: httpx.AsyncClient | None = None
+        self.url = url
+        self._client = httpx.AsyncClient(
+            base_url=url,
+            transport=transport,
+            headers=secret_headers(secret),
+            timeout=httpx.Timeout(None, connect=CONNECT_SECONDS),
+        )
 
     async def open(self, model: str, payload: dict) -> Upstream:
         """Send the request; return once the model is loaded and the answer begins."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.url,
-                transport=self._transport,
-                headers=self._headers,
-                timeout=httpx.Timeout(None, connect=CONNECT_SECONDS),
-            )
         try:
             response = await self._client.send(
                 self._client.build_request("POST", "/generate", json=payload), stream=True
@@ -100,8 +100,7 @@ class InferenceClient:
         return Upstream(first, lines, response)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        await self._client.aclose()
 
 
 def upstream_error(model: str, event: dict) -> RequestError:

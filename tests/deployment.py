@@ -25,6 +25,7 @@ from lmtune.store.jobs import get_job
 from lmtune.store.models import Job
 from lmtune.uploads import store_upload
 from tests.waiting import wait_for_exit, wait_while_progressing, working
+from workers.ports import free_port
 
 OWNER = "key-test"
 
@@ -241,12 +242,6 @@ def local_service(root: Path, **environment: str):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         wait_for_exit(process, "`lmtune up` to stop")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_listening(port: int, process: subprocess.Popen) -> None:

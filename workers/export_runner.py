@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from lmtune.exports import FINAL, export_folder_name
-from lmtune.layout import DataLayout
+from lmtune.layout import DataLayout, write_manifest
 from lmtune.model_refs import ModelNotFound, job_output
 from lmtune.problems import replace_paths
 from lmtune.store import exports as export_store
@@ -24,7 +24,7 @@ from workers.job_runner import WorkerContext
 from workers.lease_keeper import LeaseKeeper
 from workers.model_sources import loadable_source
 from workers.models.errors import ReportedError
-from workers.training.checkpoints import partial_folder, publish, write_manifest
+from workers.training.checkpoints import partial_folder, publish
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 1.0  # at most one progress write per second

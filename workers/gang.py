@@ -20,6 +20,7 @@ from lmtune.store.gangs import Member, disband, gang_members, host_gang, join_ga
 from lmtune.store.jobs import StaleAttempt
 from lmtune.store.models import Job
 from workers.lease_keeper import LeaseKeeper
+from workers.ports import free_port
 from workers.supervision import POLL_SECONDS, supervise
 from workers.training.entry import trainer_command
 from workers.training.launcher import NODE_RANK_ENV, NODES_ENV
@@ -36,7 +37,7 @@ def gather(ctx, job: Job, attempt: int, lease: LeaseKeeper) -> dict | None:
     """Rank 0: host the gang and wait for it to fill; the trainer's gang environment, or None when
     the gang did not fill in time and the job went back to the queue."""
     address = node_address(ctx.settings)
-    host_gang(ctx.db, job.id, attempt, ctx.worker_id, f"{address}:{_free_port(address)}")
+    host_gang(ctx.db, job.id, attempt, ctx.worker_id, f"{address}:{free_port(address)}")
     try:
         ring(ctx.settings, job.queue, job.nodes - 1)
     except Exception as error:  # a broker that is down: idle workers may still look, or the wait ends it
@@ -79,9 +80,3 @@ def run_as_member(ctx, queue: str) -> bool:
     except StaleAttempt:
         log.info("the gang of job %s (attempt %d) ended; node %d leaves it", job.id, attempt, rank)
     return True
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lmtune.backoff import pause_after
 from lmtune.disk import DISK_FULL, disk_full_message
 from lmtune.dispatch import send_job
 from lmtune.fence import read_error_report
@@ -110,7 +111,8 @@ class Recorder:
     def retry_after_full_disk(self, message: str) -> None:
         """The attempt fails; the next one starts after a pause that doubles with each failure, so
         that space can be freed (a cancel during the pause ends the job)."""
-        pause = self.settings.disk_full_backoff_seconds * 2 ** min(self.job.failures, 6)
+        first = self.settings.disk_full_backoff_seconds
+        pause = pause_after(self.job.failures + 1, first, most=first * 2**6)
         if not self.back_off(pause) and self._cancel_requested():
             self._finish(JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
             return

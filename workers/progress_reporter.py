@@ -13,6 +13,7 @@ import json
 import logging
 import time
 
+from lmtune.backoff import pause_after
 from lmtune.layout import DataLayout, complete_checkpoints
 from lmtune.quotas import folder_bytes
 from lmtune.store.database import Database, is_unreachable
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 # valid_loss, ... and the objective's own metrics), whatever the training method
 EVENT_KEYS = ("step", "total_steps")
 EVENT_PREFIXES = ("train_", "valid_", "full_valid_")
-MAX_BACKOFF_SECONDS = 5.0
+FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS = 0.5, 5.0
 
 
 class ProgressReporter:
@@ -37,7 +38,7 @@ class ProgressReporter:
         self._pending_messages: list[dict] = []  # sample sets and notices read, not yet recorded
         self._recorded_checkpoints: set[int] | None = None
         self._on_disk: set[int] = set()  # complete checkpoints as the last report saw them
-        self._next_try, self._backoff = 0.0, 0.0
+        self._next_try, self._backoff, self._failures = 0.0, 0.0, 0
 
     def poll(self) -> Control:
         """Record what is new, unless backing off; raises StaleAttempt once the attempt is superseded."""
@@ -50,7 +51,8 @@ class ProgressReporter:
         except Exception as error:
             if not is_unreachable(error):
                 raise
-            self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
+            self._failures += 1
+            self._backoff = pause_after(self._failures, FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
             self._next_try = time.monotonic() + self._backoff
             log.warning(
                 "job %s: the database is unreachable (%s); %d metric rows wait, next try in %.1f s",
@@ -63,7 +65,7 @@ class ProgressReporter:
         self._pending.clear()
         self._pending_messages.clear()
         self._recorded_checkpoints = self._on_disk
-        self._next_try, self._backoff = 0.0, 0.0
+        self._next_try, self._backoff, self._failures = 0.0, 0.0, 0
         return self.control
 
     def flush(self, between) -> Control:

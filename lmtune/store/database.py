@@ -17,6 +17,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from lmtune.backoff import pause_after
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,16 +110,17 @@ def until_answered(
     """`action()`, tried again with growing pauses while the database is unreachable. Any other error
     ends the tries, and so does one raised by `between()`, called before each new try (e.g. the
     attempt's lease check, once another attempt holds the job)."""
-    delay = first_delay
+    failures = 0
     while True:
         try:
             return action()
         except Exception as error:
             if not is_unreachable(error):
                 raise
+            failures += 1
+            delay = pause_after(failures, first_delay, max_delay)
             log.warning(
                 "%s: the database is unreachable (%s); trying again in %.1f s", what, type(error).__name__, delay
             )
         time.sleep(delay)
-        delay = min(delay * 2, max_delay)
         between()

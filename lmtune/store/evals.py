@@ -21,7 +21,7 @@ from lmtune.store.webhooks import record_eval_run_end
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELED = "queued", "in_progress", "completed", "failed", "canceled"
 TERMINAL = (COMPLETED, FAILED, CANCELED)
-ACTIVE = (QUEUED, RUNNING)
+COUNTED_BY_QUOTA = (QUEUED, RUNNING)
 
 
 class WrongState(Exception):
@@ -120,7 +120,9 @@ def create_run(db: Database, owner: str, *, max_active: int | None = None, **fie
             # the key's row first: concurrent creations by one key count one at a time
             session.execute(update(ApiKey).where(ApiKey.id == owner).values(name=ApiKey.name))
             active = session.scalars(
-                select(EvalRun.id).where(EvalRun.owner == owner, EvalRun.status.in_(ACTIVE)).order_by(EvalRun.id)
+                select(EvalRun.id)
+                .where(EvalRun.owner == owner, EvalRun.status.in_(COUNTED_BY_QUOTA))
+                .order_by(EvalRun.id)
             ).all()
             if len(active) >= max_active:
                 raise TooManyActiveRuns(list(active))

@@ -25,7 +25,7 @@ from lmtune.store.leases import StaleAttempt, fair_order  # noqa: F401  (StaleAt
 from lmtune.store.models import TERMINAL, ApiKey, Event, FineTunedModel, Job, JobStatus
 from lmtune.store.webhooks import record_job_end
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
+COUNTED_BY_QUOTA = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
 
 
 class WrongState(Exception):
@@ -133,7 +133,9 @@ def _take_active_slot(session, owner: str, max_active: int) -> None:
     # write to the key's row first: concurrent submissions by one key then count one at a time
     # (a row lock on PostgreSQL, the write lock on SQLite), so a burst cannot overshoot the limit
     session.execute(update(ApiKey).where(ApiKey.id == owner).values(name=ApiKey.name))
-    active = session.scalars(select(Job.id).where(Job.owner == owner, Job.status.in_(ACTIVE)).order_by(Job.id)).all()
+    active = session.scalars(
+        select(Job.id).where(Job.owner == owner, Job.status.in_(COUNTED_BY_QUOTA)).order_by(Job.id)
+    ).all()
     if len(active) >= max_active:
         raise TooManyActiveJobs(list(active))
 
@@ -362,7 +364,7 @@ def request_pause(db: Database, job_id: str, owner: str) -> Job:
         return job
 
 
-def resume_job(db: Database, job_id: str, owner: str, max_active: int | None = None) -> Job:
+def requeue_paused(db: Database, job_id: str, owner: str, max_active: int | None = None) -> Job:
     with db.session() as session:
         job = _owned(session, job_id, owner)
         if job.status != JobStatus.PAUSED:
@@ -379,7 +381,7 @@ def delete_job(db: Database, job_id: str, owner: str) -> Job:
     its run folder is the caller's to remove once this has committed."""
     with db.session() as session:
         job = _owned(session, job_id, owner)
-        if job.status in ACTIVE:
+        if job.status in COUNTED_BY_QUOTA:
             raise WrongState(job, "delete")
         session.execute(delete(FineTunedModel).where(FineTunedModel.job_id == job_id))
         session.delete(job)  # its events and checkpoints go with it (ON DELETE CASCADE)

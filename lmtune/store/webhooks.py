@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
 
+from lmtune.backoff import pause_after
 from lmtune.ids import new_id
 from lmtune.store.database import Database, get_owned
 from lmtune.store.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -278,7 +279,7 @@ def record_try(
 def retry_at(claim: Claim, tried_at: float, first_delay: float, horizon_seconds: float, max_delay: float = 3600):
     """When to try again after failed try number `claim.attempt`: the delay doubles from
     `first_delay` up to `max_delay`; None once that would pass the event's horizon."""
-    at = tried_at + min(first_delay * 2 ** (claim.attempt - 1), max_delay)
+    at = tried_at + pause_after(claim.attempt, first_delay, max_delay)
     return at if at <= claim.event_created_at + horizon_seconds else None
 
 

@@ -19,9 +19,9 @@ from lmtune.layout import MANIFEST, DataLayout, read_manifest
 from lmtune.problems import quote
 from lmtune.services import RequestError
 from lmtune.store import records
-from service.deps import DbDep, OwnerDep, SettingsDep
+from lmtune.store.models import Job
+from service.deps import DbDep, OwnedJob, SettingsDep
 from service.errors import documented, not_found
-from service.routes.jobs import owned_job
 from service.schemas import JobCheckpoint, ListResponse, ManifestEntry
 from service.streaming import HeldFileResponse, TarArchive
 
@@ -30,63 +30,59 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["checkpoints an
 
 @router.get("/checkpoints", response_model=ListResponse[JobCheckpoint], responses=documented(404))
 def list_checkpoints(
-    job_id: str, owner: OwnerDep, db: DbDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
+    job: OwnedJob, db: DbDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> ListResponse[JobCheckpoint]:
     """Newest first; the trainer keeps the newest `training.keep_checkpoints` on disk."""
-    job = owned_job(db, job_id, owner)
-    rows, more = records.list_checkpoints(db, job_id, after=after, limit=limit)
+    rows, more = records.list_checkpoints(db, job.id, after=after, limit=limit)
     return ListResponse(data=[JobCheckpoint.of(row, job) for row in rows], has_more=more)
 
 
 @router.get("/checkpoints/{checkpoint_id}/content", response_class=StreamingResponse, responses=documented(404))
-def checkpoint_archive(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+def checkpoint_archive(job: OwnedJob, checkpoint_id: str, db: DbDep, settings: SettingsDep):
     """The whole checkpoint as a tar archive (model, tokenizer, training state, manifest.json)."""
-    folder = _checkpoint_folder(job_id, checkpoint_id, owner, db, settings)
-    return _archive(folder, f"{job_id}-{folder.name}")
+    folder = _checkpoint_folder(job, checkpoint_id, db, settings)
+    return _archive(folder, f"{job.id}-{folder.name}")
 
 
 @router.get("/checkpoints/{checkpoint_id}/files", response_model=ListResponse[ManifestEntry], responses=documented(404))
-def checkpoint_files(job_id: str, checkpoint_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+def checkpoint_files(job: OwnedJob, checkpoint_id: str, db: DbDep, settings: SettingsDep):
     """Each file of the checkpoint with its size, sha256 and download URL."""
-    folder = _checkpoint_folder(job_id, checkpoint_id, owner, db, settings)
-    return manifest_listing(folder, f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files")
+    folder = _checkpoint_folder(job, checkpoint_id, db, settings)
+    return manifest_listing(folder, f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{checkpoint_id}/files")
 
 
 @router.get(
     "/checkpoints/{checkpoint_id}/files/{path:path}", response_class=FileResponse, responses=documented(404, 416)
 )
-def checkpoint_file(job_id: str, checkpoint_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+def checkpoint_file(job: OwnedJob, checkpoint_id: str, path: str, db: DbDep, settings: SettingsDep):
     """One file; supports `Range: bytes=...`; its sha256 is in the `X-Checksum-SHA256` header."""
-    return manifest_file(_checkpoint_folder(job_id, checkpoint_id, owner, db, settings), path)
+    return manifest_file(_checkpoint_folder(job, checkpoint_id, db, settings), path)
 
 
 @router.get("/final/content", response_class=StreamingResponse, responses=documented(404))
-def final_archive(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+def final_archive(job: OwnedJob, settings: SettingsDep):
     """The fine-tuned model as a tar archive (for LoRA: the merged model and `adapter/`)."""
-    return _archive(_final_folder(job_id, owner, db, settings), f"{job_id}-final")
+    return _archive(final_folder(DataLayout(settings.data_dir), job), f"{job.id}-final")
 
 
 @router.get("/final/files", response_model=ListResponse[ManifestEntry], responses=documented(404))
-def final_files(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
-    return manifest_listing(_final_folder(job_id, owner, db, settings), f"/v1/fine_tuning/jobs/{job_id}/final/files")
+def final_files(job: OwnedJob, settings: SettingsDep):
+    return manifest_listing(
+        final_folder(DataLayout(settings.data_dir), job), f"/v1/fine_tuning/jobs/{job.id}/final/files"
+    )
 
 
 @router.get("/final/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
-def final_file(job_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
-    return manifest_file(_final_folder(job_id, owner, db, settings), path)
+def final_file(job: OwnedJob, path: str, settings: SettingsDep):
+    return manifest_file(final_folder(DataLayout(settings.data_dir), job), path)
 
 
-def _checkpoint_folder(job_id, checkpoint_id, owner, db, settings) -> Path:
-    owned_job(db, job_id, owner)
-    row = records.get_checkpoint(db, job_id, checkpoint_id)
+def _checkpoint_folder(job: Job, checkpoint_id: str, db, settings) -> Path:
+    row = records.get_checkpoint(db, job.id, checkpoint_id)
     folder = DataLayout(settings.data_dir).resolve(row.path) if row else None
     if folder is None or not (folder / MANIFEST).exists():
         raise not_found("checkpoint", checkpoint_id)
     return folder
-
-
-def _final_folder(job_id, owner, db, settings) -> Path:
-    return final_folder(DataLayout(settings.data_dir), owned_job(db, job_id, owner))
 
 
 def _archive(folder: Path, name: str) -> StreamingResponse:

@@ -12,7 +12,7 @@ from lmtune.eval_service import check_item_schema, start_job_runs, start_run
 from lmtune.services import RequestError
 from lmtune.store import evals as eval_store
 from lmtune.store.models import Eval, EvalRun
-from service.deps import DbDep, OwnerDep, QueueDep, SettingsDep
+from service.deps import DbDep, OwnedJob, OwnerDep, QueueDep, SettingsDep
 from service.errors import documented, not_found
 from service.eval_schemas import (
     EvalCreate,
@@ -25,7 +25,6 @@ from service.eval_schemas import (
     RunCreate,
     RunDeleted,
 )
-from service.routes.jobs import owned_job
 from service.schemas import ListResponse, json_response
 
 router = APIRouter(tags=["evals"])
@@ -212,10 +211,9 @@ def run_eval_on_job(
 @router.get(
     "/v1/fine_tuning/jobs/{job_id}/evals", response_model=ListResponse[EvalRunObject], responses=documented(404)
 )
-def job_eval_runs(job_id: str, request: Request, owner: OwnerDep, db: DbDep) -> Response:
+def job_eval_runs(job: OwnedJob, request: Request, db: DbDep) -> Response:
     """lmtune: the eval runs on this job's checkpoints and final model, oldest first, with their steps."""
-    owned_job(db, job_id, owner)
-    runs = eval_store.runs_of_job(db, job_id, owner)
+    runs = eval_store.runs_of_job(db, job.id, job.owner)
     return json_response(ListResponse(data=[EvalRunObject.of(run, _dashboard(request)) for run in runs]))
 
 

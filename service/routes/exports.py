@@ -13,10 +13,10 @@ from lmtune.errors import RequestError
 from lmtune.exports import start_export
 from lmtune.layout import MANIFEST, DataLayout
 from lmtune.store import exports as export_store
-from service.deps import DbDep, OwnerDep, QueueDep, SettingsDep
+from lmtune.store.models import Job
+from service.deps import DbDep, OwnedJob, QueueDep, SettingsDep
 from service.errors import documented, not_found
 from service.routes.checkpoints import manifest_file, manifest_listing
-from service.routes.jobs import owned_job
 from service.schemas import ExportObject, ExportRequest, ListResponse, ManifestEntry
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}/exports", tags=["checkpoints and downloads"])
@@ -24,49 +24,46 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}/exports", tags=["checkp
 
 @router.post("", response_model=ExportObject, responses=documented(400, 404))
 def create_export(
-    job_id: str, body: ExportRequest, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep
+    job: OwnedJob, body: ExportRequest, db: DbDep, settings: SettingsDep, queue: QueueDep
 ) -> ExportObject:
     """Export the final model (or the checkpoint at `step`) as GGUF, LoRA merged first, with an Ollama
     Modelfile. A worker writes it; poll the export until `succeeded`. Asking again returns the same
     export (a failed one is tried again)."""
-    job = owned_job(db, job_id, owner)
     return ExportObject.of(start_export(settings, db, queue, job, body.format, body.quantization, body.step))
 
 
 @router.get("", response_model=ListResponse[ExportObject], responses=documented(404))
-def list_exports(job_id: str, owner: OwnerDep, db: DbDep) -> ListResponse[ExportObject]:
-    owned_job(db, job_id, owner)
-    return ListResponse(data=[ExportObject.of(row) for row in export_store.exports_of_job(db, job_id, owner)])
+def list_exports(job: OwnedJob, db: DbDep) -> ListResponse[ExportObject]:
+    return ListResponse(data=[ExportObject.of(row) for row in export_store.exports_of_job(db, job.id, job.owner)])
 
 
 @router.get("/{export_id}", response_model=ExportObject, responses=documented(404))
-def get_export(job_id: str, export_id: str, owner: OwnerDep, db: DbDep) -> ExportObject:
-    return ExportObject.of(_owned_export(db, job_id, export_id, owner))
+def get_export(job: OwnedJob, export_id: str, db: DbDep) -> ExportObject:
+    return ExportObject.of(_owned_export(db, job, export_id))
 
 
 @router.get("/{export_id}/files", response_model=ListResponse[ManifestEntry], responses=documented(404))
-def export_files(job_id: str, export_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+def export_files(job: OwnedJob, export_id: str, db: DbDep, settings: SettingsDep):
     """Each file of a finished export with its size, sha256 and download URL."""
-    folder = _export_folder(db, job_id, export_id, owner, settings)
-    return manifest_listing(folder, f"/v1/fine_tuning/jobs/{job_id}/exports/{export_id}/files")
+    folder = _export_folder(db, job, export_id, settings)
+    return manifest_listing(folder, f"/v1/fine_tuning/jobs/{job.id}/exports/{export_id}/files")
 
 
 @router.get("/{export_id}/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
-def export_file(job_id: str, export_id: str, path: str, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+def export_file(job: OwnedJob, export_id: str, path: str, db: DbDep, settings: SettingsDep):
     """One file; supports `Range: bytes=...`; its sha256 is in the `X-Checksum-SHA256` header."""
-    return manifest_file(_export_folder(db, job_id, export_id, owner, settings), path)
+    return manifest_file(_export_folder(db, job, export_id, settings), path)
 
 
-def _owned_export(db, job_id: str, export_id: str, owner: str):
-    owned_job(db, job_id, owner)
-    row = export_store.get_export(db, export_id, job_id, owner)
+def _owned_export(db, job: Job, export_id: str):
+    row = export_store.get_export(db, export_id, job.id, job.owner)
     if row is None:
         raise not_found("export", export_id)
     return row
 
 
-def _export_folder(db, job_id: str, export_id: str, owner: str, settings) -> Path:
-    row = _owned_export(db, job_id, export_id, owner)
+def _export_folder(db, job: Job, export_id: str, settings) -> Path:
+    row = _owned_export(db, job, export_id)
     folder = DataLayout(settings.data_dir).resolve(row.path) if row.path else None
     if row.status != export_store.SUCCEEDED or folder is None or not (folder / MANIFEST).exists():
         raise RequestError(

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from lmtune.layout import DataLayout
 from lmtune.store import files as file_store
+from lmtune.uploads import delete_file as delete_file_and_bytes
 from lmtune.uploads import register_upload
 from service.deps import DbDep, OwnerDep, SettingsDep
 from service.errors import documented, not_found
@@ -70,8 +71,7 @@ def file_content(file_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep
 @router.delete("/{file_id}", response_model=Deleted, responses=documented(404))
 def delete_file(file_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> Deleted:
     row = _owned_file(db, file_id, owner)
-    file_store.delete_file(db, row.id)
-    DataLayout(settings.data_dir).resolve(row.path).unlink(missing_ok=True)
+    delete_file_and_bytes(settings, db, row)
     return Deleted(id=row.id, object="file")
 
 

@@ -33,7 +33,7 @@ from lmtune.tool_calls import (
     check_conversation,
     function_names,
 )
-from service.deps import DbDep, OwnerDep, SettingsDep
+from service.deps import DbDep, InferenceDep, OwnerDep, SettingsDep
 from service.errors import documented, error_response, error_type
 from service.inference_client import InferenceClient, ServerBusy, Upstream, upstream_error
 
@@ -200,7 +200,12 @@ class CompletionRequest(_Common):
     "/chat/completions", responses={**documented(400, 404, 429, 503), 200: {"content": {"text/event-stream": {}}}}
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep
+    body: ChatCompletionRequest,
+    request: Request,
+    owner: OwnerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    inference: InferenceDep,
 ):
     """OpenAI's chat completion (`stream: true` for server-sent chunks); the chat template is the model's,
     and tool calls are in the format it was trained in."""
@@ -210,26 +215,33 @@ async def chat_completions(
         **body.tool_settings(conversation),
         **body.generation(body.max_completion_tokens or body.max_tokens),
     }
-    return await _complete(request, body, payload, "chat.completion", db, settings, owner)
+    return await _complete(request, inference, body, payload, "chat.completion", db, settings, owner)
 
 
 @router.post("/completions", responses={**documented(400, 404, 429, 503), 200: {"content": {"text/event-stream": {}}}})
-async def completions(body: CompletionRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep):
+async def completions(
+    body: CompletionRequest,
+    request: Request,
+    owner: OwnerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    inference: InferenceDep,
+):
     """OpenAI's (legacy) text completion: the prompt is continued as is."""
     payload = {"prompt": body.prompt, **body.generation(body.max_tokens)}
-    return await _complete(request, body, payload, "text_completion", db, settings, owner)
+    return await _complete(request, inference, body, payload, "text_completion", db, settings, owner)
 
 
-async def _complete(request: Request, body: _Common, payload: dict, kind: str, db, settings, owner: str):
+async def _complete(
+    request: Request, inference: InferenceClient, body: _Common, payload: dict, kind: str, db, settings, owner: str
+):
     try:
         ref = await asyncio.to_thread(resolve_model, db, DataLayout(settings.data_dir), body.model, owner)
     except ModelNotFound as error:
         raise RequestError(404, str(error), param="model", code="model_not_found") from None
     await asyncio.to_thread(available, ref, body.model)
     # a client that goes away stops its request at once, while it waits for a place or its whole answer
-    opening = asyncio.ensure_future(
-        inference_client(request).open(body.model, {"model": _served(ref), "key": owner, **payload})
-    )
+    opening = asyncio.ensure_future(inference.open(body.model, {"model": _served(ref), "key": owner, **payload}))
     if not await _while_connected(request, opening):
         return Response(status_code=CLIENT_GONE)
     try:
@@ -292,13 +304,6 @@ def _served(ref: ModelRef) -> dict:
     served = asdict(ref)
     served.pop("id")
     return served
-
-
-def inference_client(request: Request) -> InferenceClient:
-    state = request.app.state
-    if getattr(state, "inference", None) is None:
-        state.inference = InferenceClient(state.settings.inference_url, state.settings.inference_secret)
-    return state.inference
 
 
 class _Shape:

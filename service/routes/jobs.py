@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import secrets
-import shutil
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
@@ -15,16 +15,16 @@ from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from sse_starlette import ServerSentEvent
 
+from lmtune import services
 from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.services import RequestError, submit_job
-from lmtune.services import resume_job as resume_paused_job
 from lmtune.spec import JobSpec, describe_validation_error
 from lmtune.store import jobs as job_store
 from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
-from service.deps import DbDep, OwnerDep, QueueDep, SettingsDep
+from service.deps import DbDep, OwnedJob, OwnerDep, QueueDep, SettingsDep
 from service.errors import documented, not_found
 from service.schemas import Deleted, FineTuningJob, JobCreate, JobEvent, ListResponse, json_response
 from service.streaming import EventStream
@@ -106,30 +106,26 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
-def retrieve_job(job_id: str, owner: OwnerDep, db: DbDep) -> Response:
-    return json_response(_present(db, owned_job(db, job_id, owner)))
+def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
+    return json_response(_present(db, job))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))
 def cancel_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
     """A queued or paused job is cancelled at once; a running one within seconds (its trainer is stopped)."""
-    return _present(db, _transition(job_store.request_cancel, db, job_id, owner))
+    return _present(db, _transition(job_id, lambda: services.cancel_job(db, job_id, owner)))
 
 
 @router.post("/{job_id}/pause", response_model=FineTuningJob, responses=documented(404, 409))
 def pause_job(job_id: str, owner: OwnerDep, db: DbDep) -> FineTuningJob:
     """The trainer finishes its step, writes a checkpoint and stops; the status becomes `paused`."""
-    return _present(db, _transition(job_store.request_pause, db, job_id, owner))
+    return _present(db, _transition(job_id, lambda: services.pause_job(db, job_id, owner)))
 
 
 @router.post("/{job_id}/resume", response_model=FineTuningJob, responses=documented(404, 409, 429))
 def resume_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep, queue: QueueDep) -> FineTuningJob:
     """Queue a paused job again; it continues from its pause checkpoint."""
-
-    def resume(db, job_id: str, owner: str) -> Job:  # within the key's quota of active jobs
-        return resume_paused_job(settings, db, queue, job_id, owner)
-
-    return _present(db, _transition(resume, db, job_id, owner))
+    return _present(db, _transition(job_id, lambda: services.resume_job(settings, db, queue, job_id, owner)))
 
 
 @router.delete("/{job_id}", response_model=Deleted, responses=documented(404, 409))
@@ -137,14 +133,14 @@ def delete_job(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -
     """A job that has ended or is paused, with all it wrote: checkpoints, the final model (its
     fine-tuned model id stops answering), metrics and events; its disk leaves the key's storage
     quota. A queued or running job is cancelled first (409 until it has stopped)."""
-    _transition(job_store.delete_job, db, job_id, owner)
-    shutil.rmtree(DataLayout(settings.data_dir).job(job_id).root, ignore_errors=True)
+    _transition(job_id, lambda: services.delete_job(settings, db, job_id, owner))
     return Deleted(id=job_id, object="fine_tuning.job")
 
 
-def _transition(action, db, job_id: str, owner: str) -> Job:
+def _transition(job_id: str, action: Callable[[], Job]) -> Job:
+    """`action()`, a change of the job's state, with the store's refusals as HTTP errors."""
     try:
-        return action(db, job_id, owner)
+        return action()
     except LookupError:
         raise not_found("fine-tuning job", job_id) from None
     except WrongState as error:
@@ -158,7 +154,7 @@ def _transition(action, db, job_id: str, owner: str) -> Job:
 )
 def list_events(
     request: Request,
-    job_id: str,
+    job: OwnedJob,
     owner: OwnerDep,
     db: DbDep,
     settings: SettingsDep,
@@ -170,16 +166,15 @@ def list_events(
     """Newest first. With `stream=true`: server-sent events, oldest first (`id:` is the event id), each
     new event as it is written, and a keep-alive comment when there is nothing to send, until the job
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
-    owned_job(db, job_id, owner)
     if stream:
         after_seq = 0
         if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
-            after_seq = records.event_seq(db, job_id, last_event_id) or 0
+            after_seq = records.event_seq(db, job.id, last_event_id) or 0
         on_close = request.app.state.stream_slots.take(owner)
         return EventStream(
-            _event_stream(db, job_id, after_seq), on_close=on_close, keepalive_seconds=settings.stream_keepalive_seconds
+            _event_stream(db, job.id, after_seq), on_close=on_close, keepalive_seconds=settings.stream_keepalive_seconds
         )
-    events, more = records.list_events(db, job_id, after=after, limit=limit)
+    events, more = records.list_events(db, job.id, after=after, limit=limit)
     return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
 
@@ -200,15 +195,12 @@ async def _event_stream(db, job_id: str, sent: int):
     "/{job_id}/metrics", responses={**documented(404), 200: {"content": {"application/json": {}, "text/csv": {}}}}
 )
 def job_metrics(
-    job_id: str,
-    owner: OwnerDep,
-    db: DbDep,
+    job: OwnedJob,
     settings: SettingsDep,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Response:
     """Every step's metrics (lmtune): JSON `{object: list, data: [...]}`, or CSV with `format=csv`."""
-    owned_job(db, job_id, owner)
-    rows = MetricsLog(DataLayout(settings.data_dir).job(job_id).metrics).read()
+    rows = MetricsLog(DataLayout(settings.data_dir).job(job.id).metrics).read()
     if format == "json":
         return Response(json.dumps({"object": "list", "data": rows, "has_more": False}), media_type="application/json")
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -220,20 +212,12 @@ def job_metrics(
 
 
 @router.get("/{job_id}/loss.png", response_class=FileResponse, responses=documented(404))
-def loss_plot(job_id: str, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> FileResponse:
+def loss_plot(job: OwnedJob, settings: SettingsDep) -> FileResponse:
     """The loss curve (lmtune), redrawn at every checkpoint."""
-    owned_job(db, job_id, owner)
-    path = DataLayout(settings.data_dir).job(job_id).loss_plot
+    path = DataLayout(settings.data_dir).job(job.id).loss_plot
     if not path.exists():
         raise RequestError(404, "no loss curve yet: it is drawn at the first checkpoint", code="not_ready")
     return FileResponse(path, media_type="image/png")
-
-
-def owned_job(db, job_id: str, owner: str) -> Job:
-    job = job_store.get_job(db, job_id, owner)
-    if job is None:
-        raise not_found("fine-tuning job", job_id)
-    return job
 
 
 def _present(db, job: Job) -> FineTuningJob:

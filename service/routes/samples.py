@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field
 
 from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
-from service.deps import DbDep, OwnerDep, SettingsDep
+from service.deps import OwnedJob, SettingsDep
 from service.errors import documented
-from service.routes.jobs import owned_job
 from service.schemas import ListResponse
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs/{job_id}", tags=["fine-tuning jobs"])
@@ -53,18 +52,15 @@ def sample_set_id(step: int) -> str:
 
 @router.get("/samples", response_model=ListResponse[SampleSet], responses=documented(404))
 def list_samples(
-    job_id: str,
-    owner: OwnerDep,
-    db: DbDep,
+    job: OwnedJob,
     settings: SettingsDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ListResponse[SampleSet]:
     """Oldest first (by step): what the model answered at each checkpoint; `after` is the id of the
     last set seen. The prompts are `training.sample_prompts`, or the first of the validation file."""
-    owned_job(db, job_id, owner)
     seen = re.fullmatch(r"ftsamples-step-(\d{1,12})", after or "")
-    rows, more = MetricsLog(DataLayout(settings.data_dir).job(job_id).samples).page(
+    rows, more = MetricsLog(DataLayout(settings.data_dir).job(job.id).samples).page(
         int(seen.group(1)) if seen else 0, limit
     )
     return ListResponse(data=[SampleSet(id=sample_set_id(row["step"]), **row) for row in rows], has_more=more)

@@ -10,7 +10,7 @@ import time
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from lmtune.errors import RequestError
@@ -18,7 +18,7 @@ from lmtune.ids import new_id
 from lmtune.store import webhooks as store
 from lmtune.webhook_signing import signed_headers
 from lmtune.webhook_targets import RefusedTarget, check_url
-from service.deps import DbDep, OwnerDep, SettingsDep
+from service.deps import DbDep, OwnerDep, SettingsDep, WebhookSenderDep
 from service.errors import documented, not_found
 from service.schemas import ListResponse
 from service.webhook_schemas import (
@@ -34,7 +34,6 @@ from service.webhook_schemas import (
     TestRequest,
     TestResult,
 )
-from service.webhook_sender import WebhookSender
 
 endpoints = APIRouter(tags=["webhooks"])
 types_router = APIRouter(tags=["webhooks"])
@@ -111,7 +110,7 @@ def rotate_secret(endpoint_id: str, owner: OwnerDep, db: DbDep, body: RotateSecr
 
 @endpoints.post("/{endpoint_id}/test", response_model=TestResult, responses=documented(400, 404))
 async def test_endpoint(
-    endpoint_id: str, body: TestRequest, request: Request, owner: OwnerDep, db: DbDep, settings: SettingsDep
+    endpoint_id: str, body: TestRequest, owner: OwnerDep, db: DbDep, sender: WebhookSenderDep
 ) -> TestResult:
     """Send a sample event of `event_type` now, signed as a real one (its `data.id` names no real
     object), and answer with the receiver's status code; 400 if no answer came."""
@@ -120,7 +119,7 @@ async def test_endpoint(
     object_id = TEST_OBJECT_IDS[body.event_type.rsplit(".", 1)[0]]
     payload = store.body_of(new_id("evt", "_"), created, body.event_type, object_id)
     headers = signed_headers(store.signing_secrets(row, created), new_id("wh", "_"), created, payload)
-    answer = await _sender(request, settings).send(row.url, headers, payload)
+    answer = await sender.send(row.url, headers, payload)
     if answer.status_code is None:
         raise RequestError(
             400, f"the test event was not delivered to {row.url}: {answer.error}", code="webhook_unreachable"
@@ -142,14 +141,6 @@ def list_deliveries(
 def list_event_types(owner: OwnerDep) -> EventTypeList:
     """The event types lmtune sends (OpenAI has more)."""
     return EventTypeList(data=list(store.EVENT_TYPES))
-
-
-def _sender(request: Request, settings) -> WebhookSender:
-    """One sender per API process, made on first use."""
-    state = request.app.state
-    if getattr(state, "webhook_sender", None) is None:
-        state.webhook_sender = WebhookSender(settings.webhook_allow_private, settings.webhook_timeout_seconds)
-    return state.webhook_sender
 
 
 def _checked_url(url: str, allow_private: bool) -> str:

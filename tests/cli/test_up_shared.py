@@ -3,7 +3,6 @@ accepted and runs, and everything the service writes is private to its user."""
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from lmtune.store.jobs import get_job
 from tests.deployment import wait_until_listening
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing
+from workers.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,9 +41,7 @@ def test_a_key_over_its_job_quota_is_refused_while_another_keys_job_runs_and_the
         ).stdout.strip()
         for name in ("alice", "bob")
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
         [sys.executable, "-m", "cli", "up", "--port", str(port), "--gpus", "0"],

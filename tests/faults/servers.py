@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from workers.ports import free_port
+
 
 def postgres_tool(name: str) -> str:
     """initdb and pg_ctl are off the PATH in Debian's packages: /usr/lib/postgresql/<version>/bin."""
@@ -20,12 +22,6 @@ def postgres_tool(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} not found: install PostgreSQL's server package")
     return str(found)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def _wait_listening(port: int, what: str, timeout: float = 60, host: str = "127.0.0.1") -> None:

@@ -62,7 +62,7 @@ def test_a_closed_folder_stops_every_attempt_and_their_appends(tmp_path, monkeyp
     with pytest.raises(Superseded, match="no attempt owns"):
         MetricsLog(layout.metrics).append({"step": 2})
     with pytest.raises(Superseded):
-        RunFence(layout, 3).write_text(layout.result, "{}")
+        RunFence(layout, 3).write(layout.result, "{}")
     assert [row["step"] for row in MetricsLog(layout.metrics).read()] == [1]
     assert not layout.result.exists()
 

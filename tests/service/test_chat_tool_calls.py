@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from cli.sample_data import TOOLS
 from lmtune.tool_calls import check_conversation
+from service.deps import get_inference
 from service.inference_client import InferenceClient
 from workers.models.chat_format import conversation_prompt_ids
 from workers.models.generation import Choice, GenerationParams
@@ -76,7 +77,8 @@ def writing(answer: str) -> FastAPI:
 
 
 def serve(api, app: FastAPI):
-    api.client.app.state.inference = InferenceClient("http://models", transport=httpx.ASGITransport(app))
+    inference = InferenceClient("http://models", transport=httpx.ASGITransport(app))
+    api.client.app.dependency_overrides[get_inference] = lambda: inference
     return api
 
 

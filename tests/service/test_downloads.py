@@ -6,13 +6,12 @@ import io
 import os
 import tarfile
 
-from lmtune.layout import DataLayout, checkpoint_name
+from lmtune.layout import DataLayout, checkpoint_name, write_manifest
 from lmtune.store import records
 from lmtune.store.fine_tuned import add_fine_tuned_model
 from lmtune.store.jobs import claim_job, finish_attempt, get_job
 from tests.service.conftest import GOOD_FILE
 from tests.service.test_api_errors import error_of
-from workers.training.checkpoints import write_manifest
 
 FILES = {
     "model.safetensors": os.urandom(300_000),

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from lmtune.layout import DataLayout, checkpoint_name
+from lmtune.layout import DataLayout, checkpoint_name, write_manifest
 from lmtune.store import exports as export_store
 from lmtune.store import records
 from lmtune.store.jobs import claim_job, finish_attempt
@@ -18,7 +18,6 @@ from tests.service.conftest import GOOD_FILE
 from tests.service.test_api_errors import error_of
 from workers.export_runner import run_next_export
 from workers.job_runner import WorkerContext
-from workers.training.checkpoints import write_manifest
 
 
 def lora_checkpoint(base, folder) -> None:

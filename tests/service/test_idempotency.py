@@ -2,8 +2,8 @@
 
 from lmtune.dispatch import CeleryJobQueue
 from service.deps import get_queue
-from tests.faults.servers import free_port
 from tests.service.conftest import GOOD_FILE, jsonl
+from workers.ports import free_port
 
 
 def create(api, headers, file_id, **body):

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmtune.store.fine_tuned import add_fine_tuned_model
 from lmtune.store.keys import authenticate
+from service.deps import get_inference
 from service.inference_client import SECRET_HEADER, InferenceClient
 from tests.service.conftest import GOOD_FILE
 from workers.models.generation import prompt_ids
@@ -24,9 +25,8 @@ MESSAGES = [{"role": "system", "content": "Answer in capitals."}, {"role": "user
 @pytest.fixture
 def served(api):
     cache = ModelCache(device="cpu", max_models=2, max_bytes=1 << 30)
-    api.client.app.state.inference = InferenceClient(
-        "http://models", transport=httpx.ASGITransport(create_serving_app(cache))
-    )
+    inference = InferenceClient("http://models", transport=httpx.ASGITransport(create_serving_app(cache)))
+    api.client.app.dependency_overrides[get_inference] = lambda: inference
     return api
 
 
@@ -205,8 +205,7 @@ def test_the_model_server_answers_only_requests_showing_its_secret(api, tiny_mod
     assert answered.status_code == 200 and '"event": "finish"' in answered.text
 
     # an API given another secret says so, and not as a server error of its own
-    api.client.app.state.inference = InferenceClient(
-        "http://models", "t" * 32, transport=httpx.ASGITransport(models.app)
-    )
+    other_secret = InferenceClient("http://models", "t" * 32, transport=httpx.ASGITransport(models.app))
+    api.client.app.dependency_overrides[get_inference] = lambda: other_secret
     response = api.client.post("/v1/completions", headers=api.alice, json={"model": "lmtune-tiny", "prompt": "a"})
     assert response.status_code == 502 and "LMTUNE_INFERENCE_SECRET" in response.json()["error"]["message"]

@@ -12,6 +12,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from lmtune.settings import Settings
 from lmtune.store.keys import create_key
 from service.app import create_app
+from service.deps import get_inference
 from service.inference_client import InferenceClient
 from workers.serving.engine import ModelCache
 from workers.serving.server import create_serving_app
@@ -59,10 +60,11 @@ def live(tmp_path_factory):
             stream_keepalive_seconds=0.5,
         )
     )
-    app.state.inference = InferenceClient(
+    inference = InferenceClient(
         "http://models",
         transport=httpx.ASGITransport(create_serving_app(ModelCache(max_models=1, max_bytes=1 << 30, device="cpu"))),
     )
+    app.dependency_overrides[get_inference] = lambda: inference
     return app, create_key(app.state.db, "schemathesis")[1]
 
 

@@ -5,7 +5,7 @@ from lmtune.metrics_log import MetricsLog
 from lmtune.store import records
 from lmtune.store.database import Database
 from lmtune.store.jobs import claim_next_job, create_job, get_job
-from tests.faults.servers import free_port
+from workers.ports import free_port
 from workers.progress_reporter import ProgressReporter
 
 

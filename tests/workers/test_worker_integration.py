@@ -7,7 +7,7 @@ import pytest
 from lmtune.dispatch import send_job
 from lmtune.store import records
 from lmtune.store.fine_tuned import get_fine_tuned_model
-from lmtune.store.jobs import request_cancel, request_pause, resume_job
+from lmtune.store.jobs import request_cancel, request_pause, requeue_paused
 from lmtune.store.models import Event
 from tests.helpers import metric_rows
 from tests.waiting import wait_for_exit
@@ -70,7 +70,7 @@ def test_pause_then_resume_ends_with_the_steps_of_an_uninterrupted_run(deploymen
     assert 3 <= paused.step < 100
     assert records.list_checkpoints(deployment.db, job.id)[0][0].step == paused.step
 
-    resume_job(deployment.db, job.id, "key-test")
+    requeue_paused(deployment.db, job.id, "key-test")
     send_job(deployment.settings, deployment.job(job.id))
     done = deployment.wait_for(job.id, lambda j: j.status == "succeeded", what="succeeded")
     assert done.step == done.total_steps == 100

@@ -11,11 +11,10 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
 
+from lmtune.layout import ADAPTER_DIR
 from lmtune.problems import replace_paths
 from workers.models.chat_format import tool_format_of
 from workers.models.errors import InvalidSettingsError, ModelLoadError
-
-ADAPTER_DIR = "adapter"
 
 
 def load_tokenizer(source: str, name: str | None = None):

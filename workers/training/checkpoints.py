@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lmtune.layout import MANIFEST, complete_checkpoints, file_sha256
+from lmtune.layout import complete_checkpoints
 
 TRAINER_STATE = "trainer_state.json"
 TRAINING_STATE_DIR = "training_state"
@@ -38,17 +38,6 @@ def remove_partials(folder: Path) -> None:
     if folder.is_dir():
         for child in folder.glob(".partial-*"):
             shutil.rmtree(child, ignore_errors=True)
-
-
-def write_manifest(folder: Path) -> dict:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {
-        "files": [
-            {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files
-        ]
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
 def publish(partial: Path, final: Path) -> None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from datetime import timedelta
 
+from workers.ports import free_port
 from workers.processes import die_with_parent
 
 GRACE_SECONDS = 30
@@ -54,7 +54,7 @@ def launch(command: list[str], num_processes: int, paused_status: int, use_cpu: 
     if nodes() > 1:
         address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     else:
-        address, port = "127.0.0.1", _free_port()
+        address, port = "127.0.0.1", free_port()
     ranks = []
     for rank in range(num_processes):
         # a rank is one process, never a launcher again
@@ -107,9 +107,3 @@ def _stop(ranks: list[subprocess.Popen]) -> None:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -30,7 +30,7 @@ from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
 from lmtune.fence import RunFence
-from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint
+from lmtune.layout import RunLayout, checkpoint_name, latest_checkpoint, write_manifest
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import JobSpec, ResolvedHyperparameters, resolve_hyperparameters
 from lmtune.training_data import MIN_EXAMPLES
@@ -433,7 +433,7 @@ def _write_checkpoint(
         (partial / ckpt.TRAINER_STATE).write_text(json.dumps(asdict(progress)))
         if objective_state:
             torch.save(objective_state, objective_state_file(partial))
-        ckpt.write_manifest(partial)
+        write_manifest(partial)
         fence.check()
         ckpt.publish(partial, layout.checkpoints / name)
         ckpt.prune_checkpoints(layout.checkpoints, keep, protected)
@@ -450,11 +450,11 @@ def _export_final(run: _Run) -> TrainingResult:
     if accelerator.is_main_process:
         partial = ckpt.partial_folder(layout.root, "final")
         save_final(accelerator.unwrap_model(run.model), run.tokenizer, partial, state_dict=state_dict)
-        ckpt.write_manifest(partial)
+        write_manifest(partial)
         run.fence.check()
         ckpt.publish(partial, layout.final)
         plot_loss(run.history, layout.loss_plot)
-        run.fence.write_text(
+        run.fence.write(
             layout.result,
             json.dumps(
                 {"steps": result.steps, "trained_tokens": result.trained_tokens, "last_metrics": result.last_metrics}

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 
 from lmtune.fence import check_writer_of
+from lmtune.layout import write_atomically
 
 matplotlib.use("Agg")  # no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,11 +32,12 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     if axes.lines:
         axes.legend()
     figure.tight_layout()
-    partial = path.with_suffix(".tmp.png")
-    figure.savefig(partial)
-    plt.close(figure)
-    check_writer_of(path)
-    partial.replace(path)
+    try:
+        write_atomically(
+            path, lambda handle: figure.savefig(handle, format="png"), before=lambda: check_writer_of(path)
+        )
+    finally:
+        plt.close(figure)
 
 
 def _finite(value) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from lmtune.layout import RunLayout, checkpoint_name
+from lmtune.layout import ADAPTER_WEIGHTS, RunLayout, checkpoint_name
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import FollowedMetric, TrainingSettings
 from workers.models.errors import InvalidSettingsError
@@ -125,7 +125,7 @@ def load_weights(model, folder: Path) -> None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        set_peft_model_state_dict(model, load_file(folder / ADAPTER_WEIGHTS))
     else:
         from accelerate import load_checkpoint_in_model
 

@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 from lmtune.store import records
 from lmtune.store.database import open_database
 from lmtune.store.jobs import (
-    ACTIVE,
+    COUNTED_BY_QUOTA,
     JobStatus,
     Note,
     StaleAttempt,
@@ -28,7 +28,7 @@ from lmtune.store.jobs import (
     request_cancel,
     request_pause,
     requeue_lost_jobs,
-    resume_job,
+    requeue_paused,
     start_from_step,
 )
 from lmtune.store.keys import create_key
@@ -125,10 +125,10 @@ def test_pause_and_resume(db):
     finish_attempt(db, job.id, 1, "paused")
     with pytest.raises(WrongState):
         request_pause(db, job.id, "key-a")
-    assert resume_job(db, job.id, "key-a").status == "queued"
+    assert requeue_paused(db, job.id, "key-a").status == "queued"
     assert claim_job(db, job.id, "worker-2", 60, 3) == 2
     with pytest.raises(WrongState, match="cannot resume .* it is running"):
-        resume_job(db, job.id, "key-a")
+        requeue_paused(db, job.id, "key-a")
 
 
 def test_jobs_of_another_key_are_not_found(db):
@@ -243,7 +243,7 @@ def test_a_burst_of_submissions_by_one_key_never_passes_its_job_quota(db):
     with ThreadPoolExecutor(8) as pool:
         created = [job for job in pool.map(submit, range(16)) if job]
     jobs, _ = list_jobs(db, owner, after=None, limit=100)
-    assert len(created) == 3 and sorted(created) == sorted(j.id for j in jobs if j.status in ACTIVE)
+    assert len(created) == 3 and sorted(created) == sorted(j.id for j in jobs if j.status in COUNTED_BY_QUOTA)
 
 
 def test_an_attempt_continues_from_its_checkpoint_and_steps_past_it_are_recorded_once(db):

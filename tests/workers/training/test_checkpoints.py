@@ -5,7 +5,7 @@ from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmtune.fence import RunFence
-from lmtune.layout import RunLayout, latest_checkpoint
+from lmtune.layout import RunLayout, latest_checkpoint, write_manifest
 from workers.training import checkpoints as ckpt
 from workers.training.loop import Progress, _write_checkpoint
 
@@ -55,7 +55,7 @@ def test_publish_renames_the_whole_folder_into_place(tmp_path):
     partial = ckpt.partial_folder(tmp_path, "step-000005")
     (partial / "sub").mkdir(parents=True)
     (partial / "sub" / "weights.bin").write_bytes(os.urandom(64))
-    ckpt.write_manifest(partial)
+    write_manifest(partial)
     ckpt.publish(partial, tmp_path / "step-000005")
     assert not partial.exists()
     assert latest_checkpoint(tmp_path) == (5, tmp_path / "step-000005")

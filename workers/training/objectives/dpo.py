@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 
 import torch
 from accelerate import Accelerator
@@ -82,10 +81,7 @@ class Dpo(Objective):
                 )
             stored = {name: self._reference_logps(run, datasets[name]) for name in wanted}
             if run.accelerator.is_main_process:
-                run.fence.check()
-                partial = path.with_name(f".partial-{path.name}")
-                torch.save(stored, partial)
-                os.replace(partial, path)
+                run.fence.write(path, lambda handle: torch.save(stored, handle))
         for name, values in stored.items():
             data = datasets[name]
             examples = data.examples.remove_columns([c for c in REFERENCE_COLUMNS if c in data.examples.column_names])
