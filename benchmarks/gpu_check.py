@@ -82,7 +82,10 @@ def main() -> None:
             },
         }
     )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     result = train(spec, work / "run")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
     steps = MetricsLog(work / "run" / "metrics.jsonl").read()
     warm = steps[min(len(steps) - 2, max(1, len(steps) // 5))]  # skip compilation and allocator warm-up
@@ -98,7 +101,7 @@ def main() -> None:
     attention = 12 * config["num_hidden_layers"] * config["hidden_size"] * mean_length
     flops_per_token = 6 * (parameters - config["vocab_size"] * config["hidden_size"]) + attention
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    peak = next((value for name, value in PEAK_BF16.items() if name in device), None)
+    peak_flops = next((value for name, value in PEAK_BF16.items() if name in device), None)
 
     print(f"device: {device}; precision: {precision}; attention: sdpa with packed block-diagonal masks")
     print(f"model: {parameters / 1e9:.2f}B parameters (random), {args.layers} layers, hidden {args.hidden_size}")
@@ -110,8 +113,10 @@ def main() -> None:
     achieved = tokens_per_second * flops_per_token
     print(
         f"model FLOP/s: {achieved / 1e12:.1f} TFLOP/s"
-        + (f"; MFU: {achieved / peak:.1%} of {peak / 1e12:.0f}" if peak else "")
+        + (f"; MFU: {achieved / peak_flops:.1%} of {peak_flops / 1e12:.0f}" if peak_flops else "")
     )
+    if peak is not None:
+        print(f"peak GPU memory allocated: {peak:.1f} GiB")
 
 
 def _parameters(config: dict) -> int:

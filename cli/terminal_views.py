@@ -170,33 +170,44 @@ class FollowView:
     recent: deque = field(default_factory=lambda: deque(maxlen=6))
     step: int = 0
     total_steps: int | None = None
-    train_loss: float | None = None
-    valid_loss: float | None = None
-    reward: float | None = None  # reinforcement fine-tuning: the step's mean reward
-    valid_reward: float | None = None
+    latest: dict = field(default_factory=dict)  # each metric's newest value (validation ones are sparser)
 
     def __post_init__(self) -> None:
         self.update_job(self.job)
 
     def update_job(self, job: dict) -> None:
         self.job = job
+        metrics = job.get("metrics") or {}
+        if metrics.get("step", job["progress"]["step"]) >= self.step:  # not older than the events seen
+            self.latest.update(metrics)
         self.step = max(self.step, job["progress"]["step"])
         self.total_steps = job["progress"]["total_steps"] or self.total_steps
-        metrics = job.get("metrics") or {}
-        self.train_loss = metrics.get("train_loss", self.train_loss)
-        self.reward = metrics.get("train_reward_mean", self.reward)
 
     def add_event(self, event: dict) -> None:
         data = event.get("data") or {}
         if event["type"] == "metrics":
             self.step = data.get("step", self.step)
             self.total_steps = data.get("total_steps") or self.total_steps
-            self.train_loss = data.get("train_loss", self.train_loss)
-            self.valid_loss = data.get("valid_loss", self.valid_loss)
-            self.reward = data.get("train_reward_mean", self.reward)
-            self.valid_reward = data.get("valid_reward_mean", self.valid_reward)
+            self.latest.update(data)
         else:  # step lines would crowd out the rest: the bar shows them
             self.recent.append(event)
+
+    def numbers(self) -> list[str]:
+        """The latest losses and, for reinforcement fine-tuning, the reward's mean and spread, the KL to
+        the starting model and the validation reward (docs/rft.md)."""
+        m = self.latest
+        shown = []
+        for key, label in (("train_loss", "loss"), ("valid_loss", "valid")):
+            if m.get(key) is not None:
+                shown.append(f"{label} {loss(m[key])}")
+        if m.get("train_reward_mean") is not None:
+            spread = f" ± {m['train_reward_std']:.3f}" if m.get("train_reward_std") is not None else ""
+            shown.append(f"reward {m['train_reward_mean']:.3f}{spread}")
+        if m.get("train_kl") is not None:
+            shown.append(f"KL {m['train_kl']:.3g}")
+        if m.get("valid_reward_mean") is not None:
+            shown.append(f"valid reward {m['valid_reward_mean']:.3f}")
+        return shown
 
     def eta(self, now: float | None = None) -> str:
         finish = self.job.get("estimated_finish")
@@ -207,15 +218,7 @@ class FollowView:
     def __rich__(self) -> Group:
         head = Text.assemble((self.job["id"], "bold"), "  ", status(self.job), "  ", self.job["model"])
         total = self.total_steps or 0
-        numbers = [f"step {self.step}/{total or '?'}"]
-        if self.train_loss is not None:
-            numbers.append(f"loss {loss(self.train_loss)}")
-        if self.valid_loss is not None:
-            numbers.append(f"valid {loss(self.valid_loss)}")
-        if self.reward is not None:
-            numbers.append(f"reward {self.reward:.3f}")
-        if self.valid_reward is not None:
-            numbers.append(f"valid reward {self.valid_reward:.3f}")
+        numbers = [f"step {self.step}/{total or '?'}", *self.numbers()]
         if eta := self.eta():
             numbers.append(f"ETA {eta}")
         bar = Table.grid(padding=(0, 2))

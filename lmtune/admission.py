@@ -1,5 +1,6 @@
 """Fair admission of many keys' requests to a few places: `running` of them are served at once,
 `waiting` more may wait, and beyond that a request is refused at once (the caller answers 429).
+The model server admits completions with it, the API uploads.
 
 No key holds more than its share, half of the running places and half of all places (rounded up),
 so one key's flood never keeps another key out; a running place that frees goes to the waiting
@@ -24,9 +25,18 @@ def half(places: int) -> int:
     return max(1, -(-places // 2))
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How a refusal names the work and the place that does it."""
+
+    work: str = "completions"
+    place: str = "the model server"
+    doing: str = "answering"
+
+
 class Admission:
-    def __init__(self, running: int, waiting: int):
-        self.running, self.waiting = running, waiting
+    def __init__(self, running: int, waiting: int, wording: Wording = Wording()):
+        self.running, self.waiting, self.wording = running, waiting, wording
         self.key_running, self.key_places = half(running), half(running + waiting)
         self.held: Counter[str] = Counter()  # places (running and waiting) per key
         self.busy: Counter[str] = Counter()  # running places per key
@@ -39,21 +49,23 @@ class Admission:
 
     def admit(self, key: str) -> Place:
         """A place for one request of `key`, or Refused saying why."""
+        said = self.wording
         if self.admitted >= self.running + self.waiting:
             raise Refused(
-                f"the model server is busy: {self.running} answering and {self.waiting} waiting; try again shortly"
+                f"{said.place} is busy: {self.running} {said.doing} and {self.waiting} waiting; try again shortly"
             )
         if self.held[key] >= self.key_places:
             raise Refused(
-                f"this API key already has {self.held[key]} completions under way, its share of the model "
-                f"server's {self.running + self.waiting} places; try again when one has ended"
+                f"this API key already has {self.held[key]} {said.work} under way, its share of "
+                f"{said.place}'s {self.running + self.waiting} places; try again when one has ended"
             )
         self.held[key] += 1
         return Place(self, key, next(self._arrivals))
 
     def _dispatch(self) -> None:
         while sum(self.busy.values()) < self.running:
-            ready = [p for p in self._queue if self.busy[p.key] < self.key_running]
+            # a place whose request was cancelled while waiting leaves the line when it is released
+            ready = [p for p in self._queue if not p.granted.done() and self.busy[p.key] < self.key_running]
             if not ready:
                 return
             chosen = min(ready, key=lambda p: (self.busy[p.key], p.arrival))

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lmtune import quotas
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
+from lmtune.estimates import parameter_count
 from lmtune.layout import MANIFEST, DataLayout, checkpoint_name
+from lmtune.model_availability import local_folder
+from lmtune.model_refs import is_adapter_only, job_output
 from lmtune.settings import Settings
 from lmtune.store import exports as export_store
 from lmtune.store import records
@@ -19,7 +23,9 @@ from lmtune.store.database import Database
 from lmtune.store.models import Export, Job, JobStatus
 
 FORMATS = ("gguf",)
-QUANTIZATIONS = ("f16", "q8_0")
+# the bytes a weight takes in the file: f16's two; q8_0's blocks of 32 int8 weights and an f16 scale
+BYTES_PER_WEIGHT = {"f16": 2.0, "q8_0": 34 / 32}
+QUANTIZATIONS = tuple(BYTES_PER_WEIGHT)
 # the Hugging Face architectures the GGUF writer covers (workers/models/gguf_export.py)
 GGUF_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 FINAL = "final"
@@ -43,11 +49,35 @@ def start_export(
     _check_architecture(folder)
     source = FINAL if step is None else checkpoint_name(step)
     row, created = export_store.request_export(
-        db, job.owner, job.id, source, step, fmt, quantization, export_store.export_queue(settings.queue_prefix)
+        db,
+        job.owner,
+        job.id,
+        source,
+        step,
+        fmt,
+        quantization,
+        export_store.export_queue(settings.queue_prefix),
+        before_queueing=lambda: check_room(settings, db, job.owner, job.id, step, quantization),
     )
     if created:
         queue.send(row)
     return row
+
+
+def check_room(settings: Settings, db: Database, owner: str, job_id: str, step: int | None, quantization: str) -> None:
+    """429 `quota_exceeded` when the export would take the key past its storage quota: asked when
+    the export is requested and again when a worker starts writing it (others may have landed since)."""
+    adding = expected_bytes(DataLayout(settings.data_dir), db, owner, job_id, step, quantization)
+    quotas.check_storage(settings, db, owner, adding=adding, what="this export adds about")
+
+
+def expected_bytes(data: DataLayout, db: Database, owner: str, job_id: str, step: int | None, quantization: str) -> int:
+    """About the size of the export's file: its weights at the quantization's size (the vocabulary
+    and the norms add a few percent); 0 when the weights are not here to count."""
+    ref = job_output(db, data, job_id, owner, step)
+    whole = ref.base if is_adapter_only(ref) else ref  # a LoRA checkpoint is exported merged into its base
+    weights = parameter_count(local_folder(whole)) if whole is not None else None
+    return int((weights or 0) * BYTES_PER_WEIGHT[quantization])
 
 
 def source_folder(settings: Settings, db: Database, job: Job, step: int | None) -> Path:

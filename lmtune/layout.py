@@ -61,11 +61,16 @@ def read_manifest(folder: Path) -> dict[str, dict]:
     return {entry["path"]: entry for entry in json.loads((folder / MANIFEST).read_text())["files"]}
 
 
-def write_manifest(folder: Path, entries: list[dict] | None = None) -> None:
+def write_manifest(folder: Path, entries: list[dict] | None = None, leave_out: str | None = None) -> None:
     """The folder's manifest, written last: `entries` ({path, bytes, sha256}: a download's, as the
-    server listed them), by default every file of the folder, hashed."""
+    server listed them), by default every file of the folder, hashed, but those under its subfolder
+    `leave_out` (kept in the folder, never listed or served)."""
     if entries is None:
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and p.name != MANIFEST and not (leave_out and p.relative_to(folder).parts[0] == leave_out)
+        )
         entries = [
             {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files
         ]

@@ -5,10 +5,16 @@ network), or a hub model's snapshot in the Hugging Face cache (HF_HOME, shared b
 workers and the model server in a deployment). One that is not can be fetched only when the hub is
 allowed (HF_HUB_OFFLINE unset) and answers; otherwise a job or a completion for it is refused at once,
 saying why and how to provide it, instead of failing after the hub's retries.
+
+A download that is allowed is made once, by the first worker or model server that needs the model
+(workers/model_download.py), holding a lock beside its progress record in the cache; the API reads
+the record to show the download in /v1/models.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import socket
 import threading
@@ -44,8 +50,11 @@ def local_folder(ref: ModelRef) -> Path | None:
 
 
 def is_ready(ref: ModelRef) -> bool:
-    """Its files are here (a built-in model counts: it is made without a network)."""
-    return bool(ref.builtin) or local_folder(ref) is not None
+    """Its files are here (a built-in model counts: it is made without a network); a hub model's
+    download that is under way, or failed, has put some of them in the cache, not all."""
+    if ref.builtin or Path(ref.source).is_dir():
+        return True
+    return local_folder(ref) is not None and not download_record(ref.source).exists()
 
 
 def check_available(ref: ModelRef, name: str) -> None:
@@ -97,3 +106,44 @@ def hub_reachable() -> bool:
             answer = False
         _probed[host] = (time.monotonic(), answer)
         return answer
+
+
+def download_record(source: str) -> Path:
+    """Where the download of a hub model writes its progress (JSON), in the cache it fills; its
+    lock file (`.lock` beside it) is held while the download runs."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ".lmtune-downloads" / f"{source.replace('/', '--')}.json"
+
+
+def download_progress(ref: ModelRef) -> dict | None:
+    """The download of a model that is not here (not `is_ready`): {status: downloading | failed,
+    bytes_done, bytes_total, error}, or None when none was started."""
+    if ref.builtin or Path(ref.source).is_absolute():
+        return None
+    record = download_record(ref.source)
+    try:
+        progress = json.loads(record.read_text())
+    except (OSError, ValueError):  # none, or replaced as we read it
+        return None
+    if progress["status"] == "downloading" and not _held(record.with_suffix(".lock")):
+        progress.update(
+            status="failed",
+            error="the download stopped when its process ended; the next job or "
+            "completion that needs the model starts it again",
+        )
+    return progress
+
+
+def _held(lock: Path) -> bool:
+    try:
+        handle = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)  # closing it drops a lock taken here

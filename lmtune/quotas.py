@@ -1,4 +1,5 @@
-"""Per-key quotas: jobs queued or running at once, and bytes stored (files and job outputs).
+"""Per-key quotas: jobs queued or running at once, and bytes stored (files and job outputs: a job's
+run folder with its checkpoints, final model and exports).
 
 A request over a quota gets 429 `quota_exceeded`, with the limit, the current use and what to free.
 Use is read from stored rows (file sizes, and each job's run-folder size as the worker last measured
@@ -49,12 +50,14 @@ def storage_use(db: Database, owner: str) -> StorageUse:
     return StorageUse(files, outputs, largest_files, largest_outputs)
 
 
-def check_storage(settings: Settings, db: Database, owner: str, adding: int = 0) -> None:
-    """Refuse when the key is at its storage quota, or when `adding` more bytes would pass it."""
+def check_storage(
+    settings: Settings, db: Database, owner: str, adding: int = 0, what: str = "this upload adds"
+) -> None:
+    """Refuse when the key is at its storage quota, or when `adding` more bytes (`what` adds) would pass it."""
     limit, use = settings.quota_storage_bytes, storage_use(db, owner)
     if use.total < limit and use.total + adding <= limit:
         return
-    adds = f"; this upload adds {human_size(adding)}" if adding else ""
+    adds = f"; {what} {human_size(adding)}" if adding else ""
     message = (
         f"quota exceeded: this API key stores {human_size(use.total)} (files {human_size(use.files)}, job "
         f"outputs {human_size(use.outputs)}) of the {human_size(limit)} allowed{adds}"

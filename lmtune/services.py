@@ -64,6 +64,7 @@ def submit_job(
         if earlier.status == JobStatus.QUEUED:
             queue.send(earlier)
         return earlier
+    check_hardware(spec, gpus)
     check_inputs(settings, db, spec, owner)
     quotas.check_storage(settings, db, owner)
     try:
@@ -88,6 +89,20 @@ def submit_job(
         return earlier_object(db, idem, lambda object_id: get_job(db, object_id, owner))
     queue.send(job)
     return job
+
+
+def check_hardware(spec: JobSpec, gpus: int) -> None:
+    """A job the workers of its queue cannot run (400). A 4-bit base needs a CUDA GPU: a CPU job
+    (gpus 0) is refused here; a GPU worker without CUDA or bitsandbytes fails the job at its start
+    with `quantization_unavailable` (the API cannot see the workers' hardware)."""
+    if gpus == 0 and spec.training.lora is not None and spec.training.lora.quantize:
+        raise RequestError(
+            400,
+            "training.lora.quantize: a 4-bit base (QLoRA, bitsandbytes NF4) trains on a CUDA GPU only; "
+            "ask for gpus: 1 or more, or remove quantize to train LoRA on the CPU",
+            param="training.lora.quantize",
+            code="quantization_unavailable",
+        )
 
 
 def check_inputs(settings: Settings, db: Database, spec: JobSpec, owner: str) -> None:

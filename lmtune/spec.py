@@ -84,6 +84,10 @@ class LoraSettings(_Strict):
             "a name that matches no module of the model fails the job at start"
         ),
     ] = "all-linear"
+    quantize: Literal["4bit"] | None = None
+    """QLoRA: the frozen base held in 4-bit NF4 (bitsandbytes), the adapter trained in the run's
+    precision. Needs a CUDA worker with bitsandbytes (docs/multi-gpu.md); elsewhere the job fails at
+    once with `quantization_unavailable`."""
 
 
 class SampleMessage(_Strict):
@@ -161,6 +165,10 @@ class TrainingSettings(_Strict):
     whole layers (least memory, one more forward pass), "off" none. true and false, its values
     before, mean "full" and "off"."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
+    """How the job's processes share the work (docs/multi-gpu.md): "ddp" keeps a whole copy of the
+    model in each; "fsdp" shards weights, gradients and optimizer state across them (FSDP2), for
+    models that do not fit on one GPU. Same per-step losses either way."""
     sample_prompts: list[SamplePrompt] | None = Field(None, max_length=MAX_SAMPLE_PROMPTS)
     """Prompts answered (greedily) at each checkpoint, into samples.jsonl: plain strings or chat
     messages, up to MAX_SAMPLE_PROMPTS_CHARS characters in all. Unset: the first few prompts of the
@@ -297,10 +305,28 @@ class JobSpec(_Strict):
                 )
         elif self.training.grpo is not None:
             raise ValueError('training.grpo: only for method {"type": "reinforcement"}')
+        self._check_parallelism()
         kinds = [integration.type for integration in self.integrations]
         if len(kinds) != len(set(kinds)):
             raise ValueError("integrations: give each type at most once")
         return self
+
+    def _check_parallelism(self) -> None:
+        """What a sharded model cannot do yet: generate answers (each process's answers end at a
+        different length, while every forward pass of a sharded model is a collective), load the
+        best checkpoint back, or hold a 4-bit base."""
+        training = self.training
+        if training.parallelism != "fsdp":
+            return
+        refused = {
+            "method reinforcement (it generates answers as it trains)": isinstance(self.method, ReinforcementMethod),
+            "training.keep_best (it loads the best checkpoint back)": bool(training.keep_best),
+            "training.eval_id (it generates answers)": bool(training.eval_id),
+            "training.lora.quantize (a 4-bit base)": bool(training.lora and training.lora.quantize),
+        }
+        for what, asked in refused.items():
+            if asked:
+                raise ValueError(f'training.parallelism "fsdp" cannot train with {what}; use "ddp"')
 
 
 class ResolvedHyperparameters(_Strict):

@@ -46,8 +46,9 @@ class Deployment:
         self.processes.append(process)
         return process
 
-    def start_worker(self) -> subprocess.Popen:
-        return self._start("worker", "worker", "--gpus", "0")
+    def start_worker(self, gpus: int = 0) -> subprocess.Popen:
+        """A worker of the queue of jobs with `gpus` GPUs; without CUDA, its trainer runs that many gloo processes."""
+        return self._start("worker", "worker", "--gpus", str(gpus))
 
     def start_deliverer(self) -> subprocess.Popen:
         return self._start("deliverer", "deliver-webhooks")
@@ -91,6 +92,7 @@ class Deployment:
         batch_size: int = 4,
         owner: str = OWNER,
         nodes: int = 1,
+        gpus: int = 0,
         **training,
     ) -> Job:
         spec = parse_spec(
@@ -101,7 +103,7 @@ class Deployment:
                 "training": {"learning_rate": 2e-3, "checkpoint_every_steps": 5, "sample_prompts": [], **training},
             }
         )
-        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), owner, spec, nodes=nodes)
+        return submit_job(self.settings, self.db, CeleryJobQueue(self.settings), owner, spec, nodes=nodes, gpus=gpus)
 
     def job(self, job_id: str) -> Job:
         return get_job(self.db, job_id)

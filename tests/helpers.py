@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,13 @@ def train_in_processes(folder: Path, spec_file: str, processes: int) -> Path:
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return folder / output
+
+
+@dataclass
+class MemoryQueue:
+    """The JobQueue seam in memory (lmtune.dispatch): route and worker tests see what was sent, with no broker."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, job) -> None:
+        self.sent.append(job.id)

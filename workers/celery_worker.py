@@ -16,7 +16,7 @@ import threading
 from celery import Celery
 from celery.signals import worker_shutting_down
 
-from lmtune.dispatch import RUN_NEXT_JOB_TASK, create_celery, ring_for_queued_jobs, send_job
+from lmtune.dispatch import RUN_NEXT_JOB_TASK, CeleryJobQueue, create_celery, ring_for_queued_jobs
 from lmtune.fence import close_run_folder
 from lmtune.settings import Settings
 from lmtune.store.database import open_database
@@ -37,10 +37,15 @@ log = logging.getLogger(__name__)
 def build_worker(settings: Settings, gpus: int) -> tuple[Celery, WorkerContext]:
     app = create_celery(settings)
     context = WorkerContext(
-        settings, open_database(settings.database_url), f"{socket.gethostname()}:{os.getpid()}", gpus
+        settings,
+        open_database(settings.database_url),
+        f"{socket.gethostname()}:{os.getpid()}",
+        gpus,
+        CeleryJobQueue(settings),
     )
 
-    @app.task(name=RUN_NEXT_JOB_TASK, ignore_result=True)
+    # this app's own (not shared): a second worker built in one process must not reach the first's context
+    @app.task(name=RUN_NEXT_JOB_TASK, ignore_result=True, shared=False)
     def run_next_job_task(queue: str) -> None:
         # one doorbell for every kind of work: the evals queue holds eval runs, the exports queue
         # exports, the others jobs
@@ -65,12 +70,12 @@ def requeue_lost(context: WorkerContext) -> None:
     )
     for job in swept:
         if job.status == JobStatus.QUEUED:
-            send_job(context.settings, job)
+            context.queue.send(job)
         else:
             settle_ended_run(context.data, context.db, job)
     for work in (requeue_lost_runs, requeue_lost_exports):
         for row in work(context.db, context.settings.max_attempts):
-            send_job(context.settings, row)
+            context.queue.send(row)
 
 
 def _repeat(context: WorkerContext, period: float, task, what: str) -> None:

@@ -13,11 +13,14 @@ import shutil
 import time
 from pathlib import Path
 
-from lmtune.exports import FINAL, export_folder_name
+from lmtune.errors import RequestError
+from lmtune.exports import FINAL, check_room, export_folder_name
 from lmtune.layout import DataLayout, write_manifest
 from lmtune.model_refs import ModelNotFound, job_output
 from lmtune.problems import replace_paths
+from lmtune.quotas import folder_bytes
 from lmtune.store import exports as export_store
+from lmtune.store.jobs import record_output_bytes
 from lmtune.store.leases import StaleAttempt
 from lmtune.store.models import Export
 from workers.job_runner import WorkerContext
@@ -43,6 +46,7 @@ def run_next_export(ctx: WorkerContext, queue: str) -> None:
     export, attempt = claimed
     with LeaseKeeper(ctx.db, export.id, attempt, ctx.settings.lease_seconds, beat=export_store.heartbeat) as lease:
         try:
+            check_room(ctx.settings, ctx.db, export.owner, export.job_id, export.step, export.quantization)
             folder = _write(ctx, export, attempt, lease)
             export_store.finish_export(
                 ctx.db,
@@ -53,11 +57,16 @@ def run_next_export(ctx: WorkerContext, queue: str) -> None:
                 bytes=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
                 progress=1.0,
             )
+            # the export is in the job's run folder: it counts in the key's storage quota with it
+            run = DataLayout(ctx.settings.data_dir).job(export.job_id).root
+            record_output_bytes(ctx.db, export.job_id, folder_bytes(run))
         except StaleAttempt:
             log.warning("attempt %d of export %s was superseded (or its job deleted); stopped", attempt, export.id)
         except (ReportedError, ModelNotFound) as error:
             code = getattr(error, "code", "model_not_found")
             _end(ctx, export, attempt, error_code=code, error_message=str(error)[:2000])
+        except RequestError as refused:  # past the key's storage quota, with what landed since it was asked
+            _end(ctx, export, attempt, error_code=refused.code, error_message=refused.message)
         except Exception as error:  # a fault of the worker, not of the export: try again
             log.exception("attempt %d of export %s failed", attempt, export.id)
             reason = replace_paths(str(error), {str(ctx.settings.data_dir): "<data folder>"})[:500]

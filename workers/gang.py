@@ -14,7 +14,6 @@ import logging
 import socket
 import time
 
-from lmtune.dispatch import ring, send_job
 from lmtune.settings import Settings
 from lmtune.store.gangs import Member, disband, gang_members, host_gang, join_gang, still_held
 from lmtune.store.jobs import StaleAttempt
@@ -22,7 +21,6 @@ from lmtune.store.models import Job
 from workers.lease_keeper import LeaseKeeper
 from workers.ports import free_port
 from workers.supervision import POLL_SECONDS, supervise
-from workers.training.entry import trainer_command
 from workers.training.launcher import NODE_RANK_ENV, NODES_ENV
 
 log = logging.getLogger(__name__)
@@ -38,16 +36,14 @@ def gather(ctx, job: Job, attempt: int, lease: LeaseKeeper) -> dict | None:
     the gang did not fill in time and the job went back to the queue."""
     address = node_address(ctx.settings)
     host_gang(ctx.db, job.id, attempt, ctx.worker_id, f"{address}:{free_port(address)}")
-    try:
-        ring(ctx.settings, job.queue, job.nodes - 1)
-    except Exception as error:  # a broker that is down: idle workers may still look, or the wait ends it
-        log.warning("could not ring for the gang of job %s: %s", job.id, error)
+    for _ in range(job.nodes - 1):  # one doorbell per missing node (a broker that is down: the wait ends it)
+        ctx.queue.send(job)
     started = time.monotonic()
     while (members := gang_members(ctx.db, job.id, attempt)) and len(members) < job.nodes:
         lease.check()
         if ctx.shutting_down.is_set() or time.monotonic() - started > ctx.settings.gang_wait_seconds:
             back = disband(ctx.db, job.id, attempt, len(members), time.monotonic() - started)
-            send_job(ctx.settings, back)
+            ctx.queue.send(back)
             return None
         time.sleep(POLL_SECONDS)
     return gang_env(members, 0, job.nodes)
@@ -72,7 +68,9 @@ def run_as_member(ctx, queue: str) -> bool:
                 held.check()
                 time.sleep(POLL_SECONDS)
             run = ctx.data.job(job.id)
-            command = trainer_command(ctx.data.trainer_spec(job.id), run.root, job.gpus, model_name=job.spec["model"])
+            command = ctx.trainer_command(
+                ctx.data.trainer_spec(job.id), run.root, job.gpus, model_name=job.spec["model"]
+            )
             trainer_log = ctx.data.trainer_log(job.id).with_name(f"trainer-node{rank}.log")
             env = gang_env(members, rank, job.nodes)
             ending = supervise(ctx.settings, command, trainer_log, attempt, None, held, ctx.shutting_down, env)

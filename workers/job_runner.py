@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from lmtune.dispatch import JobQueue
 from lmtune.fence import claim_run_folder
 from lmtune.layout import DataLayout, latest_checkpoint
 from lmtune.metrics_log import MetricsLog
@@ -42,11 +44,15 @@ class WorkerContext:
     db: Database
     worker_id: str
     gpus: int
+    # where the worker sends a job it hands back (a retry, a shutdown, a gang that did not fill)
+    queue: JobQueue
     # set when the worker is asked to stop (SIGTERM: docker stop, pre-emption): the running job is
     # checkpointed and handed back to the queue
     shutting_down: threading.Event = field(default_factory=threading.Event)
     # the models eval runs sample (workers.eval_runner), loaded on first use and kept for the next run
     eval_models: object = None
+    # the command that runs one node's trainer (workers.training.entry.trainer_command's arguments)
+    trainer_command: Callable[..., list[str]] = trainer_command
 
     @property
     def data(self) -> DataLayout:
@@ -64,7 +70,13 @@ def run_next_job(ctx: WorkerContext, queue: str) -> None:
     job, attempt = claimed
     with LeaseKeeper(ctx.db, job.id, attempt, ctx.settings.lease_seconds) as lease:
         recorder = Recorder(
-            ctx.settings, ctx.db, job, attempt, between=lease.check, back_off=lambda s: _back_off(ctx, lease, s)
+            ctx.settings,
+            ctx.db,
+            ctx.queue,
+            job,
+            attempt,
+            between=lease.check,
+            back_off=lambda s: _back_off(ctx, lease, s),
         )
         try:
             _run_attempt(ctx, job, attempt, lease, recorder)
@@ -124,7 +136,7 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper,
     gang = gather(ctx, job, attempt, lease) if job.nodes > 1 else None  # the other nodes of a multi-node job
     if job.nodes > 1 and gang is None:
         return  # handed back: its gang did not fill in time
-    command = trainer_command(spec_path, run.root, job.gpus, model_name=job.spec["model"])
+    command = ctx.trainer_command(spec_path, run.root, job.gpus, model_name=job.spec["model"])
     log_path = ctx.data.trainer_log(job.id)
     ending = supervise(ctx.settings, command, log_path, attempt, reporter, lease, ctx.shutting_down, gang)
     if gang and ending.code == EXIT_PAUSED and ending.stop_reason is None:

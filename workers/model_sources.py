@@ -1,5 +1,6 @@
 """A model reference made into a folder (or hub id) that `from_pretrained` loads: built-in models
-are made on first use; a LoRA checkpoint, which holds only its adapter, is merged into its base."""
+are made on first use; a hub model is downloaded once, with its progress recorded (model_download);
+a LoRA checkpoint, which holds only its adapter, is merged into its base."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from lmtune.model_refs import ModelRef, is_adapter_only
+from workers.model_download import fetch
 
 
 def loadable_source(ref: ModelRef, merged_folder: Path) -> str:
@@ -19,6 +21,7 @@ def loadable_source(ref: ModelRef, merged_folder: Path) -> str:
             base = loadable_source(ref.base, merged_folder)  # a whole model (see lmtune.model_refs)
             _write_aside(merged_folder, lambda partial: merge_adapter(base, ref.adapter, partial))
         return str(merged_folder)
+    fetch(ref.source)
     return ref.source
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lmtune.backoff import pause_after
 from lmtune.disk import DISK_FULL, disk_full_message
-from lmtune.dispatch import send_job
+from lmtune.dispatch import JobQueue
 from lmtune.fence import read_error_report
 from lmtune.ids import new_id
 from lmtune.layout import DataLayout, RunLayout, file_sha256
@@ -49,6 +49,7 @@ class Recorder:
 
     settings: Settings
     db: Database
+    queue: JobQueue  # where a job queued again is sent
     job: Job
     attempt: int
     between: Callable[[], object]  # before each new try: raises StaleAttempt once the job is another's
@@ -80,7 +81,7 @@ class Recorder:
                     "warn",
                 ),
             )
-            send_job(self.settings, job)
+            self.queue.send(job)
         elif ending.code == EXIT_PAUSED or (ending.stop_reason == "pause" and ending.code != 0):
             self._finish(
                 JobStatus.PAUSED, Note(f"Fine-tuning job paused at step {self._step()}; resume continues from there")
@@ -132,7 +133,7 @@ class Recorder:
             between=self.between,
         )
         if job.status == JobStatus.QUEUED:
-            send_job(self.settings, job)
+            self.queue.send(job)
 
     def succeed(self, run: RunLayout) -> None:
         result = json.loads(run.result.read_text())

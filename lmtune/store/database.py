@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
+from pydantic_core import from_json
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -37,6 +38,10 @@ POSTGRES_OPTIONS = (
 )
 
 
+# JSON columns (a job's spec, metrics, metadata) are read by pydantic-core's parser, in Rust: the
+# standard library's cost a job list a third of its CPU.
+
+
 class Database:
     def __init__(self, url: str, clock: Callable[[], float] = time.time):
         self.url = url
@@ -44,12 +49,17 @@ class Database:
         if url.startswith("sqlite"):
             Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
             # the API, a worker and the sweeper write concurrently: wait for the lock rather than fail
-            self.engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            self.engine = create_engine(
+                url, connect_args={"timeout": 30, "check_same_thread": False}, json_deserializer=from_json
+            )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             # a database host that does not answer fails a connection in seconds, never hangs a worker
             self.engine = create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": 5, "options": POSTGRES_OPTIONS}
+                url,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 5, "options": POSTGRES_OPTIONS},
+                json_deserializer=from_json,
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

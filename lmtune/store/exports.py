@@ -10,6 +10,7 @@ queued again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,10 +33,18 @@ def export_queue(prefix: str = "") -> str:
 
 
 def request_export(
-    db: Database, owner: str, job_id: str, source: str, step: int | None, fmt: str, quantization: str, queue: str
+    db: Database,
+    owner: str,
+    job_id: str,
+    source: str,
+    step: int | None,
+    fmt: str,
+    quantization: str,
+    queue: str,
+    before_queueing: Callable[[], None] = lambda: None,
 ) -> tuple[Export, bool]:
     """The export of this kind, made (queued) if there is none and queued again if it failed:
-    (row, whether a worker must be told)."""
+    (row, whether a worker must be told). `before_queueing` may refuse (raise) what is not kept yet."""
     key = (Export.job_id == job_id, Export.source == source, Export.format == fmt, Export.quantization == quantization)
     for _ in range(2):  # a concurrent request may insert the same row first
         try:
@@ -43,6 +52,7 @@ def request_export(
                 row = session.scalar(select(Export).where(*key).with_for_update())
                 if row is not None and row.status != FAILED:
                     return row, False
+                before_queueing()
                 if row is None:
                     row = Export(
                         id=new_id("export"),

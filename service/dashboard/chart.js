@@ -4,34 +4,45 @@
 // SVG would need all of that written here. A canvas says nothing to a screen reader, so each chart
 // carries a text summary of its latest values.
 
+import { chartsFor, metricNames } from "./metric-families.js";
 import { h, number } from "./ui.js";
 
 /* global uPlot */
 const HEIGHT = 220;
 
 export class StepChart {
-  // series: [{key, label, color, dash?, pointsOnly?}]
+  // series: [{key, label, color, dash?, pointsOnly?, spread?}]; `spread` names the metric of a
+  // series' standard deviation, drawn as a band from mean - spread to mean + spread
   constructor(title, series) {
     this.title = title;
     this.series = series;
+    this.lines = series.flatMap((s) => [
+      { ...s, value: (row) => row[s.key] },
+      ...(s.spread ? [-1, 1].map((sign) => ({
+        label: `${s.label} ${sign < 0 ? "−" : "+"} std`, color: `${s.color}66`, edge: true,
+        value: (row) => (typeof row[s.key] === "number" && typeof row[s.spread] === "number" ? row[s.key] + sign * row[s.spread] : null),
+      })) : []),
+    ]);
     this.count = h("span", { class: "count" }, "no points yet");
     this.area = h("div", { class: "plot", role: "img", "aria-label": `${title}: no points yet` });
-    this.element = h("figure", { class: "chart" }, h("figcaption", {}, h("strong", {}, title), " · ", this.count), this.area);
+    this.element = h("figure", { class: "chart", "data-title": title }, h("figcaption", {}, h("strong", {}, title), " · ", this.count), this.area);
     this.rows = [];
   }
 
   // Called once the figure is in the document, so that its width is known.
   start() {
+    const bands = this.lines.flatMap((line, i) => (line.spread ? [{ series: [i + 3, i + 2], fill: `${line.color}22` }] : []));
     const options = {
       width: this.area.clientWidth || 320,
       height: HEIGHT,
       scales: { x: { time: false } },
       axes: [{ label: "step" }, { size: 70, values: tickLabels }],
+      bands,
       series: [
         { label: "step" },
-        ...this.series.map((s) => ({
-          label: s.label, stroke: s.color, width: 2, dash: s.dash, spanGaps: true, value: (_, v) => number(v),
-          points: { show: s.pointsOnly ? true : undefined, size: 7, fill: s.color },
+        ...this.lines.map((s) => ({
+          label: s.label, stroke: s.color, width: s.edge ? 1 : 2, dash: s.dash, spanGaps: true, value: (_, v) => number(v),
+          points: { show: s.pointsOnly ? true : s.edge ? false : undefined, size: 7, fill: s.color },
         })),
       ],
     };
@@ -46,7 +57,7 @@ export class StepChart {
   }
 
   data() {
-    return [this.rows.map((row) => row.step), ...this.series.map((s) => this.rows.map((row) => row[s.key] ?? null))];
+    return [this.rows.map((row) => row.step), ...this.lines.map((line) => this.rows.map((row) => line.value(row) ?? null))];
   }
 
   // rows: every step's metrics, sorted by step; a series without a value at a step gets a gap there
@@ -58,9 +69,40 @@ export class StepChart {
     if (!last) return;
     const latest = this.series.map((s) => {
       const row = this.rows.findLast((r) => typeof r[s.key] === "number");
-      return row ? `${s.label} ${number(row[s.key])} at step ${row.step}` : null;
+      const spread = s.spread && typeof row?.[s.spread] === "number" ? ` ± ${number(row[s.spread])}` : "";
+      return row ? `${s.label} ${number(row[s.key])}${spread} at step ${row.step}` : null;
     });
     this.area.setAttribute("aria-label", `${this.title} against step, ${this.rows.length} steps: ${latest.filter(Boolean).join(", ")}`);
+  }
+}
+
+// The charts of a job's metrics, one per family found in them (metric-families.js); a family whose
+// series change (a validation metric arrives) is drawn anew.
+export class MetricCharts {
+  constructor() {
+    this.charts = new Map(); // title -> StepChart
+    this.element = h("div", { class: "charts" }, h("p", { class: "empty" }, "No metrics yet."));
+  }
+
+  update(rows) {
+    const wanted = chartsFor(metricNames(rows));
+    if (!wanted.length) return;
+    const charts = wanted.map(({ title, series }) => {
+      const shown = this.charts.get(title);
+      if (shown && JSON.stringify(shown.series) === JSON.stringify(series)) return shown;
+      shown?.stop();
+      const chart = new StepChart(title, series);
+      this.charts.set(title, chart);
+      return chart;
+    });
+    const fresh = charts.filter((chart) => !chart.plot);
+    if (fresh.length || this.element.children.length !== charts.length) this.element.replaceChildren(...charts.map((chart) => chart.element));
+    fresh.forEach((chart) => chart.start());
+    charts.forEach((chart) => chart.update(rows));
+  }
+
+  stop() {
+    this.charts.forEach((chart) => chart.stop());
   }
 }
 
@@ -70,28 +112,3 @@ function tickLabels(_plot, ticks, _axis, _space, increment) {
   const decimals = Math.max(0, -Math.floor(Math.log10(increment)));
   return ticks.map((tick) => (decimals > 4 ? tick.toExponential(1) : tick.toFixed(decimals)));
 }
-
-export const LOSS_SERIES = [
-  { key: "train_loss", label: "train", color: "#1f5fbf" },
-  { key: "valid_loss", label: "valid", color: "#c2410c" },
-  { key: "full_valid_loss", label: "full valid", color: "#15803d", dash: [6, 4], pointsOnly: true },
-];
-export const ACCURACY_SERIES = [
-  { key: "train_mean_token_accuracy", label: "train", color: "#1f5fbf" },
-  { key: "valid_mean_token_accuracy", label: "valid", color: "#c2410c" },
-  { key: "full_valid_mean_token_accuracy", label: "full valid", color: "#15803d", dash: [6, 4], pointsOnly: true },
-];
-// DPO (method "dpo"): the rewards of the preferred and the other answer, their margin, and how often
-// the preferred one is ahead (docs/api.md names the metrics)
-export const REWARD_SERIES = [
-  { key: "train_rewards_chosen", label: "chosen", color: "#15803d" },
-  { key: "train_rewards_rejected", label: "rejected", color: "#b91c1c" },
-  { key: "train_rewards_margin", label: "margin", color: "#1f5fbf" },
-  { key: "valid_rewards_margin", label: "valid margin", color: "#c2410c" },
-];
-export const PREFERENCE_ACCURACY_SERIES = [
-  { key: "train_preference_accuracy", label: "train", color: "#1f5fbf" },
-  { key: "valid_preference_accuracy", label: "valid", color: "#c2410c" },
-  { key: "full_valid_preference_accuracy", label: "full valid", color: "#15803d", dash: [6, 4], pointsOnly: true },
-];
-export const LEARNING_RATE_SERIES = [{ key: "learning_rate", label: "learning rate", color: "#6d28d9" }];

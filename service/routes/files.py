@@ -32,10 +32,11 @@ async def upload_file(
     line numbers of its first problems. With an `Idempotency-Key` header, a repeat within 24 h
     returns the first file (another file with the same key: 409)."""
     gate = request.app.state.upload_gate
-    async with gate.admit():
+    async with gate.admit(owner) as place:
         form = await receive_upload_form(request, settings)
         try:
             row = await gate.run(
+                place,
                 register_upload,
                 settings,
                 db,

@@ -26,7 +26,16 @@ from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
 from service.deps import DbDep, OwnedJob, OwnerDep, QueueDep, SettingsDep
 from service.errors import documented, not_found
-from service.schemas import Deleted, FineTuningJob, JobCreate, JobEvent, ListResponse, json_response
+from service.schemas import (
+    Deleted,
+    FineTuningJob,
+    JobCreate,
+    JobEvent,
+    ListResponse,
+    job_body,
+    json_body,
+    json_response,
+)
 from service.streaming import EventStream
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
@@ -100,14 +109,14 @@ def list_jobs(
     }
     jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
     positions = job_store.queue_positions(db, jobs)
-    return json_response(
-        ListResponse(data=[FineTuningJob.of(job, positions.get(job.id)) for job in jobs], has_more=more)
+    return json_body(
+        {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
     )
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
 def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
-    return json_response(_present(db, job))
+    return json_body(job_body(job, job_store.queue_position(db, job)))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))

@@ -5,27 +5,33 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from lmtune.catalogue import DEFAULT_FILE, CatalogueEntry, load_catalogue
-from lmtune.model_availability import is_ready
+from lmtune.model_availability import download_progress, is_ready
 from lmtune.model_refs import ModelRef
 from lmtune.services import RequestError
 from lmtune.store.fine_tuned import delete_fine_tuned_model, get_fine_tuned_model, list_fine_tuned_models
 from service.deps import DbDep, OwnerDep
 from service.errors import documented, not_found
-from service.schemas import Deleted, ListResponse, ModelObject, json_response
+from service.schemas import Deleted, ListResponse, ModelDownload, ModelObject, json_response
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def _catalogue_models() -> dict[str, ModelObject]:
     created = int(DEFAULT_FILE.stat().st_mtime)
-    return {
-        name: ModelObject(id=name, created=created, owned_by="lmtune", ready=_ready(entry))
-        for name, entry in load_catalogue().items()
-    }
+    return {name: _catalogue_model(entry, created) for name, entry in load_catalogue().items()}
 
 
-def _ready(entry: CatalogueEntry) -> bool:
-    return is_ready(ModelRef(entry.name, entry.source or "", builtin=entry.builtin))
+def _catalogue_model(entry: CatalogueEntry, created: int) -> ModelObject:
+    ref = ModelRef(entry.name, entry.source or "", builtin=entry.builtin)
+    ready = is_ready(ref)
+    download = None if ready else download_progress(ref)
+    return ModelObject(
+        id=entry.name,
+        created=created,
+        owned_by="lmtune",
+        ready=ready,
+        download=ModelDownload(**download) if download else None,
+    )
 
 
 @router.get("", response_model=ListResponse[ModelObject], responses=documented())

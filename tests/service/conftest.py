@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import secrets
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,16 +13,7 @@ from lmtune.settings import Settings
 from lmtune.store.keys import create_key
 from service.app import create_app
 from service.deps import get_queue
-
-
-@dataclass
-class MemoryQueue:
-    """The JobQueue seam in memory: route tests see what the API sent, with no broker."""
-
-    sent: list[str] = field(default_factory=list)
-
-    def send(self, job) -> None:
-        self.sent.append(job.id)
+from tests.helpers import MemoryQueue
 
 
 @dataclass

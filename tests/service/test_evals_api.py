@@ -25,7 +25,7 @@ def sdk(api, headers) -> openai.OpenAI:
 
 def work(api) -> None:
     """Run every eval run the API queued, as a worker of the evals queue does."""
-    context = WorkerContext(api.settings, api.client.app.state.db, "test-worker", 0)
+    context = WorkerContext(api.settings, api.client.app.state.db, "test-worker", 0, api.queue)
     for _ in api.queue.sent:
         run_next_eval(context, eval_run_queue(api.settings.queue_prefix))
     api.queue.sent.clear()

@@ -68,7 +68,7 @@ def export(api, job_id, **body):
 
 def work(api) -> None:
     """One turn of a worker on the exports queue."""
-    context = WorkerContext(api.settings, api.client.app.state.db, "worker-a", 0)
+    context = WorkerContext(api.settings, api.client.app.state.db, "worker-a", 0, api.queue)
     run_next_export(context, export_store.export_queue(api.settings.queue_prefix))
 
 
@@ -187,3 +187,36 @@ def test_a_failed_export_is_tried_again_when_asked_again(api, job, monkeypatch):
     work(api)
     done = api.client.get(f"/v1/fine_tuning/jobs/{job}/exports/{created['id']}", headers=api.alice).json()
     assert done["status"] == "succeeded"
+
+
+def test_exports_count_in_the_storage_quota_and_one_that_would_pass_it_is_refused(make_api, tiny_model):
+    from lmtune.estimates import parameter_count
+    from lmtune.quotas import human_size
+
+    f16 = parameter_count(tiny_model) * 2  # what the f16 file's weights take; q8_0 about half
+    api = make_api(quota_storage_bytes=len(GOOD_FILE) + f16 - 1)
+    job = trained_job(api, tiny_model)
+    sent = len(api.queue.sent)
+
+    refused = error_of(export(api, job, format="gguf", quantization="f16"), 429)
+    assert refused["code"] == "quota_exceeded"
+    assert (
+        f"of the {human_size(len(GOOD_FILE) + f16 - 1)} allowed; this export adds about {human_size(f16)}"
+        in refused["message"]
+    )
+    assert api.client.get(f"/v1/fine_tuning/jobs/{job}/exports", headers=api.alice).json()["data"] == []
+    assert len(api.queue.sent) == sent  # nothing for a worker to write
+
+    final, checkpoint = (export(api, job, quantization="q8_0", **at).json() for at in ({}, {"step": 5}))
+    assert final["status"] == checkpoint["status"] == "queued"  # each fits beside what is counted now
+    work(api)  # the final model's: written, and the run folder it sits in measured again
+    work(api)  # the checkpoint's: the written export now counts, so there is no room for this one
+    exports = api.client.get(f"/v1/fine_tuning/jobs/{job}/exports", headers=api.alice).json()["data"]
+    done, failed = sorted(exports, key=lambda e: e["step_number"] is not None)
+    assert done["status"] == "succeeded", done["error"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "quota_exceeded"
+    assert f"(DELETE /v1/fine_tuning/jobs/{{id}}), the largest: {job}" in failed["error"]["message"]
+    run = DataLayout(api.settings.data_dir).job(job)
+    assert not (run.exports / "step-000005-gguf-q8_0").exists()
+    again = error_of(export(api, job, quantization="f16"), 429)  # the job's outputs, its export included
+    assert "this export adds about" in again["message"] and job in again["message"]

@@ -301,17 +301,6 @@ def test_a_results_csv_is_not_a_training_file(api):
         )
 
 
-def test_past_the_uploads_in_progress_a_new_one_is_429_with_retry_after(api, temp_dir):
-    gate = api.client.app.state.upload_gate
-    gate.in_progress = gate.capacity
-    response = api.upload(api.alice, GOOD_FILE)
-    assert error_of(response, 429)["code"] == "too_many_uploads"
-    assert int(response.headers["Retry-After"]) > 0
-    assert files_on_disk(api, temp_dir) == []
-    gate.in_progress = 0
-    assert api.upload(api.alice, GOOD_FILE).status_code == 200
-
-
 def test_no_upload_error_names_a_server_path(api, temp_dir):
     messages = [
         api.upload(api.alice, with_line(b"{oops")).json()["error"]["message"],

@@ -89,7 +89,9 @@ def test_jobs_queues_and_workers_from_the_store(api):
     assert seen[("lmtune_job_attempts", (("queue", queue),))] == 1
 
     # the worker hands the job back (a pause): counted as a hand-back, not a failure
-    Recorder(api.settings, db, get_job(db, job.id), attempt, between=lambda: None).outcome(Ending(EXIT_PAUSED, "pause"))
+    Recorder(api.settings, db, api.queue, get_job(db, job.id), attempt, between=lambda: None).outcome(
+        Ending(EXIT_PAUSED, "pause")
+    )
     seen = scrape(api)
     assert seen[("lmtune_job_handbacks", (("queue", queue),))] == 1
     assert seen[("lmtune_job_failed_attempts", (("queue", queue),))] == 0

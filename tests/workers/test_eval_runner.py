@@ -28,7 +28,7 @@ def prepare(api):
     client = sdk(api, api.alice)
     evaluation = make_eval(client)
     db = api.client.app.state.db
-    context = WorkerContext(api.settings, db, "worker-a", 0)
+    context = WorkerContext(api.settings, db, "worker-a", 0, api.queue)
     queue = eval_store.eval_run_queue(api.settings.queue_prefix)
 
     def start(rows=ROWS):

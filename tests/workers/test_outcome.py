@@ -6,6 +6,7 @@ from lmtune.layout import DataLayout
 from lmtune.settings import Settings
 from lmtune.store.jobs import claim_next_job, create_job, get_job, request_cancel
 from lmtune.store.records import list_events
+from tests.helpers import MemoryQueue
 from workers.outcome import Recorder
 from workers.supervision import Ending
 from workers.training.errors import EXIT_DISK_FULL
@@ -15,9 +16,10 @@ def attempt_of(db, tmp_path, attempt_wanted: int = 1, back_off=lambda seconds: T
     """A job claimed `attempt_wanted` times (each earlier attempt crashed), its folder claimed: (job, recorder, run)."""
     settings = Settings(data_dir=tmp_path, database_url=db.url, max_attempts=5, disk_full_backoff_seconds=30)
     create_job(db, owner="key-a", spec={"model": "lmtune-tiny", "training_file": "file-a"}, queue="cpu")
+    queue = MemoryQueue()
     for attempt in range(1, attempt_wanted + 1):
         job, claimed = claim_next_job(db, "cpu", "worker-1", 60, 5)
-        recorder = Recorder(settings, db, job, claimed, between=lambda: None, back_off=back_off)
+        recorder = Recorder(settings, db, queue, job, claimed, between=lambda: None, back_off=back_off)
         run = DataLayout(tmp_path).job(job.id)
         claim_run_folder(run, claimed)
         if attempt < attempt_wanted:
@@ -48,6 +50,7 @@ def test_a_full_disk_retries_after_a_back_off_that_doubles_and_names_the_space(d
     assert waits == [60]  # 30 s, doubled once: attempt 1 had failed already
     after = get_job(db, job.id)
     assert (after.status, after.failures) == ("queued", 2)
+    assert recorder.queue.sent == [job.id, job.id]  # sent again after each failed attempt
     assert f"Attempt 2 failed: {message}; the next attempt waited 60 s for space" in messages(db, job.id)[-1]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from workers.model_download import fetch
 from workers.model_sources import ensure_builtin_model
 from workers.models.errors import ModelLoadError
 from workers.models.generation import (
@@ -221,6 +222,10 @@ class ModelCache:
         base.users += 1
 
     def _load_base(self, source: str) -> _Base:
+        try:  # a hub model not in the cache: downloaded once, its progress shown in /v1/models
+            fetch(source)
+        except Exception as error:
+            raise ModelLoadError(f"cannot download {source}: {type(error).__name__}: {str(error)[:300]}") from None
         tokenizer = load_tokenizer(source)
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype).to(self.device).eval()

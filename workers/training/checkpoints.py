@@ -4,6 +4,7 @@ OUTPUT/checkpoints/step-000120/
     model.safetensors, config.json, tokenizer files   the model in Hugging Face format
     (adapter_model.safetensors, adapter_config.json   instead, for a LoRA run)
     training_state/                                    Accelerate's save_state: optimizer, scheduler, RNG
+                                                       (FSDP: per-process shards, left out of the manifest)
     trainer_state.json                                 step, epoch, tokens, elapsed time
     manifest.json                                      each file's size and sha256; written last
 A folder is complete when it carries its final name; a crash leaves only `.partial-*` folders,

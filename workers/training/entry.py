@@ -24,7 +24,7 @@ from lmtune.spec import SpecError, load_spec
 from workers.models.errors import ReportedError
 from workers.training import checkpoints as ckpt
 from workers.training.errors import EXIT_DISK_FULL, EXIT_PAUSED, EXIT_SUPERSEDED, TrainingPaused
-from workers.training.launcher import launch, lost_peer, nodes
+from workers.training.launcher import launch, lost_peer, nodes, started_as_rank
 
 OUT_OF_MEMORY = (
     "out of memory; lower hyperparameters.batch_size or training.max_seq_length, or set "
@@ -39,7 +39,8 @@ def run_trainer(spec_path: str, output_dir: str, num_processes: int = 1, model_n
     except SpecError as error:
         _say(f"Error: bad spec {spec_path}:\n{error}")
         return 1
-    if num_processes > 1 or nodes() > 1:
+    # an FSDP run is a process group even of one process (a GPU shards over a group of one)
+    if (num_processes > 1 or nodes() > 1 or spec.training.parallelism == "fsdp") and not started_as_rank():
         return _launch_processes(spec_path, output_dir, num_processes, model_name)
 
     from workers.training.loop import train

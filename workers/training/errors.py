@@ -24,6 +24,10 @@ class DivergedError(ReportedError):
     code = "training_diverged"
 
 
+class QuantizationUnavailableError(ReportedError):
+    code = "quantization_unavailable"
+
+
 class OutputConflictError(ReportedError):
     code = "output_conflict"
 

@@ -32,6 +32,11 @@ def nodes() -> int:
     return int(os.environ.get(NODES_ENV, "1"))
 
 
+def started_as_rank() -> bool:
+    """This process is one rank of a launch (its LOCAL_RANK set), never a launcher itself."""
+    return "LOCAL_RANK" in os.environ
+
+
 def collective_timeout(default: float = 600) -> timedelta:
     return timedelta(seconds=float(os.environ.get(COLLECTIVE_TIMEOUT_ENV, default)))
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import InitProcessGroupKwargs, set_seed
+from accelerate.utils import set_seed
 from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
@@ -38,12 +38,12 @@ from workers.models.loading import check_context_length, load_tokenizer, save_fi
 from workers.training import checkpoints as ckpt
 from workers.training.errors import DivergedError, OutputConflictError, TrainingPaused
 from workers.training.eval_scores import EvalScores
-from workers.training.launcher import collective_timeout
 from workers.training.loss_plot import plot_loss
-from workers.training.model_setup import load_model
+from workers.training.model_setup import load_model, mergeable_copy, require_quantization
 from workers.training.objectives import objective_for
 from workers.training.objectives.base import Examples, Objective, RunContext, objective_state_file
 from workers.training.observer import Observer
+from workers.training.parallelism import is_sharded, make_accelerator
 from workers.training.sampling import Sampler
 from workers.training.step_plan import StepPlan
 from workers.training.validation_watch import ValidationWatch
@@ -83,6 +83,7 @@ class _Run:
     """What `_setup` builds and the steps use."""
 
     spec: JobSpec
+    model_name: str  # what the user calls spec.model
     layout: RunLayout
     accelerator: Accelerator
     hp: ResolvedHyperparameters
@@ -161,13 +162,9 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     # train() may run many times in one process (tests, notebooks); each run sets its own precision.
     # The process group (PartialState) is kept.
     AcceleratorState._reset_state()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        mixed_precision=_precision(settings.mixed_precision),
-        # a lost node or process fails the collectives after this time instead of hanging the others
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=collective_timeout())],
-    )
+    accelerator = make_accelerator(settings, _precision(settings.mixed_precision))
     world = accelerator.num_processes
+    require_quantization(settings)
 
     # data: validated whole before any compute
     tokenizer = load_tokenizer(spec.model, model_name)
@@ -224,6 +221,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     objective.before_training(run_context)
     return _Run(
         spec=spec,
+        model_name=model_name,
         layout=layout,
         accelerator=accelerator,
         hp=hp,
@@ -433,7 +431,8 @@ def _write_checkpoint(
         (partial / ckpt.TRAINER_STATE).write_text(json.dumps(asdict(progress)))
         if objective_state:
             torch.save(objective_state, objective_state_file(partial))
-        write_manifest(partial)
+        # a sharded training state is the run's own (per-process shards): kept to resume, never served
+        write_manifest(partial, leave_out=ckpt.TRAINING_STATE_DIR if is_sharded(accelerator) else None)
         fence.check()
         ckpt.publish(partial, layout.checkpoints / name)
         ckpt.prune_checkpoints(layout.checkpoints, keep, protected)
@@ -449,7 +448,7 @@ def _export_final(run: _Run) -> TrainingResult:
     state_dict = accelerator.get_state_dict(run.model)
     if accelerator.is_main_process:
         partial = ckpt.partial_folder(layout.root, "final")
-        save_final(accelerator.unwrap_model(run.model), run.tokenizer, partial, state_dict=state_dict)
+        save_final(_final_model(run, state_dict), run.tokenizer, partial, state_dict=state_dict)
         write_manifest(partial)
         run.fence.check()
         ckpt.publish(partial, layout.final)
@@ -462,6 +461,15 @@ def _export_final(run: _Run) -> TrainingResult:
         )
     accelerator.wait_for_everyone()
     return result
+
+
+def _final_model(run: _Run, state_dict: dict):
+    """What save_final writes: the trained model, or for LoRA on a 4-bit or sharded base, the adapter
+    on a plain copy of the base that it can be merged into."""
+    model, lora = run.accelerator.unwrap_model(run.model), run.spec.training.lora
+    if lora is None or not (lora.quantize or is_sharded(run.accelerator)):
+        return model
+    return mergeable_copy(model, run.spec.model, run.spec.training, run.model_name, state_dict)
 
 
 class _SigtermStop:

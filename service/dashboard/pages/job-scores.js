@@ -72,7 +72,7 @@ export function scoreRows(runs) {
 function runForm(base, problem, done) {
   const evalChoice = h("select", { id: "score-eval", name: "eval", required: true });
   const source = new CompletionsSource("score");
-  const button = h("button", { type: "submit" }, "Evaluate every checkpoint");
+  const button = h("button", { type: "submit", disabled: true }, "Evaluate every checkpoint"); // until the evals are listed
   const form = h("form", { class: "card", "aria-label": "Run an eval on every checkpoint" },
     h("div", { class: "field" }, h("label", { for: "score-eval" }, "Eval"), evalChoice),
     source.fields,

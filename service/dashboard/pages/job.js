@@ -1,9 +1,12 @@
 // One job: its state, live charts, events, checkpoints and downloads, and the buttons that change it.
 // The charts start from GET .../metrics (every step so far) and then grow with the metrics events of
-// the live stream (GET .../events?stream=true); the job object is re-read as events arrive.
+// the live stream (GET .../events?stream=true); the job object is re-read as events arrive. Which
+// charts show depends on the metrics the job has (chart.js, metric-families.js): each method's and an
+// eval's scores (training.eval_id) alike.
 
 import { api, blobUrl, serverSentEvents } from "../api.js";
-import { ACCURACY_SERIES, LEARNING_RATE_SERIES, LOSS_SERIES, PREFERENCE_ACCURACY_SERIES, REWARD_SERIES, StepChart } from "../chart.js";
+import { MetricCharts } from "../chart.js";
+import { SamplesSection } from "./job-samples.js";
 import { scoresSection } from "./job-scores.js";
 import {
   ACTIVE, announce, bytes, definitions, downloadButton, errorBox, errorText, eta, h, number, progressBar,
@@ -25,22 +28,30 @@ const ACTIONS = {
   },
 };
 const DANGEROUS = new Set(["cancel", "delete"]);
+// What a checkpoint's row shows beside its train loss, by method: [column, metric] (the valid loss
+// of the whole validation set where it was measured there)
+const CHECKPOINT_COLUMNS = {
+  supervised: [["Valid loss", (m) => m.full_valid_loss ?? m.valid_loss], ["Train token accuracy", (m) => m.train_mean_token_accuracy]],
+  dpo: [["Valid loss", (m) => m.full_valid_loss ?? m.valid_loss], ["Preference accuracy", (m) => m.train_preference_accuracy]],
+  reinforcement: [["Valid reward", (m) => m.valid_reward_mean], ["Train reward", (m) => m.train_reward_mean]],
+};
 
 export async function renderJob(main, [jobId], signal) {
   const base = `v1/fine_tuning/jobs/${jobId}`;
   const [job, metrics, checkpoints] = await Promise.all(
     [base, `${base}/metrics`, `${base}/checkpoints?limit=100`].map((path) => api.get(path, signal)));
-  const view = new JobView(main, base, signal, job.method?.type === "dpo");
+  const view = new JobView(main, base, signal, job.method?.type ?? "supervised");
   view.show(job);
   view.addMetrics(metrics.data);
   view.showCheckpoints(checkpoints.data);
+  view.samples.refresh();
   view.follow();
 }
 
 class JobView {
-  constructor(main, base, signal, preference) {
+  constructor(main, base, signal, method) {
     this.base = base;
-    this.preference = preference; // DPO: its rewards and preference accuracy instead of token accuracy
+    this.method = method;
     this.signal = signal;
     this.steps = new Map(); // step -> that step's metrics, merged from every source
     this.checkpointRows = new Map(); // checkpoint id -> its table row, kept so a download in progress survives a refresh
@@ -49,10 +60,8 @@ class JobView {
     this.buttons = Object.fromEntries(Object.keys(ACTIONS).map((name) => [name, h("button", {
       type: "button", class: DANGEROUS.has(name) ? "danger" : "secondary", onclick: () => this.act(name),
     }, name[0].toUpperCase() + name.slice(1))]));
-    const accuracy = preference
-      ? [new StepChart("Rewards", REWARD_SERIES), new StepChart("Preference accuracy", PREFERENCE_ACCURACY_SERIES)]
-      : [new StepChart("Token accuracy", ACCURACY_SERIES)];
-    this.charts = [new StepChart("Loss", LOSS_SERIES), ...accuracy, new StepChart("Learning rate", LEARNING_RATE_SERIES)];
+    this.charts = new MetricCharts();
+    this.samples = new SamplesSection(base, signal);
     this.heading = h("h1", { tabindex: -1 });
     this.statusLine = h("p", { class: "status-line", role: "status", "aria-live": "polite" });
     this.facts = h("div");
@@ -66,15 +75,15 @@ class JobView {
     main.append(
       h("div", { class: "page-head" }, this.heading, h("div", { class: "actions", role: "group", "aria-label": "Job actions" }, Object.values(this.buttons))),
       this.statusLine, this.failure, this.facts,
-      h("section", { "aria-labelledby": "charts-title" }, h("h2", { id: "charts-title" }, "Metrics"), h("div", { class: "charts" }, this.charts.map((c) => c.element))),
+      h("section", { "aria-labelledby": "charts-title" }, h("h2", { id: "charts-title" }, "Metrics"), this.charts.element),
       scoresSection(base, signal),
+      this.samples.element,
       h("section", { "aria-labelledby": "checkpoints-title" }, h("h2", { id: "checkpoints-title" }, "Checkpoints"), this.checkpoints),
       h("section", { "aria-labelledby": "downloads-title" }, h("h2", { id: "downloads-title" }, "Downloads"), this.downloads, this.lossPictureDetails()),
       h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"), this.settings),
       h("section", { "aria-labelledby": "events-title" }, h("h2", { id: "events-title" }, "Events"), this.streamState, this.events));
-    for (const chart of this.charts) chart.start();
     signal.addEventListener("abort", () => {
-      this.charts.forEach((chart) => chart.stop());
+      this.charts.stop();
       this.timers.forEach((timer) => clearTimeout(timer));
       clearInterval(this.poller);
     });
@@ -114,7 +123,8 @@ class JobView {
       definitions({ Method: job.method?.type ?? "supervised", Epochs: number(job.hyperparameters.n_epochs),
         "Batch size": number(job.hyperparameters.batch_size),
         "Learning rate multiplier": number(job.hyperparameters.learning_rate_multiplier),
-        ...(this.preference ? { Beta: String(job.hyperparameters.beta) } : {}), Seed: String(job.seed) }),
+        ...(this.method === "dpo" ? { Beta: String(job.hyperparameters.beta) } : {}),
+        ...(this.method === "reinforcement" ? { Grader: grader(job.method.reinforcement.grader) } : {}), Seed: String(job.seed) }),
       h("h3", {}, "Training settings"),
       definitions(Object.fromEntries(Object.entries(job.training).map(([key, value]) => [key.replaceAll("_", " "), setting(value)]))));
     this.showDownloads(job);
@@ -124,7 +134,7 @@ class JobView {
   addMetrics(rows) {
     for (const row of rows) this.steps.set(row.step, { ...this.steps.get(row.step), ...row });
     const sorted = [...this.steps.values()].sort((a, b) => a.step - b.step);
-    for (const chart of this.charts) chart.update(sorted);
+    this.charts.update(sorted);
   }
 
   async act(name) {
@@ -160,7 +170,7 @@ class JobView {
           this.addEvent(event);
         }
         this.streamState.textContent = "The job has ended; these are all its events.";
-        await Promise.all([this.refresh(), this.reloadMetrics()]);
+        await Promise.all([this.refresh(), this.reloadMetrics(), this.samples.refresh()]);
         return;
       } catch (error) {
         if (this.signal.aborted) return;
@@ -173,7 +183,10 @@ class JobView {
   addEvent(event) {
     if (event.type === "metrics" && event.data) this.addMetrics([event.data]);
     else if (this.job && ACTIVE.includes(this.job.status)) announce(event.message);
-    if (event.message.startsWith("Checkpoint created")) this.later("metrics", () => this.reloadMetrics()); // every step's learning rate
+    if (event.message.startsWith("Checkpoint created")) {
+      this.later("metrics", () => this.reloadMetrics()); // every step's learning rate
+      this.later("samples", () => this.samples.refresh()); // a set is written at checkpoints
+    }
     this.events.prepend(h("li", { class: `level-${event.level}` }, time(event.created_at), " ", h("span", {}, event.message)));
     while (this.events.children.length > EVENTS_SHOWN) this.events.lastChild.remove();
     this.refreshSoon();
@@ -222,7 +235,7 @@ class JobView {
     const shown = this.checkpoints.querySelectorAll("tbody > tr.checkpoint");
     if (shown.length === rows.length && rows.every((row, i) => row === shown[i])) return;
     this.checkpoints.replaceChildren(table("Checkpoints, newest first",
-      ["Step", "Created", "Train loss", "Valid loss", this.preference ? "Preference accuracy" : "Train token accuracy", "Download"],
+      ["Step", "Created", "Train loss", ...CHECKPOINT_COLUMNS[this.method].map(([column]) => column), "Download"],
       rows.flatMap((row) => [row, row.filesRow]), ""));
   }
 
@@ -235,8 +248,7 @@ class JobView {
         h("a", { href: playground(checkpoint.fine_tuned_model_checkpoint, this.job.model), "aria-label": `Try the checkpoint at step ${checkpoint.step_number} in the playground` }, "Try")),
       h("td", {}, time(checkpoint.created_at)),
       h("td", {}, number(m.train_loss)),
-      h("td", {}, number(m.full_valid_loss ?? m.valid_loss)), // the whole validation set when measured there
-      h("td", {}, number(this.preference ? m.train_preference_accuracy : m.train_mean_token_accuracy)),
+      ...CHECKPOINT_COLUMNS[this.method].map(([, value]) => h("td", {}, number(value(m)))),
       h("td", {}, downloadButton("Archive (.tar)", path + "/content", `${checkpoint.id}.tar`, `Download the checkpoint at step ${checkpoint.step_number} as a tar archive`),
         files.toggle, ggufButtons(this.base, checkpoint.step_number, `the checkpoint at step ${checkpoint.step_number}`)));
     row.filesRow = h("tr", { class: "files-row" }, h("td", { colspan: 6 }, files.panel));
@@ -342,6 +354,13 @@ function summary(job) {
   if (job.status === "paused") return `Paused at step ${step}; Resume continues from there.`;
   if (job.status === "succeeded") return `Finished: ${job.fine_tuned_model}.`;
   return "";
+}
+
+// "multi: digits (python), topic (string_check)", "exact (string_check)"
+function grader(spec) {
+  const one = (name, g) => `${name} (${g.type})`;
+  if (spec.type === "multi") return `multi: ${Object.entries(spec.graders).map(([name, g]) => one(name, g)).join(", ")}`;
+  return one(spec.name, spec);
 }
 
 function setting(value) {
