@@ -155,6 +155,10 @@ class RunLayout:
     def start_model(self) -> Path:
         return self.root / "start-model"  # a LoRA checkpoint the job starts from, merged into its base
 
+    def judge_model(self, model_id: str) -> Path:
+        # a model grader's judge that is a LoRA checkpoint, merged into its base for the trainer
+        return self.root / "judge-models" / re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
+
     @property
     def eval_definition(self) -> Path:
         return self.root / "eval.json"  # training.eval_id's eval, written by the worker (lmtune.training_eval)

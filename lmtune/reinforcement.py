@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmtune.bounds import BatchSize, Epochs, LrMultiplier, auto_or_number
 from lmtune.graders import templates
@@ -89,18 +89,6 @@ class GrpoSettings(_Strict):
 class ReinforcementSettings(_Strict):
     grader: Grader
     hyperparameters: ReinforcementHyperparameters = ReinforcementHyperparameters()
-
-    @field_validator("grader")
-    @classmethod
-    def _graders_this_trainer_runs(cls, grader):
-        graders = grader.graders.values() if isinstance(grader, MultiGrader) else [grader]
-        judged = [g.name for g in graders if isinstance(g, ScoreModelGrader | LabelModelGrader)]
-        if judged:
-            raise ValueError(
-                f"model graders ({', '.join(judged)}) cannot reward reinforcement fine-tuning in lmtune yet; "
-                "use string_check, text_similarity, python or a multi grader of them"
-            )
-        return grader
 
 
 class ResolvedReinforcement(_Strict):

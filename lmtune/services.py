@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from lmtune import quotas, reinforcement, training_eval
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
+from lmtune.graders.schema import judged_by
 from lmtune.layout import DataLayout
 from lmtune.methods import ReinforcementMethod, method_for_shape
 from lmtune.model_availability import ModelUnavailable, check_available
@@ -125,6 +126,9 @@ def check_inputs(settings: Settings, db: Database, spec: JobSpec, owner: str) ->
         _check_rows_fit(spec, row, field)
         if isinstance(spec.method, ReinforcementMethod):
             _check_grader_fields(settings, spec.method, row, field)
+    if isinstance(spec.method, ReinforcementMethod):  # a model grader's judge runs in the trainer
+        for field, judge in judged_by(spec.method.reinforcement.grader).items():
+            _check_judge(settings, db, judge, owner, f"method.reinforcement.grader.{field}", "the grader's judge")
     if spec.training.eval_id:
         _check_training_eval(settings, db, spec, owner)
 
@@ -149,6 +153,11 @@ def _check_training_eval(settings: Settings, db: Database, spec: JobSpec, owner:
         metrics = training_eval.check_criteria(found.testing_criteria)
     except ValueError as error:
         raise RequestError(400, f"{param}: {str(error)[:1000]}", param=param) from None
+    for criterion in found.testing_criteria:
+        for judge in judged_by(criterion).values():
+            _check_judge(
+                settings, db, judge, owner, param, f"the judge of {evaluation.id}'s criterion {quote(criterion.name)}"
+            )
     known = {f"valid_{name}" for name in [*metrics.values(), f"eval_{training_eval.PASS_RATE}"]}
     for field, metric in spec.training.followed_scores().items():
         if metric not in known:
@@ -276,6 +285,17 @@ def _check_model(settings: Settings, db: Database, model: str, owner: str) -> No
     except ModelNotFound as error:
         raise RequestError(404, str(error), param="model", code="model_not_found") from None
     available(ref, model)
+
+
+def _check_judge(settings: Settings, db: Database, model: str, owner: str, param: str, what: str) -> None:
+    """A model grader's judge: a model of this key (as a job's model is), on this machine or fetchable."""
+    try:
+        ref = resolve_model(db, DataLayout(settings.data_dir), model, owner)
+        check_available(ref, model)
+    except ModelNotFound as error:
+        raise RequestError(404, f"{param}: {what}: {error}", param=param, code="model_not_found") from None
+    except ModelUnavailable as error:
+        raise RequestError(503, f"{param}: {what}: {error}", param=param, code="model_not_available") from None
 
 
 def available(ref: ModelRef, model: str) -> None:

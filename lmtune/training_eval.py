@@ -22,7 +22,7 @@ from pathlib import Path
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmtune.graders.schema import LabelModelGrader, ScoreModelGrader, TestingCriterion
+from lmtune.graders.schema import TestingCriterion
 from lmtune.reinforcement import check_upload_row
 from lmtune.training_data import DatasetError, iter_rows
 
@@ -56,13 +56,6 @@ def metric_slug(name: str) -> str:
 
 def check_criteria(criteria: Iterable) -> dict[str, str]:
     """Criteria a trainer can score, each with a metric name of its own; ValueError saying why not."""
-    criteria = list(criteria)
-    judged = [c.name for c in criteria if isinstance(c, ScoreModelGrader | LabelModelGrader)]
-    if judged:
-        raise ValueError(
-            f"model graders ({', '.join(judged)}) cannot score training's evaluations yet; "
-            "use an eval of string_check, text_similarity or python criteria"
-        )
     names: dict[str, str] = {}
     for criterion in criteria:
         metric = "eval_" + metric_slug(criterion.name)

@@ -1,6 +1,7 @@
 """Small readers and parameters the tests share."""
 
 import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,16 @@ def small_disk(folder: Path, size: str = "1m"):
         yield folder
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def train_in_processes(folder: Path, spec_file: str, processes: int) -> Path:
+    """`lmtune train` of `spec_file` in `folder` with `processes` processes (the project's launcher);
+    the run folder it wrote."""
+    output = f"run{processes}"
+    command = [sys.executable, "-m", "cli", "train", spec_file, "--output", output, "--num-processes", str(processes)]
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder / output
 
 
 @dataclass

@@ -112,7 +112,7 @@ def _run_attempt(ctx: WorkerContext, job: Job, attempt: int, lease: LeaseKeeper,
     # the database may blink during set-up as at any other time: tried again while the lease holds
     try:
         spec, evaluation = until_answered(
-            lambda: (trainer_spec(ctx.db, ctx.data, job), training_eval(ctx.db, job)),
+            lambda: (trainer_spec(ctx.db, ctx.data, job), training_eval(ctx.db, ctx.data, job)),
             f"resolving the inputs of job {job.id}",
             between=lease.check,
         )

@@ -8,6 +8,7 @@ every bound is checked here so that a stored grader always runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -244,3 +245,24 @@ def passes(criterion, score: float, passed_label: bool | None = None) -> bool:
         low, high = criterion.bounds if isinstance(criterion, ScoreModelGrader) else (0.0, 1.0)
         threshold = (low + high) / 2
     return score >= threshold
+
+
+def judged_by(grader) -> dict[str, str]:
+    """The judge model of each model grader in `grader` (a multi grader's too), by the field that
+    names it relative to the grader: {"model": m} or {"graders.<name>.model": m}."""
+    if isinstance(grader, MultiGrader):
+        return {
+            f"graders.{key}.{field}": model
+            for key, sub in grader.graders.items()
+            for field, model in judged_by(sub).items()
+        }
+    return {"model": grader.model} if isinstance(grader, ScoreModelGrader | LabelModelGrader) else {}
+
+
+def with_judges(grader, source: Callable[[str], str]):
+    """The grader with each judge model replaced by `source(model)`: what a trainer loads."""
+    if isinstance(grader, MultiGrader):
+        return grader.model_copy(update={"graders": {k: with_judges(sub, source) for k, sub in grader.graders.items()}})
+    if isinstance(grader, ScoreModelGrader | LabelModelGrader):
+        return grader.model_copy(update={"model": source(grader.model)})
+    return grader

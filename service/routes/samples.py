@@ -28,6 +28,13 @@ class Sample(BaseModel):
     )
     completion_tokens: int
     finish_reason: str
+    reward: float | None = Field(
+        None, description="Reinforcement jobs: the answer's grade by the job's grader, its reward in training"
+    )
+    grades: dict[str, float] | None = Field(
+        None,
+        description="Reinforcement jobs: each sub-grader's score for a multi grader, else the grader's own, by name",
+    )
 
 
 class SampleSet(BaseModel):

@@ -58,15 +58,6 @@ def test_each_criterion_names_a_metric_and_clashes_or_judges_are_refused():
     pass_rate = TrainingEval(id="e", name="e", item_schema={}, testing_criteria=[{**EXACT, "name": "pass rate"}])
     with pytest.raises(ValueError, match="the pass rate already names"):
         check_criteria(pass_rate.testing_criteria)
-    judge = {
-        "type": "score_model",
-        "name": "judge",
-        "model": "lmtune-tiny",
-        "input": [{"role": "user", "content": "Rate {{sample.output_text}}"}],
-    }
-    judged = TrainingEval(id="e", name="e", item_schema={}, testing_criteria=[judge])
-    with pytest.raises(ValueError, match=r"model graders \(judge\) cannot score training's evaluations"):
-        check_criteria(judged.testing_criteria)
 
 
 def test_validation_rows_are_checked_against_the_item_schema_line_by_line(tmp_path):

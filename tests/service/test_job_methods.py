@@ -112,3 +112,40 @@ def test_rows_without_a_field_the_grader_reads_are_refused_at_create_naming_the_
     body = error_of(create(api, good, method=method), 400)  # OpenAI requires a validation file
     assert "validation_file" in body["message"]
     assert api.queue.sent == []
+
+
+def test_a_model_grader_s_judge_must_be_a_model_of_this_key_on_this_machine(api, tmp_path, monkeypatch):
+    catalogue = tmp_path / "models.yaml"
+    catalogue.write_text(
+        "models:\n  lmtune-tiny:\n    builtin: tiny\n  far-away:\n    source: lmtune-tests/not-in-any-cache\n"
+    )
+    monkeypatch.setenv("LMTUNE_MODELS_FILE", str(catalogue))  # the tests run with HF_HUB_OFFLINE=1
+    file_id = api.upload(api.alice, prompts()).json()["id"]
+
+    def with_judge(model: str) -> dict:
+        judge = {
+            "type": "score_model",
+            "name": "judge",
+            "model": model,
+            "input": [{"role": "user", "content": "Is {{sample.output_text}} {{item.answer}}?"}],
+        }
+        grader = {
+            "type": "multi",
+            "name": "m",
+            "graders": {"exact": GRADER, "judge": judge},
+            "calculate_output": "exact + judge",
+        }
+        return {"type": "reinforcement", "reinforcement": {"grader": grader}}
+
+    body = error_of(
+        create(api, file_id, validation_file=file_id, method=with_judge("ft:lmtune-tiny:bob:x:ftjob-1")), 404
+    )
+    assert body["code"] == "model_not_found" and body["param"] == "method.reinforcement.grader.graders.judge.model"
+    assert "the grader's judge: no fine-tuned model" in body["message"]
+    body = error_of(create(api, file_id, validation_file=file_id, method=with_judge("far-away")), 503)
+    assert body["code"] == "model_not_available" and body["param"] == "method.reinforcement.grader.graders.judge.model"
+    assert "hf download lmtune-tests/not-in-any-cache" in body["message"]
+    assert api.queue.sent == []
+    judged = create(api, file_id, validation_file=file_id, method=with_judge("lmtune-tiny"))
+    assert judged.status_code == 200, judged.text
+    assert judged.json()["method"]["reinforcement"]["grader"]["graders"]["judge"]["model"] == "lmtune-tiny"

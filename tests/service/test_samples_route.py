@@ -8,7 +8,7 @@ from lmtune.store.keys import authenticate
 from tests.service.conftest import GOOD_FILE
 
 
-def a_job_with_samples(api, steps):
+def a_job_with_samples(api, steps, **graded):
     owner = authenticate(api.client.app.state.db, api.alice["Authorization"][7:])
     job = create_job(api.client.app.state.db, owner=owner, spec={"model": "lmtune-tiny"}, queue="cpu")
     log = MetricsLog(DataLayout(api.settings.data_dir).job(job.id).samples)
@@ -20,7 +20,13 @@ def a_job_with_samples(api, steps):
                 "created_at": 1,
                 "generation_seconds": 0.5,
                 "samples": [
-                    {"prompt": "hi", "completion": f"at {step}", "completion_tokens": 2, "finish_reason": "stop"}
+                    {
+                        "prompt": "hi",
+                        "completion": f"at {step}",
+                        "completion_tokens": 2,
+                        "finish_reason": "stop",
+                        **graded,
+                    }
                 ],
             }
         )
@@ -43,6 +49,12 @@ def test_sample_sets_are_listed_by_step_and_paged(api):
         params={"limit": 1, "after": listed["data"][0]["id"]},
     ).json()
     assert [s["step"] for s in page["data"]] == [10] and page["has_more"]
+
+
+def test_a_reinforcement_jobs_samples_carry_their_grades(api):
+    job_id = a_job_with_samples(api, [5], reward=0.75, grades={"exact": 1.0, "length": 0.5})
+    [sample] = api.client.get(f"/v1/fine_tuning/jobs/{job_id}/samples", headers=api.alice).json()["data"][0]["samples"]
+    assert sample["reward"] == 0.75 and sample["grades"] == {"exact": 1.0, "length": 0.5}
 
 
 def test_another_keys_samples_are_404(api):

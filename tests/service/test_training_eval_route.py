@@ -74,13 +74,21 @@ def test_validation_rows_that_do_not_fit_the_item_schema_are_refused_naming_the_
     assert response.status_code == 400 and "a text row has no prompt" in response.json()["error"]["message"]
 
 
-def test_an_eval_with_a_model_grader_is_refused(api):
+def test_an_eval_with_a_model_grader_is_taken_while_its_judge_is_a_model_of_this_server(api, tmp_path, monkeypatch):
     judge = {
         "type": "score_model",
         "name": "judge",
         "model": "lmtune-tiny",
         "input": [{"role": "user", "content": "Rate {{sample.output_text}}"}],
     }
-    response = submit(api, make_eval(api, api.alice, criteria=(judge,)))
-    assert response.status_code == 400
-    assert "model graders (judge) cannot score training's evaluations yet" in response.json()["error"]["message"]
+    eval_id = make_eval(api, api.alice, criteria=(judge,))
+    response = submit(api, eval_id)
+    assert response.status_code == 200, response.text
+    catalogue = tmp_path / "models.yaml"  # the judge left the catalogue since the eval was made
+    catalogue.write_text("models:\n  lmtune-tiny:\n    builtin: tiny\n  other:\n    builtin: tiny\n")
+    monkeypatch.setenv("LMTUNE_MODELS_FILE", str(catalogue))
+    eval_id = make_eval(api, api.alice, criteria=({**judge, "model": "other"},))
+    catalogue.write_text("models:\n  lmtune-tiny:\n    builtin: tiny\n")
+    error = submit(api, eval_id).json()["error"]
+    assert error["code"] == "model_not_found" and error["param"] == "training.eval_id"
+    assert f"the judge of {eval_id}'s criterion 'judge'" in error["message"]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from workers.models.chat_format import CHATML_TEMPLATE
 
@@ -165,12 +165,19 @@ class _Rows(StoppingCriteria):
 
 @torch.no_grad()
 def generate_batch(
-    model, tokenizer, prompts: list[list[int]], params: GenerationParams, *, stop_ids: list[int] | None = None
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    params: GenerationParams,
+    *,
+    stop_ids: list[int] | None = None,
+    logits_processor: LogitsProcessor | None = None,
 ) -> list[Choice]:
     """One answer to each prompt, all generated together (left-padded, masked, with a KV cache): what
     an eval run, a batch of judge prompts or reinforcement fine-tuning's groups of answers need.
     Greedy answers are those `generate` gives one prompt at a time (up to the float rounding a padded
-    batch may bring)."""
+    batch may bring). `logits_processor` changes the scores before each token is chosen (reinforcement
+    fine-tuning samples through one, greedy params picking its choice)."""
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer)
     pad = _pad_id(tokenizer, stop_ids)
     width = max(len(prompt) for prompt in prompts)
@@ -178,7 +185,8 @@ def generate_batch(
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     config = _config(params, stop_ids, pad)
-    output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    processors = LogitsProcessorList([logits_processor] if logits_processor else [])
+    output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=processors)
     choices = []
     for index, row in enumerate(output[:, width:].tolist()):
         ended = next((i for i, token in enumerate(row) if token in stop_ids), None)

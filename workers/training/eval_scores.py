@@ -7,7 +7,7 @@ The rows are the first MAX_SCORED_ROWS of a fixed sample of `training.eval_sampl
 rows (the same every evaluation, so scores compare across steps); one whose prompt and answer would
 not fit the model's context is left out. Each process answers every world-th row, 16 at a time in
 one KV-cached batch (workers/models/generation.py), and grades its answers in one batch per
-criterion (lmtune/graders); the sums are reduced so that every process has the same scores (early
+criterion (lmtune/graders; a model grader's judge is loaded in the trainer: workers/models/local_judge.py); the sums are reduced so that every process has the same scores (early
 stopping and keep_best may follow them).
 """
 
@@ -24,6 +24,7 @@ from lmtune.spec import JobSpec
 from lmtune.training_eval import MAX_SCORED_ROWS, PASS_RATE, TrainingEval, content_text, validation_items
 from workers.models.generation import GenerationParams, end_of_turn_ids, generate_batch, prompt_ids
 from workers.models.lazy_embedder import LazyEmbedder
+from workers.models.local_judge import LocalJudge
 from workers.training.errors import InvalidDataError
 
 BATCH_ROWS = 16  # answered together: the KV cache of 16 answers
@@ -61,6 +62,8 @@ class EvalScores:
     def measure(self, model, accelerator: Accelerator) -> dict[str, float]:
         """`eval_<criterion>` and `eval_pass_rate` of the model now, the same on every process."""
         model = accelerator.unwrap_model(model)
+        if self.tools.judge is None:  # model graders' judges, loaded on the first evaluation that needs one
+            self.tools.judge = LocalJudge(accelerator.device)
         mine = range(accelerator.process_index, len(self.items), accelerator.num_processes)
         criteria = self.eval.testing_criteria
         totals = torch.zeros(len(criteria) + 2, dtype=torch.float64, device=accelerator.device)

@@ -176,7 +176,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     )
     hp = resolve_hyperparameters(spec, len(train_data), world)
     # the sample prompts, counted in tokens against the context, before any compute
-    sampler = Sampler(spec, tokenizer, layout, accelerator, context, hp.total_steps)
+    sampler = Sampler(spec, tokenizer, layout, accelerator, context, hp.total_steps, grade=objective.grade_samples)
     eval_scores = EvalScores(spec, layout, tokenizer, context) if settings.eval_id else None
     plan = StepPlan(
         len(train_data), hp.batch_size, settings.gradient_accumulation_steps, world, spec.seed, settings.shuffle

@@ -4,6 +4,8 @@ greedily, and the set is appended to samples.jsonl with its step and the time ge
 The prompts are `training.sample_prompts`, or the first few of the validation file (else the
 training file): a chat row's messages before its last assistant turn (with its tools, if it has
 any), a preference row's input, a reinforcement row's whole conversation, or a row's `prompt`.
+A method that grades answers (reinforcement) adds each answer's `reward` and `grades`, the row the
+prompt came from being the grader's item (a given prompt's item is its messages alone).
 
 Their work is bounded, whatever the settings: they are counted in tokens when the trainer starts
 (each prompt with its answer within the model's context, a whole set within MAX_SAMPLE_SET_TOKENS;
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -36,8 +39,9 @@ SCANNED_LINES = 100  # where default prompts are looked for
 Prompt = str | list[dict] | Conversation
 
 
-def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[Prompt]:
-    prompts: list[Prompt] = []
+def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[tuple[Prompt, dict]]:
+    """The first `count` prompts of a data file, each with the row it came from."""
+    prompts: list[tuple[Prompt, dict]] = []
     with Path(path).open() as handle:
         for _, line in zip(range(SCANNED_LINES), handle):
             if len(prompts) == count:
@@ -48,7 +52,7 @@ def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[Prom
             if "input" in row:  # a preference row: its input, as the chat row of its preferred answer
                 row = {**row["input"], "messages": [*row["input"]["messages"], *row["preferred_output"]]}
             if "prompt" in row:
-                prompts.append(row["prompt"])
+                prompts.append((row["prompt"], row))
             elif "messages" in row:
                 chat = check_conversation(
                     row["messages"],
@@ -62,15 +66,24 @@ def default_prompts(path: str | Path, count: int = DEFAULT_PROMPTS) -> list[Prom
                 if messages[-1]["role"] == "user":  # a reinforcement row: the whole conversation is the prompt
                     last = len(messages)
                 if last > 0 and chat.uses_tools:  # the tools are offered as in training
-                    prompts.append(Conversation(messages[:last], chat.tools, chat.parallel_tool_calls))
+                    prompts.append((Conversation(messages[:last], chat.tools, chat.parallel_tool_calls), row))
                 elif last > 0:
-                    prompts.append([{"role": m["role"], "content": m["content"]} for m in messages[:last]])
+                    prompts.append(([{"role": m["role"], "content": m["content"]} for m in messages[:last]], row))
     return prompts
+
+
+def given_item(prompt: str | list[dict]) -> dict:
+    """A given sample prompt as a grader's item: its messages, nothing else."""
+    return {"messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt}
+
+
+GradeSamples = Callable[[list[dict], list[str]], list[dict]]  # (items, answers) -> fields added to each sample
 
 
 class Sampler:
     """Only the main process generates; the unwrapped model answers, outside of data parallelism.
-    A model sharded by FSDP would need every process to generate, so no samples are taken there."""
+    A model sharded by FSDP would need every process to generate, so no samples are taken there.
+    `grade`: the objective's grading of the answers (Objective.grade_samples)."""
 
     def __init__(
         self,
@@ -80,16 +93,19 @@ class Sampler:
         accelerator: Accelerator,
         context: int | None,
         total_steps: int,
+        grade: GradeSamples | None = None,
     ):
         settings = spec.training
         given = settings.sample_prompts is not None
         if given:
             prompts = [p if isinstance(p, str) else [m.model_dump() for m in p] for p in settings.sample_prompts]
+            pairs = [(prompt, given_item(prompt)) for prompt in prompts]
         else:
-            prompts = default_prompts(spec.validation_file or spec.training_file)
-        self.tokenizer, self.accelerator = tokenizer, accelerator
+            pairs = default_prompts(spec.validation_file or spec.training_file)
+        self.tokenizer, self.accelerator, self.grade = tokenizer, accelerator, grade
         self.params = GenerationParams(max_tokens=settings.sample_max_tokens)
-        self.prompts = self._within_bounds(prompts, context, strict=given)
+        kept = self._within_bounds([prompt for prompt, _ in pairs], context, strict=given)
+        self.prompts, self.items = [pairs[i][0] for i in kept], [pairs[i][1] for i in kept]
         self.active = (
             bool(self.prompts) and accelerator.is_main_process and accelerator.distributed_type != DistributedType.FSDP
         )
@@ -98,9 +114,10 @@ class Sampler:
         self.log = MetricsLog(layout.samples)
         self.last_step = 0
 
-    def _within_bounds(self, prompts: list, context: int | None, strict: bool) -> list:
-        """The prompts whose tokens fit: each with its answer in the context, all in one set's budget.
-        A given prompt that does not fit is an error naming it; a default one is left out."""
+    def _within_bounds(self, prompts: list, context: int | None, strict: bool) -> list[int]:
+        """The positions of the prompts whose tokens fit: each with its answer in the context, all in
+        one set's budget. A given prompt that does not fit is an error naming it; a default one is
+        left out."""
         answer = self.params.max_tokens
         kept, used = [], 0
         for index, prompt in enumerate(prompts):
@@ -122,7 +139,7 @@ class Sampler:
                     f"training.sample_prompts.{index} {problem}", param=f"training.sample_prompts.{index}"
                 )
             if not problem:
-                kept.append(prompt)
+                kept.append(index)
                 used += tokens + answer
         return kept
 
@@ -148,11 +165,15 @@ class Sampler:
                 answers = [self._answer(model, prompt, stop_ids) for prompt in self.prompts]
         finally:
             model.train()
+        seconds = round(time.monotonic() - started, 3)
+        if self.grade is not None:
+            for answer, fields in zip(answers, self.grade(self.items, [a["completion"] for a in answers])):
+                answer.update(fields)
         self.log.append(
             {
                 "step": step,
                 "created_at": int(time.time()),
-                "generation_seconds": round(time.monotonic() - started, 3),
+                "generation_seconds": seconds,
                 "samples": answers,
             }
         )

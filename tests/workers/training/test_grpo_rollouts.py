@@ -1,7 +1,5 @@
-"""GRPO's rollouts on the tiny model: groups sampled in one batch from a stream of their own that a
-checkpoint can carry, and graded by the job's grader in one batch."""
-
-import json
+"""GRPO's rollouts on the tiny model: groups sampled in one batch, each answer from a seed of its own
+(so the same answer whatever batch it is generated in), and graded by the job's grader in one batch."""
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lmtune.graders import Tools
 from lmtune.graders.schema import Grader
 from workers.models.generation import GenerationParams, end_of_turn_ids, prompt_ids
-from workers.training.objectives.grpo_rollouts import SamplingRng, grade_rollouts, sample_groups
+from workers.training.objectives.grpo_rollouts import answer_seed, grade_rollouts, sample_groups
 
 PARAMS = GenerationParams(max_tokens=12, temperature=1.0)
 
@@ -27,7 +25,7 @@ def prompts(tokenizer) -> list[list[int]]:
 
 def test_each_prompt_gets_a_group_of_answers_in_one_batch(policy):
     model, tokenizer = policy
-    rollouts = sample_groups(model, tokenizer, prompts(tokenizer), 3, PARAMS, SamplingRng(0, torch.device("cpu")))
+    rollouts = sample_groups(model, tokenizer, prompts(tokenizer), 3, PARAMS, range(6))
     assert len(rollouts.answer_ids) == 6
     assert rollouts.prompt_ids[0] == rollouts.prompt_ids[2] != rollouts.prompt_ids[3]
     stops = set(end_of_turn_ids(tokenizer))
@@ -39,27 +37,31 @@ def test_each_prompt_gets_a_group_of_answers_in_one_batch(policy):
     assert len({tuple(ids) for ids in rollouts.answer_ids}) > 1  # sampled, not greedy
 
 
-def test_the_sampling_stream_resumes_from_its_saved_state_and_leaves_the_global_one_alone(policy):
+def test_an_answer_depends_on_its_seed_alone_and_the_global_stream_is_left_alone(policy):
     model, tokenizer = policy
-    rng = SamplingRng(7, torch.device("cpu"))
-    sample_groups(model, tokenizer, prompts(tokenizer), 2, PARAMS, rng)
-    saved = json.loads(json.dumps(rng.state_dict()))  # through the checkpoint's JSON
-
+    both = prompts(tokenizer)
     torch.manual_seed(123)
     global_before = torch.get_rng_state()
-    expected = sample_groups(model, tokenizer, prompts(tokenizer), 2, PARAMS, rng).answer_ids
+    together = sample_groups(model, tokenizer, both, 2, PARAMS, [11, 12, 21, 22]).answer_ids
     assert torch.equal(torch.get_rng_state(), global_before)  # dropout's stream did not move
+    # the second prompt's answers, alone and in another order, from the same seeds: the same answers
+    alone = sample_groups(model, tokenizer, both[1:], 2, PARAMS, [22, 21]).answer_ids
+    assert alone == together[2:][::-1]
+    # in batches of one row at a time (another padding, another number of rows)
+    cut = sample_groups(model, tokenizer, both, 2, PARAMS, [11, 12, 21, 22], max_rows=1).answer_ids
+    assert cut == together
+    assert sample_groups(model, tokenizer, both, 2, PARAMS, [13, 14, 23, 24]).answer_ids != together
 
-    resumed = SamplingRng(0, torch.device("cpu"))
-    resumed.load_state_dict(saved)
-    assert sample_groups(model, tokenizer, prompts(tokenizer), 2, PARAMS, resumed).answer_ids == expected
-    fresh = SamplingRng(8, torch.device("cpu"))
-    assert sample_groups(model, tokenizer, prompts(tokenizer), 2, PARAMS, fresh).answer_ids != expected
+
+def test_answer_seeds_differ_by_step_row_and_answer_and_not_otherwise():
+    seeds = {answer_seed(0, step, row, answer) for step in range(20) for row in range(50) for answer in range(8)}
+    assert len(seeds) == 20 * 50 * 8
+    assert answer_seed(3, 1, 2, 0) == answer_seed(3, 1, 2, 0) != answer_seed(4, 1, 2, 0)
 
 
 def test_answers_are_graded_against_their_own_rows_with_each_sub_grader(policy):
     model, tokenizer = policy
-    rollouts = sample_groups(model, tokenizer, prompts(tokenizer), 2, PARAMS, SamplingRng(0, torch.device("cpu")))
+    rollouts = sample_groups(model, tokenizer, prompts(tokenizer), 2, PARAMS, range(4))
     rollouts.texts = ["4", "four", "red", "4"]  # what the grader reads, fixed so the scores are known
     grader = TypeAdapter(Grader).validate_python(
         {

@@ -44,10 +44,11 @@ def grpo(tiny_model, **settings) -> tuple:
 
 
 def train(model, step: GrpoStep, steps: int) -> list[dict]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     history = []
-    for _ in range(steps):
-        data = step.rollout(model, [ROWS[:2], ROWS[2:], []])  # two micro-batches and an empty one
+    rows = list(enumerate(ROWS))
+    for index in range(steps):
+        data = step.rollout(model, index, [rows[:2], rows[2:], []])  # two micro-batches and an empty one
         outs = [step.loss(model, micro) for micro in data.micro_batches]
         assert outs[-1].units == 0 and outs[-1].loss.item() == 0.0
         step_units = sum(out.units for out in outs)

@@ -57,7 +57,7 @@ def spec(tiny_model, tmp_path, *, grader=DIGITS, steps=12, **training):
                 },
             },
             "training": {
-                "learning_rate": 3e-3,
+                "learning_rate": 1e-2,
                 "lr_scheduler": "constant",
                 "max_steps": steps,
                 "sample_prompts": [],
@@ -85,6 +85,20 @@ def test_the_reward_rises_and_every_metric_is_reported(tiny_model, tmp_path):
     # the validation reward every eval_interval (4) steps and at the last
     assert [row["step"] for row in rows if "valid_reward_mean" in row] == [4, 8, 12]
     assert not any("full_valid_reward_mean" in row for row in rows)
+
+
+def test_the_sample_answers_carry_their_reward_and_each_graders_score(tiny_model, tmp_path):
+    job = spec(tiny_model, tmp_path, grader=MULTI, steps=2, sample_max_tokens=12)
+    job = job.model_copy(update={"training": job.training.model_copy(update={"sample_prompts": None})})
+    train(job, tmp_path / "run")
+    sets = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    samples = sets[-1]["samples"]
+    assert len(samples) == 3  # the first validation rows, whole conversations
+    for sample in samples:
+        text = sample["completion"]
+        digits = sum(c.isdigit() for c in text) / max(len(text), 1)
+        assert sample["grades"] == pytest.approx({"digits": digits, "topic": 1.0})
+        assert sample["reward"] == pytest.approx(0.9 * digits + 0.1)
 
 
 def test_with_beta_the_kl_to_the_starting_model_is_reported(tiny_model, tmp_path):

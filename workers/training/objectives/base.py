@@ -143,6 +143,11 @@ class Objective(ABC):
         *values, units = totals
         return self.summarize(units, dict(zip(("loss", *self.metric_names), values, strict=True)))
 
+    def grade_samples(self, items: list[dict], answers: list[str]) -> list[dict]:
+        """Fields added to each sample answer at a checkpoint (samples.jsonl), given the rows the
+        prompts came from: a method that grades answers adds their grades. Main process only."""
+        return [{} for _ in answers]
+
     def state_dict(self) -> dict:
         """State of its own that a resumed run needs: tensors, numbers, strings, lists and dicts
         (read back with `weights_only`). The main process's is saved; the torch, CUDA, numpy and

@@ -6,8 +6,10 @@ Reported per step (train_*): the loss, the reward's mean and spread (and each su
 a multi grader), the KL to the starting model (with training.grpo.beta), the share of clipped
 tokens, the answers' mean length and how many ran out of tokens, grading errors. Every
 `eval_interval` steps (valid_*): the mean reward of greedy answers to `eval_samples` validation
-rows. A checkpoint carries the sampling stream of every process, so a resumed run samples the
-answers it would have sampled.
+rows. Each answer is drawn from a seed of the job's seed, the step, its row and its place in the
+group (grpo_rollouts.answer_seed): a resumed run, or one with another number of processes, samples
+the answers an uninterrupted one-process run samples. A model grader's judge is loaded beside the
+policy (workers/models/local_judge.py).
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from accelerate.utils import gather_object
 from transformers import AutoModelForCausalLM
 
-from lmtune.graders import Tools
+from lmtune.graders import Tools, grade_batch, sample_namespace
 from lmtune.graders.sandbox import sandbox_limits
+from lmtune.graders.schema import judged_by
 from lmtune.reinforcement import GrpoSettings, check_prompt_file, resolve
 from lmtune.settings import load_settings
 from lmtune.training_data import DatasetError
 from workers.models.lazy_embedder import LazyEmbedder
+from workers.models.local_judge import LocalJudge
 from workers.training.errors import InvalidDataError
 from workers.training.objectives.base import MicroBatch, Objective, RunContext, Sums
 from workers.training.objectives.grpo_loss import units
@@ -74,7 +77,6 @@ class Grpo(Objective):
         self.eval_sample_size = self.resolved.eval_samples
         self.evaluates_whole_file = False  # eval_samples bounds the generation an evaluation costs
         self.step: GrpoStep | None = None
-        self._saved_rng: list[dict] | None = None
 
     def load_data(self, field: str, path: str, min_examples: int) -> PromptRows:
         try:
@@ -92,20 +94,29 @@ class Grpo(Objective):
         if self.settings.beta:  # the starting model, frozen, for the KL term
             reference = AutoModelForCausalLM.from_pretrained(self.spec.model, dtype=_dtype_of(run.model))
             reference.to(accelerator.device).eval().requires_grad_(False)
-        settings = load_settings()
-        tools = Tools(embedder=LazyEmbedder(), sandbox=sandbox_limits(settings))
-        seed = self.spec.seed * 1009 + accelerator.process_index  # each process samples its own stream
+        judge = LocalJudge(accelerator.device)  # model graders' judges, loaded now: one that cannot fails the job
+        for field, source in judged_by(self.grader).items():
+            judge.load(source, f"method.reinforcement.grader.{field}")
+        tools = Tools(judge=judge, embedder=LazyEmbedder(), sandbox=sandbox_limits(load_settings()))
         self.step = GrpoStep(
-            self.settings, self.resolved, self.grader, tools, self.tokenizer, accelerator.device, seed, reference
+            self.settings,
+            self.resolved,
+            self.grader,
+            tools,
+            self.tokenizer,
+            accelerator.device,
+            self.spec.seed,
+            reference,
+            reduce=lambda sums: accelerator.reduce(sums, "sum"),
         )
-        if self._saved_rng is not None:
-            self.step.rng.load_state_dict(self._saved_rng[accelerator.process_index])
 
     # ---- the step ----
 
     def step_batches(self, run: RunContext, step: int, ids: list[list[int]]) -> list[MicroBatch]:
         rows = run.train_data.rows
-        data = self.step.rollout(run.accelerator.unwrap_model(run.model), [[rows[i] for i in part] for part in ids])
+        data = self.step.rollout(
+            run.accelerator.unwrap_model(run.model), step, [[(i, rows[i]) for i in part] for part in ids]
+        )
         batches, start = [], 0
         group = self.resolved.group_size
         for part, micro in zip(ids, data.micro_batches):
@@ -179,14 +190,16 @@ class Grpo(Objective):
             **{f"reward_{name}_mean": value / answers for name, value in zip(self.sub_graders, subs)},
         }
 
-    # ---- state ----
-
-    def state_dict(self) -> dict:
-        """Every process's sampling stream (this runs on every process; the main one's is saved)."""
-        return {"sampling_rng": list(gather_object([self.step.rng.state_dict()]))}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._saved_rng = state["sampling_rng"]  # applied once the process's device is known
+    def grade_samples(self, items: list[dict], answers: list[str]) -> list[dict]:
+        """Each sample answer's `reward` and `grades`: every sub-grader's score for a multi grader,
+        else the grader's own, by name."""
+        grades = grade_batch(
+            self.grader, [(sample_namespace(text), item) for text, item in zip(answers, items)], self.step.tools
+        )
+        return [
+            {"reward": grade.score, "grades": grade.sub_scores if self.sub_graders else {self.grader.name: grade.score}}
+            for grade in grades
+        ]
 
 
 def _answer_sums(rollouts, answers: range, sub_graders: Sequence[str]) -> dict[str, float]:

@@ -7,6 +7,7 @@ tests/workers/training/test_grpo_loss.py checks loss and gradients against TRL's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,15 +21,21 @@ LossType = Literal["dapo", "grpo", "bnpo", "dr_grpo"]
 ScaleRewards = Literal["group", "batch", "none"]
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: ScaleRewards = "group") -> torch.Tensor:
+def group_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    scale: ScaleRewards = "group",
+    batch_std: Callable[[torch.Tensor], torch.Tensor] = torch.std,
+) -> torch.Tensor:
     """Each answer's reward minus its group's mean (answers of one prompt are consecutive), divided
-    by the spread (the unbiased std) of its group, of the whole batch, or not at all."""
+    by the spread (the unbiased std) of its group, of the whole batch (`batch_std`: over every
+    process's answers in training), or not at all."""
     groups = rewards.view(-1, group_size)
     advantages = (groups - groups.mean(dim=1, keepdim=True)).reshape(-1)
     if scale == "group":
         return advantages / (groups.std(dim=1).repeat_interleave(group_size) + STD_EPSILON)
     if scale == "batch":
-        return advantages / (rewards.std() + STD_EPSILON)
+        return advantages / (float(batch_std(rewards)) + STD_EPSILON)
     return advantages
 
 

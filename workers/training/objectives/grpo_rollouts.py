@@ -1,60 +1,54 @@
 """GRPO's rollouts: each prompt answered `group_size` times by the current policy in one batched,
-KV-cached `generate()` (workers/models/generation.py), from a random stream of its own that a
-checkpoint saves, and every answer graded by the job's grader in one batch (lmtune/graders).
+KV-cached `generate()` (workers/models/generation.py), each answer drawn from a seed of its own
+(`answer_seed`), and every answer graded by the job's grader in one batch (lmtune/graders).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers import LogitsProcessor, TopPLogitsWarper
 
 from lmtune.graders import Grade, Tools, grade_batch, sample_namespace
 from workers.models.generation import GenerationParams, generate_batch
 
+SEED_MODULUS = 2**63 - 25  # a prime below torch's seed range
 
-class SamplingRng:
-    """The random stream answers are sampled from. transformers' `generate()` draws from torch's
-    global generator and takes no other, so each sampling runs inside `fork_rng` with this stream's
-    state, which is kept apart from dropout's and saved with a checkpoint: a run resumed after a
-    crash samples the very answers it would have sampled."""
 
-    def __init__(self, seed: int, device: torch.device):
-        self.device = device
-        with self.active(seed=seed):
-            pass
+def answer_seed(job_seed: int, step: int, row: int, answer: int) -> int:
+    """The seed of one answer: of the job's seed, the 0-based step, the row's place in the training
+    file and the answer's place in its group, and of nothing else (not the process, the micro-batch
+    nor the batch it is generated in): a run resumed after a crash, or run with another number of
+    processes, samples the very same answers."""
+    seed = 0
+    for part in (job_seed, step, row, answer):
+        seed = (seed * 1_000_003 + part + 1) % SEED_MODULUS
+    return seed
 
-    @contextlib.contextmanager
-    def active(self, *, seed: int | None = None) -> Iterator[None]:
-        cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else [], device_type="cuda" if cuda else "cpu"):
-            if seed is not None:
-                torch.manual_seed(seed)
-            else:
-                self._restore()
-            yield
-            self.cpu_state = torch.get_rng_state()
-            self.cuda_state = torch.cuda.get_rng_state(self.device) if cuda else None
 
-    def _restore(self) -> None:
-        torch.set_rng_state(self.cpu_state)
-        if self.cuda_state is not None:
-            torch.cuda.set_rng_state(self.cuda_state, self.device)
+class SeededSampling(LogitsProcessor):
+    """Sampling at `temperature` within `top_p`, each row from a generator of its own: the Gumbel-max
+    draw (the highest of the scaled log-probabilities each minus the log of an exponential variate is
+    a draw from their softmax), which greedy decoding then picks. A row's t-th token uses its
+    generator's t-th draw, whatever the other rows of the batch."""
 
-    def state_dict(self) -> dict:
-        """JSON-ready, for the checkpoint's trainer state."""
-        encode = lambda state: None if state is None else base64.b64encode(state.numpy().tobytes()).decode()  # noqa: E731
-        return {"cpu": encode(self.cpu_state), "cuda": encode(self.cuda_state)}
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        self.temperature = temperature
+        self.nucleus = TopPLogitsWarper(top_p) if top_p < 1 else None
 
-    def load_state_dict(self, state: dict) -> None:
-        decode = lambda text: torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)  # noqa: E731
-        self.cpu_state = decode(state["cpu"])
-        self.cuda_state = decode(state["cuda"]) if state.get("cuda") and self.device.type == "cuda" else None
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        if self.nucleus is not None:
+            scores = self.nucleus(input_ids, scores)
+        draws = torch.empty_like(scores)
+        for row, generator in zip(draws, self.generators):
+            row.exponential_(generator=generator)
+        return scores - draws.log()
 
 
 @dataclass
@@ -99,23 +93,32 @@ def sample_groups(
     prompts: Sequence[list[int]],
     group_size: int,
     params: GenerationParams,
-    rng: SamplingRng,
+    seeds: Sequence[int] = (),
     *,
     stop_ids: list[int] | None = None,
     max_rows: int = 64,
 ) -> Rollouts:
     """`group_size` answers to each prompt, sampled `max_rows` at a time (memory: the KV cache of
-    max_rows answers)."""
+    max_rows answers); answer i from `seeds[i]` (SeededSampling), or greedy at temperature 0."""
     repeated = [list(prompt) for prompt in prompts for _ in range(group_size)]
     choices, started = [], time.monotonic()
+    greedy = GenerationParams(max_tokens=params.max_tokens)
+    device = next(model.parameters()).device
     was_training = model.training
-    model.eval()  # no dropout while sampling; the sampler's draws come from its own stream
+    model.eval()  # no dropout while sampling
     try:
-        with rng.active():
-            for start in range(0, len(repeated), max_rows):
-                choices += generate_batch(
-                    model, tokenizer, repeated[start : start + max_rows], params, stop_ids=stop_ids
-                )
+        for start in range(0, len(repeated), max_rows):
+            sampling = None
+            if params.temperature > 0:
+                sampling = SeededSampling(seeds[start : start + max_rows], params.temperature, params.top_p, device)
+            choices += generate_batch(
+                model,
+                tokenizer,
+                repeated[start : start + max_rows],
+                greedy,
+                stop_ids=stop_ids,
+                logits_processor=sampling,
+            )
     finally:
         model.train(was_training)
     return Rollouts(

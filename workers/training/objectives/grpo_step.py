@@ -7,7 +7,7 @@ term, of the starting model; and the periodic evaluation, greedy answers to vali
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +17,7 @@ from lmtune.reinforcement import GrpoSettings, ResolvedReinforcement
 from workers.models.generation import GenerationParams, end_of_turn_ids, prompt_ids
 from workers.training.errors import InvalidDataError
 from workers.training.objectives.grpo_loss import LossSettings, PolicyLoss, answer_logps, group_advantages, policy_loss
-from workers.training.objectives.grpo_rollouts import Rollouts, SamplingRng, grade_rollouts, sample_groups
+from workers.training.objectives.grpo_rollouts import Rollouts, answer_seed, grade_rollouts, sample_groups
 
 
 @dataclass
@@ -42,7 +42,8 @@ class StepData:
 
 
 class GrpoStep:
-    """`rollout(model, rows, n)` then, per micro-batch, `loss(model, micro)`."""
+    """`rollout(model, step, slices)` then, per micro-batch, `loss(model, micro)`. `reduce` sums a
+    tensor over every process (the batch's reward spread, for scale_rewards "batch")."""
 
     def __init__(
         self,
@@ -54,12 +55,13 @@ class GrpoStep:
         device: torch.device,
         seed: int,
         reference_model=None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums,
     ):
         self.settings, self.resolved, self.grader, self.tools = settings, resolved, grader, tools
         self.tokenizer, self.device, self.reference_model = tokenizer, device, reference_model
         self.stop_ids = end_of_turn_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
-        self.rng = SamplingRng(seed, device)
+        self.seed, self.reduce = seed, reduce
         self.params = GenerationParams(
             max_tokens=resolved.max_completion_tokens, temperature=settings.temperature, top_p=settings.top_p
         )
@@ -71,14 +73,17 @@ class GrpoStep:
             max_completion_tokens=resolved.max_completion_tokens,
         )
 
-    def rollout(self, model, slices: Sequence[Sequence[dict]]) -> StepData:
-        """The answers to every row of the step's `slices` (one per micro-batch), sampled and graded
-        together; a micro-batch per slice. An empty slice (a short last batch) gets one answer that
-        weighs nothing, so that this process still runs the forward its peers synchronise with."""
+    def rollout(self, model, step: int, slices: Sequence[Sequence[tuple[int, dict]]]) -> StepData:
+        """The answers to every row of the step's `slices` (one per micro-batch; each row with its
+        place in the training file), sampled and graded together; a micro-batch per slice. An empty
+        slice (a short last batch) gets one answer that weighs nothing, so that this process still runs
+        the forward its peers synchronise with."""
         group, rows = self.resolved.group_size, [row for part in slices for row in part]
-        rollouts = sample_groups(model, self.tokenizer, self.prompts(rows), group, self.params, self.rng)
-        grade_rollouts(rollouts, rows, group, self.grader, self.tools)
-        advantages = group_advantages(rollouts.rewards, group, self.settings.scale_rewards)
+        seeds = [answer_seed(self.seed, step, index, answer) for index, _ in rows for answer in range(group)]
+        items = [row for _, row in rows]
+        rollouts = sample_groups(model, self.tokenizer, self.prompts(items), group, self.params, seeds)
+        grade_rollouts(rollouts, items, group, self.grader, self.tools)
+        advantages = group_advantages(rollouts.rewards, group, self.settings.scale_rewards, self._batch_std)
         batches, start = [], 0
         for part in slices:
             answers = range(start * group, (start + len(part)) * group)
@@ -95,9 +100,18 @@ class GrpoStep:
     def evaluate(self, model, rows: Sequence[dict]) -> Rollouts:
         """Greedy answers to `rows`, graded: the mean reward a user would see from the model now."""
         greedy = GenerationParams(max_tokens=self.resolved.max_completion_tokens, temperature=0.0)
-        rollouts = sample_groups(model, self.tokenizer, self.prompts(rows), 1, greedy, self.rng)
+        rollouts = sample_groups(model, self.tokenizer, self.prompts(rows), 1, greedy)
         grade_rollouts(rollouts, rows, 1, self.grader, self.tools)
         return rollouts
+
+    def _batch_std(self, rewards: torch.Tensor) -> torch.Tensor:
+        """The unbiased spread of the rewards of every process's answers."""
+        rewards = rewards.double().to(self.device)
+        count, total, squares = self.reduce(
+            torch.stack([rewards.new_tensor(len(rewards)), rewards.sum(), (rewards**2).sum()])
+        ).tolist()
+        mean = total / max(count, 1.0)
+        return torch.tensor(max(squares - count * mean**2, 0.0) / max(count - 1, 1.0)).sqrt()
 
     def prompts(self, rows: Sequence[dict]) -> list[list[int]]:
         return [prompt_ids(self.tokenizer, row["messages"]) for row in rows]
