@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workers.models.generation import GenerationParams, prompt_ids
+from workers.models.generation import GenerationParams, generate, prompt_ids
 from workers.serving.engine import ModelCache
 
 PROMPT = [{"role": "user", "content": "alpha bravo"}]
@@ -120,3 +120,16 @@ def test_greedy_answers_of_smollm2_are_what_transformers_generates(smollm2):
     answer, _ = ask(cache, {"source": str(smollm2)}, prompt, GenerationParams(max_tokens=20))
     assert answer == reference(str(smollm2), smollm2, prompt, tokens=20)
     assert "Paris" in answer  # real weights, real tokenizer and chat template
+
+
+def test_a_sampled_answer_draws_from_every_token_not_only_the_50_most_likely(tiny_model):
+    # generate() fills in a top-k of 50 unless told otherwise; OpenAI's sampling (temperature,
+    # top_p) has no such cut, and reinforcement training's loss assumes the whole softmax
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ids = prompt_ids(tokenizer, PROMPT)
+    params = GenerationParams(max_tokens=1, temperature=1.0, n=300, seed=0)
+    first_words = {choice.text for choice in generate(model, tokenizer, ids, params, stop_ids=[])}
+    # a random model is near uniform over its 261 tokens (about 90 distinct texts in 300 draws:
+    # the bytes above 127 all read as one replacement character); a top-k of 50 gives at most 50
+    assert len(first_words) > 60

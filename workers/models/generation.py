@@ -214,7 +214,7 @@ def _config(params: GenerationParams, stop_ids: list[int], pad: int) -> Generati
         do_sample=sampling,
         temperature=params.temperature if sampling else None,
         top_p=params.top_p if sampling else None,
-        top_k=None,
+        top_k=0,  # 0, not None: None lets generate() fill in its top-k of 50; OpenAI samples from every token
         eos_token_id=stop_ids or None,
         pad_token_id=pad,
         use_cache=True,
