@@ -1,5 +1,5 @@
 """Reinforcement fine-tuning moves a real pretrained model (SmolLM2-135M-Instruct, its own tokenizer
-and chat template, a LoRA adapter) towards what its grader rewards, on a CPU within 30 steps: asked
+and chat template, a LoRA adapter) towards what its grader rewards, on a CPU within 14 steps (the issue allows 30): asked
 for a colour, it comes to answer "blue" more often than it did."""
 
 import json
@@ -33,7 +33,7 @@ def rows(path, questions) -> str:
     return str(path)
 
 
-def test_the_mean_reward_rises_within_30_steps_on_smollm2(smollm2, tmp_path):
+def test_the_mean_reward_rises_within_14_steps_on_smollm2(smollm2, tmp_path):
     spec = parse_spec(
         {
             "model": str(smollm2),
@@ -56,7 +56,7 @@ def test_the_mean_reward_rises_within_30_steps_on_smollm2(smollm2, tmp_path):
             "training": {
                 "learning_rate": 2e-3,
                 "lr_scheduler": "constant",
-                "max_steps": 30,
+                "max_steps": 14,
                 "lora": {"r": 8, "alpha": 16},
                 "checkpoint_every_steps": 1000,
                 "sample_prompts": [],
@@ -66,6 +66,6 @@ def test_the_mean_reward_rises_within_30_steps_on_smollm2(smollm2, tmp_path):
     )
     train(spec, tmp_path / "run")
     rewards = [row["train_reward_mean"] for row in metric_rows(tmp_path / "run")]
-    assert len(rewards) == 30
-    first, last = sum(rewards[:8]) / 8, sum(rewards[-8:]) / 8
+    assert len(rewards) == 14
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
     assert last > first + 0.3, rewards
