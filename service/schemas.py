@@ -12,7 +12,17 @@ from pydantic_core import to_json
 from lmtune.methods import Method, method_echo
 from lmtune.spec import MAX_INTEGRATIONS, Hyperparameters, Integration, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
-from lmtune.store.models import ALLOWED_ACTIONS, Checkpoint, Event, Export, File, FineTunedModel, Job, JobAction, JobStatus
+from lmtune.store.models import (
+    ALLOWED_ACTIONS,
+    Checkpoint,
+    Event,
+    Export,
+    File,
+    FineTunedModel,
+    Job,
+    JobAction,
+    JobStatus,
+)
 
 T = TypeVar("T")
 ORGANIZATION = "org-lmtune"
