@@ -13,6 +13,7 @@ import {
 } from "../ui.js";
 
 const EVENTS_SHOWN = 200;
+
 // What a checkpoint's row shows beside its train loss, by method: [column, metric] (the valid loss
 // of the whole validation set where it was measured there)
 const CHECKPOINT_COLUMNS = {

@@ -8,7 +8,7 @@ import { JobView } from "./job-view.js";
 
 export async function renderJob(main, [jobId], signal) {
   const base = `v1/fine_tuning/jobs/${jobId}`;
-  let view = null;
+  let view; // drawn once the job is read; the handlers below run after that
   const show = (job) => {
     actions.update(job);
     view.show(job, actions.pending);
