@@ -12,7 +12,17 @@ from pydantic_core import to_json
 from lmtune.methods import Method, method_echo
 from lmtune.spec import MAX_INTEGRATIONS, Hyperparameters, Integration, TrainingSettings, at_most_items
 from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
-from lmtune.store.models import Checkpoint, Event, Export, File, FineTunedModel, Job, JobStatus
+from lmtune.store.models import (
+    ALLOWED_ACTIONS,
+    Checkpoint,
+    Event,
+    Export,
+    File,
+    FineTunedModel,
+    Job,
+    JobAction,
+    JobStatus,
+)
 
 T = TypeVar("T")
 ORGANIZATION = "org-lmtune"
@@ -165,6 +175,10 @@ class FineTuningJob(BaseModel):
     metrics: dict[str, Any] | None = Field(description="lmtune: the latest step's metrics")
     queue_position: int | None = Field(description="lmtune: 1 = next to start, while queued")
     attempt: int = Field(description="lmtune: how many times a worker has started the job")
+    allowed_actions: list[JobAction] = Field(
+        description="lmtune: what the job's status allows now (`cancel`, `pause`, `resume`, `delete`); "
+        "any other action is refused with 409 invalid_state"
+    )
 
     @classmethod
     def of(cls, job: Job, queue_position: int | None) -> FineTuningJob:
@@ -206,6 +220,7 @@ def job_body(job: Job, queue_position: int | None) -> dict[str, Any]:
         "metrics": job.latest_metrics,
         "queue_position": queue_position,
         "attempt": job.attempt,
+        "allowed_actions": list(ALLOWED_ACTIONS[job.status]),
     }
 
 

@@ -23,7 +23,7 @@ from lmtune.ids import new_id
 from lmtune.store import leases
 from lmtune.store.database import Database, get_owned, until_answered
 from lmtune.store.leases import StaleAttempt, fair_order  # noqa: F401  (StaleAttempt: imported from here by the workers)
-from lmtune.store.models import TERMINAL, ApiKey, Event, FineTunedModel, Job, JobStatus
+from lmtune.store.models import ALLOWED_ACTIONS, TERMINAL, ApiKey, Event, FineTunedModel, Job, JobAction, JobStatus
 from lmtune.store.webhooks import record_job_end
 
 COUNTED_BY_QUOTA = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the per-key job quota counts
@@ -33,6 +33,12 @@ class WrongState(Exception):
     def __init__(self, job: Job, action: str):
         super().__init__(f"cannot {action} job {job.id}: it is {job.status}")
         self.job = job
+
+
+def _check_allowed(job: Job, action: JobAction) -> None:
+    """WrongState unless the job's status allows `action` (ALLOWED_ACTIONS, which the job object shows)."""
+    if action not in ALLOWED_ACTIONS[job.status]:
+        raise WrongState(job, action)
 
 
 class TooManyActiveJobs(Exception):
@@ -362,8 +368,7 @@ def _finish(session, job: Job, status: JobStatus, note: Note | None, **fields) -
 def request_cancel(db: Database, job_id: str, owner: str) -> Job:
     with db.session() as session:
         job = _owned(session, job_id, owner)
-        if job.status in TERMINAL:
-            raise WrongState(job, "cancel")
+        _check_allowed(job, JobAction.CANCEL)
         job.cancel_requested = True
         if job.status != JobStatus.RUNNING:  # queued or paused: it never starts again
             _finish(session, job, JobStatus.CANCELLED, Note("Fine-tuning job cancelled"))
@@ -373,20 +378,18 @@ def request_cancel(db: Database, job_id: str, owner: str) -> Job:
 def request_pause(db: Database, job_id: str, owner: str) -> Job:
     with db.session() as session:
         job = _owned(session, job_id, owner)
+        _check_allowed(job, JobAction.PAUSE)
         if job.status == JobStatus.QUEUED:
             _finish(session, job, JobStatus.PAUSED, Note("Fine-tuning job paused before it started"))
-        elif job.status == JobStatus.RUNNING:
+        else:  # running
             job.pause_requested = True  # the worker asks the trainer to checkpoint and stop
-        else:
-            raise WrongState(job, "pause")
         return job
 
 
 def requeue_paused(db: Database, job_id: str, owner: str, max_active: int | None = None) -> Job:
     with db.session() as session:
         job = _owned(session, job_id, owner)
-        if job.status != JobStatus.PAUSED:
-            raise WrongState(job, "resume")
+        _check_allowed(job, JobAction.RESUME)
         if max_active is not None:
             _take_active_slot(session, owner, max_active)
         job.status = JobStatus.QUEUED
@@ -399,8 +402,7 @@ def delete_job(db: Database, job_id: str, owner: str) -> Job:
     its run folder is the caller's to remove once this has committed."""
     with db.session() as session:
         job = _owned(session, job_id, owner)
-        if job.status in COUNTED_BY_QUOTA:
-            raise WrongState(job, "delete")
+        _check_allowed(job, JobAction.DELETE)
         session.execute(delete(FineTunedModel).where(FineTunedModel.job_id == job_id))
         session.delete(job)  # its events and checkpoints go with it (ON DELETE CASCADE)
         return job

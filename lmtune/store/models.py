@@ -42,6 +42,27 @@ class JobStatus(StrEnum):
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class JobAction(StrEnum):
+    """What a client can ask of a job (its routes: POST .../cancel, .../pause, .../resume, DELETE)."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+    DELETE = "delete"
+
+
+# The actions each status allows: the one table the store's transitions check (WrongState, a 409) and
+# the job object's `allowed_actions` shows, so the dashboard's buttons and the routes cannot disagree.
+ALLOWED_ACTIONS: dict[JobStatus, tuple[JobAction, ...]] = {
+    JobStatus.QUEUED: (JobAction.PAUSE, JobAction.CANCEL),  # paused at once, or cancelled at once
+    JobStatus.RUNNING: (JobAction.PAUSE, JobAction.CANCEL),  # asked of its worker, which stops the trainer
+    JobStatus.PAUSED: (JobAction.RESUME, JobAction.CANCEL, JobAction.DELETE),
+    JobStatus.SUCCEEDED: (JobAction.DELETE,),
+    JobStatus.FAILED: (JobAction.DELETE,),
+    JobStatus.CANCELLED: (JobAction.DELETE,),
+}
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -108,10 +108,13 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     wait(lambda seen: seen[0] == "running", "the running status")
     page.get_by_role("button", name="Pause").click()
     _, paused_at = wait(lambda seen: seen[0] == "paused", "the paused status")
-    assert (
-        page.get_by_role("button", name="Resume").is_enabled()
-        and page.get_by_role("button", name="Pause").is_disabled()
-    )
+    buttons = page.get_by_role("group", name="Job actions").get_by_role("button")
+
+    def enabled() -> list[str]:
+        """The job's buttons a user can press: those its `allowed_actions` lists."""
+        return [button.inner_text() for button in buttons.all() if button.is_enabled()]
+
+    assert enabled() == ["Resume", "Cancel", "Delete"]
     assert paused_at < 8
     session.screenshot("1-paused")
 
@@ -140,6 +143,7 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
 
     wait(lambda seen: seen[0] in ("succeeded", "failed", "cancelled"), "the end of the job")
     assert look() == ("succeeded", 8), session.service.log_tail()
+    assert enabled() == ["Delete"]
     assert page.locator("figure.chart", has_text="Learning rate").locator(".count").inner_text() == "8 steps plotted"
     # in the events list (the live region may announce the same words at that moment)
     page.get_by_role("list", name="Events, newest first").get_by_text("The job has successfully completed").wait_for()
