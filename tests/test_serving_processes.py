@@ -206,7 +206,9 @@ def test_one_keys_long_streams_leave_another_keys_completion_a_place_and_a_turn(
                 until, deployment, status, lambda h: h["admitted"] + len(refused) == 4, "the flood placed or refused"
             )
             answer = await asyncio.to_thread(
-                other.post, "/v1/completions", json={"model": "lmtune-tiny", "prompt": "alpha", "max_tokens": 2}
+                other.post,
+                "/v1/completions",
+                json={"model": "lmtune-tiny", "prompt": "alpha", "max_tokens": 2, "temperature": 0},
             )
             after = await asyncio.to_thread(lambda: status.get("/health").json())
             for task in streams:
