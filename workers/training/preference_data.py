@@ -6,8 +6,8 @@ marker), the parts tokenised apart as the supervised path does. A pair longer th
 cut from the end (TRL's "keep_start"); one whose prompt leaves no completion token is skipped.
 
 A batch of B pairs has 2B sequences: the chosen ones first, then the rejected ones, each labelled on
-its completion only, with `sequence_index` saying whose each label is (workers/training/dpo_loss.py);
-padded (a sequence a row) or packed (several a row, with positions restarting at each).
+its completion only, with `sequence_index` saying whose each label is (workers/training/dpo_loss.py),
+packed several a row, with positions restarting at each.
 """
 
 from __future__ import annotations
@@ -87,25 +87,3 @@ def collate_pairs_packed(pairs: list[dict], pad_id: int, max_seq_length: int) ->
     for number, (sequence, (row, start)) in enumerate(zip(sequences, placed, strict=True)):
         index[row, start : start + len(sequence["input_ids"])] = number
     return {**batch, "sequence_index": index, "sequences": len(sequences)}
-
-
-def collate_pairs(pairs: list[dict], pad_id: int) -> dict:
-    """Right-padded sequences, chosen then rejected, with an attention mask."""
-    sequences = [(p["prompt_ids"], p[side]) for side in ("chosen_ids", "rejected_ids") for p in pairs]
-    width = max(len(prompt) + len(completion) for prompt, completion in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, (prompt, completion) in enumerate(sequences):
-        n, total = len(prompt), len(prompt) + len(completion)
-        input_ids[i, :total] = torch.tensor(prompt + completion)
-        labels[i, n:total] = torch.tensor(completion)
-        attention_mask[i, :total] = 1
-    index = torch.arange(len(sequences)).unsqueeze(1).expand(-1, width).contiguous()
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "labels": labels,
-        "sequence_index": index,
-        "sequences": len(sequences),
-    }

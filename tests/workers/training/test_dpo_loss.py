@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cli.sample_data import TOOLS, preference_examples
 from lmtune.training_data import Row
+from workers.training.data import IGNORE_INDEX
 from workers.training.dpo_loss import SequenceLogProbs, dpo_sums
-from workers.training.preference_data import collate_pairs, collate_pairs_packed, tokenize_pairs
+from workers.training.preference_data import collate_pairs_packed, tokenize_pairs
 
 CPU = torch.device("cpu")
 MAX_LENGTH = 2048  # the tool pair's prompt (the tools in the system turn, a byte a token) fits
@@ -45,6 +46,29 @@ def pairs():
     """Text pairs and pairs that call tools (which a template without tools renders in lmtune's
     fallback format: TRL hands them to the template, which drops them, so TRL compares on text)."""
     return [*preference_examples(6, seed=5, spread=0.5), TOOL_PAIR, TOOL_PAIR]
+
+
+def collate_pairs(pairs: list[dict], pad_id: int) -> dict:
+    """The padded layout (a sequence a row, as TRL pads): what the packed rows lmtune trains on are
+    checked against."""
+    sequences = [(p["prompt_ids"], p[side]) for side in ("chosen_ids", "rejected_ids") for p in pairs]
+    width = max(len(prompt) + len(completion) for prompt, completion in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, (prompt, completion) in enumerate(sequences):
+        n, total = len(prompt), len(prompt) + len(completion)
+        input_ids[i, :total] = torch.tensor(prompt + completion)
+        labels[i, n:total] = torch.tensor(completion)
+        attention_mask[i, :total] = 1
+    index = torch.arange(len(sequences)).unsqueeze(1).expand(-1, width).contiguous()
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "sequence_index": index,
+        "sequences": len(sequences),
+    }
 
 
 def _ours(policy, reference, rows, tokenizer, beta: float, chunk_tokens: int | None = None):
