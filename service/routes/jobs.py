@@ -88,7 +88,10 @@ def spec_of(body: JobCreate) -> JobSpec:
         raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
 
 
-JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+# lmtune's job statuses (JobStatus), and OpenAI's `validating_files`, which its SDK may ask for: lmtune
+# checks a file when it is uploaded and again when a job is created, so no job is ever in that
+# status and the filter keeps none (an empty list, not a 400)
+StatusFilter = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled", "validating_files"]
 
 
 @router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
@@ -98,7 +101,7 @@ def list_jobs(
     db: DbDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    status: JobStatus | None = None,
+    status: StatusFilter | None = None,
 ) -> Response:
     """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that pair (as OpenAI);
     `status` (lmtune) keeps the jobs in that status."""
