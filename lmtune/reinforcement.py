@@ -64,7 +64,7 @@ class ReinforcementHyperparameters(_Strict):
     (low 64, default and auto 128, medium 256, high 512)."""
 
 
-class GrpoSettings(_Strict):
+class GrpoOptions(_Strict):
     """lmtune's own settings of the GRPO objective, all optional; named as TRL's GRPOConfig names them."""
 
     group_size: int | None = Field(None, ge=2, le=MAX_GROUP_SIZE)
@@ -86,7 +86,7 @@ class GrpoSettings(_Strict):
     """Advantages are (reward - group mean), divided by the std of the group, the batch, or nothing."""
 
 
-class ReinforcementSettings(_Strict):
+class ReinforcementOptions(_Strict):
     grader: Grader
     hyperparameters: ReinforcementHyperparameters = ReinforcementHyperparameters()
 
@@ -100,7 +100,7 @@ class ResolvedReinforcement(_Strict):
     eval_samples: int  # at most the validation file's rows are taken
 
 
-def resolve(hyperparameters: ReinforcementHyperparameters, settings: GrpoSettings) -> ResolvedReinforcement:
+def resolve(hyperparameters: ReinforcementHyperparameters, settings: GrpoOptions) -> ResolvedReinforcement:
     hp = hyperparameters
     multiplier = 1.0 if hp.compute_multiplier == "auto" else hp.compute_multiplier
     group_size = settings.group_size or min(MAX_GROUP_SIZE, max(2, round(BASE_GROUP_SIZE * multiplier)))
@@ -186,9 +186,9 @@ def check_prompt_file(path: str | Path, grader, min_examples: int = MIN_EXAMPLES
 
 __all__ = [
     "DatasetError",
-    "GrpoSettings",
+    "GrpoOptions",
     "ReinforcementHyperparameters",
-    "ReinforcementSettings",
+    "ReinforcementOptions",
     "ResolvedReinforcement",
     "check_prompt_file",
     "check_prompt_lines",

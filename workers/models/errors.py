@@ -17,7 +17,7 @@ class ModelLoadError(ReportedError):
     code = "model_not_found"
 
 
-class InvalidSettingsError(ReportedError):
+class InvalidHyperparametersError(ReportedError):
     """Settings the model cannot take: a max_seq_length past its context, LoRA targets it lacks."""
 
     code = "invalid_hyperparameters"

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
 from lmtune.problems import quote_names
-from lmtune.spec import LoraSettings, TrainingSettings
-from workers.models.errors import InvalidSettingsError, ModelLoadError
+from lmtune.spec import LoraOptions, TrainingOptions
+from workers.models.errors import InvalidHyperparametersError, ModelLoadError
 from workers.models.loading import cannot_load
 from workers.training import activation_checkpointing
 from workers.training.errors import QuantizationUnavailableError
@@ -21,7 +21,7 @@ from workers.training.errors import QuantizationUnavailableError
 LORA_LAYERS = (torch.nn.Linear, torch.nn.Embedding, Conv1D)  # what a LoRA target may name
 
 
-def load_model(source: str, settings: TrainingSettings, resume_from: Path | None = None, name: str | None = None):
+def load_model(source: str, settings: TrainingOptions, resume_from: Path | None = None, name: str | None = None):
     """The model to train, in fp32 master weights; from `resume_from` when a checkpoint is given."""
     name = name or source
     start = resume_from if resume_from is not None and settings.lora is None else source
@@ -45,7 +45,7 @@ def load_model(source: str, settings: TrainingSettings, resume_from: Path | None
     return model
 
 
-def require_quantization(settings: TrainingSettings) -> None:
+def require_quantization(settings: TrainingOptions) -> None:
     """A 4-bit base needs a CUDA GPU and bitsandbytes on this worker; checked before any work."""
     if settings.lora is None or not settings.lora.quantize:
         return
@@ -62,7 +62,7 @@ def require_quantization(settings: TrainingSettings) -> None:
         )
 
 
-def _quantization(settings: TrainingSettings) -> dict:
+def _quantization(settings: TrainingOptions) -> dict:
     """from_pretrained's arguments for QLoRA's base: NF4 with double quantisation (the QLoRA paper's),
     computed in bf16 (fp16 where the GPU has no bf16), on this process's GPU."""
     if settings.lora is None or not settings.lora.quantize:
@@ -76,7 +76,7 @@ def _quantization(settings: TrainingSettings) -> dict:
     return {"quantization_config": config, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
 
 
-def mergeable_copy(model, source: str, settings: TrainingSettings, name: str, state_dict: dict | None = None):
+def mergeable_copy(model, source: str, settings: TrainingOptions, name: str, state_dict: dict | None = None):
     """The trained LoRA adapter on a plain fp32 base on the CPU, for the final model's merge: a 4-bit
     base de-quantised (the weights the adapter was trained against), a sharded one gathered
     (`state_dict`, on the main process). A plain model in one piece is merged as it is."""
@@ -100,7 +100,7 @@ def is_hub_id(source: str) -> bool:
     return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/", "~"))
 
 
-def _with_lora(model, settings: TrainingSettings, resume_from: Path | None, name: str):
+def _with_lora(model, settings: TrainingOptions, resume_from: Path | None, name: str):
     from peft import PeftModel, get_peft_model
 
     if settings.gradient_checkpointing != "off":
@@ -113,7 +113,9 @@ def _with_lora(model, settings: TrainingSettings, resume_from: Path | None, name
     try:
         return get_peft_model(model, lora_config(lora))
     except ValueError as error:  # a target peft cannot wrap
-        raise InvalidSettingsError(f"training.lora: {str(error)[:300]}", param="training.lora.target_modules") from None
+        raise InvalidHyperparametersError(
+            f"training.lora: {str(error)[:300]}", param="training.lora.target_modules"
+        ) from None
 
 
 def check_target_modules(model, targets: list[str], name: str) -> None:
@@ -125,14 +127,14 @@ def check_target_modules(model, targets: list[str], name: str) -> None:
         linear = sorted(
             {path.rsplit(".", 1)[-1] for path, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
         )
-        raise InvalidSettingsError(
+        raise InvalidHyperparametersError(
             f"training.lora.target_modules: {quote_names(unmatched)} match no layer of model {name!r}; "
             f"its linear layers are {', '.join(linear)}",
             param="training.lora.target_modules",
         )
 
 
-def lora_config(lora: LoraSettings):
+def lora_config(lora: LoraOptions):
     """PEFT's LoraConfig of a job's LoRA settings."""
     from peft import LoraConfig
 

@@ -13,11 +13,11 @@ from accelerate import Accelerator
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
 
-from lmtune.spec import TrainingSettings
+from lmtune.spec import TrainingOptions
 from workers.training.launcher import collective_timeout, started_as_rank
 
 
-def make_accelerator(settings: TrainingSettings, precision: str) -> Accelerator:
+def make_accelerator(settings: TrainingOptions, precision: str) -> Accelerator:
     fsdp = settings.parallelism == "fsdp" and started_as_rank()
     plugin = _fsdp2_plugin() if fsdp else None
     accelerator = Accelerator(

@@ -29,7 +29,7 @@ from lmtune.metrics_log import MetricsLog
 from lmtune.spec import MAX_SAMPLE_SET_TOKENS, MAX_SAMPLE_SETS, JobSpec
 from lmtune.tool_calls import Conversation, check_conversation
 from workers.models.chat_format import conversation_prompt_ids, tool_format_of
-from workers.models.errors import InvalidSettingsError
+from workers.models.errors import InvalidHyperparametersError
 from workers.models.generation import GenerationParams, end_of_turn_ids, generate, prompt_ids
 
 DEFAULT_PROMPTS = 3
@@ -135,7 +135,7 @@ class Sampler:
                     "prompts, or a lower sample_max_tokens"
                 )
             if problem and strict:
-                raise InvalidSettingsError(
+                raise InvalidHyperparametersError(
                     f"training.sample_prompts.{index} {problem}", param=f"training.sample_prompts.{index}"
                 )
             if not problem:

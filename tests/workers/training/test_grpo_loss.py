@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workers.training.objectives.grpo_loss import LossSettings, answer_logps, group_advantages, policy_loss
+from workers.training.objectives.grpo_loss import LossOptions, answer_logps, group_advantages, policy_loss
 
 trl = pytest.importorskip("trl")
 
@@ -66,7 +66,7 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
     # the policy that sampled them and the reference differ from the current one: ratios get clipped
     old = current + 0.4 * torch.randn(current.shape, generator=generator)
     ref = current + 0.3 * torch.randn(current.shape, generator=generator)
-    settings = LossSettings(
+    settings = LossOptions(
         epsilon=0.2, epsilon_high=0.28, beta=beta, loss_type=loss_type, max_completion_tokens=ANSWER_TOKENS
     )
     accumulation = 2  # this micro-batch is one of two of equal size in the step

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmtune.graders import Tools
 from lmtune.graders.schema import Grader
-from lmtune.reinforcement import GrpoSettings, ReinforcementHyperparameters, resolve
+from lmtune.reinforcement import GrpoOptions, ReinforcementHyperparameters, resolve
 from workers.training.errors import InvalidDataError
 from workers.training.objectives.grpo_step import GrpoStep, check_prompt_lengths
 
@@ -27,7 +27,7 @@ ROWS = [{"messages": [{"role": "user", "content": f"Say a number {i}"}]} for i i
 def grpo(tiny_model, **settings) -> tuple:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    grpo_settings = GrpoSettings(group_size=8, max_completion_tokens=12, **settings)
+    grpo_settings = GrpoOptions(group_size=8, max_completion_tokens=12, **settings)
     resolved = resolve(ReinforcementHyperparameters(), grpo_settings)
     reference = copy.deepcopy(model).eval() if grpo_settings.beta else None
     step = GrpoStep(

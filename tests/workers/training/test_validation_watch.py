@@ -5,7 +5,7 @@ import pytest
 from lmtune.layout import RunLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import parse_spec
-from workers.models.errors import InvalidSettingsError
+from workers.models.errors import InvalidHyperparametersError
 from workers.training.validation_watch import ValidationWatch
 
 
@@ -68,7 +68,7 @@ def test_a_metric_the_evaluations_do_not_measure_fails_at_the_first_evaluation_n
     watch = ValidationWatch(settings(keep_best={"metric": "valid_reward_mean"}), [])
     watch.observe({"step": 1, "train_loss": 2.0})  # no evaluation at this step: nothing to judge yet
     with pytest.raises(
-        InvalidSettingsError,
+        InvalidHyperparametersError,
         match="training.keep_best.metric: this job's evaluations measure no valid_reward_mean; "
         "they measure valid_eval_exact, valid_loss",
     ):

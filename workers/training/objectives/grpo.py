@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 from lmtune.graders import Tools, grade_batch, sample_namespace
 from lmtune.graders.sandbox import sandbox_limits
 from lmtune.graders.schema import judged_by
-from lmtune.reinforcement import GrpoSettings, check_prompt_file, resolve
+from lmtune.reinforcement import GrpoOptions, check_prompt_file, resolve
 from lmtune.settings import load_settings
 from lmtune.training_data import DatasetError
 from workers.models.lazy_embedder import LazyEmbedder
@@ -69,7 +69,7 @@ class Grpo(Objective):
         super().__init__(spec, tokenizer)
         self.reinforcement = spec.method.reinforcement
         self.grader = self.reinforcement.grader
-        self.settings = spec.training.grpo or GrpoSettings()
+        self.settings = spec.training.grpo or GrpoOptions()
         self.resolved = resolve(self.reinforcement.hyperparameters, self.settings)
         self.sub_graders = tuple(getattr(self.grader, "graders", {}))
         self.metric_names = (*SUMS, *(f"reward_{name}" for name in self.sub_graders))

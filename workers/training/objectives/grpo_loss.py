@@ -69,7 +69,7 @@ def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float =
 
 
 @dataclass(frozen=True)
-class LossSettings:
+class LossOptions:
     epsilon: float = 0.2
     epsilon_high: float | None = None  # default: epsilon
     beta: float = 0.0
@@ -99,7 +99,7 @@ def policy_loss(
     logps: torch.Tensor,
     mask: torch.Tensor,
     advantages: torch.Tensor,
-    settings: LossSettings,
+    settings: LossOptions,
     *,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
@@ -139,7 +139,7 @@ def policy_loss(
     )
 
 
-def _summed(losses: torch.Tensor, mask: torch.Tensor, settings: LossSettings) -> torch.Tensor:
+def _summed(losses: torch.Tensor, mask: torch.Tensor, settings: LossOptions) -> torch.Tensor:
     if settings.loss_type == "dapo":
         return losses.sum()
     if settings.loss_type == "grpo":

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from lmtune.graders import Tools
-from lmtune.reinforcement import GrpoSettings, ResolvedReinforcement
+from lmtune.reinforcement import GrpoOptions, ResolvedReinforcement
 from workers.models.generation import GenerationParams, end_of_turn_ids, prompt_ids
 from workers.training.errors import InvalidDataError
-from workers.training.objectives.grpo_loss import LossSettings, PolicyLoss, answer_logps, group_advantages, policy_loss
+from workers.training.objectives.grpo_loss import LossOptions, PolicyLoss, answer_logps, group_advantages, policy_loss
 from workers.training.objectives.grpo_rollouts import Rollouts, answer_seed, grade_rollouts, sample_groups
 
 
@@ -47,7 +47,7 @@ class GrpoStep:
 
     def __init__(
         self,
-        settings: GrpoSettings,
+        settings: GrpoOptions,
         resolved: ResolvedReinforcement,
         grader,
         tools: Tools,
@@ -65,7 +65,7 @@ class GrpoStep:
         self.params = GenerationParams(
             max_tokens=resolved.max_completion_tokens, temperature=settings.temperature, top_p=settings.top_p
         )
-        self.loss_settings = LossSettings(
+        self.loss_settings = LossOptions(
             epsilon=settings.epsilon,
             epsilon_high=settings.epsilon_high,
             beta=settings.beta,
