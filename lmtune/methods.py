@@ -143,14 +143,14 @@ def fold_hyperparameters(method: Any, hyperparameters: Any) -> Any:
     if not isinstance(method, dict) or not isinstance(method.get("type"), str):
         return method  # the method's own validation says what is wrong
     kind = method["type"]
-    settings = method.get(kind) if isinstance(method.get(kind), dict) else {}
-    given = settings.get("hyperparameters")
+    body = method.get(kind) if isinstance(method.get(kind), dict) else {}
+    given = body.get("hyperparameters")
     if given is not None and given != hyperparameters:
         raise ValueError(
             f"hyperparameters: give them once, in method.{kind}.hyperparameters "
             "(the top-level hyperparameters are OpenAI's deprecated form)"
         )
-    return {**method, kind: {**settings, "hyperparameters": hyperparameters}}
+    return {**method, kind: {**body, "hyperparameters": hyperparameters}}
 
 
 def method_echo(spec: dict, resolved: dict | None) -> dict:

@@ -47,7 +47,7 @@ LOCATION_PART_CHARS = 64  # of each part of a field's path (an unknown key is a 
 MAX_SAMPLE_PROMPTS = 8
 MAX_SAMPLE_PROMPT_CHARS = 4000  # of one prompt or message
 MAX_SAMPLE_PROMPTS_CHARS = 16_000  # of all the sample prompts together
-# The work of sampling, bounded whatever the settings: a checkpoint's set (every prompt's tokens plus
+# The work of sampling, bounded whatever the options: a checkpoint's set (every prompt's tokens plus
 # sample_max_tokens for each answer) at most this many tokens, counted when the trainer starts...
 MAX_SAMPLE_SET_TOKENS = 16_384
 # ...and at most this many sets in a run (with more checkpoints, sets are taken at evenly spaced ones)
@@ -135,7 +135,7 @@ def _checkpointing_mode(value: Any) -> Any:
 
 
 class TrainingOptions(_Strict):
-    """lmtune's own settings, all optional."""
+    """lmtune's own training options, all optional."""
 
     learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)
     """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier. A rate that
@@ -190,7 +190,7 @@ class TrainingOptions(_Strict):
     eval_max_tokens: int = Field(64, ge=1, le=1024)
     """The longest answer, in tokens, that training.eval_id's evaluations generate."""
     grpo: GrpoOptions | None = None
-    """Reinforcement fine-tuning's GRPO settings (docs/rft.md); only with method reinforcement."""
+    """Reinforcement fine-tuning's GRPO options (docs/rft.md); only with method reinforcement."""
 
     @property
     def best_by(self) -> KeepBest | None:

@@ -170,7 +170,7 @@ class FineTuningJob(BaseModel):
     metadata: dict[str, str] | None
     user_provided_suffix: str | None
     # lmtune's additions
-    training: dict[str, Any] = Field(description="lmtune: the training settings")
+    training: dict[str, Any] = Field(description="lmtune: the training options")
     progress: Progress = Field(description="lmtune: the last finished step")
     metrics: dict[str, Any] | None = Field(description="lmtune: the latest step's metrics")
     queue_position: int | None = Field(description="lmtune: 1 = next to start, while queued")

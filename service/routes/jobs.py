@@ -51,7 +51,7 @@ def create_job(
     queue: QueueDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> FineTuningJob:
-    """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields.
+    """Create a job; it is queued at once. lmtune's `training` options and `gpus` go beside OpenAI's fields.
     With an `Idempotency-Key` header, a repeat within 24 h returns the first job (another body: 409)."""
     spec = spec_of(body)
     job = submit_job(

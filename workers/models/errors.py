@@ -18,6 +18,6 @@ class ModelLoadError(ReportedError):
 
 
 class InvalidHyperparametersError(ReportedError):
-    """Settings the model cannot take: a max_seq_length past its context, LoRA targets it lacks."""
+    """Hyperparameters or training options the model cannot take: a max_seq_length past its context, LoRA targets it lacks."""
 
     code = "invalid_hyperparameters"

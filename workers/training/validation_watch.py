@@ -48,8 +48,8 @@ class _Best:
 
 
 class ValidationWatch:
-    def __init__(self, settings: TrainingOptions, history: list[dict]):
-        stopping, best_by = settings.early_stopping, settings.best_by
+    def __init__(self, training: TrainingOptions, history: list[dict]):
+        stopping, best_by = training.early_stopping, training.best_by
         self.early_stopping = _Best(stopping, stopping.min_delta) if stopping else None
         self.keep_best = _Best(best_by) if best_by else None
         self.patience = stopping.patience if stopping else 0

@@ -24,14 +24,14 @@ DIGITS = TypeAdapter(Grader).validate_python(
 ROWS = [{"messages": [{"role": "user", "content": f"Say a number {i}"}]} for i in range(4)]
 
 
-def grpo(tiny_model, **settings) -> tuple:
+def grpo(tiny_model, **options) -> tuple:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    grpo_settings = GrpoOptions(group_size=8, max_completion_tokens=12, **settings)
-    resolved = resolve(ReinforcementHyperparameters(), grpo_settings)
-    reference = copy.deepcopy(model).eval() if grpo_settings.beta else None
+    grpo_options = GrpoOptions(group_size=8, max_completion_tokens=12, **options)
+    resolved = resolve(ReinforcementHyperparameters(), grpo_options)
+    reference = copy.deepcopy(model).eval() if grpo_options.beta else None
     step = GrpoStep(
-        grpo_settings,
+        grpo_options,
         resolved,
         DIGITS,
         Tools(),

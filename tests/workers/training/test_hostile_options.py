@@ -1,4 +1,4 @@
-"""Settings the model cannot take fail at start with invalid_hyperparameters and the field to change;
+"""Training options the model cannot take fail at start with invalid_hyperparameters and the field to change;
 nothing the trainer writes for a user names a server folder."""
 
 import json

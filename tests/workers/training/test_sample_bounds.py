@@ -1,4 +1,4 @@
-"""The work of sample answers is bounded whatever the settings: prompts are counted in tokens when the
+"""The work of sample answers is bounded whatever the options: prompts are counted in tokens when the
 trainer starts (a given prompt past the context or the set's budget fails the job at once, naming it),
 and a run takes at most MAX_SAMPLE_SETS sets however often it checkpoints."""
 
