@@ -21,7 +21,7 @@ from lmtune.settings import Settings
 from lmtune.spec import describe_validation_error
 from lmtune.store import evals as eval_store
 from lmtune.store import files as file_store
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.database import Database
 from lmtune.store.fine_tuned import (
     checkpoint_model_id,
@@ -157,7 +157,7 @@ def start_job_runs(
     job = get_job(db, job_id, owner)
     if job is None:
         raise RequestError(404, f"no fine-tuning job with id {quote(job_id)}", code="fine_tuning_job_not_found")
-    checkpoints, _ = records.list_checkpoints(db, job.id, limit=1000)
+    checkpoints, _ = history.list_checkpoints(db, job.id, limit=1000)
     models = []
     if job.status == JobStatus.SUCCEEDED and job.fine_tuned_model:
         final_step = job.step

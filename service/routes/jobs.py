@@ -20,8 +20,8 @@ from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.services import RequestError, submit_job
 from lmtune.spec import JobSpec, describe_validation_error
+from lmtune.store import history
 from lmtune.store import jobs as job_store
-from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
 from service.deps import DbDep, OwnedJob, OwnerDep, QueueDep, SettingsDep
@@ -181,12 +181,12 @@ def list_events(
     if stream:
         after_seq = 0
         if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
-            after_seq = records.event_seq(db, job.id, last_event_id) or 0
+            after_seq = history.event_seq(db, job.id, last_event_id) or 0
         on_close = request.app.state.stream_slots.take(owner)
         return EventStream(
             _event_stream(db, job.id, after_seq), on_close=on_close, keepalive_seconds=settings.stream_keepalive_seconds
         )
-    events, more = records.list_events(db, job.id, after=after, limit=limit)
+    events, more = history.list_events(db, job.id, after=after, limit=limit)
     return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
 
@@ -194,7 +194,7 @@ async def _event_stream(db, job_id: str, sent: int):
     while True:
         job = await asyncio.to_thread(job_store.get_job, db, job_id)
         finished = job.status in TERMINAL  # read before the events, so none written before the end is missed
-        for event in await asyncio.to_thread(records.events_after_seq, db, job_id, sent):
+        for event in await asyncio.to_thread(history.events_after_seq, db, job_id, sent):
             sent = event.seq
             yield ServerSentEvent(JobEvent.of(event).model_dump_json(), id=event.id)
         if finished:
