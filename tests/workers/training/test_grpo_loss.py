@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workers.training.objectives.grpo_loss import LossSettings, answer_logps, group_advantages, policy_loss
+from workers.training.objectives.grpo_loss import LossOptions, answer_logps, group_advantages, policy_loss
 
 trl = pytest.importorskip("trl")
 
@@ -66,7 +66,7 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
     # the policy that sampled them and the reference differ from the current one: ratios get clipped
     old = current + 0.4 * torch.randn(current.shape, generator=generator)
     ref = current + 0.3 * torch.randn(current.shape, generator=generator)
-    settings = LossSettings(
+    options = LossOptions(
         epsilon=0.2, epsilon_high=0.28, beta=beta, loss_type=loss_type, max_completion_tokens=ANSWER_TOKENS
     )
     accumulation = 2  # this micro-batch is one of two of equal size in the step
@@ -74,7 +74,7 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
 
     ours_model.train()
     logps = answer_logps(ours_model, prompt_ids, prompt_mask, answer_ids, TEMPERATURE)
-    ours = policy_loss(logps, answer_mask, advantages, settings, old_logps=old, ref_logps=ref if beta else None)
+    ours = policy_loss(logps, answer_mask, advantages, options, old_logps=old, ref_logps=ref if beta else None)
     # the loop divides by the step's units: its answer tokens (dapo) or its answers
     step_units = step_tokens if loss_type == "dapo" else accumulation * answer_ids.size(0)
     loss = ours.loss / step_units

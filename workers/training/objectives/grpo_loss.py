@@ -69,7 +69,7 @@ def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float =
 
 
 @dataclass(frozen=True)
-class LossSettings:
+class LossOptions:
     epsilon: float = 0.2
     epsilon_high: float | None = None  # default: epsilon
     beta: float = 0.0
@@ -99,7 +99,7 @@ def policy_loss(
     logps: torch.Tensor,
     mask: torch.Tensor,
     advantages: torch.Tensor,
-    settings: LossSettings,
+    options: LossOptions,
     *,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
@@ -116,34 +116,34 @@ def policy_loss(
     mask = mask.to(logps.dtype)
     old = logps.detach() if old_logps is None else old_logps
     ratio = torch.exp(logps - old)
-    epsilon_high = settings.epsilon if settings.epsilon_high is None else settings.epsilon_high
-    clipped_ratio = torch.clamp(ratio, 1 - settings.epsilon, 1 + epsilon_high)
+    epsilon_high = options.epsilon if options.epsilon_high is None else options.epsilon_high
+    clipped_ratio = torch.clamp(ratio, 1 - options.epsilon, 1 + epsilon_high)
     gain = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * gain, clipped_ratio * gain)
     kl = torch.zeros_like(per_token)
-    if settings.beta != 0.0:
+    if options.beta != 0.0:
         if ref_logps is None:
             raise ValueError("a KL term (beta > 0) needs the reference model's log-probabilities")
         kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1
         # weighted by the ratio (TRL's use_bias_correction_kl, its default): the KL gradient becomes the
         # unbiased reverse-KL gradient (DeepSeek-V3.2); the ratio is 1 on-policy but still differentiable
         kl = kl * ratio
-        per_token = per_token + settings.beta * kl
-    was_clipped = ((ratio < 1 - settings.epsilon) & (gain < 0)) | ((ratio > 1 + epsilon_high) & (gain > 0))
+        per_token = per_token + options.beta * kl
+    was_clipped = ((ratio < 1 - options.epsilon) & (gain < 0)) | ((ratio > 1 + epsilon_high) & (gain > 0))
     return PolicyLoss(
-        loss=_summed(per_token * mask, mask, settings),
-        units=units(settings.loss_type, mask),
+        loss=_summed(per_token * mask, mask, options),
+        units=units(options.loss_type, mask),
         kl=(kl.detach() * mask).sum(),
         clipped=(was_clipped.to(mask.dtype) * mask).sum(),
         tokens=int(mask.sum()),
     )
 
 
-def _summed(losses: torch.Tensor, mask: torch.Tensor, settings: LossSettings) -> torch.Tensor:
-    if settings.loss_type == "dapo":
+def _summed(losses: torch.Tensor, mask: torch.Tensor, options: LossOptions) -> torch.Tensor:
+    if options.loss_type == "dapo":
         return losses.sum()
-    if settings.loss_type == "grpo":
+    if options.loss_type == "grpo":
         return (losses.sum(-1) / mask.sum(-1).clamp(min=1.0)).sum()
-    if settings.loss_type == "bnpo":
+    if options.loss_type == "bnpo":
         return losses.sum() / mask.sum().clamp(min=1.0) * mask.size(0)
-    return losses.sum() / settings.max_completion_tokens  # dr_grpo
+    return losses.sum() / options.max_completion_tokens  # dr_grpo
