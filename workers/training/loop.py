@@ -425,6 +425,9 @@ def _write_checkpoint(
     partial = ckpt.partial_folder(layout.checkpoints, name)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial / ckpt.TRAINING_STATE_DIR))
+    # every process's part (its RNG state; with FSDP its shards) is on disk before the main process
+    # lists and renames the folder: a process on another node may still be writing when it is done
+    accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)
