@@ -93,7 +93,9 @@ class GrpoStep:
 
     def loss(self, model, micro: MicroBatch) -> PolicyLoss:
         """The micro-batch's loss summed over its units (grpo_loss.PolicyLoss)."""
-        logps = answer_logps(model, micro.prompt_ids, micro.prompt_mask, micro.answer_ids, self.options.temperature)
+        logps = answer_logps(
+            model, micro.prompt_ids, micro.prompt_mask, micro.answer_ids, self.options.temperature, micro.answer_mask
+        )
         return policy_loss(logps, micro.answer_mask, micro.advantages, self.loss_options, ref_logps=micro.ref_logps)
 
     @torch.no_grad()
@@ -143,6 +145,7 @@ class GrpoStep:
                     micro.prompt_mask,
                     micro.answer_ids,
                     self.options.temperature,
+                    micro.answer_mask,
                 )
         return micro
 
