@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from sse_starlette import ServerSentEvent
+from starlette.concurrency import run_in_threadpool
 
 from lmtune import services
 from lmtune.layout import DataLayout
@@ -115,8 +116,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
-def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
-    return json_body(job_body(job, job_store.queue_position(db, job)))
+async def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
+    # on the event loop: the job was read in its dependency's trip to the thread pool, and only a
+    # queued job's place needs another query
+    queued = job.status == "queued"
+    return json_body(job_body(job, await run_in_threadpool(job_store.queue_position, db, job) if queued else None))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))
@@ -164,7 +168,6 @@ def _transition(job_id: str, action: Callable[[], Job]) -> Job:
 def list_events(
     request: Request,
     job: OwnedJob,
-    owner: OwnerDep,
     db: DbDep,
     settings: SettingsDep,
     after: str | None = None,
@@ -179,7 +182,7 @@ def list_events(
         after_seq = 0
         if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
             after_seq = records.event_seq(db, job.id, last_event_id) or 0
-        on_close = request.app.state.stream_slots.take(owner)
+        on_close = request.app.state.stream_slots.take(job.owner)
         return EventStream(
             _event_stream(db, job.id, after_seq), on_close=on_close, keepalive_seconds=settings.stream_keepalive_seconds
         )
