@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,6 +19,8 @@ from lmtune.store.models import Job
 from service.errors import not_found
 from service.inference_client import InferenceClient
 from service.webhook_sender import WebhookSender
+
+T = TypeVar("T")
 
 # The dependencies are `async def` so that FastAPI calls them on the event loop: a plain `def` is
 # sent to the thread pool, one thread hop each, which cost more than the work of a whole request.
@@ -73,9 +76,22 @@ async def get_owner(credentials: CredentialsDep, db: Annotated[Database, Depends
     return await run_in_threadpool(_owner, db, _presented(credentials))
 
 
+async def get_presented_key(credentials: CredentialsDep) -> str:
+    """The key the caller presents (401 if none), not looked up yet: see `as_owner`."""
+    return _presented(credentials)
+
+
+async def as_owner(db: Database, key: str, work: Callable[[str], T]) -> T:
+    """`work(owner)` with the presented key's id, the key looked up in the same trip to the thread
+    pool: for an `async def` route with one read to make (OwnerDep, then a plain `def` route, is two
+    trips, and a trip costs about what a query does)."""
+    return await run_in_threadpool(lambda: work(_owner(db, key)))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+PresentedKey = Annotated[str, Depends(get_presented_key)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 InferenceDep = Annotated[InferenceClient, Depends(get_inference)]
 WebhookSenderDep = Annotated[WebhookSender, Depends(get_webhook_sender)]

@@ -25,7 +25,7 @@ from lmtune.store import jobs as job_store
 from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
-from service.deps import DbDep, OwnedJob, OwnerDep, QueueDep, SettingsDep
+from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, SettingsDep, as_owner
 from service.errors import documented, not_found
 from service.schemas import (
     Deleted,
@@ -93,9 +93,9 @@ JobStatus = Literal["validating_files", "queued", "running", "paused", "succeede
 
 
 @router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
-def list_jobs(
+async def list_jobs(
     request: Request,
-    owner: OwnerDep,
+    api_key: PresentedKey,
     db: DbDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -108,11 +108,14 @@ def list_jobs(
         for key, value in request.query_params.items()
         if key.startswith("metadata[") and key.endswith("]")
     }
-    jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
-    positions = job_store.queue_positions(db, jobs)
-    return json_body(
-        {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
-    )
+
+    def page(owner: str) -> Response:
+        jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
+        positions = job_store.queue_positions(db, jobs)
+        body = {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
+        return json_body(body)
+
+    return await as_owner(db, api_key, page)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
