@@ -105,7 +105,12 @@ async def get_owned_job(job_id: str, credentials: CredentialsDep, db: DbDep) -> 
 
 
 def _owned_job(db: Database, secret: str, job_id: str) -> Job:
-    job = read_job(db, job_id, _owner(db, secret))
+    return owned_job(db, job_id, _owner(db, secret))
+
+
+def owned_job(db: Database, job_id: str, owner: str) -> Job:
+    """The job of `job_id` if it is `owner`'s (in the thread pool: it is a query); else 404."""
+    job = read_job(db, job_id, owner)
     if job is None:
         raise not_found("fine-tuning job", job_id)
     return job

@@ -25,7 +25,7 @@ from lmtune.store import jobs as job_store
 from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
-from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, SettingsDep, as_owner
+from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, SettingsDep, as_owner, owned_job
 from service.errors import documented, not_found
 from service.schemas import (
     Deleted,
@@ -168,9 +168,10 @@ def _transition(job_id: str, action: Callable[[], Job]) -> Job:
     response_model=ListResponse[JobEvent],
     responses={**documented(404, 429), 200: {"content": {"text/event-stream": {}}}},
 )
-def list_events(
+async def list_events(
     request: Request,
-    job: OwnedJob,
+    job_id: str,
+    api_key: PresentedKey,
     db: DbDep,
     settings: SettingsDep,
     after: str | None = None,
@@ -181,16 +182,23 @@ def list_events(
     """Newest first. With `stream=true`: server-sent events, oldest first (`id:` is the event id), each
     new event as it is written, and a keep-alive comment when there is nothing to send, until the job
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
-    if stream:
-        after_seq = 0
-        if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
-            after_seq = records.event_seq(db, job.id, last_event_id) or 0
-        on_close = request.app.state.stream_slots.take(job.owner)
-        return EventStream(
-            _event_stream(db, job.id, after_seq), on_close=on_close, keepalive_seconds=settings.stream_keepalive_seconds
-        )
-    events, more = records.list_events(db, job.id, after=after, limit=limit)
-    return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
+
+    def answer(owner: str):  # the key, the job and its events in one trip to the thread pool
+        job = owned_job(db, job_id, owner)
+        if stream:
+            after_seq = 0
+            if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
+                after_seq = records.event_seq(db, job.id, last_event_id) or 0
+            on_close = request.app.state.stream_slots.take(owner)
+            return EventStream(
+                _event_stream(db, job.id, after_seq),
+                on_close=on_close,
+                keepalive_seconds=settings.stream_keepalive_seconds,
+            )
+        events, more = records.list_events(db, job.id, after=after, limit=limit)
+        return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
+
+    return await as_owner(db, api_key, answer)
 
 
 async def _event_stream(db, job_id: str, sent: int):
