@@ -35,7 +35,7 @@ def duration(seconds: float) -> str:
 
 def progress(job: dict) -> str:
     step, total = job["progress"]["step"], job["progress"]["total_steps"]
-    return f"{step}/{total}" if total else ("" if job["status"] in ("queued", "validating_files") else str(step))
+    return f"{step}/{total}" if total else ("" if job["status"] == "queued" else str(step))
 
 
 def status(job: dict) -> Text:

@@ -164,7 +164,7 @@ def _alike(spec: JobSpec, other: dict) -> bool:
 def _duration(
     db: Database, spec: JobSpec, queue: str, gpus: int, tokens: int, parameters: int | None
 ) -> tuple[float | None, str]:
-    """From the newest succeeded jobs of the same model and settings on the queue (their median
+    """From the newest succeeded jobs of the same model and training options on the queue (their median
     speed and start-up time); else of the same model on the queue; else the first guess."""
     with db.session() as session:
         earlier = session.execute(
@@ -175,7 +175,9 @@ def _duration(
         ).all()
     measured = [row for row in earlier if (row.latest_metrics or {}).get("tokens_per_second") and row.started_at]
     alike = [row for row in measured if _alike(spec, row.spec)][:HISTORY_JOBS]
-    chosen, which = (alike, "the same model and settings") if alike else (measured[:HISTORY_JOBS], "the same model")
+    chosen, which = (
+        (alike, "the same model and training options") if alike else (measured[:HISTORY_JOBS], "the same model")
+    )
     if chosen:
         speed = statistics.median(row.latest_metrics["tokens_per_second"] for row in chosen)
         startup = statistics.median(

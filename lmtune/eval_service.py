@@ -1,6 +1,8 @@
-"""What a client can ask of evals, independent of HTTP: create an eval, start a run (checked: the
-model and files are this key's, the items fit the eval's schema), start one run per checkpoint and the
-final model of a job. Runs are queued through the same `JobQueue` as jobs (a run has a queue and an id).
+"""What a client can ask of evals, independent of HTTP: create, update and delete an eval, start a
+run (checked: the model and files are this key's, the items fit the eval's schema), start one run per
+checkpoint and the final model of a job, cancel and delete a run. Runs are queued through the same
+`JobQueue` as jobs (a run has a queue and an id). An eval or run that is not the key's is a
+LookupError, as for jobs (lmtune/services.py), which the HTTP adapter answers with a 404.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from lmtune.settings import Settings
 from lmtune.spec import describe_validation_error
 from lmtune.store import evals as eval_store
 from lmtune.store import files as file_store
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.database import Database
 from lmtune.store.fine_tuned import (
     checkpoint_model_id,
@@ -35,7 +37,57 @@ _SOURCE = TypeAdapter(RunDataSource)
 RUN_PARAM = "data_source"
 
 
-def check_item_schema(config: CustomDataSourceConfig) -> None:
+def create_eval(
+    db: Database,
+    owner: str,
+    config: CustomDataSourceConfig,
+    testing_criteria: list[dict],
+    *,
+    name: str | None = None,
+    metadata: dict | None = None,
+) -> Eval:
+    """An eval of this key: the item schema its runs' items must fit (400 if it is no JSON schema)
+    and its testing criteria."""
+    _check_item_schema(config)
+    return eval_store.create_eval(
+        db,
+        owner,
+        name=name or "eval",
+        data_source_config=config.model_dump(mode="json"),
+        testing_criteria=testing_criteria,
+        eval_metadata=metadata,
+    )
+
+
+def update_eval(db: Database, eval_id: str, owner: str, *, name: str | None, metadata: dict | None) -> Eval:
+    """A new name or metadata (None keeps what is there)."""
+    fields = {"name": name, "eval_metadata": metadata}
+    row = eval_store.update_eval(db, eval_id, owner, **{k: v for k, v in fields.items() if v is not None})
+    if row is None:
+        raise LookupError(eval_id)
+    return row
+
+
+def delete_eval(db: Database, eval_id: str, owner: str) -> None:
+    """The eval with its runs and their output items; a run in progress stops at its next write."""
+    if not eval_store.delete_eval(db, eval_id, owner):
+        raise LookupError(eval_id)
+
+
+def cancel_run(db: Database, eval_id: str, run_id: str, owner: str) -> EvalRun:
+    """A queued run ends at once, a running one after its current batch; 409 for one that has ended."""
+    try:
+        return eval_store.cancel_run(db, run_id, eval_id, owner)
+    except eval_store.WrongState as error:
+        raise RequestError(409, str(error), code="invalid_state") from None
+
+
+def delete_run(db: Database, eval_id: str, run_id: str, owner: str) -> None:
+    """The run with its output items; a worker running it stops at its next write (its fence fails)."""
+    eval_store.delete_run(db, run_id, eval_id, owner)
+
+
+def _check_item_schema(config: CustomDataSourceConfig) -> None:
     try:
         jsonschema.validators.validator_for(config.item_schema).check_schema(config.item_schema)
     except jsonschema.SchemaError as error:
@@ -105,7 +157,7 @@ def start_job_runs(
     job = get_job(db, job_id, owner)
     if job is None:
         raise RequestError(404, f"no fine-tuning job with id {quote(job_id)}", code="fine_tuning_job_not_found")
-    checkpoints, _ = records.list_checkpoints(db, job.id, limit=1000)
+    checkpoints, _ = history.list_checkpoints(db, job.id, limit=1000)
     models = []
     if job.status == JobStatus.SUCCEEDED and job.fine_tuned_model:
         final_step = job.step

@@ -18,7 +18,7 @@ from lmtune.model_availability import local_folder
 from lmtune.model_refs import is_adapter_only, job_output
 from lmtune.settings import Settings
 from lmtune.store import exports as export_store
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.database import Database
 from lmtune.store.models import Export, Job, JobStatus
 
@@ -85,10 +85,10 @@ def source_folder(settings: Settings, db: Database, job: Job, step: int | None) 
     data = DataLayout(settings.data_dir)
     if step is None:
         return final_folder(data, job)
-    row = records.get_checkpoint_at(db, job.id, step)
+    row = history.get_checkpoint_at(db, job.id, step)
     folder = data.resolve(row.path) if row else None
     if folder is None or not (folder / MANIFEST).exists():
-        kept, _ = records.list_checkpoints(db, job.id, limit=100)
+        kept, _ = history.list_checkpoints(db, job.id, limit=100)
         steps = ", ".join(str(c.step) for c in sorted(kept, key=lambda c: c.step)) or "none"
         raise RequestError(
             404,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from lmtune.bounds import BatchSize, Epochs, LrMultiplier, auto_or_number
 from lmtune.problems import quote, quote_names
-from lmtune.reinforcement import ReinforcementHyperparameters, ReinforcementSettings
+from lmtune.reinforcement import ReinforcementHyperparameters, ReinforcementOptions
 from lmtune.training_data import SHAPE_METHODS
 
 AUTO_BETA = 0.1  # TRL's default and the DPO paper's usual value
@@ -45,11 +45,11 @@ class DpoHyperparameters(Hyperparameters):
     "auto" is AUTO_BETA. A batch counts preference pairs."""
 
 
-class SupervisedSettings(_Strict):
+class SupervisedOptions(_Strict):
     hyperparameters: Hyperparameters = Hyperparameters()
 
 
-class DpoSettings(_Strict):
+class DpoOptions(_Strict):
     hyperparameters: DpoHyperparameters = DpoHyperparameters()
 
 
@@ -75,7 +75,7 @@ class SupervisedMethod(_Method):
     base_learning_rate: ClassVar = {True: 2e-4, False: 2e-5}
     hyperparameters_type: ClassVar = Hyperparameters
     type: Literal["supervised"] = "supervised"
-    supervised: SupervisedSettings = SupervisedSettings()
+    supervised: SupervisedOptions = SupervisedOptions()
 
 
 class DpoMethod(_Method):
@@ -85,7 +85,7 @@ class DpoMethod(_Method):
     base_learning_rate: ClassVar = {True: 1e-5, False: 1e-6}
     hyperparameters_type: ClassVar = DpoHyperparameters
     type: Literal["dpo"]
-    dpo: DpoSettings = DpoSettings()
+    dpo: DpoOptions = DpoOptions()
 
     @property
     def beta(self) -> float:
@@ -102,7 +102,7 @@ class ReinforcementMethod(_Method):
     base_learning_rate: ClassVar = {True: 1e-5, False: 1e-6}
     hyperparameters_type: ClassVar = ReinforcementHyperparameters
     type: Literal["reinforcement"]
-    reinforcement: ReinforcementSettings
+    reinforcement: ReinforcementOptions
 
 
 METHODS: dict[str, type[_Method]] = {
@@ -143,14 +143,14 @@ def fold_hyperparameters(method: Any, hyperparameters: Any) -> Any:
     if not isinstance(method, dict) or not isinstance(method.get("type"), str):
         return method  # the method's own validation says what is wrong
     kind = method["type"]
-    settings = method.get(kind) if isinstance(method.get(kind), dict) else {}
-    given = settings.get("hyperparameters")
+    body = method.get(kind) if isinstance(method.get(kind), dict) else {}
+    given = body.get("hyperparameters")
     if given is not None and given != hyperparameters:
         raise ValueError(
             f"hyperparameters: give them once, in method.{kind}.hyperparameters "
             "(the top-level hyperparameters are OpenAI's deprecated form)"
         )
-    return {**method, kind: {**settings, "hyperparameters": hyperparameters}}
+    return {**method, kind: {**body, "hyperparameters": hyperparameters}}
 
 
 def method_echo(spec: dict, resolved: dict | None) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 from lmtune.catalogue import load_catalogue
 from lmtune.layout import ADAPTER_CONFIG, ADAPTER_DIR, DataLayout
 from lmtune.problems import quote_id
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.database import Database
 from lmtune.store.fine_tuned import (
     checkpoint_model_id,
@@ -91,7 +91,7 @@ def _checkpoint(db, data, model_id: str, owner: str, job_model: str, step: int, 
     job = get_job(db, job_model.rsplit(":", 1)[-1], owner)
     if job is None or fine_tuned_model_id(job.spec["model"], job.suffix, job.id) != job_model:
         raise ModelNotFound(f"no checkpoint {quote_id(model_id)}")
-    row = records.get_checkpoint_at(db, job.id, step)
+    row = history.get_checkpoint_at(db, job.id, step)
     folder = data.resolve(row.path) if row else None
     if folder is None or not folder.is_dir():
         raise ModelNotFound(

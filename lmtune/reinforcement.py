@@ -1,5 +1,5 @@
 """Reinforcement fine-tuning's inputs: OpenAI's `method: {type: "reinforcement", reinforcement:
-{grader, hyperparameters}}`, lmtune's GRPO settings, what each "auto" means here, and the check of
+{grader, hyperparameters}}`, lmtune's GRPO options, what each "auto" means here, and the check of
 the rows (docs/rft.md).
 
 A row is a conversation that ends with the user's message, plus any fields the grader reads as
@@ -64,8 +64,8 @@ class ReinforcementHyperparameters(_Strict):
     (low 64, default and auto 128, medium 256, high 512)."""
 
 
-class GrpoSettings(_Strict):
-    """lmtune's own settings of the GRPO objective, all optional; named as TRL's GRPOConfig names them."""
+class GrpoOptions(_Strict):
+    """lmtune's own options of the GRPO objective, all optional; named as TRL's GRPOConfig names them."""
 
     group_size: int | None = Field(None, ge=2, le=MAX_GROUP_SIZE)
     """Answers sampled per prompt; wins over compute_multiplier."""
@@ -86,7 +86,7 @@ class GrpoSettings(_Strict):
     """Advantages are (reward - group mean), divided by the std of the group, the batch, or nothing."""
 
 
-class ReinforcementSettings(_Strict):
+class ReinforcementOptions(_Strict):
     grader: Grader
     hyperparameters: ReinforcementHyperparameters = ReinforcementHyperparameters()
 
@@ -100,15 +100,15 @@ class ResolvedReinforcement(_Strict):
     eval_samples: int  # at most the validation file's rows are taken
 
 
-def resolve(hyperparameters: ReinforcementHyperparameters, settings: GrpoSettings) -> ResolvedReinforcement:
+def resolve(hyperparameters: ReinforcementHyperparameters, options: GrpoOptions) -> ResolvedReinforcement:
     hp = hyperparameters
     multiplier = 1.0 if hp.compute_multiplier == "auto" else hp.compute_multiplier
-    group_size = settings.group_size or min(MAX_GROUP_SIZE, max(2, round(BASE_GROUP_SIZE * multiplier)))
+    group_size = options.group_size or min(MAX_GROUP_SIZE, max(2, round(BASE_GROUP_SIZE * multiplier)))
     effort = "default" if hp.reasoning_effort == "auto" else hp.reasoning_effort
     eval_samples = AUTO_EVAL_SAMPLES if hp.eval_samples == "auto" else hp.eval_samples
     return ResolvedReinforcement(
         group_size=group_size,
-        max_completion_tokens=settings.max_completion_tokens or ANSWER_TOKENS[effort],
+        max_completion_tokens=options.max_completion_tokens or ANSWER_TOKENS[effort],
         eval_interval=AUTO_EVAL_INTERVAL if hp.eval_interval == "auto" else hp.eval_interval,
         eval_samples=eval_samples,
     )
@@ -186,9 +186,9 @@ def check_prompt_file(path: str | Path, grader, min_examples: int = MIN_EXAMPLES
 
 __all__ = [
     "DatasetError",
-    "GrpoSettings",
+    "GrpoOptions",
     "ReinforcementHyperparameters",
-    "ReinforcementSettings",
+    "ReinforcementOptions",
     "ResolvedReinforcement",
     "check_prompt_file",
     "check_prompt_lines",

@@ -1,7 +1,9 @@
 """What a client can ask of lmtune, independent of HTTP: submit, cancel, pause, resume and delete a
-job (uploads: lmtune/uploads.py), each store write together with its disk effect.
+job, each store write together with its disk effect, and delete a fine-tuned model. The other
+resources have a module each: uploads.py (files), eval_service.py, webhook_service.py, exports.py.
 
-The HTTP routes are thin adapters around these; errors carry the HTTP status and the field.
+The HTTP routes are thin adapters around these; errors carry the HTTP status and the field, and an
+object that is not the caller's is a LookupError (404 in the API, as for one that does not exist).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TypeVar
 from sqlalchemy.exc import IntegrityError
 
 from lmtune import quotas, reinforcement, training_eval
+from lmtune.catalogue import load_catalogue
 from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.graders.schema import judged_by
@@ -26,6 +29,7 @@ from lmtune.settings import Settings
 from lmtune.spec import JobSpec
 from lmtune.store import evals as eval_store
 from lmtune.store import files as file_store
+from lmtune.store import fine_tuned as fine_tuned_store
 from lmtune.store import jobs as job_store
 from lmtune.store.database import Database
 from lmtune.store.idempotency import IdempotencyKey, KeyReused, earlier_answer, remember
@@ -239,6 +243,21 @@ def delete_job(settings: Settings, db: Database, job_id: str, owner: str) -> Job
     job = job_store.delete_job(db, job_id, owner)
     shutil.rmtree(DataLayout(settings.data_dir).job(job_id).root, ignore_errors=True)
     return job
+
+
+def delete_fine_tuned_model(db: Database, model_id: str, owner: str) -> None:
+    """The model leaves the key's models and stops answering as a job's base or in completions; its
+    job's files stay until the job is deleted. A catalogue model is 403, as OpenAI answers for a
+    model the key does not own."""
+    if model_id in load_catalogue():
+        raise RequestError(
+            403,
+            f"{model_id!r} is a catalogue model; only fine-tuned models can be deleted",
+            param="model",
+            code="model_not_deletable",
+        )
+    if not fine_tuned_store.delete_fine_tuned_model(db, model_id, owner):
+        raise LookupError(model_id)
 
 
 def idempotency(owner: str, key: str | None, kind: str, *request: str) -> IdempotencyKey | None:

@@ -34,7 +34,7 @@ from lmtune.methods import (
     fold_hyperparameters,
 )
 from lmtune.problems import summarize
-from lmtune.reinforcement import GrpoSettings
+from lmtune.reinforcement import GrpoOptions
 
 # What "auto" resolves to; see `resolve_hyperparameters` and README.md.
 AUTO_EPOCHS = 3
@@ -47,7 +47,7 @@ LOCATION_PART_CHARS = 64  # of each part of a field's path (an unknown key is a 
 MAX_SAMPLE_PROMPTS = 8
 MAX_SAMPLE_PROMPT_CHARS = 4000  # of one prompt or message
 MAX_SAMPLE_PROMPTS_CHARS = 16_000  # of all the sample prompts together
-# The work of sampling, bounded whatever the settings: a checkpoint's set (every prompt's tokens plus
+# The work of sampling, bounded whatever the options: a checkpoint's set (every prompt's tokens plus
 # sample_max_tokens for each answer) at most this many tokens, counted when the trainer starts...
 MAX_SAMPLE_SET_TOKENS = 16_384
 # ...and at most this many sets in a run (with more checkpoints, sets are taken at evenly spaced ones)
@@ -72,7 +72,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LoraSettings(_Strict):
+class LoraOptions(_Strict):
     r: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16, gt=0, le=4096, allow_inf_nan=False)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -134,8 +134,8 @@ def _checkpointing_mode(value: Any) -> Any:
     return {True: "full", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
-class TrainingSettings(_Strict):
-    """lmtune's own settings, all optional."""
+class TrainingOptions(_Strict):
+    """lmtune's own training options, all optional."""
 
     learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)
     """Absolute learning rate; wins over hyperparameters.learning_rate_multiplier. A rate that
@@ -156,7 +156,7 @@ class TrainingSettings(_Strict):
     checkpoint_every_steps: int = Field(50, ge=1, le=1_000_000)
     keep_checkpoints: int = Field(3, ge=1, le=100)
     packing: bool = False
-    lora: LoraSettings | None = None
+    lora: LoraOptions | None = None
     gradient_checkpointing: Annotated[Literal["selective", "full", "off"], BeforeValidator(_checkpointing_mode)] = (
         "selective"
     )
@@ -189,8 +189,8 @@ class TrainingSettings(_Strict):
     `valid_eval_<criterion>` and `valid_eval_pass_rate` (docs/evals.md)."""
     eval_max_tokens: int = Field(64, ge=1, le=1024)
     """The longest answer, in tokens, that training.eval_id's evaluations generate."""
-    grpo: GrpoSettings | None = None
-    """Reinforcement fine-tuning's GRPO settings (docs/rft.md); only with method reinforcement."""
+    grpo: GrpoOptions | None = None
+    """Reinforcement fine-tuning's GRPO options (docs/rft.md); only with method reinforcement."""
 
     @property
     def best_by(self) -> KeepBest | None:
@@ -219,7 +219,7 @@ TrackerName = Annotated[str, Field(min_length=1, max_length=128)]
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
 
 
-class WandbSettings(_Strict):
+class WandbOptions(_Strict):
     """OpenAI's W&B integration. The API key comes from the worker's environment (WANDB_API_KEY),
     never from the request; WANDB_MODE=offline keeps the run on the worker's disk."""
 
@@ -232,19 +232,19 @@ class WandbSettings(_Strict):
 
 class WandbIntegration(_Strict):
     type: Literal["wandb"]
-    wandb: WandbSettings
+    wandb: WandbOptions
 
 
-class TensorboardSettings(_Strict):
+class TensorboardOptions(_Strict):
     """lmtune: event files in the run folder's `tensorboard/` (`tensorboard --logdir <data>/jobs`)."""
 
 
 class TensorboardIntegration(_Strict):
     type: Literal["tensorboard"]
-    tensorboard: TensorboardSettings = TensorboardSettings()
+    tensorboard: TensorboardOptions = TensorboardOptions()
 
 
-class MlflowSettings(_Strict):
+class MlflowOptions(_Strict):
     """lmtune: a run in this experiment, on the worker's MLFLOW_TRACKING_URI (default: a SQLite store
     in the run folder's `mlflow.db`); credentials from the worker's environment."""
 
@@ -255,7 +255,7 @@ class MlflowSettings(_Strict):
 
 class MlflowIntegration(_Strict):
     type: Literal["mlflow"]
-    mlflow: MlflowSettings
+    mlflow: MlflowOptions
 
 
 Integration = Annotated[WandbIntegration | TensorboardIntegration | MlflowIntegration, Field(discriminator="type")]
@@ -271,7 +271,7 @@ class JobSpec(_Strict):
     method: Method = SupervisedMethod()
     """OpenAI's method object (lmtune/methods.py); OpenAI's deprecated top-level `hyperparameters`
     are still taken, and folded into it."""
-    training: TrainingSettings = TrainingSettings()
+    training: TrainingOptions = TrainingOptions()
     integrations: Annotated[list[Integration], at_most_items(MAX_INTEGRATIONS), Field(max_length=MAX_INTEGRATIONS)] = []
     """Experiment trackers the trainer reports to; one that fails never fails the job (a notice says why)."""
 

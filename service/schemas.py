@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from lmtune.methods import Method, method_echo
-from lmtune.spec import MAX_INTEGRATIONS, Hyperparameters, Integration, TrainingSettings, at_most_items
+from lmtune.spec import MAX_INTEGRATIONS, Hyperparameters, Integration, TrainingOptions, at_most_items
 from lmtune.store.fine_tuned import checkpoint_model_id, fine_tuned_model_id
 from lmtune.store.models import (
     ALLOWED_ACTIONS,
@@ -130,7 +130,7 @@ class JobCreate(BaseModel):
         description="Experiment trackers: OpenAI's `wandb`, and lmtune's `tensorboard` and `mlflow`; credentials "
         "come from the workers' environment",
     )
-    training: TrainingSettings = TrainingSettings()
+    training: TrainingOptions = TrainingOptions()
     gpus: int = Field(0, ge=0, le=8, description="lmtune: GPUs for the job (0: CPU); picks the worker queue")
     nodes: int = Field(
         1, ge=1, le=64, description="lmtune: machines the job spans, each a worker of its queue with `gpus` GPUs"
@@ -170,7 +170,7 @@ class FineTuningJob(BaseModel):
     metadata: dict[str, str] | None
     user_provided_suffix: str | None
     # lmtune's additions
-    training: dict[str, Any] = Field(description="lmtune: the training settings")
+    training: dict[str, Any] = Field(description="lmtune: the training options")
     progress: Progress = Field(description="lmtune: the last finished step")
     metrics: dict[str, Any] | None = Field(description="lmtune: the latest step's metrics")
     queue_position: int | None = Field(description="lmtune: 1 = next to start, while queued")

@@ -53,8 +53,8 @@ def add_event(db, job_id: str, message: str, **fields):
 
 def record_step(db, job_id: str, attempt: int, metrics: dict, checkpoint: tuple[int, str, dict | None] | None = None):
     """One poll of a worker that saw the trainer finish a step (and maybe publish a checkpoint)."""
+    from lmtune.store.history import Report, record_report
     from lmtune.store.jobs import new_event
-    from lmtune.store.records import Report, record_report
 
     step = metrics["step"]
     report = Report(

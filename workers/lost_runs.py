@@ -12,9 +12,9 @@ from lmtune.layout import DataLayout, complete_checkpoints
 from lmtune.metrics_log import MetricsLog
 from lmtune.quotas import folder_bytes
 from lmtune.store.database import Database
+from lmtune.store.history import keep_checkpoints
 from lmtune.store.jobs import record_output_bytes
 from lmtune.store.models import TERMINAL, Job, JobStatus
-from lmtune.store.records import keep_checkpoints
 
 
 def settle_ended_run(data: DataLayout, db: Database, job: Job) -> None:

@@ -17,8 +17,8 @@ from lmtune.backoff import pause_after
 from lmtune.layout import DataLayout, complete_checkpoints
 from lmtune.quotas import folder_bytes
 from lmtune.store.database import Database, is_unreachable
+from lmtune.store.history import Report, record_report
 from lmtune.store.jobs import Control, new_event
-from lmtune.store.records import Report, record_report
 from workers.run_follower import RunFollower
 
 log = logging.getLogger(__name__)

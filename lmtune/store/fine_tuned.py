@@ -58,8 +58,11 @@ def list_fine_tuned_models(db: Database, owner: str) -> list:
         return connection.execute(_OWNED_MODELS, {"owner": owner}).all()
 
 
-def delete_fine_tuned_model(db: Database, model_id: str) -> None:
+def delete_fine_tuned_model(db: Database, model_id: str, owner: str) -> bool:
+    """False if `owner` has no such model."""
     with db.session() as session:
         row = session.get(FineTunedModel, model_id)
-        if row is not None:
-            session.delete(row)
+        if row is None or row.owner != owner:
+            return False
+        session.delete(row)
+        return True

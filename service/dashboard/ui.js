@@ -16,7 +16,7 @@ export function h(tag, attributes = {}, ...children) {
   return element;
 }
 
-export const ACTIVE = ["validating_files", "queued", "running", "paused"];
+export const ACTIVE = ["queued", "running", "paused"]; // a job in these may still change
 export const RUN_ENDED = ["completed", "failed", "canceled"]; // an eval run's final statuses
 export const CATALOGUE_OWNER = "lmtune"; // `owned_by` of the catalogue's models; a fine-tuned model names its key
 

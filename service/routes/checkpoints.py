@@ -18,7 +18,7 @@ from lmtune.exports import final_folder
 from lmtune.layout import MANIFEST, DataLayout, read_manifest
 from lmtune.problems import quote
 from lmtune.services import RequestError
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.models import Job
 from service.deps import DbDep, OwnedJob, SettingsDep
 from service.errors import documented, not_found
@@ -33,7 +33,7 @@ def list_checkpoints(
     job: OwnedJob, db: DbDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> ListResponse[JobCheckpoint]:
     """Newest first; the trainer keeps the newest `training.keep_checkpoints` on disk."""
-    rows, more = records.list_checkpoints(db, job.id, after=after, limit=limit)
+    rows, more = history.list_checkpoints(db, job.id, after=after, limit=limit)
     return ListResponse(data=[JobCheckpoint.of(row, job) for row in rows], has_more=more)
 
 
@@ -78,7 +78,7 @@ def final_file(job: OwnedJob, path: str, settings: SettingsDep):
 
 
 def _checkpoint_folder(job: Job, checkpoint_id: str, db, settings) -> Path:
-    row = records.get_checkpoint(db, job.id, checkpoint_id)
+    row = history.get_checkpoint(db, job.id, checkpoint_id)
     folder = DataLayout(settings.data_dir).resolve(row.path) if row else None
     if folder is None or not (folder / MANIFEST).exists():
         raise not_found("checkpoint", checkpoint_id)

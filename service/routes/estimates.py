@@ -43,7 +43,7 @@ class JobEstimate(BaseModel):
 @router.post("/estimate", response_model=JobEstimate, responses=documented(400, 404))
 def estimate(body: JobCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> JobEstimate:
     """The body of a job create, answered with what the job would take: steps, tokens counted with
-    the model's tokenizer over the file, time from earlier jobs of the same model and settings on
+    the model's tokenizer over the file, time from earlier jobs of the same model and options on
     the queue, peak memory against the queue's workers, and warnings. Nothing is created."""
     spec = spec_of(body)
     check_inputs(settings, db, spec, owner)

@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from lmtune.eval_service import check_item_schema, start_job_runs, start_run
-from lmtune.services import RequestError
+from lmtune import eval_service
 from lmtune.store import evals as eval_store
 from lmtune.store.models import Eval, EvalRun
 from service.deps import DbDep, OwnedJob, OwnerDep, QueueDep, SettingsDep
@@ -54,14 +53,13 @@ def _dashboard(request: Request) -> str:
 @router.post("/v1/evals", response_model=EvalObject, responses=documented(400))
 def create_eval(body: EvalCreate, owner: OwnerDep, db: DbDep) -> Response:
     """An eval: the `custom` schema of its items and the graders of its testing criteria."""
-    check_item_schema(body.data_source_config)
-    row = eval_store.create_eval(
+    row = eval_service.create_eval(
         db,
         owner,
-        name=body.name or "eval",
-        data_source_config=body.data_source_config.model_dump(mode="json"),
-        testing_criteria=[c.model_dump(mode="json", exclude_none=True) for c in body.testing_criteria],
-        eval_metadata=body.metadata,
+        body.data_source_config,
+        [c.model_dump(mode="json", exclude_none=True) for c in body.testing_criteria],
+        name=body.name,
+        metadata=body.metadata,
     )
     return json_response(EvalObject.of(row))
 
@@ -87,18 +85,20 @@ def retrieve_eval(eval_id: str, owner: OwnerDep, db: DbDep) -> Response:
 @router.post("/v1/evals/{eval_id}", response_model=EvalObject, responses=documented(400, 404))
 def update_eval(eval_id: str, body: EvalUpdate, owner: OwnerDep, db: DbDep) -> Response:
     """Rename an eval or replace its metadata."""
-    fields = {"name": body.name, "eval_metadata": body.metadata}
-    row = eval_store.update_eval(db, eval_id, owner, **{k: v for k, v in fields.items() if v is not None})
-    if row is None:
-        raise not_found("eval", eval_id)
+    try:
+        row = eval_service.update_eval(db, eval_id, owner, name=body.name, metadata=body.metadata)
+    except LookupError:
+        raise not_found("eval", eval_id) from None
     return json_response(EvalObject.of(row))
 
 
 @router.delete("/v1/evals/{eval_id}", response_model=EvalDeleted, responses=documented(404))
 def delete_eval(eval_id: str, owner: OwnerDep, db: DbDep) -> EvalDeleted:
     """The eval with its runs and their output items; a run in progress stops."""
-    if not eval_store.delete_eval(db, eval_id, owner):
-        raise not_found("eval", eval_id)
+    try:
+        eval_service.delete_eval(db, eval_id, owner)
+    except LookupError:
+        raise not_found("eval", eval_id) from None
     return EvalDeleted(eval_id=eval_id)
 
 
@@ -110,7 +110,7 @@ def create_run(
     samples; `jsonl` grades the samples given. A worker runs it; follow `status` and `result_counts`."""
     evaluation = owned_eval(db, eval_id, owner)
     source = body.data_source.model_dump(mode="json", exclude_none=True)
-    run = start_run(settings, db, queue, owner, evaluation, source, name=body.name, metadata=body.metadata)
+    run = eval_service.start_run(settings, db, queue, owner, evaluation, source, name=body.name, metadata=body.metadata)
     return json_response(EvalRunObject.of(run, _dashboard(request)))
 
 
@@ -139,11 +139,9 @@ def retrieve_run(eval_id: str, run_id: str, request: Request, owner: OwnerDep, d
 def cancel_run(eval_id: str, run_id: str, request: Request, owner: OwnerDep, db: DbDep) -> Response:
     """Cancel a run: a queued run at once, a running one after its current batch."""
     try:
-        run = eval_store.cancel_run(db, run_id, eval_id, owner)
+        run = eval_service.cancel_run(db, eval_id, run_id, owner)
     except LookupError:
         raise not_found("eval run", run_id) from None
-    except eval_store.WrongState as error:
-        raise RequestError(409, str(error), code="invalid_state") from None
     return json_response(EvalRunObject.of(run, _dashboard(request)))
 
 
@@ -151,7 +149,7 @@ def cancel_run(eval_id: str, run_id: str, request: Request, owner: OwnerDep, db:
 def delete_run(eval_id: str, run_id: str, owner: OwnerDep, db: DbDep) -> RunDeleted:
     """The run with its output items; a running one stops at its next batch."""
     try:
-        eval_store.delete_run(db, run_id, eval_id, owner)
+        eval_service.delete_run(db, eval_id, run_id, owner)
     except LookupError:
         raise not_found("eval run", run_id) from None
     return RunDeleted(run_id=run_id)
@@ -204,7 +202,7 @@ def run_eval_on_job(
     """lmtune: run an eval on every checkpoint the job keeps and on its final model, one run each
     (`data_source`: a completions data source without `model`); their scores show beside the loss."""
     evaluation = owned_eval(db, body.eval_id, owner)
-    runs = start_job_runs(settings, db, queue, owner, evaluation, job_id, body.data_source)
+    runs = eval_service.start_job_runs(settings, db, queue, owner, evaluation, job_id, body.data_source)
     return json_response(ListResponse(data=[EvalRunObject.of(run, _dashboard(request)) for run in runs]))
 
 

@@ -21,8 +21,8 @@ from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.services import RequestError, submit_job
 from lmtune.spec import JobSpec, describe_validation_error
+from lmtune.store import history
 from lmtune.store import jobs as job_store
-from lmtune.store import records
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
 from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, SettingsDep, as_owner, owned_job
@@ -52,7 +52,7 @@ def create_job(
     queue: QueueDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> FineTuningJob:
-    """Create a job; it is queued at once. lmtune's `training` settings and `gpus` go beside OpenAI's fields.
+    """Create a job; it is queued at once. lmtune's `training` options and `gpus` go beside OpenAI's fields.
     With an `Idempotency-Key` header, a repeat within 24 h returns the first job (another body: 409)."""
     spec = spec_of(body)
     job = submit_job(
@@ -89,7 +89,10 @@ def spec_of(body: JobCreate) -> JobSpec:
         raise RequestError(400, describe_validation_error(error), code="invalid_value") from None
 
 
-JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+# lmtune's job statuses (JobStatus), and OpenAI's `validating_files`, which its SDK may ask for: lmtune
+# checks a file when it is uploaded and again when a job is created, so no job is ever in that
+# status and the filter keeps none (an empty list, not a 400)
+StatusFilter = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled", "validating_files"]
 
 
 @router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
@@ -99,7 +102,7 @@ async def list_jobs(
     db: DbDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    status: JobStatus | None = None,
+    status: StatusFilter | None = None,
 ) -> Response:
     """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that pair (as OpenAI);
     `status` (lmtune) keeps the jobs in that status."""
@@ -188,14 +191,14 @@ async def list_events(
         if stream:
             after_seq = 0
             if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
-                after_seq = records.event_seq(db, job.id, last_event_id) or 0
+                after_seq = history.event_seq(db, job.id, last_event_id) or 0
             on_close = request.app.state.stream_slots.take(owner)
             return EventStream(
                 _event_stream(db, job.id, after_seq),
                 on_close=on_close,
                 keepalive_seconds=settings.stream_keepalive_seconds,
             )
-        events, more = records.list_events(db, job.id, after=after, limit=limit)
+        events, more = history.list_events(db, job.id, after=after, limit=limit)
         return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
     return await as_owner(db, api_key, answer)
@@ -205,7 +208,7 @@ async def _event_stream(db, job_id: str, sent: int):
     while True:
         job = await asyncio.to_thread(job_store.get_job, db, job_id)
         finished = job.status in TERMINAL  # read before the events, so none written before the end is missed
-        for event in await asyncio.to_thread(records.events_after_seq, db, job_id, sent):
+        for event in await asyncio.to_thread(history.events_after_seq, db, job_id, sent):
             sent = event.seq
             yield ServerSentEvent(JobEvent.of(event).model_dump_json(), id=event.id)
         if finished:

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response
 from lmtune.catalogue import DEFAULT_FILE, CatalogueEntry, load_catalogue
 from lmtune.model_availability import download_progress, is_ready
 from lmtune.model_refs import ModelRef
-from lmtune.services import RequestError
-from lmtune.store.fine_tuned import delete_fine_tuned_model, get_fine_tuned_model, list_fine_tuned_models
+from lmtune.services import delete_fine_tuned_model
+from lmtune.store.fine_tuned import get_fine_tuned_model, list_fine_tuned_models
 from service.deps import DbDep, OwnerDep, PresentedKey, as_owner
 from service.errors import documented, not_found
 from service.schemas import Deleted, ListResponse, ModelDownload, ModelObject, json_response
@@ -60,14 +60,8 @@ def retrieve_model(model_id: str, owner: OwnerDep, db: DbDep) -> ModelObject:
 def delete_model(model_id: str, owner: OwnerDep, db: DbDep) -> Deleted:
     """Delete a fine-tuned model from the catalogue (its job's files stay until the job is removed);
     a catalogue model is 403, as OpenAI answers for a model the key does not own."""
-    if model_id in _catalogue_models():
-        raise RequestError(
-            403,
-            f"{model_id!r} is a catalogue model; only fine-tuned models can be deleted",
-            param="model",
-            code="model_not_deletable",
-        )
-    if get_fine_tuned_model(db, model_id, owner) is None:
-        raise not_found("model", model_id)
-    delete_fine_tuned_model(db, model_id)
+    try:
+        delete_fine_tuned_model(db, model_id, owner)
+    except LookupError:
+        raise not_found("model", model_id) from None
     return Deleted(id=model_id, object="model")

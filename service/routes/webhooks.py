@@ -1,23 +1,19 @@
-"""/v1/webhook_endpoints: OpenAI's webhook endpoints API (`client.webhooks.*`) on lmtune's store,
-plus each endpoint's recent deliveries (lmtune). An endpoint belongs to the key that made it and
+"""/v1/webhook_endpoints: OpenAI's webhook endpoints API (`client.webhooks.*`) over
+lmtune/webhook_service.py, plus each endpoint's recent deliveries (lmtune). An endpoint belongs to the key that made it and
 is sent only that key's events; another key's endpoint is a 404. The same routes answer under
 /v1/webhooks, lmtune's name for them before OpenAI's SDK had its own (kept out of the schema, so
 that each operation is documented once)."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from lmtune import webhook_service
 from lmtune.errors import RequestError
-from lmtune.ids import new_id
-from lmtune.store import webhooks as store
-from lmtune.webhook_signing import signed_headers
-from lmtune.webhook_targets import RefusedTarget, check_url
+from lmtune.store import webhooks as webhook_store
 from service.deps import DbDep, OwnerDep, SettingsDep, WebhookSenderDep
 from service.errors import documented, not_found
 from service.schemas import ListResponse
@@ -37,25 +33,12 @@ from service.webhook_schemas import (
 
 endpoints = APIRouter(tags=["webhooks"])
 types_router = APIRouter(tags=["webhooks"])
-KEEP_OLD_SECRET_SECONDS = 24 * 3600
-TEST_OBJECT_IDS = {"fine_tuning.job": "ftjob-test", "eval.run": "evalrun_test"}
 
 
 @endpoints.post("", response_model=EndpointWithSecret, responses=documented(400, 429))
 def create_endpoint(body: EndpointCreate, owner: OwnerDep, db: DbDep, settings: SettingsDep) -> EndpointWithSecret:
     """A new endpoint for this key's events; its `signing_secret` is shown now and after a rotation only."""
-    url = _checked_url(body.url, settings.webhook_allow_private)
-    try:
-        row = store.create_endpoint(
-            db,
-            owner,
-            body.name or urlsplit(url).hostname,
-            url,
-            list(body.event_types or store.EVENT_TYPES),
-            int(time.time()),
-        )
-    except store.TooManyEndpoints as error:
-        raise RequestError(429, str(error), code="quota_exceeded") from None
+    row = webhook_service.create_endpoint(settings, db, owner, body.url, name=body.name, event_types=body.event_types)
     return EndpointWithSecret.of(row)
 
 
@@ -63,7 +46,7 @@ def create_endpoint(body: EndpointCreate, owner: OwnerDep, db: DbDep, settings: 
 def list_endpoints(
     owner: OwnerDep, db: DbDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> EndpointList:
-    rows, more = store.list_endpoints(db, owner, after, limit)
+    rows, more = webhook_store.list_endpoints(db, owner, after, limit)
     data = [Endpoint.of(row) for row in rows]
     return EndpointList(
         data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=more
@@ -80,20 +63,20 @@ def update_endpoint(
     endpoint_id: str, body: EndpointUpdate, owner: OwnerDep, db: DbDep, settings: SettingsDep
 ) -> Endpoint:
     """Change the name, the URL or the complete set of event types."""
-    fields = body.model_dump(exclude_none=True)
-    if "url" in fields:
-        fields["url"] = _checked_url(fields["url"], settings.webhook_allow_private)
-    row = store.update_endpoint(db, endpoint_id, owner, int(time.time()), **fields)
-    if row is None:
-        raise not_found("webhook endpoint", endpoint_id)
+    try:
+        row = webhook_service.update_endpoint(settings, db, endpoint_id, owner, **body.model_dump(exclude_none=True))
+    except LookupError:
+        raise not_found("webhook endpoint", endpoint_id) from None
     return Endpoint.of(row)
 
 
 @endpoints.delete("/{endpoint_id}", response_model=DeletedEndpoint, responses=documented(404))
 def delete_endpoint(endpoint_id: str, owner: OwnerDep, db: DbDep) -> DeletedEndpoint:
     """The endpoint and its deliveries; those not yet sent never are."""
-    if not store.delete_endpoint(db, endpoint_id, owner):
-        raise not_found("webhook endpoint", endpoint_id)
+    try:
+        webhook_service.delete_endpoint(db, endpoint_id, owner)
+    except LookupError:
+        raise not_found("webhook endpoint", endpoint_id) from None
     return DeletedEndpoint(id=endpoint_id)
 
 
@@ -101,10 +84,11 @@ def delete_endpoint(endpoint_id: str, owner: OwnerDep, db: DbDep) -> DeletedEndp
 def rotate_secret(endpoint_id: str, owner: OwnerDep, db: DbDep, body: RotateSecret | None = None) -> EndpointWithSecret:
     """A new signing secret; with `keep_old_secret_active_for_24_hours`, deliveries carry a signature
     by each secret for 24 hours, so a receiver can switch when it likes."""
-    keep = KEEP_OLD_SECRET_SECONDS if body and body.keep_old_secret_active_for_24_hours else None
-    row = store.rotate_secret(db, endpoint_id, owner, int(time.time()), keep)
-    if row is None:
-        raise not_found("webhook endpoint", endpoint_id)
+    keep = bool(body and body.keep_old_secret_active_for_24_hours)
+    try:
+        row = webhook_service.rotate_secret(db, endpoint_id, owner, keep_old=keep)
+    except LookupError:
+        raise not_found("webhook endpoint", endpoint_id) from None
     return EndpointWithSecret.of(row)
 
 
@@ -115,10 +99,7 @@ async def test_endpoint(
     """Send a sample event of `event_type` now, signed as a real one (its `data.id` names no real
     object), and answer with the receiver's status code; 400 if no answer came."""
     row = await run_in_threadpool(_owned, db, endpoint_id, owner)
-    created = int(time.time())
-    object_id = TEST_OBJECT_IDS[body.event_type.rsplit(".", 1)[0]]
-    payload = store.body_of(new_id("evt", "_"), created, body.event_type, object_id)
-    headers = signed_headers(store.signing_secrets(row, created), new_id("wh", "_"), created, payload)
+    payload, headers = webhook_service.sample_event(row, body.event_type)
     answer = await sender.send(row.url, headers, payload)
     if answer.status_code is None:
         raise RequestError(
@@ -133,25 +114,18 @@ def list_deliveries(
 ) -> ListResponse[Delivery]:
     """lmtune: the endpoint's most recent deliveries, newest first, with how their tries went."""
     _owned(db, endpoint_id, owner)
-    rows = store.recent_deliveries(db, endpoint_id, limit)
+    rows = webhook_store.recent_deliveries(db, endpoint_id, limit)
     return ListResponse(data=[Delivery.of(delivery, event) for delivery, event in rows])
 
 
 @types_router.get("/v1/webhook_event_types", response_model=EventTypeList, responses=documented())
 def list_event_types(owner: OwnerDep) -> EventTypeList:
     """The event types lmtune sends (OpenAI has more)."""
-    return EventTypeList(data=list(store.EVENT_TYPES))
-
-
-def _checked_url(url: str, allow_private: bool) -> str:
-    try:
-        return check_url(url, allow_private)
-    except RefusedTarget as error:
-        raise RequestError(400, f"url: {error}", param="url", code="invalid_url") from None
+    return EventTypeList(data=list(webhook_store.EVENT_TYPES))
 
 
 def _owned(db, endpoint_id: str, owner: str):
-    row = store.get_endpoint(db, endpoint_id, owner)
+    row = webhook_store.get_endpoint(db, endpoint_id, owner)
     if row is None:
         raise not_found("webhook endpoint", endpoint_id)
     return row

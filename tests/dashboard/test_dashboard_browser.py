@@ -79,7 +79,7 @@ def test_a_job_made_in_the_form_trains_live_pauses_resumes_and_its_downloads_wor
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Learning rate", exact=True).fill("0.002")
     page.get_by_label("Suffix").fill("browser")
-    page.get_by_text("More settings").click()
+    page.get_by_text("More options").click()
     page.get_by_label("Checkpoint every (steps)").fill("3")
     page.get_by_label("Validate every (steps)").fill("2")
     page.get_by_role("button", name="Create job").click()
@@ -219,7 +219,7 @@ def test_a_dpo_job_made_in_the_form_charts_its_rewards_and_preference_accuracy(s
     page.get_by_label("Epochs").fill("1")
     page.get_by_label("Batch size").fill("4")  # 3 steps
     page.get_by_label("Learning rate", exact=True).fill("0.002")
-    page.get_by_text("More settings").click()
+    page.get_by_text("More options").click()
     page.get_by_label("Validate every (steps)").fill("1")
     page.get_by_role("button", name="Create job").click()
     page.wait_for_url(re.compile(r"#/jobs/ftjob-"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from lmtune.layout import MANIFEST, RunLayout, file_sha256
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.models import TERMINAL, Job
 from tests.deployment import Deployment
 from tests.faults.servers import PostgresServer, RedisServer
@@ -100,7 +100,7 @@ class Cluster:
         return found[1]
 
     def events(self, job_id: str) -> list:
-        return list(reversed(records.list_events(self.deployment.db, job_id, after=None, limit=100_000)[0]))
+        return list(reversed(history.list_events(self.deployment.db, job_id, after=None, limit=100_000)[0]))
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.deployment.root.glob("*.log")))
@@ -120,7 +120,7 @@ class Cluster:
         assert steps == list(range(1, last + 1))
         assert sorted(event.step for event in self.events(job_id) if event.type == "metrics") == steps
 
-        checkpoints, _ = records.list_checkpoints(self.deployment.db, job_id, limit=100)
+        checkpoints, _ = history.list_checkpoints(self.deployment.db, job_id, limit=100)
         assert checkpoints or status != "succeeded"
         for checkpoint in checkpoints:
             assert_matches_manifest(self.settings.data_dir / checkpoint.path)

@@ -8,7 +8,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from lmtune.graders.schema import Grader
 from lmtune.reinforcement import (
-    GrpoSettings,
+    GrpoOptions,
     ReinforcementHyperparameters,
     check_prompt_lines,
     check_upload_row,
@@ -67,7 +67,7 @@ def job(method: dict | None = None, **fields) -> dict:
 
 def test_openai_sdk_shape_is_accepted_as_sent_and_resolved():
     spec = parse_spec(job())
-    resolved = resolve(spec.method.hyperparameters, GrpoSettings())
+    resolved = resolve(spec.method.hyperparameters, GrpoOptions())
     assert resolved.group_size == 8  # 4 answers per prompt at multiplier 1
     assert resolved.max_completion_tokens == 64  # low effort
     assert resolved.eval_interval == 5
@@ -78,10 +78,10 @@ def test_openai_sdk_shape_is_accepted_as_sent_and_resolved():
 
 def test_lmtune_settings_win_over_openai_multipliers():
     hp = ReinforcementHyperparameters(compute_multiplier=3, reasoning_effort="high")
-    resolved = resolve(hp, GrpoSettings(group_size=3, max_completion_tokens=20))
+    resolved = resolve(hp, GrpoOptions(group_size=3, max_completion_tokens=20))
     assert (resolved.group_size, resolved.max_completion_tokens) == (3, 20)
     # a tiny multiplier still samples a group (one answer has no group to be compared with)
-    assert resolve(ReinforcementHyperparameters(compute_multiplier=0.01), GrpoSettings()).group_size == 2
+    assert resolve(ReinforcementHyperparameters(compute_multiplier=0.01), GrpoOptions()).group_size == 2
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_bad_hyperparameters_say_what_is_allowed(hyperparameters, message):
 
 def test_grpo_settings_refuse_a_group_of_one():
     with pytest.raises(ValidationError, match="greater than or equal to 2"):
-        GrpoSettings(group_size=1)
+        GrpoOptions(group_size=1)
 
 
 def test_the_fields_templates_read_are_found_in_every_sub_grader():

@@ -7,7 +7,7 @@ import os
 import tarfile
 
 from lmtune.layout import DataLayout, checkpoint_name, write_manifest
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.fine_tuned import add_fine_tuned_model
 from lmtune.store.jobs import claim_job, finish_attempt, get_job
 from tests.service.conftest import GOOD_FILE
@@ -36,7 +36,7 @@ def trained_job(api) -> tuple[str, str]:
     (run.checkpoints / checkpoint_name(5) / "not-in-the-manifest.txt").write_text("secret")
     attempt = claim_job(db, job_id, "test-worker", 60, 3)
     checkpoint = {5: (data.relative(run.checkpoints / checkpoint_name(5)), {"step": 5})}
-    records.record_report(db, job_id, attempt, records.Report(checkpoints=checkpoint))
+    history.record_report(db, job_id, attempt, history.Report(checkpoints=checkpoint))
     finish_attempt(db, job_id, attempt, "succeeded", fine_tuned_model=f"ft:lmtune-tiny:{job_id}")
     (checkpoint,) = api.client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=api.alice).json()["data"]
     assert checkpoint["step_number"] == 5 and checkpoint["metrics"] == {"step": 5}

@@ -76,7 +76,7 @@ def test_duration_comes_from_earlier_jobs_of_the_model_on_the_queue(api):
         row.latest_metrics = {"tokens_per_second": 500.0, "elapsed_seconds": 60.0}
     measured = estimate(api, file_id).json()
     assert measured["estimated_seconds"] == pytest.approx(10 + measured["tokens"]["trained"] / 500, abs=0.2)
-    assert "1 earlier job of the same model and settings" in measured["estimated_seconds_basis"]
+    assert "1 earlier job of the same model and training options" in measured["estimated_seconds_basis"]
 
 
 def test_memory_is_set_against_the_queue_s_live_workers(api):

@@ -5,7 +5,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.jobs import request_cancel
 from lmtune.store.keys import authenticate
 from tests.helpers import add_event
@@ -44,7 +44,7 @@ def finished_job_with_events(api, count: int) -> tuple[str, list[str]]:
     db = api.client.app.state.db
     ids = [add_event(db, job_id, f"message {n}").id for n in range(count)]
     request_cancel(db, job_id, authenticate(db, api.alice["Authorization"].split()[1]))
-    return job_id, ids + [e.id for e in records.events_after_seq(db, job_id, 0)[count:]]
+    return job_id, ids + [e.id for e in history.events_after_seq(db, job_id, 0)[count:]]
 
 
 def events_of(opened: Stream) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 
 from lmtune.layout import DataLayout, checkpoint_name, write_manifest
 from lmtune.store import exports as export_store
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.jobs import claim_job, finish_attempt
 from tests.service.conftest import GOOD_FILE
 from tests.service.test_api_errors import error_of
@@ -52,7 +52,7 @@ def trained_job(api, tiny_model) -> str:
     lora_checkpoint(tiny_model, checkpoint)
     write_manifest(checkpoint)
     attempt = claim_job(db, job_id, "test-worker", 60, 3)
-    records.record_report(db, job_id, attempt, records.Report(checkpoints={5: (data.relative(checkpoint), None)}))
+    history.record_report(db, job_id, attempt, history.Report(checkpoints={5: (data.relative(checkpoint), None)}))
     finish_attempt(db, job_id, attempt, "succeeded", fine_tuned_model=f"ft:lmtune-tiny:{job_id}")
     return job_id
 

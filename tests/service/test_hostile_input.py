@@ -216,7 +216,7 @@ def test_a_body_with_thousands_of_bad_fields_reports_a_few(api):
 def test_every_training_setting_has_an_upper_bound_in_the_openapi_schema(api):
     schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
     bounded = 0
-    for model in ("TrainingSettings", "LoraSettings", "Hyperparameters"):
+    for model in ("TrainingOptions", "LoraOptions", "Hyperparameters"):
         for name, schema in schemas[model]["properties"].items():
             text = json.dumps(schema)
             if any(f'"type": "{kind}"' in text for kind in ("integer", "number", "array")):

@@ -3,8 +3,9 @@ send is exactly the job object the other routes answer with, for a job in every 
 
 import pytest
 
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.jobs import claim_job, fail_attempt, finish_attempt
+from lmtune.store.models import JobStatus
 from service.schemas import FineTuningJob
 from tests.service.conftest import running_api
 from tests.service.test_api_errors import create_job
@@ -32,7 +33,7 @@ def test_listed_and_retrieved_jobs_are_the_job_object_in_every_state(tmp_path, d
             "latest_metrics": {"step": 3, "train_loss": 1.25, "learning_rate": 3e-3},
             "hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0},
         }
-        records.record_report(db, created["running"]["id"], attempts["running"], records.Report(progress=progress))
+        history.record_report(db, created["running"]["id"], attempts["running"], history.Report(progress=progress))
         fail_attempt(db, created["failed"]["id"], attempts["failed"], "the trainer ran out of memory", 1, "oom")
         finish_attempt(db, created["succeeded"]["id"], attempts["succeeded"], "succeeded", fine_tuned_model="ft:x")
 
@@ -46,6 +47,14 @@ def test_listed_and_retrieved_jobs_are_the_job_object_in_every_state(tmp_path, d
             "succeeded": "succeeded",
             "cancelled": "cancelled",
         }
+        for status in JobStatus:  # the filter keeps the jobs in that status, and answers for every status
+            kept = api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": status}).json()
+            assert [job["id"] for job in kept["data"]] == [
+                job["id"] for job in by_state.values() if job["status"] == status
+            ]
+        # OpenAI's status for a job whose files are being checked: its SDK may ask; no lmtune job is in it
+        answer = api.client.get("/v1/fine_tuning/jobs", headers=api.alice, params={"status": "validating_files"})
+        assert answer.status_code == 200 and answer.json()["data"] == []
         for state, job in by_state.items():
             retrieved = api.client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice).json()
             assert retrieved == job

@@ -4,8 +4,8 @@ counts, and a full disk is retried after a back-off."""
 from lmtune.fence import RunFence, claim_run_folder, write_error_report
 from lmtune.layout import DataLayout
 from lmtune.settings import Settings
+from lmtune.store.history import list_events
 from lmtune.store.jobs import claim_next_job, create_job, get_job, request_cancel
-from lmtune.store.records import list_events
 from tests.helpers import MemoryQueue
 from workers.outcome import Recorder
 from workers.supervision import Ending

@@ -2,7 +2,7 @@
 
 from lmtune.layout import DataLayout
 from lmtune.metrics_log import MetricsLog
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.database import Database
 from lmtune.store.jobs import claim_next_job, create_job, get_job
 from workers.ports import free_port
@@ -47,7 +47,7 @@ def test_rows_written_while_the_database_is_unreachable_are_recorded_once_it_ans
     reporter.db = db
     reporter.flush(between=lambda: None)
     assert get_job(db, job.id).step == 4
-    events, _ = records.list_events(db, job.id, after=None, limit=100)
+    events, _ = history.list_events(db, job.id, after=None, limit=100)
     assert sorted(e.step for e in events if e.type == "metrics") == [1, 2, 3, 4]
 
 
@@ -63,7 +63,7 @@ def test_a_sample_set_read_again_by_a_resumed_run_is_recorded_once(tmp_path, db)
     samples.append(sample_set(10))
     ProgressReporter(db, data, job.id, attempt).poll()  # a resumed run's reporter reads the file from its start
 
-    events, _ = records.list_events(db, job.id, after=None, limit=100)
+    events, _ = history.list_events(db, job.id, after=None, limit=100)
     sample_events = sorted((e.step, e.message) for e in events if e.message.startswith("Samples at step"))
     assert [step for step, _ in sample_events] == [5, 10]
     assert "answer at 10" in sample_events[1][1]

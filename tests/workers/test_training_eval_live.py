@@ -11,7 +11,7 @@ from lmtune.dispatch import CeleryJobQueue
 from lmtune.services import submit_job
 from lmtune.spec import parse_spec
 from lmtune.store import evals as eval_store
-from lmtune.store import records
+from lmtune.store import history
 from tests.deployment import OWNER
 from tests.helpers import FUZZY, metric_rows
 
@@ -58,12 +58,12 @@ def test_a_job_records_an_eval_s_scores_at_each_evaluation_and_keeps_the_best_sc
     scores = {row["step"]: row["valid_eval_fuzzy"] for row in metric_rows(run) if "valid_loss" in row}
     assert sorted(scores) == list(range(2, 17, 2))
     assert max(scores.values()) > min(scores.values()), "training should move the score"
-    events = records.list_events(deployment.db, job.id, after=None, limit=10_000)[0]
+    events = history.list_events(deployment.db, job.id, after=None, limit=10_000)[0]
     recorded = {e.data["step"]: e.data.get("valid_eval_fuzzy") for e in events if e.type == "metrics"}
     assert {step: recorded[step] for step in scores} == scores
 
     best = max(scores, key=lambda step: (scores[step], -step))
-    steps = {c.step for c in records.list_checkpoints(deployment.db, job.id)[0]}
+    steps = {c.step for c in history.list_checkpoints(deployment.db, job.id)[0]}
     assert steps == {best, 16}
     if best != 16:
         assert any(f"checkpoint of step {best}, with the best valid_eval_fuzzy" in e.message for e in events)

@@ -5,7 +5,7 @@ import signal
 import pytest
 
 from lmtune.dispatch import send_job
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.fine_tuned import get_fine_tuned_model
 from lmtune.store.jobs import request_cancel, request_pause, requeue_paused
 from lmtune.store.models import Event
@@ -20,7 +20,7 @@ pytestmark = [
 
 
 def events_of(deployment, job_id) -> list[Event]:
-    return records.list_events(deployment.db, job_id, after=None, limit=10_000)[0]
+    return history.list_events(deployment.db, job_id, after=None, limit=10_000)[0]
 
 
 def test_a_job_runs_to_success_reporting_as_it_goes(deployment):
@@ -30,7 +30,7 @@ def test_a_job_runs_to_success_reporting_as_it_goes(deployment):
 
     running = deployment.wait_for(
         job.id,
-        lambda j: j.status == "running" and records.list_checkpoints(deployment.db, j.id)[0],
+        lambda j: j.status == "running" and history.list_checkpoints(deployment.db, j.id)[0],
         what="running with a checkpoint recorded",
     )
     assert 0 < running.step < running.total_steps and running.estimated_finish is not None
@@ -44,7 +44,7 @@ def test_a_job_runs_to_success_reporting_as_it_goes(deployment):
     metrics_events = [e for e in events_of(deployment, job.id) if e.type == "metrics"]
     assert sorted(e.data["step"] for e in metrics_events) == list(range(1, 41))
     assert metrics_events[0].message.startswith("Step 40/40: training loss=")
-    checkpoints, _ = records.list_checkpoints(deployment.db, job.id)
+    checkpoints, _ = history.list_checkpoints(deployment.db, job.id)
     assert [c.step for c in checkpoints] == [40, 35, 30]  # keep_checkpoints: 3
     assert done.result_file_id and (deployment.settings.data_dir / "files" / f"{done.result_file_id}.csv").exists()
 
@@ -68,7 +68,7 @@ def test_pause_then_resume_ends_with_the_steps_of_an_uninterrupted_run(deploymen
     request_pause(deployment.db, job.id, "key-test")
     paused = deployment.wait_for(job.id, lambda j: j.status == "paused", what="paused")
     assert 3 <= paused.step < 100
-    assert records.list_checkpoints(deployment.db, job.id)[0][0].step == paused.step
+    assert history.list_checkpoints(deployment.db, job.id)[0][0].step == paused.step
 
     requeue_paused(deployment.db, job.id, "key-test")
     send_job(deployment.settings, deployment.job(job.id))
@@ -80,7 +80,7 @@ def test_pause_then_resume_ends_with_the_steps_of_an_uninterrupted_run(deploymen
 def test_a_killed_worker_s_job_continues_on_a_new_worker_and_succeeds_once(deployment):
     job = deployment.submit(epochs=10)
     first = deployment.start_worker()
-    deployment.wait_for(job.id, lambda j: records.list_checkpoints(deployment.db, j.id)[0], what="a checkpoint")
+    deployment.wait_for(job.id, lambda j: history.list_checkpoints(deployment.db, j.id)[0], what="a checkpoint")
     first.send_signal(signal.SIGKILL)
     first.wait()
     deployment.start_worker()
@@ -122,7 +122,7 @@ def test_a_worker_asked_to_stop_hands_its_job_back_and_another_finishes_it(deplo
     assert wait_for_exit(first, "the worker to hand its job back and exit") == 0
     handed_back = deployment.job(job.id)
     assert handed_back.status == "queued" and 3 <= handed_back.step < 100
-    assert records.list_checkpoints(deployment.db, job.id)[0][0].step == handed_back.step
+    assert history.list_checkpoints(deployment.db, job.id)[0][0].step == handed_back.step
 
     deployment.start_worker()
     done = deployment.wait_for(job.id, lambda j: j.status == "succeeded", what="succeeded")

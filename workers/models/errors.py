@@ -17,7 +17,7 @@ class ModelLoadError(ReportedError):
     code = "model_not_found"
 
 
-class InvalidSettingsError(ReportedError):
-    """Settings the model cannot take: a max_seq_length past its context, LoRA targets it lacks."""
+class InvalidHyperparametersError(ReportedError):
+    """Hyperparameters or training options the model cannot take: a max_seq_length past its context, LoRA targets it lacks."""
 
     code = "invalid_hyperparameters"

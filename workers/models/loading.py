@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoTokenizer
 from lmtune.layout import ADAPTER_DIR
 from lmtune.problems import replace_paths
 from workers.models.chat_format import tool_format_of
-from workers.models.errors import InvalidSettingsError, ModelLoadError
+from workers.models.errors import InvalidHyperparametersError, ModelLoadError
 
 
 def load_tokenizer(source: str, name: str | None = None):
@@ -36,7 +36,7 @@ def check_context_length(source: str, name: str, max_seq_length: int) -> int | N
         raise ModelLoadError(cannot_load(source, name, error), param="model") from None
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if context and max_seq_length > context:
-        raise InvalidSettingsError(
+        raise InvalidHyperparametersError(
             f"training.max_seq_length is {max_seq_length:,}, more than the {context:,} tokens model {name!r} can take "
             f"(its max_position_embeddings); use at most {context:,}",
             param="training.max_seq_length",

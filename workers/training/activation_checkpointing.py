@@ -20,7 +20,7 @@ import logging
 
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from workers.models.errors import InvalidSettingsError
+from workers.models.errors import InvalidHyperparametersError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def enable(model, mode: str, name: str) -> None:
         return
     if not model.supports_gradient_checkpointing:
         if mode == "full":
-            raise InvalidSettingsError(
+            raise InvalidHyperparametersError(
                 f"model {name!r} does not support activation checkpointing; set "
                 'training.gradient_checkpointing to "off"',
                 param="training.gradient_checkpointing",

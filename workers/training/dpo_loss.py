@@ -85,12 +85,8 @@ class SequenceLogProbs(OutputLayerTap):
             return None
         hidden = args[0]
         mask = self._labels != IGNORE_INDEX
-        self._token_logps = torch.cat(self.over_chunks(_chunk_logps, hidden[mask], self._labels[mask]))
+        self._token_logps = self.token_logps(hidden[mask], self._labels[mask])
         return (hidden[..., :0, :],)
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
-
-
-def _chunk_logps(hidden, weight, bias, labels) -> torch.Tensor:
-    return -F.cross_entropy(F.linear(hidden, weight, bias).float(), labels, reduction="none")

@@ -32,24 +32,24 @@ BATCH_ROWS = 16  # answered together: the KV cache of 16 answers
 
 class EvalScores:
     def __init__(self, spec: JobSpec, layout: RunLayout, tokenizer, context: int | None):
-        settings = spec.training
+        training = spec.training
         if not layout.eval_definition.exists():
             raise InvalidDataError(
-                f"training.eval_id: the eval {settings.eval_id} was not handed to the trainer; run the job "
+                f"training.eval_id: the eval {training.eval_id} was not handed to the trainer; run the job "
                 "through the service (it writes the eval into the run folder), or drop training.eval_id",
                 param="training.eval_id",
             )
         self.eval = TrainingEval.model_validate_json(layout.eval_definition.read_text())
         self.metrics = self.eval.metric_names
         self.tokenizer = tokenizer
-        self.params = GenerationParams(max_tokens=settings.eval_max_tokens)
+        self.params = GenerationParams(max_tokens=training.eval_max_tokens)
         try:
             items = validation_items(spec.validation_file)
         except ValueError as error:
             raise InvalidDataError(f"training.eval_id: {error}", param="validation_file") from None
         generator = torch.Generator().manual_seed(spec.seed)
-        sample = sorted(torch.randperm(len(items), generator=generator)[: settings.eval_sample_size].tolist())
-        room = context - settings.eval_max_tokens if context else None
+        sample = sorted(torch.randperm(len(items), generator=generator)[: training.eval_sample_size].tolist())
+        room = context - training.eval_max_tokens if context else None
         self.items, self.prompts = [], []
         for index in sample[:MAX_SCORED_ROWS]:
             ids = prompt_ids(tokenizer, _plain(items[index]["messages"]))

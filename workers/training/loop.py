@@ -158,17 +158,17 @@ def train(
 
 
 def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -> _Run:
-    settings = spec.training
+    training = spec.training
     # train() may run many times in one process (tests, notebooks); each run sets its own precision.
     # The process group (PartialState) is kept.
     AcceleratorState._reset_state()
-    accelerator = make_accelerator(settings, _precision(settings.mixed_precision))
+    accelerator = make_accelerator(training, _precision(training.mixed_precision))
     world = accelerator.num_processes
-    require_quantization(settings)
+    require_quantization(training)
 
     # data: validated whole before any compute
     tokenizer = load_tokenizer(spec.model, model_name)
-    context = check_context_length(spec.model, model_name, settings.max_seq_length)
+    context = check_context_length(spec.model, model_name, training.max_seq_length)
     objective = objective_for(spec, tokenizer)
     train_data = objective.load_data("training_file", spec.training_file, MIN_EXAMPLES)
     valid_data = (
@@ -177,9 +177,9 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     hp = resolve_hyperparameters(spec, len(train_data), world)
     # the sample prompts, counted in tokens against the context, before any compute
     sampler = Sampler(spec, tokenizer, layout, accelerator, context, hp.total_steps, grade=objective.grade_samples)
-    eval_scores = EvalScores(spec, layout, tokenizer, context) if settings.eval_id else None
+    eval_scores = EvalScores(spec, layout, tokenizer, context) if training.eval_id else None
     plan = StepPlan(
-        len(train_data), hp.batch_size, settings.gradient_accumulation_steps, world, spec.seed, settings.shuffle
+        len(train_data), hp.batch_size, training.gradient_accumulation_steps, world, spec.seed, training.shuffle
     )
     if accelerator.is_main_process:
         _prepare_output(layout, spec, hp, train_data, valid_data, world)
@@ -188,14 +188,14 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
     # model, optimizer, schedule; resumed from the newest complete checkpoint if there is one
     set_seed(spec.seed)
     resume = latest_checkpoint(layout.checkpoints)
-    model = load_model(spec.model, settings, resume[1] if resume else None, name=model_name)
+    model = load_model(spec.model, training, resume[1] if resume else None, name=model_name)
     objective.attach(model, accelerator)
     # fused: one kernel for all parameters, as transformers.Trainer uses by default
-    optimizer = torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=hp.learning_rate, fused=True)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, training.weight_decay), lr=hp.learning_rate, fused=True)
     scheduler = get_scheduler(
-        settings.lr_scheduler,
+        training.lr_scheduler,
         optimizer,
-        num_warmup_steps=math.ceil(settings.warmup_ratio * hp.total_steps),
+        num_warmup_steps=math.ceil(training.warmup_ratio * hp.total_steps),
         num_training_steps=hp.total_steps,
     )
     # the scheduler is not prepared: Accelerate would step it once per process
@@ -216,7 +216,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
         metrics.truncate_after(progress.step)
     history = metrics.read() if accelerator.is_main_process else []
     # every process judges the validation loss alike (all stop together); rows past the start come again
-    watch = ValidationWatch(settings, [row for row in metrics.read() if row["step"] <= progress.step])
+    watch = ValidationWatch(training, [row for row in metrics.read() if row["step"] <= progress.step])
     run_context = RunContext(spec, layout, accelerator, model, tokenizer, fence, train_data, valid_data)
     objective.before_training(run_context)
     return _Run(
@@ -249,7 +249,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
 
 def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
     """One optimizer step over this process's micro-batches; the metrics are global."""
-    accelerator, model, settings, objective = run.accelerator, run.model, run.spec.training, run.objective
+    accelerator, model, training, objective = run.accelerator, run.model, run.spec.training, run.objective
     model.train()
     batches = objective.step_batches(run.context, step, run.plan.micro_batches(step, accelerator.process_index))
     step_units = accelerator.reduce(
@@ -263,11 +263,11 @@ def _train_step(run: _Run, step: int, stop: _SigtermStop) -> _Step:
             sums = objective.loss(model, batch)
             # mean over every unit of the global step; undo DDP's mean over processes
             # and Accelerate's division by the accumulation steps
-            scale = accelerator.num_processes * settings.gradient_accumulation_steps / step_units
+            scale = accelerator.num_processes * training.gradient_accumulation_steps / step_units
             accelerator.backward(sums.loss * scale)
             totals[:reported] += objective.stack(sums, batch.units)
             totals[reported:-1] += torch.tensor([batch.tokens, batch.target_tokens], device=accelerator.device)
-    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf))
+    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), training.max_grad_norm or math.inf))
     totals[-1] = float(stop.requested)
     *values, tokens, target_tokens, stopping = accelerator.reduce(totals, "sum").tolist()
     train = objective.unstack(values)
@@ -425,6 +425,9 @@ def _write_checkpoint(
     partial = ckpt.partial_folder(layout.checkpoints, name)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial / ckpt.TRAINING_STATE_DIR))
+    # every process's part (its RNG state; with FSDP its shards) is on disk before the main process
+    # lists and renames the folder: a process on another node may still be writing when it is done
+    accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, partial, state_dict=state_dict)

@@ -19,6 +19,7 @@ one gradient each as usual.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +49,15 @@ class OutputLayerTap:
         self.chunked = chunked and type(head) is torch.nn.Linear
         self.chunk_tokens = chunk_tokens or max(1, CHUNK_BYTES // (4 * head.out_features))
         self._head = head
-        if self.chunked:
-            head.register_forward_pre_hook(self._in_forward)
+        self._hook = head.register_forward_pre_hook(self._in_forward) if self.chunked else None
 
     def _in_forward(self, head, args):
         raise NotImplementedError
+
+    def remove(self) -> None:
+        """Takes the pre-hook off the output layer: for a tap made for one call."""
+        if self._hook is not None:
+            self._hook.remove()
 
     def over_chunks(self, function, hidden: torch.Tensor, labels: torch.Tensor) -> list:
         """`function(hidden, weight, bias, labels)` of each chunk of at most chunk_tokens positions,
@@ -67,6 +72,11 @@ class OutputLayerTap:
                 checkpoint(function, *piece, use_reentrant=False) if torch.is_grad_enabled() else function(*piece)
             )
         return results
+
+    def token_logps(self, hidden: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """log p(label) of each position of `hidden` [tokens, hidden size], in fp32, chunked; under
+        logits / `temperature` (the distribution answers were sampled from) where it is not 1."""
+        return torch.cat(self.over_chunks(partial(_chunk_logps, temperature=temperature), hidden, labels))
 
 
 class CausalLMLoss(OutputLayerTap):
@@ -114,6 +124,13 @@ def _chunk_sums(hidden, weight, bias, labels) -> tuple[torch.Tensor, torch.Tenso
     loss = F.cross_entropy(logits, labels, reduction="sum")
     correct = (logits.detach().argmax(-1) == labels).sum().float()
     return loss, correct
+
+
+def _chunk_logps(hidden, weight, bias, labels, temperature: float) -> torch.Tensor:
+    logits = F.linear(hidden, weight, bias).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return -F.cross_entropy(logits, labels, reduction="none")
 
 
 def _plain_sums(logits: torch.Tensor, labels: torch.Tensor) -> LossSums:

@@ -13,15 +13,15 @@ from accelerate import Accelerator
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
 
-from lmtune.spec import TrainingSettings
+from lmtune.spec import TrainingOptions
 from workers.training.launcher import collective_timeout, started_as_rank
 
 
-def make_accelerator(settings: TrainingSettings, precision: str) -> Accelerator:
-    fsdp = settings.parallelism == "fsdp" and started_as_rank()
+def make_accelerator(training: TrainingOptions, precision: str) -> Accelerator:
+    fsdp = training.parallelism == "fsdp" and started_as_rank()
     plugin = _fsdp2_plugin() if fsdp else None
     accelerator = Accelerator(
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
         mixed_precision=precision,
         # a lost node or process fails the collectives after this time instead of hanging the others
         kwargs_handlers=[InitProcessGroupKwargs(timeout=collective_timeout())],

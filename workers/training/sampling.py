@@ -7,7 +7,7 @@ any), a preference row's input, a reinforcement row's whole conversation, or a r
 A method that grades answers (reinforcement) adds each answer's `reward` and `grades`, the row the
 prompt came from being the grader's item (a given prompt's item is its messages alone).
 
-Their work is bounded, whatever the settings: they are counted in tokens when the trainer starts
+Their work is bounded, whatever the options: they are counted in tokens when the trainer starts
 (each prompt with its answer within the model's context, a whole set within MAX_SAMPLE_SET_TOKENS;
 given prompts past either fail the job at once naming the field, default ones past them are left
 out), and a run takes at most MAX_SAMPLE_SETS sets, at evenly spaced checkpoints and the last.
@@ -29,7 +29,7 @@ from lmtune.metrics_log import MetricsLog
 from lmtune.spec import MAX_SAMPLE_SET_TOKENS, MAX_SAMPLE_SETS, JobSpec
 from lmtune.tool_calls import Conversation, check_conversation
 from workers.models.chat_format import conversation_prompt_ids, tool_format_of
-from workers.models.errors import InvalidSettingsError
+from workers.models.errors import InvalidHyperparametersError
 from workers.models.generation import GenerationParams, end_of_turn_ids, generate, prompt_ids
 
 DEFAULT_PROMPTS = 3
@@ -95,15 +95,15 @@ class Sampler:
         total_steps: int,
         grade: GradeSamples | None = None,
     ):
-        settings = spec.training
-        given = settings.sample_prompts is not None
+        training = spec.training
+        given = training.sample_prompts is not None
         if given:
-            prompts = [p if isinstance(p, str) else [m.model_dump() for m in p] for p in settings.sample_prompts]
+            prompts = [p if isinstance(p, str) else [m.model_dump() for m in p] for p in training.sample_prompts]
             pairs = [(prompt, given_item(prompt)) for prompt in prompts]
         else:
             pairs = default_prompts(spec.validation_file or spec.training_file)
         self.tokenizer, self.accelerator, self.grade = tokenizer, accelerator, grade
-        self.params = GenerationParams(max_tokens=settings.sample_max_tokens)
+        self.params = GenerationParams(max_tokens=training.sample_max_tokens)
         kept = self._within_bounds([prompt for prompt, _ in pairs], context, strict=given)
         self.prompts, self.items = [pairs[i][0] for i in kept], [pairs[i][1] for i in kept]
         self.active = (
@@ -135,7 +135,7 @@ class Sampler:
                     "prompts, or a lower sample_max_tokens"
                 )
             if problem and strict:
-                raise InvalidSettingsError(
+                raise InvalidHyperparametersError(
                     f"training.sample_prompts.{index} {problem}", param=f"training.sample_prompts.{index}"
                 )
             if not problem:

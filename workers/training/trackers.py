@@ -3,7 +3,7 @@ MLflow. An Observer of the run, on the main process only: each step's metrics, t
 at the start, each checkpoint's sample answers.
 
 A tracker never fails the job: one whose library is missing, whose service does not answer or
-whose settings are refused writes a notice (the run folder's notices.jsonl, which the worker
+whose options are refused writes a notice (the run folder's notices.jsonl, which the worker
 records as a job event) and is left out for the rest of the run. Credentials come from the
 worker's environment only (WANDB_API_KEY, MLFLOW_TRACKING_URI and its own variables).
 """
@@ -140,21 +140,21 @@ def _open(integration: Integration, trackers: Trackers) -> Tracker:
 
 
 class WandbTracker(Tracker):
-    def __init__(self, settings, trackers: Trackers):
+    def __init__(self, options, trackers: Trackers):
         import wandb
 
-        self.wandb, self.settings, self.trackers = wandb, settings, trackers
+        self.wandb, self.options, self.trackers = wandb, options, trackers
         self.run = None
 
     def start(self, config: dict, start_step: int) -> None:
         run_id = self.trackers.run_id
         self.run = self.wandb.init(
-            project=self.settings.project,
-            entity=self.settings.entity,
-            name=self.settings.name or run_id,
+            project=self.options.project,
+            entity=self.options.entity,
+            name=self.options.name or run_id,
             id=run_id,  # a resumed job (a new attempt) continues the same run
             resume="allow",
-            tags=[*self.settings.tags, *self.trackers.tags()],
+            tags=[*self.options.tags, *self.trackers.tags()],
             config=config,
             dir=os.environ.get("WANDB_DIR") or str(self.trackers.layout.root),
             settings=self.wandb.Settings(init_timeout=60, silent=True),
@@ -198,13 +198,13 @@ class TensorboardTracker(Tracker):
 
 
 class MlflowTracker(Tracker):
-    def __init__(self, settings, trackers: Trackers):
+    def __init__(self, options, trackers: Trackers):
         # a tracking server that does not answer costs seconds, not MLflow's default minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
-        self.settings, self.trackers = settings, trackers
+        self.options, self.trackers = options, trackers
         configured = os.environ.get("MLFLOW_TRACKING_URI")
         uri = configured or f"sqlite:///{trackers.layout.root / 'mlflow.db'}"
         # the run folder's store keeps its artifacts beside it (MLflow's default is the working folder)
@@ -219,14 +219,14 @@ class MlflowTracker(Tracker):
             self.run_id = self.id_file.read_text().strip()
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        experiment = self.client.get_experiment_by_name(self.settings.experiment)
+        experiment = self.client.get_experiment_by_name(self.options.experiment)
         experiment_id = (
             experiment.experiment_id
             if experiment
-            else self.client.create_experiment(self.settings.experiment, artifact_location=self.artifacts)
+            else self.client.create_experiment(self.options.experiment, artifact_location=self.artifacts)
         )
-        tags = {**self.settings.tags, **{tag: "true" for tag in self.trackers.tags()}}
-        run = self.client.create_run(experiment_id, run_name=self.settings.run_name or self.trackers.run_id, tags=tags)
+        tags = {**self.options.tags, **{tag: "true" for tag in self.trackers.tags()}}
+        run = self.client.create_run(experiment_id, run_name=self.options.run_name or self.trackers.run_id, tags=tags)
         self.run_id = run.info.run_id
         self.id_file.write_text(self.run_id)
         params = [Param(key, str(value)[:6000]) for key, value in config.items()]

@@ -17,8 +17,8 @@ from accelerate import Accelerator
 
 from lmtune.layout import ADAPTER_WEIGHTS, RunLayout, checkpoint_name
 from lmtune.metrics_log import MetricsLog
-from lmtune.spec import FollowedMetric, TrainingSettings
-from workers.models.errors import InvalidSettingsError
+from lmtune.spec import FollowedMetric, TrainingOptions
+from workers.models.errors import InvalidHyperparametersError
 from workers.models.loading import is_lora
 
 
@@ -48,8 +48,8 @@ class _Best:
 
 
 class ValidationWatch:
-    def __init__(self, settings: TrainingSettings, history: list[dict]):
-        stopping, best_by = settings.early_stopping, settings.best_by
+    def __init__(self, training: TrainingOptions, history: list[dict]):
+        stopping, best_by = training.early_stopping, training.best_by
         self.early_stopping = _Best(stopping, stopping.min_delta) if stopping else None
         self.keep_best = _Best(best_by) if best_by else None
         self.patience = stopping.patience if stopping else 0
@@ -63,7 +63,7 @@ class ValidationWatch:
         measured = sorted(key for key in row if key.startswith("valid_"))
         for field, watched in (("early_stopping", self.early_stopping), ("keep_best", self.keep_best)):
             if measured and watched and watched.metric not in row:  # an evaluation without it: never will
-                raise InvalidSettingsError(
+                raise InvalidHyperparametersError(
                     f"training.{field}.metric: this job's evaluations measure no {watched.metric}; "
                     f"they measure {', '.join(measured)}",
                     param=f"training.{field}.metric",

@@ -38,7 +38,7 @@ export class JobView {
     this.failure = h("div");
     this.checkpoints = h("div");
     this.downloads = h("div");
-    this.settings = h("div");
+    this.options = h("div");
     this.streamState = h("p", { class: "hint", role: "status" });
     this.events = h("ol", { class: "events", "aria-label": "Events, newest first" });
     this.lossPicture = h("div");
@@ -50,7 +50,7 @@ export class JobView {
       this.samples.element,
       h("section", { "aria-labelledby": "checkpoints-title" }, h("h2", { id: "checkpoints-title" }, "Checkpoints"), this.checkpoints),
       h("section", { "aria-labelledby": "downloads-title" }, h("h2", { id: "downloads-title" }, "Downloads"), this.downloads, this.lossPictureDetails()),
-      h("section", { "aria-labelledby": "settings-title" }, h("h2", { id: "settings-title" }, "Settings"), this.settings),
+      h("section", { "aria-labelledby": "options-title" }, h("h2", { id: "options-title" }, "Options"), this.options),
       h("section", { "aria-labelledby": "events-title" }, h("h2", { id: "events-title" }, "Events"), this.streamState, this.events));
     signal.addEventListener("abort", () => this.charts.stop());
   }
@@ -78,14 +78,14 @@ export class JobView {
       "Training file": h("code", {}, job.training_file),
       "Validation file": job.validation_file ? h("code", {}, job.validation_file) : null,
     }));
-    this.settings.replaceChildren(
+    this.options.replaceChildren(
       h("h3", {}, "Hyperparameters"),
       definitions({ Method: job.method?.type ?? "supervised", Epochs: number(job.hyperparameters.n_epochs),
         "Batch size": number(job.hyperparameters.batch_size),
         "Learning rate multiplier": number(job.hyperparameters.learning_rate_multiplier),
         ...(this.method === "dpo" ? { Beta: String(job.hyperparameters.beta) } : {}),
         ...(this.method === "reinforcement" ? { Grader: grader(job.method.reinforcement.grader) } : {}), Seed: String(job.seed) }),
-      h("h3", {}, "Training settings"),
+      h("h3", {}, "Training options"),
       definitions(Object.fromEntries(Object.entries(job.training).map(([key, value]) => [key.replaceAll("_", " "), setting(value)]))));
     this.showDownloads(job);
     if (job.metrics) this.addMetrics([job.metrics]); // carries the learning rate, which metrics events do not

@@ -4,7 +4,7 @@
 import { api } from "../api.js";
 import { ACTIVE, announce, errorBox, eta, h, progressBar, statusBadge, table, time } from "../ui.js";
 
-const STATUSES = ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"];
+const STATUSES = ["queued", "running", "paused", "succeeded", "failed", "cancelled"];
 const PAGE_SIZE = 20;
 const REFRESH_MS = 3000;
 
@@ -13,7 +13,7 @@ export async function renderJobs(main, [query], signal) {
   const cursors = [null]; // the `after` of each page seen, to go back to newer jobs
   const filter = h("select", { id: "status-filter" },
     h("option", { value: "" }, "all"),
-    STATUSES.map((name) => h("option", { value: name, selected: name === status }, name.replace("_", " "))));
+    STATUSES.map((name) => h("option", { value: name, selected: name === status }, name)));
   filter.addEventListener("change", () => (location.hash = filter.value ? `#/jobs?status=${filter.value}` : "#/jobs"));
   const list = h("div", { "aria-busy": "true" });
   const seen = new Map(); // job id -> status, to announce changes rather than re-read the table

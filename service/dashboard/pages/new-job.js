@@ -1,4 +1,4 @@
-// A new job: upload the JSONL files (or pick uploaded ones), choose the model and the main settings.
+// A new job: upload the JSONL files (or pick uploaded ones), choose the model and the main options.
 // An empty field keeps the server's default ("auto"). A refused file's problems are listed line by
 // line; a refused setting is shown beside its field (the error's `param` names it). "Estimate" shows
 // what the job would take (steps, tokens, time, memory, warnings) before it is created.
@@ -41,7 +41,7 @@ export async function renderNewJob(main, _params, signal) {
       field("suffix", "Suffix", "suffix", "up to 64 characters, in the fine-tuned model's name", h("input", { id: "suffix", name: "suffix", maxlength: 64 })),
       h("div", { class: "field checkbox" }, h("input", { id: "packing", name: "packing", type: "checkbox" }),
         h("label", { for: "packing" }, "Pack several examples into each sequence"))),
-    h("details", {}, h("summary", {}, "More settings"), h("div", { class: "grid" }, ADVANCED_FIELDS.map(numberField))),
+    h("details", {}, h("summary", {}, "More options"), h("div", { class: "grid" }, ADVANCED_FIELDS.map(numberField))),
     problems, h("div", { class: "actions" }, estimateButton, submit), progress, estimate);
   main.append(h("h1", { tabindex: -1 }, "New fine-tuning job"), form);
   const methodChanged = () => { form.elements.beta.disabled = form.elements.method.value !== "dpo"; };
@@ -151,17 +151,17 @@ async function chosenFile(form, name, progress) {
 
 function jobBody(form, training, validation) {
   const value = (id) => (form.elements[id].value === "" ? null : Number(form.elements[id].value));
-  const settings = { packing: form.elements.packing.checked };
+  const options = { packing: form.elements.packing.checked };
   for (const id of ["learning_rate", "checkpoint_every_steps", "eval_every_steps", "max_steps"]) {
-    if (value(id) !== null) settings[id] = value(id);
+    if (value(id) !== null) options[id] = value(id);
   }
-  if (value("lora_r") !== null) settings.lora = { r: value("lora_r") };
+  if (value("lora_r") !== null) options.lora = { r: value("lora_r") };
   const method = form.elements.method.value;
   const hyperparameters = {};
   for (const id of ["n_epochs", "batch_size", "beta"]) if (value(id) !== null && !form.elements[id].disabled) hyperparameters[id] = value(id);
   return {
     model: form.elements.model.value, training_file: training, validation_file: validation,
-    method: { type: method, [method]: { hyperparameters } }, training: settings,
+    method: { type: method, [method]: { hyperparameters } }, training: options,
     suffix: form.elements.suffix.value || null, seed: value("seed"),
   };
 }

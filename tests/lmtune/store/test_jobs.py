@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import inspect
 
-from lmtune.store import records
+from lmtune.store import history
 from lmtune.store.database import open_database
+from lmtune.store.history import Report, record_report
 from lmtune.store.jobs import (
     COUNTED_BY_QUOTA,
     JobStatus,
@@ -32,7 +33,6 @@ from lmtune.store.jobs import (
     start_from_step,
 )
 from lmtune.store.keys import create_key
-from lmtune.store.records import Report, record_report
 from tests.helpers import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
@@ -58,7 +58,7 @@ def record_steps(db, job_id: str, attempt: int, *steps: int):
 
 
 def messages(db, job_id: str) -> list[str]:
-    return [event.message for event in reversed(records.list_events(db, job_id, after=None, limit=1000)[0])]
+    return [event.message for event in reversed(history.list_events(db, job_id, after=None, limit=1000)[0])]
 
 
 def test_migrations_create_every_table_and_can_run_again(db, database_url):
@@ -156,9 +156,9 @@ def test_metrics_events_are_recorded_once_per_step_and_listed_newest_first(db):
     record_steps(db, job.id, 1, 1, 2)
     record_steps(db, job.id, 1, 1, 2, 3)  # the follower read a rewritten file from its start
     finish_attempt(db, job.id, 1, JobStatus.PAUSED, Note("note"))
-    events, more = records.list_events(db, job.id, after=None, limit=3)
+    events, more = history.list_events(db, job.id, after=None, limit=3)
     assert [e.message for e in events] == ["note", "Step 3", "Step 2"] and more
-    rest, more = records.list_events(db, job.id, after=events[-1].id, limit=10)
+    rest, more = history.list_events(db, job.id, after=events[-1].id, limit=10)
     assert [e.message for e in rest] == ["Step 1", "Fine-tuning job started (attempt 1)"] and not more
 
 
@@ -185,7 +185,7 @@ def test_checkpoints_are_unique_per_step_and_forgotten_when_pruned(db):
             on_disk={20, 30} if 30 in steps else None,
         )
         record_report(db, job.id, 1, report)
-    rows, more = records.list_checkpoints(db, job.id)
+    rows, more = history.list_checkpoints(db, job.id)
     assert [row.step for row in rows] == [30, 20] and not more
     assert [m for m in messages(db, job.id) if m.startswith("Checkpoint")] == [
         "Checkpoint created at step 10",

@@ -8,7 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workers.training.objectives.grpo_loss import LossSettings, answer_logps, group_advantages, policy_loss
+from workers.training.objectives.grpo_loss import (
+    AnswerLogProbs,
+    LossOptions,
+    answer_logps,
+    group_advantages,
+    policy_loss,
+    token_logps,
+)
 
 trl = pytest.importorskip("trl")
 
@@ -66,7 +73,7 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
     # the policy that sampled them and the reference differ from the current one: ratios get clipped
     old = current + 0.4 * torch.randn(current.shape, generator=generator)
     ref = current + 0.3 * torch.randn(current.shape, generator=generator)
-    settings = LossSettings(
+    options = LossOptions(
         epsilon=0.2, epsilon_high=0.28, beta=beta, loss_type=loss_type, max_completion_tokens=ANSWER_TOKENS
     )
     accumulation = 2  # this micro-batch is one of two of equal size in the step
@@ -74,7 +81,7 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
 
     ours_model.train()
     logps = answer_logps(ours_model, prompt_ids, prompt_mask, answer_ids, TEMPERATURE)
-    ours = policy_loss(logps, answer_mask, advantages, settings, old_logps=old, ref_logps=ref if beta else None)
+    ours = policy_loss(logps, answer_mask, advantages, options, old_logps=old, ref_logps=ref if beta else None)
     # the loop divides by the step's units: its answer tokens (dapo) or its answers
     step_units = step_tokens if loss_type == "dapo" else accumulation * answer_ids.size(0)
     loss = ours.loss / step_units
@@ -125,3 +132,31 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tiny_model, tmp_path, loss_ty
     assert ours_grads.keys() == theirs_grads.keys() and ours_grads
     for name, grad in ours_grads.items():
         assert torch.allclose(grad, theirs_grads[name], atol=1e-5), name
+
+
+def test_answer_logprobs_in_chunks_equal_those_of_the_whole_logits_with_their_gradients(tiny_model):
+    """Several chunks of answer tokens, a left-padded prompt and padded answers: the same values and
+    gradients as the full-vocabulary logits give."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(2)
+    prompt_ids = torch.randint(5, model.config.vocab_size, (2 * GROUP, PROMPT_TOKENS), generator=generator)
+    prompt_mask = torch.ones_like(prompt_ids)
+    prompt_mask[1, :2] = 0  # a shorter prompt, left-padded
+    answer_ids, answer_mask = answers(model.config.vocab_size, 2, generator)
+    weights = torch.randn(answer_ids.shape, generator=generator)
+    ids, mask = torch.cat([prompt_ids, answer_ids], 1), torch.cat([prompt_mask, torch.ones_like(answer_ids)], 1)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    whole = token_logps(logits[:, PROMPT_TOKENS - 1 : -1], answer_ids, TEMPERATURE) * answer_mask
+    (whole * weights).sum().backward()
+    whole_grads = gradients(model)
+    model.zero_grad()
+
+    logps = AnswerLogProbs(model, chunk_tokens=5)(model, prompt_ids, prompt_mask, answer_ids, TEMPERATURE, answer_mask)
+    (logps * weights).sum().backward()
+
+    assert torch.allclose(logps, whole, atol=1e-5)
+    assert logps[answer_mask == 0].eq(0).all()  # padding: not computed
+    chunked_grads = gradients(model)
+    assert chunked_grads.keys() == whole_grads.keys() and chunked_grads
+    for name, grad in chunked_grads.items():
+        assert torch.allclose(grad, whole_grads[name], atol=1e-5), name

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmtune.graders import Tools
 from lmtune.graders.schema import Grader
-from lmtune.reinforcement import GrpoSettings, ReinforcementHyperparameters, resolve
+from lmtune.reinforcement import GrpoOptions, ReinforcementHyperparameters, resolve
 from workers.training.errors import InvalidDataError
 from workers.training.objectives.grpo_step import GrpoStep, check_prompt_lengths
 
@@ -24,14 +24,14 @@ DIGITS = TypeAdapter(Grader).validate_python(
 ROWS = [{"messages": [{"role": "user", "content": f"Say a number {i}"}]} for i in range(4)]
 
 
-def grpo(tiny_model, **settings) -> tuple:
+def grpo(tiny_model, **options) -> tuple:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    grpo_settings = GrpoSettings(group_size=8, max_completion_tokens=12, **settings)
-    resolved = resolve(ReinforcementHyperparameters(), grpo_settings)
-    reference = copy.deepcopy(model).eval() if grpo_settings.beta else None
+    grpo_options = GrpoOptions(group_size=8, max_completion_tokens=12, **options)
+    resolved = resolve(ReinforcementHyperparameters(), grpo_options)
+    reference = copy.deepcopy(model).eval() if grpo_options.beta else None
     step = GrpoStep(
-        grpo_settings,
+        grpo_options,
         resolved,
         DIGITS,
         Tools(),

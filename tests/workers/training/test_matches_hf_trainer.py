@@ -1,4 +1,4 @@
-"""lmtune's per-step loss against transformers.Trainer on the same model, data and settings."""
+"""lmtune's per-step loss against transformers.Trainer on the same model, data and options."""
 
 import pytest
 

@@ -72,11 +72,11 @@ def test_bf16_autocast_trains_close_to_fp32(make_spec, chat_file, tmp_path):
 
 
 if __name__ == "__main__":  # the child of _peak_growth_of_one_step
-    from lmtune.spec import TrainingSettings
+    from lmtune.spec import TrainingOptions
     from workers.training.loss import CausalLMLoss
     from workers.training.model_setup import load_model
 
-    model = load_model(sys.argv[1], TrainingSettings(gradient_checkpointing=sys.argv[2])).train()
+    model = load_model(sys.argv[1], TrainingOptions(gradient_checkpointing=sys.argv[2])).train()
     ids = torch.randint(3, 261, (8, 512), generator=torch.Generator().manual_seed(0))
     loss = CausalLMLoss(model, "cpu")
     before = peak_rss_mb()

@@ -1,4 +1,4 @@
-"""The work of sample answers is bounded whatever the settings: prompts are counted in tokens when the
+"""The work of sample answers is bounded whatever the options: prompts are counted in tokens when the
 trainer starts (a given prompt past the context or the set's budget fails the job at once, naming it),
 and a run takes at most MAX_SAMPLE_SETS sets however often it checkpoints."""
 
@@ -6,14 +6,14 @@ import pytest
 
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import MAX_SAMPLE_PROMPTS_CHARS, SpecError, parse_spec
-from workers.models.errors import InvalidSettingsError
+from workers.models.errors import InvalidHyperparametersError
 from workers.training import sampling
 from workers.training.loop import train
 
 
 def test_a_sample_prompt_past_the_models_context_fails_the_run_before_any_step(make_spec, chat_file, tmp_path):
     run = tmp_path / "run"
-    with pytest.raises(InvalidSettingsError) as failure:
+    with pytest.raises(InvalidHyperparametersError) as failure:
         train(make_spec(chat_file, sample_prompts=["hello", "x" * 3000], sample_max_tokens=16), run)
     assert failure.value.code == "invalid_hyperparameters" and failure.value.param == "training.sample_prompts.1"
     assert "context of 2,048 tokens" in str(failure.value) and "3,0" in str(failure.value)
@@ -24,7 +24,7 @@ def test_a_sample_set_past_its_token_budget_fails_the_run_naming_the_prompt(
     make_spec, chat_file, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(sampling, "MAX_SAMPLE_SET_TOKENS", 100)
-    with pytest.raises(InvalidSettingsError) as failure:
+    with pytest.raises(InvalidHyperparametersError) as failure:
         train(make_spec(chat_file, sample_prompts=["a" * 20, "b" * 20, "c" * 20], sample_max_tokens=16), tmp_path / "r")
     assert failure.value.param == "training.sample_prompts.2" and "more than the 100 allowed" in str(failure.value)
 

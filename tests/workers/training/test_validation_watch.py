@@ -5,11 +5,11 @@ import pytest
 from lmtune.layout import RunLayout
 from lmtune.metrics_log import MetricsLog
 from lmtune.spec import parse_spec
-from workers.models.errors import InvalidSettingsError
+from workers.models.errors import InvalidHyperparametersError
 from workers.training.validation_watch import ValidationWatch
 
 
-def settings(**training):
+def training_options(**training):
     return parse_spec(
         {"model": "m", "training_file": "t", "validation_file": "v", "training": {"eval_id": "eval_1", **training}}
     ).training
@@ -25,7 +25,7 @@ def rows(*scores):
 
 
 def test_keep_best_follows_a_score_upwards_and_ignores_the_loss():
-    watch = ValidationWatch(settings(keep_best={"metric": "valid_eval_exact"}), [])
+    watch = ValidationWatch(training_options(keep_best={"metric": "valid_eval_exact"}), [])
     news = []
     for row in rows(0.2, 0.6, 0.4, 0.6):
         watch.observe(row)
@@ -36,7 +36,7 @@ def test_keep_best_follows_a_score_upwards_and_ignores_the_loss():
 
 def test_early_stopping_on_a_score_counts_evaluations_without_a_rise_larger_than_min_delta():
     stopping = {"metric": "valid_eval_exact", "mode": "max", "patience": 2, "min_delta": 0.05}
-    watch = ValidationWatch(settings(early_stopping=stopping), [])
+    watch = ValidationWatch(training_options(early_stopping=stopping), [])
     stops = []
     for row in rows(0.2, 0.5, 0.52, 0.51, 0.9):
         watch.observe(row)
@@ -47,13 +47,13 @@ def test_early_stopping_on_a_score_counts_evaluations_without_a_rise_larger_than
 
 def test_the_state_is_rebuilt_from_history_as_if_the_run_never_stopped(tmp_path):
     history = rows(0.2, 0.6, 0.4)
-    resumed = ValidationWatch(settings(keep_best={"metric": "valid_eval_exact"}), history)
+    resumed = ValidationWatch(training_options(keep_best={"metric": "valid_eval_exact"}), history)
     assert resumed.best_step == 4
     resumed.observe(rows(0, 0, 0, 0.3)[-1])  # step 8 at 0.3: not a new best
     assert not resumed.new_best and resumed.best_step == 4
 
     stopping = {"metric": "valid_eval_exact", "patience": 1}
-    watch = ValidationWatch(settings(early_stopping=stopping), rows(0.5, 0.4))
+    watch = ValidationWatch(training_options(early_stopping=stopping), rows(0.5, 0.4))
     assert watch.stop
     layout = RunLayout(tmp_path)
     watch.announce_stop(layout, 4)
@@ -65,10 +65,10 @@ def test_the_state_is_rebuilt_from_history_as_if_the_run_never_stopped(tmp_path)
 
 
 def test_a_metric_the_evaluations_do_not_measure_fails_at_the_first_evaluation_naming_those_they_do():
-    watch = ValidationWatch(settings(keep_best={"metric": "valid_reward_mean"}), [])
+    watch = ValidationWatch(training_options(keep_best={"metric": "valid_reward_mean"}), [])
     watch.observe({"step": 1, "train_loss": 2.0})  # no evaluation at this step: nothing to judge yet
     with pytest.raises(
-        InvalidSettingsError,
+        InvalidHyperparametersError,
         match="training.keep_best.metric: this job's evaluations measure no valid_reward_mean; "
         "they measure valid_eval_exact, valid_loss",
     ):

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 from lmtune.graders import Tools, grade_batch, sample_namespace
 from lmtune.graders.sandbox import sandbox_limits
 from lmtune.graders.schema import judged_by
-from lmtune.reinforcement import GrpoSettings, check_prompt_file, resolve
+from lmtune.reinforcement import GrpoOptions, check_prompt_file, resolve
 from lmtune.settings import load_settings
 from lmtune.training_data import DatasetError
 from workers.models.lazy_embedder import LazyEmbedder
@@ -69,8 +69,8 @@ class Grpo(Objective):
         super().__init__(spec, tokenizer)
         self.reinforcement = spec.method.reinforcement
         self.grader = self.reinforcement.grader
-        self.settings = spec.training.grpo or GrpoSettings()
-        self.resolved = resolve(self.reinforcement.hyperparameters, self.settings)
+        self.options = spec.training.grpo or GrpoOptions()
+        self.resolved = resolve(self.reinforcement.hyperparameters, self.options)
         self.sub_graders = tuple(getattr(self.grader, "graders", {}))
         self.metric_names = (*SUMS, *(f"reward_{name}" for name in self.sub_graders))
         self.eval_every_steps = self.resolved.eval_interval
@@ -91,7 +91,7 @@ class Grpo(Objective):
         self.run = run
         accelerator = run.accelerator
         reference = None
-        if self.settings.beta:  # the starting model, frozen, for the KL term
+        if self.options.beta:  # the starting model, frozen, for the KL term
             reference = AutoModelForCausalLM.from_pretrained(self.spec.model, dtype=_dtype_of(run.model))
             reference.to(accelerator.device).eval().requires_grad_(False)
         judge = LocalJudge(accelerator.device)  # model graders' judges, loaded now: one that cannot fails the job
@@ -99,7 +99,7 @@ class Grpo(Objective):
             judge.load(source, f"method.reinforcement.grader.{field}")
         tools = Tools(judge=judge, embedder=LazyEmbedder(), sandbox=sandbox_limits(load_settings()))
         self.step = GrpoStep(
-            self.settings,
+            self.options,
             self.resolved,
             self.grader,
             tools,
@@ -129,7 +129,7 @@ class Grpo(Objective):
             batches.append(
                 MicroBatch(
                     inputs={"grpo": micro, "sums": sums},
-                    units=units(self.settings.loss_type, micro.answer_mask) if part else 0,
+                    units=units(self.options.loss_type, micro.answer_mask) if part else 0,
                     tokens=micro.tokens if part else 0,
                     target_tokens=int(micro.answer_mask.sum()),
                 )
@@ -163,7 +163,7 @@ class Grpo(Objective):
             "generation_seconds": sums["generation_seconds"] / self.run.accelerator.num_processes,
             "grading_seconds": sums["grading_seconds"] / self.run.accelerator.num_processes,
         }
-        if self.settings.beta:
+        if self.options.beta:
             values["kl"] = sums["kl"] / tokens
         return values
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from lmtune.graders import Tools
-from lmtune.reinforcement import GrpoSettings, ResolvedReinforcement
+from lmtune.reinforcement import GrpoOptions, ResolvedReinforcement
 from workers.models.generation import GenerationParams, end_of_turn_ids, prompt_ids
 from workers.training.errors import InvalidDataError
-from workers.training.objectives.grpo_loss import LossSettings, PolicyLoss, answer_logps, group_advantages, policy_loss
+from workers.training.objectives.grpo_loss import LossOptions, PolicyLoss, answer_logps, group_advantages, policy_loss
 from workers.training.objectives.grpo_rollouts import Rollouts, answer_seed, grade_rollouts, sample_groups
 
 
@@ -47,7 +47,7 @@ class GrpoStep:
 
     def __init__(
         self,
-        settings: GrpoSettings,
+        options: GrpoOptions,
         resolved: ResolvedReinforcement,
         grader,
         tools: Tools,
@@ -57,19 +57,19 @@ class GrpoStep:
         reference_model=None,
         reduce: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums,
     ):
-        self.settings, self.resolved, self.grader, self.tools = settings, resolved, grader, tools
+        self.options, self.resolved, self.grader, self.tools = options, resolved, grader, tools
         self.tokenizer, self.device, self.reference_model = tokenizer, device, reference_model
         self.stop_ids = end_of_turn_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.seed, self.reduce = seed, reduce
         self.params = GenerationParams(
-            max_tokens=resolved.max_completion_tokens, temperature=settings.temperature, top_p=settings.top_p
+            max_tokens=resolved.max_completion_tokens, temperature=options.temperature, top_p=options.top_p
         )
-        self.loss_settings = LossSettings(
-            epsilon=settings.epsilon,
-            epsilon_high=settings.epsilon_high,
-            beta=settings.beta,
-            loss_type=settings.loss_type,
+        self.loss_options = LossOptions(
+            epsilon=options.epsilon,
+            epsilon_high=options.epsilon_high,
+            beta=options.beta,
+            loss_type=options.loss_type,
             max_completion_tokens=resolved.max_completion_tokens,
         )
 
@@ -83,7 +83,7 @@ class GrpoStep:
         items = [row for _, row in rows]
         rollouts = sample_groups(model, self.tokenizer, self.prompts(items), group, self.params, seeds)
         grade_rollouts(rollouts, items, group, self.grader, self.tools)
-        advantages = group_advantages(rollouts.rewards, group, self.settings.scale_rewards, self._batch_std)
+        advantages = group_advantages(rollouts.rewards, group, self.options.scale_rewards, self._batch_std)
         batches, start = [], 0
         for part in slices:
             answers = range(start * group, (start + len(part)) * group)
@@ -93,8 +93,10 @@ class GrpoStep:
 
     def loss(self, model, micro: MicroBatch) -> PolicyLoss:
         """The micro-batch's loss summed over its units (grpo_loss.PolicyLoss)."""
-        logps = answer_logps(model, micro.prompt_ids, micro.prompt_mask, micro.answer_ids, self.settings.temperature)
-        return policy_loss(logps, micro.answer_mask, micro.advantages, self.loss_settings, ref_logps=micro.ref_logps)
+        logps = answer_logps(
+            model, micro.prompt_ids, micro.prompt_mask, micro.answer_ids, self.options.temperature, micro.answer_mask
+        )
+        return policy_loss(logps, micro.answer_mask, micro.advantages, self.loss_options, ref_logps=micro.ref_logps)
 
     @torch.no_grad()
     def evaluate(self, model, rows: Sequence[dict]) -> Rollouts:
@@ -142,7 +144,8 @@ class GrpoStep:
                     micro.prompt_ids,
                     micro.prompt_mask,
                     micro.answer_ids,
-                    self.settings.temperature,
+                    self.options.temperature,
+                    micro.answer_mask,
                 )
         return micro
 

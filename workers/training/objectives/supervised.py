@@ -20,8 +20,8 @@ class Supervised(Objective):
 
     def __init__(self, spec, tokenizer):
         super().__init__(spec, tokenizer)
-        settings = spec.training
-        self.max_seq_length, self.packing = settings.max_seq_length, settings.packing
+        training = spec.training
+        self.max_seq_length, self.packing = training.max_seq_length, training.packing
         self._loss: CausalLMLoss | None = None
 
     def load_data(self, field: str, path: str, min_examples: int) -> TokenizedData:

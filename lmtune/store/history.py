@@ -1,4 +1,4 @@
-"""Events and checkpoints of a job, written by its current attempt and read by clients."""
+"""A job's history: its events and checkpoints, written by its current attempt's reports and read by clients."""
 
 from __future__ import annotations
 

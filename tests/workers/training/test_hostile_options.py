@@ -1,4 +1,4 @@
-"""Settings the model cannot take fail at start with invalid_hyperparameters and the field to change;
+"""Training options the model cannot take fail at start with invalid_hyperparameters and the field to change;
 nothing the trainer writes for a user names a server folder."""
 
 import json
@@ -7,14 +7,14 @@ import re
 import pytest
 from safetensors import safe_open
 
-from workers.models.errors import InvalidSettingsError
+from workers.models.errors import InvalidHyperparametersError
 from workers.training.errors import InvalidDataError
 from workers.training.loop import train
 from workers.training.model_setup import is_hub_id
 
 
 def test_a_max_seq_length_past_the_models_context_fails_at_start(make_spec, chat_file, tmp_path):
-    with pytest.raises(InvalidSettingsError) as caught:
+    with pytest.raises(InvalidHyperparametersError) as caught:
         train(make_spec(chat_file, max_seq_length=4096), tmp_path / "run", model_name="lmtune-tiny")
     error = caught.value
     assert (error.code, error.param) == ("invalid_hyperparameters", "training.max_seq_length")
@@ -24,7 +24,7 @@ def test_a_max_seq_length_past_the_models_context_fails_at_start(make_spec, chat
 
 def test_lora_targets_that_match_no_layer_fail_listing_the_models_linear_layers(make_spec, chat_file, tmp_path):
     lora = {"target_modules": ["q_proj", "nope", "attention"]}
-    with pytest.raises(InvalidSettingsError) as caught:
+    with pytest.raises(InvalidHyperparametersError) as caught:
         train(make_spec(chat_file, lora=lora), tmp_path / "run", model_name="lmtune-tiny")
     message = str(caught.value)
     assert caught.value.param == "training.lora.target_modules"
