@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from transformers import get_scheduler
 from transformers.utils import logging as transformers_logging
 
@@ -187,7 +187,7 @@ def _setup(spec: JobSpec, layout: RunLayout, model_name: str, fence: RunFence) -
 
     # model, optimizer, schedule; resumed from the newest complete checkpoint if there is one
     set_seed(spec.seed)
-    resume = latest_checkpoint(layout.checkpoints)
+    resume = _agreed_checkpoint(layout, accelerator)
     model = load_model(spec.model, training, resume[1] if resume else None, name=model_name)
     objective.attach(model, accelerator)
     # fused: one kernel for all parameters, as transformers.Trainer uses by default
@@ -328,6 +328,13 @@ def _precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _agreed_checkpoint(layout: RunLayout, accelerator: Accelerator) -> tuple[int, Path] | None:
+    """The newest complete checkpoint as the main process sees it, for every process: on a shared
+    file system another node's listing may lag and name an older one."""
+    choice = [latest_checkpoint(layout.checkpoints) if accelerator.is_main_process else None]
+    return broadcast_object_list(choice)[0]
 
 
 def _prepare_output(layout: RunLayout, spec: JobSpec, hp: ResolvedHyperparameters, train_data, valid_data, world: int):
