@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,12 +13,14 @@ from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.settings import Settings
 from lmtune.store.database import Database
-from lmtune.store.jobs import get_job
+from lmtune.store.jobs import read_job
 from lmtune.store.keys import authenticate
 from lmtune.store.models import Job
 from service.errors import not_found
 from service.inference_client import InferenceClient
 from service.webhook_sender import WebhookSender
+
+T = TypeVar("T")
 
 # The dependencies are `async def` so that FastAPI calls them on the event loop: a plain `def` is
 # sent to the thread pool, one thread hop each, which cost more than the work of a whole request.
@@ -47,36 +50,67 @@ async def get_webhook_sender(request: Request) -> WebhookSender:
 bearer = HTTPBearer(auto_error=False, description="An API key from `lmtune keys create NAME`")
 
 
-async def get_owner(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    db: Annotated[Database, Depends(get_db)],
-) -> str:
-    """The caller's API key id, from `Authorization: Bearer <key>`."""
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _presented(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
         raise RequestError(
             401,
             "missing API key: send `Authorization: Bearer <key>` (create one with `lmtune keys create NAME`)",
             code="missing_api_key",
         )
-    # looked up on every request (in the thread pool: it is a query), so a revoked key is refused at once
-    owner = await run_in_threadpool(authenticate, db, credentials.credentials.strip())
+    return credentials.credentials.strip()
+
+
+def _owner(db: Database, secret: str) -> str:
+    # looked up on every request, so a revoked key is refused at once
+    owner = authenticate(db, secret)
     if owner is None:
         raise RequestError(401, "invalid API key", code="invalid_api_key")
     return owner
 
 
+async def get_owner(credentials: CredentialsDep, db: Annotated[Database, Depends(get_db)]) -> str:
+    """The caller's API key id, from `Authorization: Bearer <key>` (in the thread pool: it is a query)."""
+    return await run_in_threadpool(_owner, db, _presented(credentials))
+
+
+async def get_presented_key(credentials: CredentialsDep) -> str:
+    """The key the caller presents (401 if none), not looked up yet: see `as_owner`."""
+    return _presented(credentials)
+
+
+async def as_owner(db: Database, key: str, work: Callable[[str], T]) -> T:
+    """`work(owner)` with the presented key's id, the key looked up in the same trip to the thread
+    pool: for an `async def` route with one read to make (OwnerDep, then a plain `def` route, is two
+    trips, and a trip costs about what a query does)."""
+    return await run_in_threadpool(lambda: work(_owner(db, key)))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+PresentedKey = Annotated[str, Depends(get_presented_key)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 InferenceDep = Annotated[InferenceClient, Depends(get_inference)]
 WebhookSenderDep = Annotated[WebhookSender, Depends(get_webhook_sender)]
 
 
-async def get_owned_job(job_id: str, owner: OwnerDep, db: DbDep) -> Job:
-    """The job of the path's `job_id` if it is the caller's; else 404, as for a job that does not exist."""
-    job = await run_in_threadpool(get_job, db, job_id, owner)
+async def get_owned_job(job_id: str, credentials: CredentialsDep, db: DbDep) -> Job:
+    """The job of the path's `job_id` if it is the caller's; else 404, as for a job that does not exist.
+    The key and the job are read in one trip to the thread pool: a trip costs about what a query does,
+    and a route that needs nothing else can be `async def` and make none of its own."""
+    return await run_in_threadpool(_owned_job, db, _presented(credentials), job_id)
+
+
+def _owned_job(db: Database, secret: str, job_id: str) -> Job:
+    return owned_job(db, job_id, _owner(db, secret))
+
+
+def owned_job(db: Database, job_id: str, owner: str) -> Job:
+    """The job of `job_id` if it is `owner`'s (in the thread pool: it is a query); else 404."""
+    job = read_job(db, job_id, owner)
     if job is None:
         raise not_found("fine-tuning job", job_id)
     return job

@@ -185,6 +185,10 @@ class FineTuningJob(BaseModel):
         return cls.model_validate(job_body(job, queue_position))
 
 
+# the enums' values, as text: pydantic-core serialises an enum member about 2 µs slower than a string
+_ACTION_NAMES = {status: [action.value for action in actions] for status, actions in ALLOWED_ACTIONS.items()}
+
+
 def job_body(job: Job, queue_position: int | None) -> dict[str, Any]:
     """A job as FineTuningJob shows it, in plain values: the hot GET routes serialise it as it is
     (`json_body`), with no model built per job (a page of twenty cost half its CPU in building them);
@@ -200,7 +204,7 @@ def job_body(job: Job, queue_position: int | None) -> dict[str, Any]:
         "model": spec["model"],
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": ORGANIZATION,
-        "status": job.status,
+        "status": job.status.value,
         "error": {"code": job.error_code, "message": job.error_message or "", "param": job.error_param}
         if failed
         else None,
@@ -220,7 +224,7 @@ def job_body(job: Job, queue_position: int | None) -> dict[str, Any]:
         "metrics": job.latest_metrics,
         "queue_position": queue_position,
         "attempt": job.attempt,
-        "allowed_actions": list(ALLOWED_ACTIONS[job.status]),
+        "allowed_actions": list(_ACTION_NAMES[job.status]),
     }
 
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 from alembic import command
 from alembic.config import Config
 from pydantic_core import from_json
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -75,6 +75,13 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["engine"] = self.engine
         command.upgrade(config, "head")
+
+
+def plain_columns(model, names: tuple[str, ...] | None = None) -> list:
+    """`model`'s columns (or those of `names`) labelled with its attribute names, for Core reads of
+    plain rows that code written for the ORM object can read the same way (`job.job_metadata`)."""
+    names = names or tuple(attribute.key for attribute in inspect(model).column_attrs)
+    return [getattr(model, name).label(name) for name in names]
 
 
 def get_owned(db: Database, model, object_id: str, owner: str | None):

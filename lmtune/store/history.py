@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from lmtune.ids import new_id
-from lmtune.store.database import Database
+from lmtune.store.database import Database, plain_columns
 from lmtune.store.jobs import Control, fenced, new_event, now
 from lmtune.store.models import Checkpoint, Event
 
@@ -91,9 +91,25 @@ def _add_new_notices(session, job_id: str, events: list[Event]) -> None:
             session.add(event)
 
 
-def list_events(db: Database, job_id: str, *, after: str | None, limit: int) -> tuple[list[Event], bool]:
-    """Newest first; `after` is the id of the last event the client saw."""
-    return _newest_first(db, Event, Event.seq, job_id, after, limit)
+# A page of events is read as plain rows (Event's attribute names) by statements built once: ORM
+# objects and a statement built per request were most of the events list's CPU.
+_EVENTS_PAGE = (
+    select(*plain_columns(Event))
+    .where(Event.job_id == bindparam("job_id"))
+    .order_by(Event.seq.desc())
+    .limit(bindparam("rows"))
+)
+_EVENTS_PAGE_BEFORE = _EVENTS_PAGE.where(Event.seq < bindparam("anchor"))
+_EVENT_SEQ = select(Event.seq).where(Event.id == bindparam("event_id"), Event.job_id == bindparam("job_id"))
+
+
+def list_events(db: Database, job_id: str, *, after: str | None, limit: int) -> tuple[list, bool]:
+    """Newest first, as read-only rows; `after` is the id of the last event the client saw."""
+    with db.engine.connect() as connection:
+        anchor = connection.scalar(_EVENT_SEQ, {"event_id": after, "job_id": job_id}) if after else None
+        page = _EVENTS_PAGE if anchor is None else _EVENTS_PAGE_BEFORE
+        rows = connection.execute(page, {"job_id": job_id, "rows": limit + 1, "anchor": anchor}).all()
+    return rows[:limit], len(rows) > limit
 
 
 def _newest_first(db: Database, model, order, job_id: str, after: str | None, limit: int):
@@ -110,8 +126,8 @@ def _newest_first(db: Database, model, order, job_id: str, after: str | None, li
 
 def event_seq(db: Database, job_id: str, event_id: str) -> int | None:
     """Where the event with this id stands in its job's order; None if the job has no such event."""
-    with db.session() as session:
-        return session.scalar(select(Event.seq).where(Event.id == event_id, Event.job_id == job_id))
+    with db.engine.connect() as connection:
+        return connection.scalar(_EVENT_SEQ, {"event_id": event_id, "job_id": job_id})
 
 
 def events_after_seq(db: Database, job_id: str, seq: int) -> list[Event]:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from sse_starlette import ServerSentEvent
+from starlette.concurrency import run_in_threadpool
 
 from lmtune import services
 from lmtune.layout import DataLayout
@@ -24,7 +25,7 @@ from lmtune.store import history
 from lmtune.store import jobs as job_store
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job
-from service.deps import DbDep, OwnedJob, OwnerDep, QueueDep, SettingsDep
+from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, SettingsDep, as_owner, owned_job
 from service.errors import documented, not_found
 from service.schemas import (
     Deleted,
@@ -95,9 +96,9 @@ StatusFilter = Literal["queued", "running", "paused", "succeeded", "failed", "ca
 
 
 @router.get("", response_model=ListResponse[FineTuningJob], responses=documented())
-def list_jobs(
+async def list_jobs(
     request: Request,
-    owner: OwnerDep,
+    api_key: PresentedKey,
     db: DbDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -110,16 +111,22 @@ def list_jobs(
         for key, value in request.query_params.items()
         if key.startswith("metadata[") and key.endswith("]")
     }
-    jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
-    positions = job_store.queue_positions(db, jobs)
-    return json_body(
-        {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
-    )
+
+    def page(owner: str) -> Response:
+        jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
+        positions = job_store.queue_positions(db, jobs)
+        body = {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
+        return json_body(body)
+
+    return await as_owner(db, api_key, page)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
-def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
-    return json_body(job_body(job, job_store.queue_position(db, job)))
+async def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
+    # on the event loop: the job was read in its dependency's trip to the thread pool, and only a
+    # queued job's place needs another query
+    queued = job.status == "queued"
+    return json_body(job_body(job, await run_in_threadpool(job_store.queue_position, db, job) if queued else None))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))
@@ -164,10 +171,10 @@ def _transition(job_id: str, action: Callable[[], Job]) -> Job:
     response_model=ListResponse[JobEvent],
     responses={**documented(404, 429), 200: {"content": {"text/event-stream": {}}}},
 )
-def list_events(
+async def list_events(
     request: Request,
-    job: OwnedJob,
-    owner: OwnerDep,
+    job_id: str,
+    api_key: PresentedKey,
     db: DbDep,
     settings: SettingsDep,
     after: str | None = None,
@@ -178,16 +185,23 @@ def list_events(
     """Newest first. With `stream=true`: server-sent events, oldest first (`id:` is the event id), each
     new event as it is written, and a keep-alive comment when there is nothing to send, until the job
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
-    if stream:
-        after_seq = 0
-        if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
-            after_seq = history.event_seq(db, job.id, last_event_id) or 0
-        on_close = request.app.state.stream_slots.take(owner)
-        return EventStream(
-            _event_stream(db, job.id, after_seq), on_close=on_close, keepalive_seconds=settings.stream_keepalive_seconds
-        )
-    events, more = history.list_events(db, job.id, after=after, limit=limit)
-    return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
+
+    def answer(owner: str):  # the key, the job and its events in one trip to the thread pool
+        job = owned_job(db, job_id, owner)
+        if stream:
+            after_seq = 0
+            if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
+                after_seq = history.event_seq(db, job.id, last_event_id) or 0
+            on_close = request.app.state.stream_slots.take(owner)
+            return EventStream(
+                _event_stream(db, job.id, after_seq),
+                on_close=on_close,
+                keepalive_seconds=settings.stream_keepalive_seconds,
+            )
+        events, more = history.list_events(db, job.id, after=after, limit=limit)
+        return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
+
+    return await as_owner(db, api_key, answer)
 
 
 async def _event_stream(db, job_id: str, sent: int):

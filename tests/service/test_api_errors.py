@@ -23,8 +23,18 @@ def create_job(api, headers, **body):
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer lmt-wrong"}, {"Authorization": "Basic abc"}])
 def test_a_missing_or_wrong_key_is_401(api, headers):
-    body = error_of(api.client.get("/v1/fine_tuning/jobs", headers=headers), 401)
-    assert body["type"] == "authentication_error"
+    job_id = create_job(api, api.alice).json()["id"]  # one that exists: the key is refused before the job is looked at
+    # each way a route reads the key: OwnerDep, OwnedJob, PresentedKey with as_owner, OwnedJob on the event loop
+    for path in (
+        "/v1/files",
+        f"/v1/fine_tuning/jobs/{job_id}/checkpoints",
+        "/v1/fine_tuning/jobs",
+        "/v1/models",
+        f"/v1/fine_tuning/jobs/{job_id}/events",
+        f"/v1/fine_tuning/jobs/{job_id}",
+    ):
+        body = error_of(api.client.get(path, headers=headers), 401)
+        assert body["type"] == "authentication_error", path
 
 
 def test_a_bad_jsonl_upload_is_refused_with_its_lines_and_nothing_is_stored(api):
