@@ -82,7 +82,10 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def db(database_url):
     from lmtune.store.database import open_database
+    from tests.helpers import migrated_sqlite
 
+    if database_url.startswith("sqlite:///"):
+        migrated_sqlite(Path(database_url.removeprefix("sqlite:///")))
     database = open_database(database_url)
     yield database
     database.engine.dispose()

@@ -13,7 +13,7 @@ from lmtune.settings import Settings
 from lmtune.store.keys import create_key
 from service.app import create_app
 from service.deps import get_queue
-from tests.helpers import MemoryQueue
+from tests.helpers import MemoryQueue, migrated_sqlite
 
 
 @dataclass
@@ -62,10 +62,11 @@ def running_api(tmp_path, **overrides):
     """An API on its own data folder with keys for alice and bob and an in-memory queue; keyword
     arguments override settings."""
     data = tmp_path / f"data-{secrets.token_hex(3)}"
+    if "database_url" not in overrides:
+        overrides["database_url"] = migrated_sqlite(data / "lmtune.db")
     settings = Settings(
         **{
             "data_dir": data,
-            "database_url": f"sqlite:///{data / 'lmtune.db'}",
             "redis_url": None,
             "queue_prefix": "api-test-",
             "max_upload_bytes": 64 * 1024,
