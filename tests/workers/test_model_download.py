@@ -100,10 +100,13 @@ def test_a_download_runs_once_with_its_progress_in_the_models_list(hub, tmp_path
         assert listed(api, "small-model") == {**listed(api, "small-model"), "ready": False, "download": None}
         first = threading.Thread(target=fetch, args=(REPO,))
         first.start()
-        # the config has arrived, the weights are under way: the list shows how far it is
+        # the config has arrived, the weights are under way: the list shows how far it is (the total
+        # may be known before the config's bytes are counted, so wait for both)
         download = wait_while_progressing(
             lambda: listed(api, "small-model")["download"],
-            lambda download: bool(download and download["bytes_total"]) or not first.is_alive(),
+            lambda download: (
+                bool(download and download["bytes_total"] and download["bytes_done"]) or not first.is_alive()
+            ),
             what="the download's progress in /v1/models",
         )
         assert download["status"] == "downloading" and download["error"] is None
