@@ -24,7 +24,7 @@ from lmtune.spec import JobSpec, describe_validation_error
 from lmtune.store import history
 from lmtune.store import jobs as job_store
 from lmtune.store.jobs import TERMINAL, WrongState
-from lmtune.store.models import Job
+from lmtune.store.models import Job, JobStatus
 from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, SettingsDep, as_owner, owned_job
 from service.errors import documented, not_found
 from service.schemas import (
@@ -125,7 +125,7 @@ async def list_jobs(
 async def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
     # on the event loop: the job was read in its dependency's trip to the thread pool, and only a
     # queued job's place needs another query
-    queued = job.status == "queued"
+    queued = job.status == JobStatus.QUEUED
     return json_body(job_body(job, await run_in_threadpool(job_store.queue_position, db, job) if queued else None))
 
 

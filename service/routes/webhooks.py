@@ -1,8 +1,8 @@
 """/v1/webhook_endpoints: OpenAI's webhook endpoints API (`client.webhooks.*`) over
-lmtune/webhook_service.py, plus each endpoint's recent deliveries (lmtune). An endpoint belongs to the key that made it and
-is sent only that key's events; another key's endpoint is a 404. The same routes answer under
-/v1/webhooks, lmtune's name for them before OpenAI's SDK had its own (kept out of the schema, so
-that each operation is documented once)."""
+lmtune/webhook_service.py, plus each endpoint's recent deliveries (lmtune). An endpoint belongs to
+the key that made it and is sent only that key's events; another key's endpoint is a 404. The same
+routes answer under /v1/webhooks, lmtune's name for them before OpenAI's SDK had its own (kept out
+of the schema, so that each operation is documented once)."""
 
 from __future__ import annotations
 
