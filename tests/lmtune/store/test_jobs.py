@@ -26,6 +26,7 @@ from lmtune.store.jobs import (
     list_jobs,
     new_event,
     queue_position,
+    queue_positions,
     request_cancel,
     request_pause,
     requeue_lost_jobs,
@@ -282,6 +283,15 @@ def test_the_next_job_is_claimed_fairly_across_keys_and_a_repeat_claims_nothing(
         claim_next_job(db, "cpu", "worker-3", 60, 3)
     assert claim_next_job(db, "cpu", "worker-4", 60, 3) is None  # a repeated message: nothing to run
     assert claim_next_job(db, "gpu-1", "worker-5", 60, 3) is None  # another shape's queue
+
+
+def test_a_page_of_jobs_gets_each_queued_jobs_place_in_its_own_queue(db):
+    cpu = [new_job(db, owner="key-a") for _ in range(3)]
+    gpu = create_job(db, owner="key-a", spec=SPEC, queue="gpu-1")
+    claim_next_job(db, "cpu", "worker-1", 60, 3)  # cpu[0] runs: key-a's queued cpu jobs wait a turn more
+    page, _ = list_jobs(db, "key-a", after=None, limit=10)
+    assert queue_positions(db, page) == {cpu[1].id: 1, cpu[2].id: 2, gpu.id: 1}
+    assert queue_positions(db, [get_job(db, cpu[2].id)]) == {cpu[2].id: 2}  # a page's slice: places in the whole queue
 
 
 def test_the_idempotency_key_returns_the_first_answer_and_refuses_another_body(db):
