@@ -11,6 +11,7 @@ from lmtune.dispatch import CeleryJobQueue
 from lmtune.settings import Settings, load_settings
 from lmtune.store.database import open_database
 from service.body_limit import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, BodyLimit, Limit
+from service.deps import Reads
 from service.errors import install_error_handlers
 from service.inference_client import InferenceClient
 from service.metrics import install_metrics
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = open_database(settings.database_url)
+    app.state.reads = Reads(app.state.db)
     app.state.queue = CeleryJobQueue(settings)
     app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
     install_error_handlers(app)

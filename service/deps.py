@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -26,12 +28,41 @@ T = TypeVar("T")
 # sent to the thread pool, one thread hop each, which cost more than the work of a whole request.
 
 
+class Reads:
+    """Runs the API's reads of the key, the job and a page off the event loop.
+
+    On SQLite one thread makes them all: a read there is a local call of well under a millisecond
+    that never waits for a writer (WAL), and reads spread over the thread pool's threads, which take
+    turns on the GIL, cost the API 35-40% more CPU a request at saturation than the reads themselves
+    (docs/benchmarks.md). On PostgreSQL a read can wait on the network, so they share Starlette's
+    thread pool, as the rest of the API's blocking work does."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._thread = ThreadPoolExecutor(1, "api-reads") if db.engine.dialect.name == "sqlite" else None
+
+    async def run(self, read: Callable[..., T], *args) -> T:
+        if self._thread is None:
+            return await run_in_threadpool(read, *args)
+        return await asyncio.wrap_future(self._thread.submit(read, *args))
+
+    async def as_owner(self, key: str, work: Callable[[str], T]) -> T:
+        """`work(owner)` with the presented key's id, the key looked up in the same read: for an
+        `async def` route with one read to make (OwnerDep, then a plain `def` route, is two trips off
+        the loop, and a trip costs about what a query does)."""
+        return await self.run(lambda: work(_owner(self.db, key)))
+
+
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 async def get_db(request: Request) -> Database:
     return request.app.state.db
+
+
+async def get_reads(request: Request) -> Reads:
+    return request.app.state.reads
 
 
 async def get_queue(request: Request) -> JobQueue:
@@ -71,25 +102,19 @@ def _owner(db: Database, secret: str) -> str:
     return owner
 
 
-async def get_owner(credentials: CredentialsDep, db: Annotated[Database, Depends(get_db)]) -> str:
-    """The caller's API key id, from `Authorization: Bearer <key>` (in the thread pool: it is a query)."""
-    return await run_in_threadpool(_owner, db, _presented(credentials))
+async def get_owner(credentials: CredentialsDep, reads: Annotated[Reads, Depends(get_reads)]) -> str:
+    """The caller's API key id, from `Authorization: Bearer <key>` (off the loop: it is a query)."""
+    return await reads.run(_owner, reads.db, _presented(credentials))
 
 
 async def get_presented_key(credentials: CredentialsDep) -> str:
-    """The key the caller presents (401 if none), not looked up yet: see `as_owner`."""
+    """The key the caller presents (401 if none), not looked up yet: see `Reads.as_owner`."""
     return _presented(credentials)
-
-
-async def as_owner(db: Database, key: str, work: Callable[[str], T]) -> T:
-    """`work(owner)` with the presented key's id, the key looked up in the same trip to the thread
-    pool: for an `async def` route with one read to make (OwnerDep, then a plain `def` route, is two
-    trips, and a trip costs about what a query does)."""
-    return await run_in_threadpool(lambda: work(_owner(db, key)))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
+ReadsDep = Annotated[Reads, Depends(get_reads)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 PresentedKey = Annotated[str, Depends(get_presented_key)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
@@ -97,11 +122,11 @@ InferenceDep = Annotated[InferenceClient, Depends(get_inference)]
 WebhookSenderDep = Annotated[WebhookSender, Depends(get_webhook_sender)]
 
 
-async def get_owned_job(job_id: str, credentials: CredentialsDep, db: DbDep) -> Job:
+async def get_owned_job(job_id: str, credentials: CredentialsDep, reads: ReadsDep) -> Job:
     """The job of the path's `job_id` if it is the caller's; else 404, as for a job that does not exist.
-    The key and the job are read in one trip to the thread pool: a trip costs about what a query does,
+    The key and the job are read in one trip off the loop: a trip costs about what a query does,
     and a route that needs nothing else can be `async def` and make none of its own."""
-    return await run_in_threadpool(_owned_job, db, _presented(credentials), job_id)
+    return await reads.run(_owned_job, reads.db, _presented(credentials), job_id)
 
 
 def _owned_job(db: Database, secret: str, job_id: str) -> Job:

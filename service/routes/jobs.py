@@ -14,7 +14,6 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from sse_starlette import ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 
 from lmtune import services
 from lmtune.layout import DataLayout
@@ -25,7 +24,7 @@ from lmtune.store import history
 from lmtune.store import jobs as job_store
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job, JobStatus
-from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, SettingsDep, as_owner, owned_job
+from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, ReadsDep, SettingsDep, owned_job
 from service.errors import documented, not_found
 from service.schemas import (
     Deleted,
@@ -99,7 +98,7 @@ StatusFilter = Literal["queued", "running", "paused", "succeeded", "failed", "ca
 async def list_jobs(
     request: Request,
     api_key: PresentedKey,
-    db: DbDep,
+    reads: ReadsDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: StatusFilter | None = None,
@@ -113,20 +112,22 @@ async def list_jobs(
     }
 
     def page(owner: str) -> Response:
-        jobs, more = job_store.list_jobs(db, owner, after=after, limit=limit, metadata=wanted or None, status=status)
-        positions = job_store.queue_positions(db, jobs)
+        jobs, more = job_store.list_jobs(
+            reads.db, owner, after=after, limit=limit, metadata=wanted or None, status=status
+        )
+        positions = job_store.queue_positions(reads.db, jobs)
         body = {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
         return json_body(body)
 
-    return await as_owner(db, api_key, page)
+    return await reads.as_owner(api_key, page)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
-async def retrieve_job(job: OwnedJob, db: DbDep) -> Response:
-    # on the event loop: the job was read in its dependency's trip to the thread pool, and only a
-    # queued job's place needs another query
+async def retrieve_job(job: OwnedJob, reads: ReadsDep) -> Response:
+    # on the event loop: the job was read in its dependency's trip off the loop, and only a queued
+    # job's place needs another query
     queued = job.status == JobStatus.QUEUED
-    return json_body(job_body(job, await run_in_threadpool(job_store.queue_position, db, job) if queued else None))
+    return json_body(job_body(job, await reads.run(job_store.queue_position, reads.db, job) if queued else None))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=documented(404, 409))
@@ -175,7 +176,7 @@ async def list_events(
     request: Request,
     job_id: str,
     api_key: PresentedKey,
-    db: DbDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -185,8 +186,9 @@ async def list_events(
     """Newest first. With `stream=true`: server-sent events, oldest first (`id:` is the event id), each
     new event as it is written, and a keep-alive comment when there is nothing to send, until the job
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
+    db = reads.db
 
-    def answer(owner: str):  # the key, the job and its events in one trip to the thread pool
+    def answer(owner: str):  # the key, the job and its events in one trip off the loop
         job = owned_job(db, job_id, owner)
         if stream:
             after_seq = 0
@@ -201,7 +203,7 @@ async def list_events(
         events, more = history.list_events(db, job.id, after=after, limit=limit)
         return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
-    return await as_owner(db, api_key, answer)
+    return await reads.as_owner(api_key, answer)
 
 
 async def _event_stream(db, job_id: str, sent: int):
