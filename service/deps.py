@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -29,22 +27,20 @@ T = TypeVar("T")
 
 
 class Reads:
-    """Runs the API's reads of the key, the job and a page off the event loop.
+    """Makes the API's reads of the key, the owned job and the hot routes' pages.
 
-    On SQLite one thread makes them all: a read there is a local call of well under a millisecond
-    that never waits for a writer (WAL), and reads spread over the thread pool's threads, which take
-    turns on the GIL, cost the API 35-40% more CPU a request at saturation than the reads themselves
-    (docs/benchmarks.md). On PostgreSQL a read can wait on the network, so they share Starlette's
-    thread pool, as the rest of the API's blocking work does."""
+    On SQLite they run on the event loop: a read there is a local call into the page cache that never
+    waits for a writer (WAL) and is Python's work almost all through,
+    so a thread would not free the loop for it: the GIL passes back and forth instead (a request
+    switched threads 4-8 times), which cost a third or more of the API's CPU a request (docs/
+    benchmarks.md). On PostgreSQL a read waits on the network, so it goes to Starlette's thread pool."""
 
     def __init__(self, db: Database):
         self.db = db
-        self._thread = ThreadPoolExecutor(1, "api-reads") if db.engine.dialect.name == "sqlite" else None
+        self._on_loop = db.engine.dialect.name == "sqlite"
 
     async def run(self, read: Callable[..., T], *args) -> T:
-        if self._thread is None:
-            return await run_in_threadpool(read, *args)
-        return await asyncio.wrap_future(self._thread.submit(read, *args))
+        return read(*args) if self._on_loop else await run_in_threadpool(read, *args)
 
     async def as_owner(self, key: str, work: Callable[[str], T]) -> T:
         """`work(owner)` with the presented key's id, the key looked up in the same read: for an

@@ -1,6 +1,8 @@
 """The job list and job retrieve send plain values with no model built per job (for speed): what they
 send is exactly the job object the other routes answer with, for a job in every state."""
 
+import sqlite3
+
 import pytest
 
 from lmtune.store import history
@@ -70,3 +72,22 @@ def test_listed_and_retrieved_jobs_are_the_job_object_in_every_state(tmp_path, d
             "param": None,
         }
         assert by_state["queued"]["queue_position"] == 1 and by_state["succeeded"]["fine_tuned_model"] == "ft:x"
+
+
+def test_reads_answer_at_once_while_a_writer_holds_the_sqlite_database(api):
+    """On SQLite the API reads on its event loop (service.deps.Reads): a worker's open write must
+    not hold them up, or the whole API would wait with it (up to the 30 s busy timeout)."""
+    job = create_job(api, api.alice).json()
+    writer = sqlite3.connect(api.client.app.state.db.engine.url.database, timeout=0)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # the strongest lock a writer takes (a worker, as it commits)
+        writer.execute("UPDATE jobs SET step = 7 WHERE id = ?", (job["id"],))
+        retrieved = api.client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=api.alice)
+        listed = api.client.get("/v1/fine_tuning/jobs", headers=api.alice)
+        events = api.client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=api.alice)
+    finally:
+        writer.rollback()
+        writer.close()
+    assert (retrieved.status_code, listed.status_code, events.status_code) == (200, 200, 200)
+    assert retrieved.json()["progress"]["step"] == 0  # the write in flight is not seen
+    assert [listed_job["id"] for listed_job in listed.json()["data"]] == [job["id"]]
