@@ -30,10 +30,10 @@ class Reads:
     """Makes the API's reads of the key, the owned job and the hot routes' pages.
 
     On SQLite they run on the event loop: a read there is a local call into the page cache that never
-    waits for a writer (WAL) and is Python's work almost all through,
-    so a thread would not free the loop for it: the GIL passes back and forth instead (a request
-    switched threads 4-8 times), which cost a third or more of the API's CPU a request (docs/
-    benchmarks.md). On PostgreSQL a read waits on the network, so it goes to Starlette's thread pool."""
+    waits for a writer (WAL) and is Python's work almost all through, so a thread would not free the
+    loop for it: the GIL passed back and forth instead (a request switched threads 4-8 times), which
+    cost a third or more of the API's CPU a request (docs/benchmarks.md). On PostgreSQL a read waits
+    on the network, so it goes to Starlette's thread pool."""
 
     def __init__(self, db: Database):
         self.db = db
@@ -44,8 +44,8 @@ class Reads:
 
     async def as_owner(self, key: str, work: Callable[[str], T]) -> T:
         """`work(owner)` with the presented key's id, the key looked up in the same read: for an
-        `async def` route with one read to make (OwnerDep, then a plain `def` route, is two trips off
-        the loop, and a trip costs about what a query does)."""
+        `async def` route with one read to make (on PostgreSQL, one trip to the thread pool where
+        OwnerDep and a plain `def` route make two, and a trip costs about what a query does)."""
         return await self.run(lambda: work(_owner(self.db, key)))
 
 
@@ -99,7 +99,7 @@ def _owner(db: Database, secret: str) -> str:
 
 
 async def get_owner(credentials: CredentialsDep, reads: Annotated[Reads, Depends(get_reads)]) -> str:
-    """The caller's API key id, from `Authorization: Bearer <key>` (off the loop: it is a query)."""
+    """The caller's API key id, from `Authorization: Bearer <key>` (a read: see `Reads`)."""
     return await reads.run(_owner, reads.db, _presented(credentials))
 
 
@@ -120,8 +120,8 @@ WebhookSenderDep = Annotated[WebhookSender, Depends(get_webhook_sender)]
 
 async def get_owned_job(job_id: str, credentials: CredentialsDep, reads: ReadsDep) -> Job:
     """The job of the path's `job_id` if it is the caller's; else 404, as for a job that does not exist.
-    The key and the job are read in one trip off the loop: a trip costs about what a query does,
-    and a route that needs nothing else can be `async def` and make none of its own."""
+    The key and the job are read together (`Reads`), so a route that needs nothing else can be
+    `async def` and make no read of its own."""
     return await reads.run(_owned_job, reads.db, _presented(credentials), job_id)
 
 

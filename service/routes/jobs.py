@@ -124,8 +124,7 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
 async def retrieve_job(job: OwnedJob, reads: ReadsDep) -> Response:
-    # on the event loop: the job was read in its dependency's trip off the loop, and only a queued
-    # job's place needs another query
+    # the job was read by its dependency; only a queued job's place needs another read
     queued = job.status == JobStatus.QUEUED
     return json_body(job_body(job, await reads.run(job_store.queue_position, reads.db, job) if queued else None))
 
@@ -188,7 +187,7 @@ async def list_events(
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
     db = reads.db
 
-    def answer(owner: str):  # the key, the job and its events in one trip off the loop
+    def answer(owner: str):  # the key, the job and its events in one read
         job = owned_job(db, job_id, owner)
         if stream:
             after_seq = 0
