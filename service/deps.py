@@ -14,7 +14,7 @@ from lmtune.errors import RequestError
 from lmtune.settings import Settings
 from lmtune.store.database import Database
 from lmtune.store.jobs import read_job
-from lmtune.store.keys import authenticate
+from lmtune.store.keys import authenticate, authenticate_for_job
 from lmtune.store.models import Job
 from service.errors import not_found
 from service.inference_client import InferenceClient
@@ -92,7 +92,10 @@ def _presented(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 def _owner(db: Database, secret: str) -> str:
     # looked up on every request, so a revoked key is refused at once
-    owner = authenticate(db, secret)
+    return _known(authenticate(db, secret))
+
+
+def _known(owner: str | None) -> str:
     if owner is None:
         raise RequestError(401, "invalid API key", code="invalid_api_key")
     return owner
@@ -126,7 +129,11 @@ async def get_owned_job(job_id: str, credentials: CredentialsDep, reads: ReadsDe
 
 
 def _owned_job(db: Database, secret: str, job_id: str) -> Job:
-    return owned_job(db, job_id, _owner(db, secret))
+    owner, job = authenticate_for_job(db, secret, job_id)
+    _known(owner)
+    if job is None:
+        raise not_found("fine-tuning job", job_id)
+    return job
 
 
 def owned_job(db: Database, job_id: str, owner: str) -> Job:

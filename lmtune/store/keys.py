@@ -9,9 +9,9 @@ import secrets
 from sqlalchemy import bindparam, select
 
 from lmtune.ids import new_id
-from lmtune.store.database import Database
+from lmtune.store.database import Database, plain_columns
 from lmtune.store.jobs import now
-from lmtune.store.models import ApiKey
+from lmtune.store.models import ApiKey, Job
 
 SECRET_PREFIX = "lmt-"
 
@@ -42,6 +42,30 @@ def authenticate(db: Database, secret: str) -> str | None:
     if key is None or not hmac.compare_digest(key.hashed, digest):
         return None
     return key.id
+
+
+# Every request under /v1/fine_tuning/jobs/{id} reads its key and its job: one query and one round
+# trip, where there were two, each with the pool's check of its connection on PostgreSQL.
+_JOB_COLUMNS = plain_columns(Job)
+_JOB_NAMES = tuple(column.name for column in _JOB_COLUMNS)
+_KEY_AND_JOB = (
+    select(ApiKey.id.label("key_id"), ApiKey.hashed.label("key_hashed"), *_JOB_COLUMNS)
+    .select_from(ApiKey)
+    .outerjoin(Job, (Job.id == bindparam("job_id")) & (Job.owner == ApiKey.id))
+    .where(ApiKey.hashed == bindparam("digest"))
+)
+
+
+def authenticate_for_job(db: Database, secret: str, job_id: str) -> tuple[str | None, Job | None]:
+    """(key id, the job if that key owns it) for a presented secret; (None, None) for an unknown key.
+    The Job is detached from any session: to read, never to write back."""
+    digest = _digest(secret)
+    with db.engine.connect() as connection:
+        row = connection.execute(_KEY_AND_JOB, {"digest": digest, "job_id": job_id}).first()
+    if row is None or not hmac.compare_digest(row.key_hashed, digest):
+        return None, None
+    fields = row._mapping
+    return row.key_id, Job(**{name: fields[name] for name in _JOB_NAMES}) if fields["id"] is not None else None
 
 
 def list_keys(db: Database) -> list[ApiKey]:
