@@ -13,7 +13,6 @@ from lmtune.dispatch import JobQueue
 from lmtune.errors import RequestError
 from lmtune.settings import Settings
 from lmtune.store.database import Database
-from lmtune.store.jobs import read_job
 from lmtune.store.keys import authenticate, authenticate_for_job
 from lmtune.store.models import Job
 from service.errors import not_found
@@ -125,20 +124,14 @@ async def get_owned_job(job_id: str, credentials: CredentialsDep, reads: ReadsDe
     """The job of the path's `job_id` if it is the caller's; else 404, as for a job that does not exist.
     The key and the job are read together (`Reads`), so a route that needs nothing else can be
     `async def` and make no read of its own."""
-    return await reads.run(_owned_job, reads.db, _presented(credentials), job_id)
+    return await reads.run(owned_job, reads.db, _presented(credentials), job_id)
 
 
-def _owned_job(db: Database, secret: str, job_id: str) -> Job:
+def owned_job(db: Database, secret: str, job_id: str) -> Job:
+    """The job of `job_id` if the key `secret` owns it, by one query (a read: see `Reads`); else 401
+    for an unknown key, 404 for another key's job as for none."""
     owner, job = authenticate_for_job(db, secret, job_id)
     _known(owner)
-    if job is None:
-        raise not_found("fine-tuning job", job_id)
-    return job
-
-
-def owned_job(db: Database, job_id: str, owner: str) -> Job:
-    """The job of `job_id` if it is `owner`'s (in the thread pool: it is a query); else 404."""
-    job = read_job(db, job_id, owner)
     if job is None:
         raise not_found("fine-tuning job", job_id)
     return job

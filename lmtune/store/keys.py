@@ -44,8 +44,9 @@ def authenticate(db: Database, secret: str) -> str | None:
     return key.id
 
 
-# Every request under /v1/fine_tuning/jobs/{id} reads its key and its job: one query and one round
-# trip, where there were two, each with the pool's check of its connection on PostgreSQL.
+# Every request under /v1/fine_tuning/jobs/{id} reads its key and its job: one prepared Core query, one
+# round trip where there were two (each with the pool's check of its connection on PostgreSQL), the
+# job built from its row (an ORM session, identity map and transaction cost twice as much).
 _JOB_COLUMNS = plain_columns(Job)
 _JOB_NAMES = tuple(column.name for column in _JOB_COLUMNS)
 _KEY_AND_JOB = (

@@ -187,13 +187,13 @@ async def list_events(
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
     db = reads.db
 
-    def answer(owner: str):  # the key, the job and its events in one read
-        job = owned_job(db, job_id, owner)
+    def answer():  # the key, the job and its events in one read
+        job = owned_job(db, api_key, job_id)
         if stream:
             after_seq = 0
             if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
                 after_seq = history.event_seq(db, job.id, last_event_id) or 0
-            on_close = request.app.state.stream_slots.take(owner)
+            on_close = request.app.state.stream_slots.take(job.owner)
             return EventStream(
                 _event_stream(db, job.id, after_seq),
                 on_close=on_close,
@@ -202,7 +202,7 @@ async def list_events(
         events, more = history.list_events(db, job.id, after=after, limit=limit)
         return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
-    return await reads.as_owner(api_key, answer)
+    return await reads.run(answer)
 
 
 async def _event_stream(db, job_id: str, sent: int):
