@@ -54,7 +54,7 @@ _OWNED_MODELS = (
 
 def list_fine_tuned_models(db: Database, owner: str) -> list:
     """The key's fine-tuned models, oldest first, as read-only rows with FineTunedModel's attributes."""
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         return connection.execute(_OWNED_MODELS, {"owner": owner}).all()
 
 

@@ -105,7 +105,7 @@ _EVENT_SEQ = select(Event.seq).where(Event.id == bindparam("event_id"), Event.jo
 
 def list_events(db: Database, job_id: str, *, after: str | None, limit: int) -> tuple[list, bool]:
     """Newest first, as read-only rows; `after` is the id of the last event the client saw."""
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         anchor = connection.scalar(_EVENT_SEQ, {"event_id": after, "job_id": job_id}) if after else None
         page = _EVENTS_PAGE if anchor is None else _EVENTS_PAGE_BEFORE
         rows = connection.execute(page, {"job_id": job_id, "rows": limit + 1, "anchor": anchor}).all()
@@ -126,7 +126,7 @@ def _newest_first(db: Database, model, order, job_id: str, after: str | None, li
 
 def event_seq(db: Database, job_id: str, event_id: str) -> int | None:
     """Where the event with this id stands in its job's order; None if the job has no such event."""
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         return connection.scalar(_EVENT_SEQ, {"event_id": event_id, "job_id": job_id})
 
 

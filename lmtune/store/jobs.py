@@ -196,7 +196,7 @@ def list_jobs(
     query = _list_query(db.engine.dialect.name, after is not None, status is not None, tuple(metadata))
     values = {"owner": owner, "after": after, "status": status, "limit": limit + 1}
     values.update({f"value_{index}": value for index, value in enumerate(metadata.values())})
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         jobs = connection.execute(query, values).all()
     return list(jobs[:limit]), len(jobs) > limit
 
@@ -249,7 +249,7 @@ def queue_positions(db: Database, jobs: list[Job]) -> dict[str, int]:
             queued.setdefault(job.queue, []).append(job.id)
     if not queued:
         return {}
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         return {
             job_id: place
             for queue, ids in queued.items()
@@ -264,7 +264,7 @@ def claim_next_job(
     None when nothing is left to run. Two workers never claim the same job: the claim re-reads the
     row under a lock and takes it only if it is still queued."""
     for _ in range(10):  # another worker took the candidate: look again
-        with db.engine.connect() as connection:
+        with db.read() as connection:
             candidates = connection.scalars(_NEXT, {"queue": queue}).all()
         if not candidates:
             return None

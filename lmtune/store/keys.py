@@ -37,7 +37,7 @@ _KEY_BY_DIGEST = select(ApiKey.id, ApiKey.hashed).where(ApiKey.hashed == bindpar
 def authenticate(db: Database, secret: str) -> str | None:
     """The key id for a presented secret, or None."""
     digest = _digest(secret)
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         key = connection.execute(_KEY_BY_DIGEST, {"digest": digest}).first()
     if key is None or not hmac.compare_digest(key.hashed, digest):
         return None
@@ -45,8 +45,8 @@ def authenticate(db: Database, secret: str) -> str | None:
 
 
 # Every request under /v1/fine_tuning/jobs/{id} reads its key and its job: one prepared Core query, one
-# round trip where there were two (each with the pool's check of its connection on PostgreSQL), the
-# job built from its row (an ORM session, identity map and transaction cost twice as much).
+# round trip where there were two, the job built from its row (an ORM session, identity map and
+# transaction cost twice as much).
 _JOB_COLUMNS = plain_columns(Job)
 _JOB_NAMES = tuple(column.name for column in _JOB_COLUMNS)
 _KEY_AND_JOB = (
@@ -61,7 +61,7 @@ def authenticate_for_job(db: Database, secret: str, job_id: str) -> tuple[str | 
     """(key id, the job if that key owns it) for a presented secret; (None, None) for an unknown key.
     The Job is detached from any session: to read, never to write back."""
     digest = _digest(secret)
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         row = connection.execute(_KEY_AND_JOB, {"digest": digest, "job_id": job_id}).first()
     if row is None or not hmac.compare_digest(row.key_hashed, digest):
         return None, None
