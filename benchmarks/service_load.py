@@ -1,8 +1,9 @@
 """The API under load, downloads, dispatch latency and a job's wall time, from one run.
 
 Starts the service itself (`lmtune up`: the API and one worker, SQLite and the embedded broker, in
-a temporary data folder; with `--redis`, a second deployment on Redis for the dispatch latency)
-and reports, side by side:
+a temporary data folder; with `--postgres`, a second deployment on PostgreSQL for the API table and
+the cost of one read; with
+`--redis`, another on Redis for the dispatch latency) and reports, side by side:
 
 - requests/s and p50/p95/p99 latency of job retrieve, job list, events list and /v1/models, at a
   fixed offered rate (open loop) and at saturation (closed loop), idle and while a job trains,
@@ -15,7 +16,8 @@ and reports, side by side:
 The load generator is a small asyncio HTTP/1.1 keep-alive client (uvloop when installed), so
 that the client costs little of the machine's CPU. Every request goes to 127.0.0.1.
 
-    python -m benchmarks.service_load [--seconds 5] [--rate 100] [--connections 8] [--repeats 3] [--redis]
+    python -m benchmarks.service_load [--seconds 5] [--rate 100] [--connections 8] [--repeats 3]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test] [--redis redis://127.0.0.1:6379/0]
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ class Load:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
 class Deployment:
     """`lmtune up` in its own data folder, on a free port."""
 
@@ -78,9 +85,9 @@ class Deployment:
             "LMTUNE_QUOTA_ACTIVE_JOBS": "100",
             **(extra_env or {}),
         }
-        self.env.pop("DATABASE_URL", None)
-        if "REDIS_URL" not in (extra_env or {}):
-            self.env.pop("REDIS_URL", None)
+        for name in ("DATABASE_URL", "REDIS_URL"):
+            if name not in (extra_env or {}):
+                self.env.pop(name, None)
         # the catalogue's lmtune-tiny, made here rather than by the (low-priority) worker on first use
         from lmtune.layout import DataLayout
         from workers.models.tiny_model import make_tiny_model
@@ -115,8 +122,7 @@ class Deployment:
         raise RuntimeError("lmtune up did not answer within 120 s")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime of the API process only
+        return cpu_seconds(self.process.pid)  # the API process only
 
     def peak_rss_mb(self) -> float:
         return peak_rss_mb(self.process.pid)
@@ -244,6 +250,73 @@ def measure(deployment: Deployment, path: str, *, rate: float | None, seconds: f
     else:
         latencies, errors, elapsed = asyncio.run(_offered(deployment.port, request, rate, seconds, connections))
     return Load(len(latencies), elapsed, latencies, deployment.cpu_seconds() - cpu_before, errors)
+
+
+def seeded(deployment: Deployment) -> tuple[list[dict], str]:
+    """A training file and 30 jobs, cancelled while queued so that the worker stays idle: (the file's
+    rows, the newest job's id)."""
+    rows = chat_examples(40, seed=11, spread=0.5)
+    file_id = deployment.upload(rows)
+    jobs = [deployment.create_job(file_id, epochs=1) for _ in range(30)]  # a fuller list
+    for job in jobs:
+        deployment.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    return rows, jobs[-1]["id"]
+
+
+def api_tables(deployment: Deployment, job_id: str, args, database: str) -> list[str]:
+    lines = api_table(deployment, job_id, args, f"idle, {database}", args.repeats)
+    with _trainer_beside(deployment):
+        return lines + api_table(deployment, job_id, args, f"trainer running, {database}", args.repeats)
+
+
+@contextmanager
+def _scratch_database(server_url: str):
+    """A new database on the server of `server_url`, dropped after: its URL."""
+    import sqlalchemy
+
+    name = f"lmtune_bench_{os.getpid()}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+def read_costs(database_url: str, reads: int = 5000) -> list[str]:
+    """One read of a key and its job (what every request under a job's path makes), in this process,
+    as SQLAlchemy's defaults make it (the pool's pre-ping, a transaction) and as `Database.read` does:
+    wall time, this process's CPU and the database server process's (when it runs on this machine)."""
+    from sqlalchemy import create_engine, text
+
+    from lmtune.store.database import open_database
+    from lmtune.store.keys import _KEY_AND_JOB, _digest, create_key
+
+    db = open_database(database_url)
+    params = {"digest": _digest(create_key(db, "reads")[1]), "job_id": "ftjob-none"}
+    defaults = create_engine(database_url, pool_pre_ping=True)
+    lines = ["", "| a read of a key and its job | wall ms | client CPU ms | server CPU ms |", "|---|---|---|---|"]
+    for name, connect in (("SQLAlchemy's defaults", defaults.connect), ("`Database.read`", db.read)):
+        with connect() as connection:
+            server = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        local = Path(f"/proc/{server}").exists()
+        for _ in range(50):  # warm: the statement prepared on the server
+            with connect() as connection:
+                connection.execute(_KEY_AND_JOB, params).first()
+        started, client, served = time.perf_counter(), time.process_time(), cpu_seconds(server) if local else 0.0
+        for _ in range(reads):
+            with connect() as connection:
+                connection.execute(_KEY_AND_JOB, params).first()
+        wall, client = time.perf_counter() - started, time.process_time() - client
+        served = f"{(cpu_seconds(server) - served) / reads * 1e3:.3f}" if local else "not on this machine"
+        lines.append(f"| {name} | {wall / reads * 1e3:.3f} | {client / reads * 1e3:.3f} | {served} |")
+        print(lines[-1], flush=True)
+    defaults.dispose()
+    db.engine.dispose()
+    return lines
 
 
 def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: int) -> list[str]:
@@ -472,6 +545,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="each figure is the median of this many runs")
     parser.add_argument("--wall-epochs", type=int, default=1)
     parser.add_argument("--wall-repeats", type=int, default=1)
+    parser.add_argument(
+        "--postgres", default=None, metavar="URL", help="also measure the API on a database made on this server"
+    )
     parser.add_argument("--redis", default=None, metavar="URL", help="also measure dispatch latency on this Redis")
     parser.add_argument("--skip", nargs="*", default=[], choices=["api", "downloads", "dispatch", "wall"])
     args = parser.parse_args()
@@ -490,21 +566,14 @@ def main() -> None:
     print(report[0], flush=True)
     deployment = Deployment(root / "sqlite")
     try:
-        rows = chat_examples(40, seed=11, spread=0.5)
-        file_id = deployment.upload(rows)
-        jobs = [deployment.create_job(file_id, epochs=1) for _ in range(30)]  # a fuller list
-        for job in jobs:  # cancelled while queued: the worker stays idle
-            deployment.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
-        target = jobs[-1]["id"]
+        rows, target = seeded(deployment)
         if "api" not in args.skip:
             header = [
                 "| endpoint | state | load | req/s | p50 ms | p95 ms | p99 ms | API CPU ms/req | errors |",
                 "|---|---|---|---|---|---|---|---|---|",
             ]
             print("\n".join(header), flush=True)
-            report += ["", *header, *api_table(deployment, target, args, "idle", args.repeats)]
-            with _trainer_beside(deployment):
-                report += api_table(deployment, target, args, "trainer running", args.repeats)
+            report += ["", *header, *api_tables(deployment, target, args, "SQLite")]
         if "downloads" not in args.skip:
             header = ["", "| download | median MB/s | runs |", "|---|---|---|"]
             print("\n".join(header), flush=True)
@@ -526,6 +595,14 @@ def main() -> None:
             print(report[-1], flush=True)
     finally:
         deployment.stop()
+    if args.postgres and "api" not in args.skip:
+        with _scratch_database(args.postgres) as url:
+            on_postgres = Deployment(root / "postgres", {"DATABASE_URL": url})
+            try:
+                report += api_tables(on_postgres, seeded(on_postgres)[1], args, "PostgreSQL")
+            finally:
+                on_postgres.stop()
+            report += read_costs(url)
     if args.redis and "dispatch" not in args.skip:
         prefix = f"bench-{os.getpid()}-"
         redis = Deployment(root / "redis", {"REDIS_URL": args.redis, "LMTUNE_QUEUE_PREFIX": prefix})
