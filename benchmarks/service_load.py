@@ -2,8 +2,8 @@
 
 Starts the service itself (`lmtune up`: the API and one worker, SQLite and the embedded broker, in
 a temporary data folder; with `--postgres`, a second deployment on PostgreSQL for the API table and
-the cost of one read; with
-`--redis`, another on Redis for the dispatch latency) and reports, side by side:
+the cost of one read; with `--redis`, another on Redis for the dispatch latency) and reports, side by
+side:
 
 - requests/s and p50/p95/p99 latency of job retrieve, job list, events list and /v1/models, at a
   fixed offered rate (open loop) and at saturation (closed loop), idle and while a job trains,
