@@ -41,12 +41,6 @@ class Reads:
     async def run(self, read: Callable[..., T], *args) -> T:
         return read(*args) if self._on_loop else await run_in_threadpool(read, *args)
 
-    async def as_owner(self, key: str, work: Callable[[str], T]) -> T:
-        """`work(owner)` with the presented key's id, the key looked up in the same read: for an
-        `async def` route with one read to make (on PostgreSQL, one trip to the thread pool where
-        OwnerDep and a plain `def` route make two, and a trip costs about what a query does)."""
-        return await self.run(lambda: work(_owner(self.db, key)))
-
 
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
@@ -91,10 +85,11 @@ def _presented(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 def _owner(db: Database, secret: str) -> str:
     # looked up on every request, so a revoked key is refused at once
-    return _known(authenticate(db, secret))
+    return known_key(authenticate(db, secret))
 
 
-def _known(owner: str | None) -> str:
+def known_key(owner: str | None) -> str:
+    """The key id a read found for the presented key; 401 if it found none."""
     if owner is None:
         raise RequestError(401, "invalid API key", code="invalid_api_key")
     return owner
@@ -106,7 +101,8 @@ async def get_owner(credentials: CredentialsDep, reads: Annotated[Reads, Depends
 
 
 async def get_presented_key(credentials: CredentialsDep) -> str:
-    """The key the caller presents (401 if none), not looked up yet: see `Reads.as_owner`."""
+    """The key the caller presents (401 if none), not looked up yet: for a route whose read looks it up
+    with what it reads (lmtune.store.key_reads), one statement and one trip to the thread pool."""
     return _presented(credentials)
 
 
@@ -131,7 +127,7 @@ def owned_job(db: Database, secret: str, job_id: str) -> Job:
     """The job of `job_id` if the key `secret` owns it, by one query (a read: see `Reads`); else 401
     for an unknown key, 404 for another key's job as for none."""
     owner, job = authenticate_for_job(db, secret, job_id)
-    _known(owner)
+    known_key(owner)
     if job is None:
         raise not_found("fine-tuning job", job_id)
     return job

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 
 from lmtune.store.database import Database, get_owned, plain_columns
 from lmtune.store.jobs import now
+from lmtune.store.key_reads import KEY_ID, read_with_key, with_key
 from lmtune.store.models import FineTunedModel
 
 
@@ -44,18 +45,19 @@ def get_fine_tuned_model(db: Database, model_id: str, owner: str | None = None) 
     return get_owned(db, FineTunedModel, model_id, owner)
 
 
-# read on every GET /v1/models: plain rows by a statement built once (an ORM session cost 0.2 ms more)
-_OWNED_MODELS = (
-    select(*plain_columns(FineTunedModel))
-    .where(FineTunedModel.owner == bindparam("owner"))
-    .order_by(FineTunedModel.created_at)
+# read with the key on every GET /v1/models: plain rows by a statement built once (key_reads; an ORM
+# session cost 0.2 ms more)
+_OWNED_MODELS = with_key(
+    select(*plain_columns(FineTunedModel)).where(FineTunedModel.owner == KEY_ID).order_by(FineTunedModel.created_at),
+    order="created_at",
 )
 
 
-def list_fine_tuned_models(db: Database, owner: str) -> list:
-    """The key's fine-tuned models, oldest first, as read-only rows with FineTunedModel's attributes."""
-    with db.read() as connection:
-        return connection.execute(_OWNED_MODELS, {"owner": owner}).all()
+def list_fine_tuned_models(db: Database, secret: str) -> tuple[str | None, list]:
+    """(key id, its fine-tuned models oldest first, as read-only rows with FineTunedModel's attributes)
+    for the presented key; (None, []) for an unknown key."""
+    owner, rows = read_with_key(db, _OWNED_MODELS, secret, {})
+    return owner, [row for row in rows if row.id is not None]
 
 
 def delete_fine_tuned_model(db: Database, model_id: str, owner: str) -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, exists, func, select
+from sqlalchemy.orm import aliased
 
 from lmtune.ids import new_id
 from lmtune.store.database import Database, plain_columns
 from lmtune.store.jobs import Control, fenced, new_event, now
-from lmtune.store.models import Checkpoint, Event
+from lmtune.store.key_reads import read_with_key, with_key
+from lmtune.store.models import ApiKey, Checkpoint, Event, Job
 
 
 @dataclass
@@ -91,25 +93,39 @@ def _add_new_notices(session, job_id: str, events: list[Event]) -> None:
             session.add(event)
 
 
-# A page of events is read as plain rows (Event's attribute names) by statements built once: ORM
-# objects and a statement built per request were most of the events list's CPU.
-_EVENTS_PAGE = (
-    select(*plain_columns(Event))
-    .where(Event.job_id == bindparam("job_id"))
-    .order_by(Event.seq.desc())
-    .limit(bindparam("rows"))
-)
-_EVENTS_PAGE_BEFORE = _EVENTS_PAGE.where(Event.seq < bindparam("anchor"))
+# A page of events is read as plain rows (Event's attribute names) with the key and the job, by one
+# statement built once (key_reads): ORM objects, a statement built per request, and a round trip for
+# each of the three were most of the events list's CPU. The page starts after the event `after` (its
+# seq read by a subquery, and compared in a form the seq index serves; an unknown id is the newest end).
 _EVENT_SEQ = select(Event.seq).where(Event.id == bindparam("event_id"), Event.job_id == bindparam("job_id"))
+_PAST_EVERY_SEQ = 2**63 - 1
+_anchor = (
+    select((anchor := aliased(Event)).seq)
+    .where(anchor.id == bindparam("after"), anchor.job_id == bindparam("job_id"))
+    .scalar_subquery()
+)
+_EVENTS_PAGE = with_key(
+    select(*plain_columns(Event))
+    .where(Event.job_id == bindparam("job_id"), Event.seq < func.coalesce(_anchor, _PAST_EVERY_SEQ))
+    .order_by(Event.seq.desc())
+    .limit(bindparam("rows")),
+    order="seq",
+    descending=True,
+    owns=exists().where(Job.id == bindparam("job_id"), Job.owner == ApiKey.id),
+)
 
 
-def list_events(db: Database, job_id: str, *, after: str | None, limit: int) -> tuple[list, bool]:
-    """Newest first, as read-only rows; `after` is the id of the last event the client saw."""
-    with db.read() as connection:
-        anchor = connection.scalar(_EVENT_SEQ, {"event_id": after, "job_id": job_id}) if after else None
-        page = _EVENTS_PAGE if anchor is None else _EVENTS_PAGE_BEFORE
-        rows = connection.execute(page, {"job_id": job_id, "rows": limit + 1, "anchor": anchor}).all()
-    return rows[:limit], len(rows) > limit
+def list_events(
+    db: Database, secret: str, job_id: str, *, after: str | None, limit: int
+) -> tuple[str | None, list | None, bool]:
+    """A page of the events of a job of the presented key, newest first, as read-only rows; `after` is
+    the id of the last event the client saw: (key id, events, has_more). The events are None if the key
+    has no such job; (None, None, False) for an unknown key."""
+    owner, rows = read_with_key(db, _EVENTS_PAGE, secret, {"job_id": job_id, "after": after, "rows": limit + 1})
+    if owner is None or not rows[0].owned:
+        return owner, None, False
+    events = [row for row in rows if row.id is not None]
+    return owner, events[:limit], len(events) > limit
 
 
 def _newest_first(db: Database, model, order, job_id: str, after: str | None, limit: int):

@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, delete, exists, func, select, update
 from lmtune.ids import new_id
 from lmtune.store import leases
 from lmtune.store.database import Database, get_owned, plain_columns, until_answered
+from lmtune.store.key_reads import KEY_ID, read_with_key, with_key
 from lmtune.store.leases import StaleAttempt, fair_order  # noqa: F401  (StaleAttempt: imported from here by the workers)
 from lmtune.store.models import ALLOWED_ACTIONS, TERMINAL, ApiKey, Event, FineTunedModel, Job, JobAction, JobStatus
 from lmtune.store.webhooks import record_job_end
@@ -178,41 +179,42 @@ LISTED = (
     *("fine_tuned_model", "result_file_id", "trained_tokens", "error_code", "error_message", "error_param"),
     *("step", "total_steps", "estimated_finish", "latest_metrics", "attempt"),
 )
-JOB_ROWS = select(*plain_columns(Job, LISTED))
 
 
 def list_jobs(
     db: Database,
-    owner: str,
+    secret: str,
     *,
     after: str | None,
     limit: int,
     metadata: dict[str, str] | None = None,
     status: str | None = None,
-):
-    """Newest first, cursor after a job id, optionally only jobs in a status or whose metadata has these pairs;
-    (jobs, has_more). The jobs are read-only rows with Job's attribute names (JOB_ROWS)."""
+) -> tuple[str | None, list, bool]:
+    """A page of the presented key's jobs, newest first, cursor after a job id, optionally only jobs in a
+    status or whose metadata has these pairs, read with the key (key_reads): (key id, jobs, has_more);
+    (None, [], False) for an unknown key. The jobs are read-only rows with Job's attribute names (LISTED)."""
     metadata = metadata or {}
     query = _list_query(db.engine.dialect.name, after is not None, status is not None, tuple(metadata))
-    values = {"owner": owner, "after": after, "status": status, "limit": limit + 1}
+    values = {"after": after, "status": status, "limit": limit + 1}
     values.update({f"value_{index}": value for index, value in enumerate(metadata.values())})
-    with db.read() as connection:
-        jobs = connection.execute(query, values).all()
-    return list(jobs[:limit]), len(jobs) > limit
+    owner, rows = read_with_key(db, query, secret, values)
+    jobs = [row for row in rows if row.id is not None]
+    return owner, jobs[:limit], len(jobs) > limit
 
 
 @functools.lru_cache(maxsize=64)
 def _list_query(dialect: str, after: bool, status: bool, metadata_keys: tuple[str, ...]):
     """The list's statement for one shape of filters, built once: building it and its cache key on
     every request cost the job list a fifth of its CPU. The values are bound at execution."""
-    query = JOB_ROWS.where(Job.owner == bindparam("owner")).order_by(Job.id.desc())  # ids sort by creation time
+    query = select(*plain_columns(Job, LISTED)).where(Job.owner == KEY_ID)
     if after:
         query = query.where(Job.id < bindparam("after"))
     if status:
         query = query.where(Job.status == bindparam("status"))
     for index, key in enumerate(metadata_keys):
         query = query.where(_metadata_has(dialect, key, bindparam(f"value_{index}")))
-    return query.limit(bindparam("limit"))
+    # ids sort by creation time
+    return with_key(query.order_by(Job.id.desc()).limit(bindparam("limit")), order="id", descending=True)
 
 
 def _metadata_has(dialect: str, key: str, value):

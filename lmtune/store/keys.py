@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 
@@ -11,19 +10,16 @@ from sqlalchemy import bindparam, select
 from lmtune.ids import new_id
 from lmtune.store.database import Database, plain_columns
 from lmtune.store.jobs import now
+from lmtune.store.key_reads import KEY_ID, digest, read_with_key, with_key
 from lmtune.store.models import ApiKey, Job
 
 SECRET_PREFIX = "lmt-"
 
 
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def create_key(db: Database, name: str) -> tuple[str, str]:
     """(key id, secret)."""
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(id=new_id("key"), name=name, hashed=_digest(secret), created_at=now())
+    key = ApiKey(id=new_id("key"), name=name, hashed=digest(secret), created_at=now())
     with db.session() as session:
         session.add(key)
     return key.id, secret
@@ -36,10 +32,10 @@ _KEY_BY_DIGEST = select(ApiKey.id, ApiKey.hashed).where(ApiKey.hashed == bindpar
 
 def authenticate(db: Database, secret: str) -> str | None:
     """The key id for a presented secret, or None."""
-    digest = _digest(secret)
+    presented = digest(secret)
     with db.read() as connection:
-        key = connection.execute(_KEY_BY_DIGEST, {"digest": digest}).first()
-    if key is None or not hmac.compare_digest(key.hashed, digest):
+        key = connection.execute(_KEY_BY_DIGEST, {"digest": presented}).first()
+    if key is None or not hmac.compare_digest(key.hashed, presented):
         return None
     return key.id
 
@@ -49,24 +45,17 @@ def authenticate(db: Database, secret: str) -> str | None:
 # transaction cost twice as much).
 _JOB_COLUMNS = plain_columns(Job)
 _JOB_NAMES = tuple(column.name for column in _JOB_COLUMNS)
-_KEY_AND_JOB = (
-    select(ApiKey.id.label("key_id"), ApiKey.hashed.label("key_hashed"), *_JOB_COLUMNS)
-    .select_from(ApiKey)
-    .outerjoin(Job, (Job.id == bindparam("job_id")) & (Job.owner == ApiKey.id))
-    .where(ApiKey.hashed == bindparam("digest"))
-)
+_KEY_AND_JOB = with_key(select(*_JOB_COLUMNS).where(Job.id == bindparam("job_id"), Job.owner == KEY_ID))
 
 
 def authenticate_for_job(db: Database, secret: str, job_id: str) -> tuple[str | None, Job | None]:
     """(key id, the job if that key owns it) for a presented secret; (None, None) for an unknown key.
     The Job is detached from any session: to read, never to write back."""
-    digest = _digest(secret)
-    with db.read() as connection:
-        row = connection.execute(_KEY_AND_JOB, {"digest": digest, "job_id": job_id}).first()
-    if row is None or not hmac.compare_digest(row.key_hashed, digest):
+    owner, rows = read_with_key(db, _KEY_AND_JOB, secret, {"job_id": job_id})
+    if owner is None:
         return None, None
-    fields = row._mapping
-    return row.key_id, Job(**{name: fields[name] for name in _JOB_NAMES}) if fields["id"] is not None else None
+    fields = rows[0]._mapping
+    return owner, Job(**{name: fields[name] for name in _JOB_NAMES}) if fields["id"] is not None else None
 
 
 def list_keys(db: Database) -> list[ApiKey]:

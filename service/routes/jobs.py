@@ -24,7 +24,17 @@ from lmtune.store import history
 from lmtune.store import jobs as job_store
 from lmtune.store.jobs import TERMINAL, WrongState
 from lmtune.store.models import Job, JobStatus
-from service.deps import DbDep, OwnedJob, OwnerDep, PresentedKey, QueueDep, ReadsDep, SettingsDep, owned_job
+from service.deps import (
+    DbDep,
+    OwnedJob,
+    OwnerDep,
+    PresentedKey,
+    QueueDep,
+    ReadsDep,
+    SettingsDep,
+    known_key,
+    owned_job,
+)
 from service.errors import documented, not_found
 from service.schemas import (
     Deleted,
@@ -111,15 +121,16 @@ async def list_jobs(
         if key.startswith("metadata[") and key.endswith("]")
     }
 
-    def page(owner: str) -> Response:
-        jobs, more = job_store.list_jobs(
-            reads.db, owner, after=after, limit=limit, metadata=wanted or None, status=status
+    def page() -> Response:
+        owner, jobs, more = job_store.list_jobs(
+            reads.db, api_key, after=after, limit=limit, metadata=wanted or None, status=status
         )
+        known_key(owner)
         positions = job_store.queue_positions(reads.db, jobs)
         body = {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
         return json_body(body)
 
-    return await reads.as_owner(api_key, page)
+    return await reads.run(page)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
@@ -187,20 +198,26 @@ async def list_events(
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
     db = reads.db
 
-    def answer():  # the key, the job and its events in one read
-        job = owned_job(db, api_key, job_id)
+    def answer():
         if stream:
-            after_seq = 0
-            if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
-                after_seq = history.event_seq(db, job.id, last_event_id) or 0
-            on_close = request.app.state.stream_slots.take(job.owner)
-            return EventStream(
-                _event_stream(db, job.id, after_seq),
-                on_close=on_close,
-                keepalive_seconds=settings.stream_keepalive_seconds,
-            )
-        events, more = history.list_events(db, job.id, after=after, limit=limit)
+            return streamed(owned_job(db, api_key, job_id))
+        # the key, the job and the page in one statement
+        owner, events, more = history.list_events(db, api_key, job_id, after=after, limit=limit)
+        if events is None:
+            known_key(owner)
+            raise not_found("fine-tuning job", job_id)
         return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
+
+    def streamed(job: Job) -> EventStream:
+        after_seq = 0
+        if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
+            after_seq = history.event_seq(db, job.id, last_event_id) or 0
+        on_close = request.app.state.stream_slots.take(job.owner)
+        return EventStream(
+            _event_stream(db, job.id, after_seq),
+            on_close=on_close,
+            keepalive_seconds=settings.stream_keepalive_seconds,
+        )
 
     return await reads.run(answer)
 

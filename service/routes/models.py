@@ -9,7 +9,7 @@ from lmtune.model_availability import download_progress, is_ready
 from lmtune.model_refs import ModelRef
 from lmtune.services import delete_fine_tuned_model
 from lmtune.store.fine_tuned import get_fine_tuned_model, list_fine_tuned_models
-from service.deps import DbDep, OwnerDep, PresentedKey, ReadsDep
+from service.deps import DbDep, OwnerDep, PresentedKey, ReadsDep, known_key
 from service.errors import documented, not_found
 from service.schemas import Deleted, ListResponse, ModelDownload, ModelObject, json_response
 
@@ -38,11 +38,13 @@ def _catalogue_model(entry: CatalogueEntry, created: int) -> ModelObject:
 async def list_models(api_key: PresentedKey, reads: ReadsDep) -> Response:
     """Catalogue models (any of them can be a job's `model`) and this key's fine-tuned models."""
 
-    def listing(owner: str) -> Response:
-        tuned = [ModelObject.of_fine_tuned(row) for row in list_fine_tuned_models(reads.db, owner)]
+    def listing() -> Response:
+        owner, rows = list_fine_tuned_models(reads.db, api_key)
+        known_key(owner)
+        tuned = [ModelObject.of_fine_tuned(row) for row in rows]
         return json_response(ListResponse(data=[*_catalogue_models().values(), *tuned]))
 
-    return await reads.as_owner(api_key, listing)
+    return await reads.run(listing)
 
 
 @router.get("/{model_id:path}", response_model=ModelObject, responses=documented(404))

@@ -100,7 +100,7 @@ class Cluster:
         return found[1]
 
     def events(self, job_id: str) -> list:
-        return list(reversed(history.list_events(self.deployment.db, job_id, after=None, limit=100_000)[0]))
+        return history.events_after_seq(self.deployment.db, job_id, 0)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.deployment.root.glob("*.log")))

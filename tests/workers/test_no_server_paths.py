@@ -23,6 +23,6 @@ def test_settings_the_model_cannot_take_fail_at_start_naming_the_field_not_a_pat
         failed = deployment.wait_for(job.id, lambda j: j.status in ("failed", "succeeded"), what="an end")
         assert (failed.status, failed.error_code, failed.error_param) == ("failed", "invalid_hyperparameters", param)
         assert words in failed.error_message and failed.attempt == 1
-        events = history.list_events(deployment.db, job.id, after=None, limit=1000)[0]
+        events = history.events_after_seq(deployment.db, job.id, 0)
         for text in [failed.error_message, *(event.message for event in events)]:
             assert str(deployment.settings.data_dir) not in text and "/tmp" not in text, text

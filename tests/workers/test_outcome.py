@@ -4,7 +4,7 @@ counts, and a full disk is retried after a back-off."""
 from lmtune.fence import RunFence, claim_run_folder, write_error_report
 from lmtune.layout import DataLayout
 from lmtune.settings import Settings
-from lmtune.store.history import list_events
+from lmtune.store.history import events_after_seq
 from lmtune.store.jobs import claim_next_job, create_job, get_job, request_cancel
 from tests.helpers import MemoryQueue
 from workers.outcome import Recorder
@@ -28,7 +28,7 @@ def attempt_of(db, tmp_path, attempt_wanted: int = 1, back_off=lambda seconds: T
 
 
 def messages(db, job_id: str) -> list[str]:
-    return [event.message for event in reversed(list_events(db, job_id, after=None, limit=100)[0])]
+    return [event.message for event in events_after_seq(db, job_id, 0)]
 
 
 def test_a_superseded_trainer_s_late_report_does_not_fail_the_attempt_that_replaced_it(db, tmp_path):

@@ -47,7 +47,7 @@ def test_rows_written_while_the_database_is_unreachable_are_recorded_once_it_ans
     reporter.db = db
     reporter.flush(between=lambda: None)
     assert get_job(db, job.id).step == 4
-    events, _ = history.list_events(db, job.id, after=None, limit=100)
+    events = history.events_after_seq(db, job.id, 0)
     assert sorted(e.step for e in events if e.type == "metrics") == [1, 2, 3, 4]
 
 
@@ -63,7 +63,7 @@ def test_a_sample_set_read_again_by_a_resumed_run_is_recorded_once(tmp_path, db)
     samples.append(sample_set(10))
     ProgressReporter(db, data, job.id, attempt).poll()  # a resumed run's reporter reads the file from its start
 
-    events, _ = history.list_events(db, job.id, after=None, limit=100)
+    events = history.events_after_seq(db, job.id, 0)
     sample_events = sorted((e.step, e.message) for e in events if e.message.startswith("Samples at step"))
     assert [step for step, _ in sample_events] == [5, 10]
     assert "answer at 10" in sample_events[1][1]

@@ -58,7 +58,7 @@ def test_a_job_records_an_eval_s_scores_at_each_evaluation_and_keeps_the_best_sc
     scores = {row["step"]: row["valid_eval_fuzzy"] for row in metric_rows(run) if "valid_loss" in row}
     assert sorted(scores) == list(range(2, 17, 2))
     assert max(scores.values()) > min(scores.values()), "training should move the score"
-    events = history.list_events(deployment.db, job.id, after=None, limit=10_000)[0]
+    events = history.events_after_seq(deployment.db, job.id, 0)
     recorded = {e.data["step"]: e.data.get("valid_eval_fuzzy") for e in events if e.type == "metrics"}
     assert {step: recorded[step] for step in scores} == scores
 

@@ -20,7 +20,8 @@ pytestmark = [
 
 
 def events_of(deployment, job_id) -> list[Event]:
-    return history.list_events(deployment.db, job_id, after=None, limit=10_000)[0]
+    """Newest first, as the API lists them."""
+    return history.events_after_seq(deployment.db, job_id, 0)[::-1]
 
 
 def test_a_job_runs_to_success_reporting_as_it_goes(deployment):

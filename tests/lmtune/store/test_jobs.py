@@ -59,7 +59,7 @@ def record_steps(db, job_id: str, attempt: int, *steps: int):
 
 
 def messages(db, job_id: str) -> list[str]:
-    return [event.message for event in reversed(history.list_events(db, job_id, after=None, limit=1000)[0])]
+    return [event.message for event in history.events_after_seq(db, job_id, 0)]
 
 
 def test_migrations_create_every_table_and_can_run_again(db, database_url):
@@ -133,34 +133,46 @@ def test_pause_and_resume(db):
 
 
 def test_jobs_of_another_key_are_not_found(db):
-    job = new_job(db, owner="key-a")
-    assert get_job(db, job.id, owner="key-b") is None
+    alice, alice_secret = create_key(db, "alice")
+    bob, bob_secret = create_key(db, "bob")
+    job = new_job(db, owner=alice)
+    assert get_job(db, job.id, owner=bob) is None
     with pytest.raises(LookupError):
-        request_cancel(db, job.id, "key-b")
-    assert list_jobs(db, "key-b", after=None, limit=10) == ([], False)
+        request_cancel(db, job.id, bob)
+    assert list_jobs(db, bob_secret, after=None, limit=10) == (bob, [], False)
+    assert list_jobs(db, alice_secret, after=None, limit=10)[1][0].id == job.id
+    assert history.list_events(db, bob_secret, job.id, after=None, limit=10) == (bob, None, False)
+    assert history.list_events(db, alice_secret + "x", job.id, after=None, limit=10) == (None, None, False)
+    assert list_jobs(db, alice_secret + "x", after=None, limit=10) == (None, [], False)
 
 
 def test_jobs_list_newest_first_with_paging_and_metadata(db):
-    jobs = [new_job(db, metadata={"team": "a" if i % 2 else "b"}) for i in range(5)]
-    page, more = list_jobs(db, "key-a", after=None, limit=2)
+    owner, secret = create_key(db, "alice")
+    jobs = [new_job(db, owner, metadata={"team": "a" if i % 2 else "b"}) for i in range(5)]
+    _, page, more = list_jobs(db, secret, after=None, limit=2)
     assert [j.id for j in page] == [jobs[4].id, jobs[3].id] and more
-    page, more = list_jobs(db, "key-a", after=page[-1].id, limit=10)
+    _, page, more = list_jobs(db, secret, after=page[-1].id, limit=10)
     assert [j.id for j in page] == [jobs[2].id, jobs[1].id, jobs[0].id] and not more
-    filtered, _ = list_jobs(db, "key-a", after=None, limit=10, metadata={"team": "a"})
+    _, filtered, _ = list_jobs(db, secret, after=None, limit=10, metadata={"team": "a"})
     assert [j.id for j in filtered] == [jobs[3].id, jobs[1].id]
+    _, queued, _ = list_jobs(db, secret, after=None, limit=10, status="queued")
+    assert len(queued) == 5 and list_jobs(db, secret, after=None, limit=10, status="running")[1:] == ([], False)
     assert queue_position(db, get_job(db, jobs[0].id)) == 1
 
 
 def test_metrics_events_are_recorded_once_per_step_and_listed_newest_first(db):
-    job = new_job(db)
+    owner, secret = create_key(db, "alice")
+    job = new_job(db, owner)
     claim_job(db, job.id, "worker-1", 60, 3)
     record_steps(db, job.id, 1, 1, 2)
     record_steps(db, job.id, 1, 1, 2, 3)  # the follower read a rewritten file from its start
     finish_attempt(db, job.id, 1, JobStatus.PAUSED, Note("note"))
-    events, more = history.list_events(db, job.id, after=None, limit=3)
+    _, events, more = history.list_events(db, secret, job.id, after=None, limit=3)
     assert [e.message for e in events] == ["note", "Step 3", "Step 2"] and more
-    rest, more = history.list_events(db, job.id, after=events[-1].id, limit=10)
+    _, rest, more = history.list_events(db, secret, job.id, after=events[-1].id, limit=10)
     assert [e.message for e in rest] == ["Step 1", "Fine-tuning job started (attempt 1)"] and not more
+    _, everything, _ = history.list_events(db, secret, job.id, after="event-unknown", limit=10)
+    assert [e.message for e in everything] == ["note", *(e.message for e in events[1:]), *(e.message for e in rest)]
 
 
 def test_a_trainer_notice_read_again_by_a_new_attempt_is_recorded_once(db):
@@ -233,7 +245,7 @@ def test_a_database_made_by_an_older_release_is_migrated_with_its_jobs(database_
 
 
 def test_a_burst_of_submissions_by_one_key_never_passes_its_job_quota(db):
-    owner, _ = create_key(db, "burst")
+    owner, secret = create_key(db, "burst")
 
     def submit(_):
         try:
@@ -243,7 +255,7 @@ def test_a_burst_of_submissions_by_one_key_never_passes_its_job_quota(db):
 
     with ThreadPoolExecutor(8) as pool:
         created = [job for job in pool.map(submit, range(16)) if job]
-    jobs, _ = list_jobs(db, owner, after=None, limit=100)
+    _, jobs, _ = list_jobs(db, secret, after=None, limit=100)
     assert len(created) == 3 and sorted(created) == sorted(j.id for j in jobs if j.status in COUNTED_BY_QUOTA)
 
 
@@ -286,10 +298,11 @@ def test_the_next_job_is_claimed_fairly_across_keys_and_a_repeat_claims_nothing(
 
 
 def test_a_page_of_jobs_gets_each_queued_jobs_place_in_its_own_queue(db):
-    cpu = [new_job(db, owner="key-a") for _ in range(3)]
-    gpu = create_job(db, owner="key-a", spec=SPEC, queue="gpu-1")
-    claim_next_job(db, "cpu", "worker-1", 60, 3)  # cpu[0] runs: key-a's queued cpu jobs wait a turn more
-    page, _ = list_jobs(db, "key-a", after=None, limit=10)
+    owner, secret = create_key(db, "alice")
+    cpu = [new_job(db, owner) for _ in range(3)]
+    gpu = create_job(db, owner=owner, spec=SPEC, queue="gpu-1")
+    claim_next_job(db, "cpu", "worker-1", 60, 3)  # cpu[0] runs: the key's queued cpu jobs wait a turn more
+    _, page, _ = list_jobs(db, secret, after=None, limit=10)
     assert queue_positions(db, page) == {cpu[1].id: 1, cpu[2].id: 2, gpu.id: 1}
     assert queue_positions(db, [get_job(db, cpu[2].id)]) == {cpu[2].id: 2}  # a page's slice: places in the whole queue
 
