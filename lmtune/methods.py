@@ -110,6 +110,8 @@ METHODS: dict[str, type[_Method]] = {
     "dpo": DpoMethod,
     "reinforcement": ReinforcementMethod,
 }
+# each method's hyperparameter names, for method_echo: a page of jobs echoes twenty
+_HYPERPARAMETER_NAMES = {kind: tuple(method.hyperparameters_type.model_fields) for kind, method in METHODS.items()}
 
 
 def _known_type(value: Any) -> Any:
@@ -160,6 +162,6 @@ def method_echo(spec: dict, resolved: dict | None) -> dict:
     method = spec.get("method") or {"type": "supervised", "supervised": {"hyperparameters": spec["hyperparameters"]}}
     kind = method["type"]
     given = method.get(kind, {}).get("hyperparameters", {})
-    names = METHODS[kind].hyperparameters_type.model_fields
-    shown = {name: (resolved or {}).get(name, given.get(name, "auto")) for name in names}
+    resolved = resolved or {}
+    shown = {name: resolved.get(name, given.get(name, "auto")) for name in _HYPERPARAMETER_NAMES[kind]}
     return {"type": kind, kind: {**method.get(kind, {}), "hyperparameters": shown}}  # with a grader, if any
