@@ -18,6 +18,10 @@ that the client costs little of the machine's CPU. Every request goes to 127.0.0
 
     python -m benchmarks.service_load [--seconds 5] [--rate 100] [--connections 8] [--repeats 3]
         [--postgres postgresql://postgres@127.0.0.1:5432/test] [--redis redis://127.0.0.1:6379/0]
+    python -m benchmarks.service_load --against ../main-worktree [--postgres URL] [--seconds 3]
+
+With `--against CHECKOUT` it only compares the API's CPU a request of that checkout and this one, the
+two deployments taking turns (`compared`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +78,7 @@ def cpu_seconds(pid: int) -> float:
 class Deployment:
     """`lmtune up` in its own data folder, on a free port."""
 
-    def __init__(self, root: Path, extra_env: dict | None = None):
+    def __init__(self, root: Path, extra_env: dict | None = None, checkout: Path | None = None):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         # a fuller job list than the default quota of active jobs per key allows
@@ -98,6 +102,7 @@ class Deployment:
         self.secret = subprocess.run(
             [sys.executable, "-m", "cli", "keys", "create", "bench"],
             env=self.env,
+            cwd=checkout,
             capture_output=True,
             text=True,
             check=True,
@@ -106,6 +111,7 @@ class Deployment:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli", "up", "--port", str(self.port), "--gpus", "0"],
             env=self.env,
+            cwd=checkout,  # another checkout's code: `-m` imports from the working directory first
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -270,11 +276,11 @@ def api_tables(deployment: Deployment, job_id: str, args, database: str) -> list
 
 
 @contextmanager
-def _scratch_database(server_url: str):
+def _scratch_database(server_url: str, suffix: str = ""):
     """A new database on the server of `server_url`, dropped after: its URL."""
     import sqlalchemy
 
-    name = f"lmtune_bench_{os.getpid()}"
+    name = f"lmtune_bench_{os.getpid()}{suffix}"
     admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
@@ -286,6 +292,50 @@ def _scratch_database(server_url: str):
         admin.dispose()
 
 
+def compared(other: Path, args, root: Path) -> list[str]:
+    """API CPU ms a request at saturation, idle, of `lmtune up` from the checkout `other` and from this
+    one, on SQLite (and PostgreSQL with --postgres): the two deployments take turns, the order swapped
+    each round, so that a machine whose speed drifts moves both alike. Each figure the median of the
+    rounds (--repeats, at least 5)."""
+    checkouts = {"other": other.resolve(), "this": Path.cwd()}
+    rounds = max(args.repeats, 5)
+    lines = [
+        "",
+        f"| endpoint | database | {other} | this checkout | runs ({other}; this) |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    with ExitStack() as stack:
+        databases = {"SQLite": lambda name: None}
+        if args.postgres:
+            databases["PostgreSQL"] = lambda name: {
+                "DATABASE_URL": stack.enter_context(_scratch_database(args.postgres, f"_{name}"))
+            }
+        for database, env_of in databases.items():
+            deployed = {}
+            for name, checkout in checkouts.items():
+                deployment = Deployment(root / f"compared-{database}-{name}", env_of(name), checkout)
+                stack.callback(deployment.stop)
+                deployed[name] = (deployment, seeded(deployment)[1])
+            for endpoint in _endpoints(""):
+                cpu: dict[str, list[float]] = {name: [] for name in checkouts}
+                for turn in range(rounds):
+                    for name in list(checkouts)[:: 1 if turn % 2 == 0 else -1]:
+                        deployment, job_id = deployed[name]
+                        path = _endpoints(job_id)[endpoint]
+                        if turn == 0:
+                            measure(deployment, path, rate=None, seconds=1, connections=args.connections)  # warm-up
+                        load = measure(deployment, path, rate=None, seconds=args.seconds, connections=args.connections)
+                        cpu[name].append(load.cpu_seconds / max(load.requests, 1) * 1000)
+                runs = "; ".join(" ".join(f"{x:.2f}" for x in cpu[name]) for name in checkouts)
+                lines.append(
+                    f"| {endpoint} | {database} | {statistics.median(cpu['other']):.2f} | "
+                    f"{statistics.median(cpu['this']):.2f} | {runs} |"
+                )
+                print(lines[-1], flush=True)
+    return lines
+
+
 def read_costs(database_url: str, reads: int = 5000) -> list[str]:
     """One read of a key and its job (what every request under a job's path makes), in this process,
     as SQLAlchemy's defaults make it (the pool's pre-ping, a transaction) and as `Database.read` does:
@@ -293,10 +343,11 @@ def read_costs(database_url: str, reads: int = 5000) -> list[str]:
     from sqlalchemy import create_engine, text
 
     from lmtune.store.database import open_database
-    from lmtune.store.keys import _KEY_AND_JOB, _digest, create_key
+    from lmtune.store.key_reads import digest
+    from lmtune.store.keys import _KEY_AND_JOB, create_key
 
     db = open_database(database_url)
-    params = {"digest": _digest(create_key(db, "reads")[1]), "job_id": "ftjob-none"}
+    params = {"digest": digest(create_key(db, "reads")[1]), "job_id": "ftjob-none"}
     defaults = create_engine(database_url, pool_pre_ping=True)
     lines = ["", "| a read of a key and its job | wall ms | client CPU ms | server CPU ms |", "|---|---|---|---|"]
     for name, connect in (("SQLAlchemy's defaults", defaults.connect), ("`Database.read`", db.read)):
@@ -319,15 +370,18 @@ def read_costs(database_url: str, reads: int = 5000) -> list[str]:
     return lines
 
 
-def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: int) -> list[str]:
-    endpoints = {
+def _endpoints(job_id: str) -> dict[str, str]:
+    return {
         "job retrieve": f"/v1/fine_tuning/jobs/{job_id}",
         "job list": "/v1/fine_tuning/jobs?limit=20",
         "events list": f"/v1/fine_tuning/jobs/{job_id}/events?limit=20",
         "/v1/models": "/v1/models",
     }
+
+
+def api_table(deployment: Deployment, job_id: str, args, state: str, repeats: int) -> list[str]:
     lines = []
-    for name, path in endpoints.items():
+    for name, path in _endpoints(job_id).items():
         measure(deployment, path, rate=None, seconds=1, connections=args.connections)  # warm-up
         for mode, rate in ((f"{args.rate:.0f}/s offered", args.rate), ("saturation", None)):
             runs = [
@@ -550,6 +604,13 @@ def main() -> None:
     )
     parser.add_argument("--redis", default=None, metavar="URL", help="also measure dispatch latency on this Redis")
     parser.add_argument("--skip", nargs="*", default=[], choices=["api", "downloads", "dispatch", "wall"])
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="only compare the API's CPU a request with that of another checkout (e.g. a git worktree of main)",
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -559,6 +620,10 @@ def main() -> None:
         pass
 
     root = Path(tempfile.mkdtemp(prefix="lmtune-load-"))
+    if args.against:
+        compared(args.against, args, root)
+        shutil.rmtree(root, ignore_errors=True)
+        return
     report: list[str] = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores shared with other work; one API process; "
         f"each figure the median of {args.repeats} runs of {args.seconds:.0f} s; {args.connections} connections"
