@@ -24,7 +24,7 @@ def create_job(api, headers, **body):
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer lmt-wrong"}, {"Authorization": "Basic abc"}])
 def test_a_missing_or_wrong_key_is_401(api, headers):
     job_id = create_job(api, api.alice).json()["id"]  # one that exists: the key is refused before the job is looked at
-    # each way a route reads the key: OwnerDep, OwnedJob, PresentedKey with as_owner, OwnedJob on the event loop
+    # each way a route reads the key: OwnerDep, OwnedJob, PresentedKey read with the page (key_reads)
     for path in (
         "/v1/files",
         f"/v1/fine_tuning/jobs/{job_id}/checkpoints",
