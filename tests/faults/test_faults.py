@@ -156,11 +156,13 @@ def test_a_broker_restarting_empty_loses_no_queued_or_running_job_and_repeats_ru
     cluster.ensure_workers(2)
     jobs = [submit(cluster, epochs=2) for _ in range(3)]  # two run, one waits
     ring(cluster.settings, jobs[0].queue, 3)  # repeated messages
+    # the broker goes while a job trains and another waits: on a slow machine the second worker may
+    # start its job only after the first job ended, so two jobs at once is not waited for
     wait_while_progressing(
         lambda: [cluster.job(j.id) for j in jobs],
-        lambda js: sum(j.status == "running" and j.step > 0 for j in js) == 2,
+        lambda js: any(j.status == "running" and j.step > 0 for j in js) and any(j.status == "queued" for j in js),
         progress=lambda js: [(j.status, j.step) for j in js],
-        what="two jobs running",
+        what="a job training while another waits",
     )
 
     cluster.redis.stop()

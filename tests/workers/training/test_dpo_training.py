@@ -125,8 +125,12 @@ def test_two_processes_give_the_losses_of_one(tmp_path, tiny_model):
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (metric_rows(tmp_path / f"run{n}") for n in (1, 2))
     assert len(one) == 6
-    for name in ("train_loss", "train_rewards_margin", "train_preference_accuracy"):
+    for name in ("train_loss", "train_rewards_margin"):
         assert [row[name] for row in two] == pytest.approx([row[name] for row in one], abs=1e-4), name
+    # at step 1 the model is its reference: every margin is rounding noise around 0, and which pairs
+    # it counts as won differs with how the batch was split (measured: 1 of 8 with one process, 0 with two)
+    accuracy = [[row["train_preference_accuracy"] for row in rows[1:]] for rows in (one, two)]
+    assert accuracy[1] == pytest.approx(accuracy[0], abs=1e-4)
     assert [row.get("valid_loss") for row in two] == pytest.approx([row.get("valid_loss") for row in one], abs=1e-4)
 
 
