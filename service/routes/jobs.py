@@ -121,16 +121,17 @@ async def list_jobs(
         if key.startswith("metadata[") and key.endswith("]")
     }
 
-    def page() -> Response:
+    def page() -> tuple[list[Job], bool, dict[str, int]]:
         owner, jobs, more = job_store.list_jobs(
             reads.db, api_key, after=after, limit=limit, metadata=wanted or None, status=status
         )
         known_key(owner)
-        positions = job_store.queue_positions(reads.db, jobs)
-        body = {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
-        return json_body(body)
+        return jobs, more, job_store.queue_positions(reads.db, jobs)
 
-    return await reads.run(page)
+    # the bodies are made on the loop: in a thread their Python work would pass the GIL back and forth
+    jobs, more, positions = await reads.run(page)
+    body = {"object": "list", "data": [job_body(job, positions.get(job.id)) for job in jobs], "has_more": more}
+    return json_body(body)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, responses=documented(404))
@@ -198,16 +199,6 @@ async def list_events(
     ends (`data: [DONE]`). A reconnecting client's `Last-Event-ID` resumes after that event."""
     db = reads.db
 
-    def answer():
-        if stream:
-            return streamed(owned_job(db, api_key, job_id))
-        # the key, the job and the page in one statement
-        owner, events, more = history.list_events(db, api_key, job_id, after=after, limit=limit)
-        if events is None:
-            known_key(owner)
-            raise not_found("fine-tuning job", job_id)
-        return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
-
     def streamed(job: Job) -> EventStream:
         after_seq = 0
         if last_event_id:  # a reconnect: resume after the last event the client saw (from the start if unknown)
@@ -219,7 +210,14 @@ async def list_events(
             keepalive_seconds=settings.stream_keepalive_seconds,
         )
 
-    return await reads.run(answer)
+    if stream:
+        return await reads.run(lambda: streamed(owned_job(db, api_key, job_id)))
+    # the key, the job and the page in one statement; the page's body is made on the loop
+    owner, events, more = await reads.run(history.list_events, db, api_key, job_id, after=after, limit=limit)
+    if events is None:
+        known_key(owner)
+        raise not_found("fine-tuning job", job_id)
+    return json_response(ListResponse(data=[JobEvent.of(event) for event in events], has_more=more))
 
 
 async def _event_stream(db, job_id: str, sent: int):

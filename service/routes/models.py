@@ -38,13 +38,10 @@ def _catalogue_model(entry: CatalogueEntry, created: int) -> ModelObject:
 async def list_models(api_key: PresentedKey, reads: ReadsDep) -> Response:
     """Catalogue models (any of them can be a job's `model`) and this key's fine-tuned models."""
 
-    def listing() -> Response:
-        owner, rows = list_fine_tuned_models(reads.db, api_key)
-        known_key(owner)
-        tuned = [ModelObject.of_fine_tuned(row) for row in rows]
-        return json_response(ListResponse(data=[*_catalogue_models().values(), *tuned]))
-
-    return await reads.run(listing)
+    owner, rows = await reads.run(list_fine_tuned_models, reads.db, api_key)
+    known_key(owner)
+    tuned = [ModelObject.of_fine_tuned(row) for row in rows]
+    return json_response(ListResponse(data=[*_catalogue_models().values(), *tuned]))
 
 
 @router.get("/{model_id:path}", response_model=ModelObject, responses=documented(404))
