@@ -121,7 +121,7 @@ async def list_jobs(
         if key.startswith("metadata[") and key.endswith("]")
     }
 
-    def page() -> tuple[list[Job], bool, dict[str, int]]:
+    def page() -> tuple[list, bool, dict[str, int]]:  # rows with Job's attribute names
         owner, jobs, more = job_store.list_jobs(
             reads.db, api_key, after=after, limit=limit, metadata=wanted or None, status=status
         )
