@@ -193,9 +193,10 @@ def vllm_serving(python: Path, log: Path, *args: str):
     import openai
 
     port = free_port()
-    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--port", str(port), "--dtype", "float32"]
-    command += ["--enforce-eager", "--max-model-len", "1024", *args]
-    environment = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "1024", *args]
+    # VLLM_HOST_IP: its engine's own messages stay on loopback too (it takes the machine's address otherwise)
+    environment = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
