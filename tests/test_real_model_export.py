@@ -5,6 +5,10 @@
   template, and its greedy answers to held-out prompts are the Hugging Face model's (f16: the same
   tokens on at least 95% of prompts, q8_0: 90%); transformers' own GGUF loader reads the f16 weights
   back to 1e-3 (relative).
+- Made into an Ollama model from the f16 file and its Modelfile with `ollama create` (IPEX-LLM's
+  build of Ollama 0.5.4 on the CPU, installed by scripts/ollama): the Modelfile's template renders
+  each chat as the model's own template does, and its greedy answers are the Hugging Face model's on
+  at least 95% of prompts.
 - Downloaded as it is, in vLLM (its CPU build, installed by scripts/vllm-cpu): the merged model
   served alone, and the LoRA adapter served on its base with `--enable-lora`, render the chat to the
   same prompt tokens and answer with the same greedy tokens on at least 95% of prompts.
@@ -13,20 +17,25 @@ The model is fine-tuned first (a few LoRA steps, gentle enough that it still ans
 in its own words, so that the comparison is not of one memorised answer), and what is exported or
 served holds that run's weights, not the pretrained ones."""
 
+import ast
 import os
+import re
 import signal
 import subprocess
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
 from cli.sample_data import chat_examples, write_jsonl
 from lmtune.spec import parse_spec
 from tests.waiting import wait_for_exit, wait_while_progressing, working
-from workers.models.generation import end_of_turn_ids, prompt_ids
+from workers.models.generation import end_of_turn_ids, prompt_ids, render_chat
 from workers.models.gguf_export import write_gguf
+from workers.models.ollama_modelfile import modelfile
 from workers.ports import free_port
 
 pytestmark = pytest.mark.slow
@@ -186,6 +195,26 @@ def vllm_python() -> Path:
 
 
 @contextmanager
+def running(command: list[str], environment: dict, log: Path, answering: Callable[[], bool], what: str):
+    """`command` in a session of its own (with the processes it starts) until `answering()`; stopped after."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def ready() -> bool:
+        assert process.poll() is None, log.read_text()[-4000:]
+        return answering()
+
+    try:  # loading and profiling show no sign of life but CPU time
+        wait_while_progressing(ready, bool, progress=lambda _: working(process.pid), what=what)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and its engine or runner processes
+        wait_for_exit(process, f"{what}: the server to stop")
+
+
+@contextmanager
 def vllm_serving(python: Path, log: Path, *args: str):
     """vLLM's OpenAI-compatible server on the CPU, in fp32 as the Hugging Face model here: an openai client
     of it once it answers. (The package's `vllm` command fails looking up its own version under the
@@ -197,26 +226,17 @@ def vllm_serving(python: Path, log: Path, *args: str):
     command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "1024", *args]
     # VLLM_HOST_IP: its engine's own messages stay on loopback too (it takes the machine's address otherwise)
     environment = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
 
     def answering() -> bool:
-        assert process.poll() is None, log.read_text()[-4000:]
         try:
             client.models.list()
         except openai.APIConnectionError:
             return False
         return True
 
-    try:  # loading and profiling show no sign of life but CPU time
-        wait_while_progressing(answering, bool, progress=lambda _: working(process.pid), what="vLLM answering")
+    with running(command, environment, log, answering, "vLLM answering"):
         yield client
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server and its engine process
-        wait_for_exit(process, "vLLM to stop")
 
 
 def vllm_answers(client, model: str, stops: set[int]) -> tuple[list[list[int]], list[list[int]]]:
@@ -262,3 +282,73 @@ def test_vllm_serves_the_lora_adapter_on_its_base_as_the_hugging_face_model(
     print(f"vLLM, adapter on its base: {same}/{len(HELD_OUT)} greedy answers identical")
     assert same >= 0.95 * len(HELD_OUT), [tokenizer.decode(a) for a in answers]
     assert base_answers != answers  # the adapter is applied: the base alone answers otherwise
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Path:
+    """The `ollama` command (scripts/ollama installs it once and prints its path)."""
+    made = subprocess.run([str(ROOT / "scripts" / "ollama")], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(made.stdout.split()[-1])
+
+
+@contextmanager
+def ollama_serving(ollama: Path, models: Path, log: Path):
+    """`ollama serve` on a port of its own, keeping its models in `models` and logging each chat's
+    rendered prompt (OLLAMA_DEBUG): its address, and the environment that points `ollama` at it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models), "OLLAMA_DEBUG": "1"}
+
+    def answering() -> bool:
+        try:
+            return httpx.get(url).status_code == 200
+        except httpx.ConnectError:
+            return False
+
+    with running([str(ollama), "serve"], environment, log, answering, "Ollama answering"):
+        yield url, environment
+
+
+def ollama_chat(url: str, model: str, messages: list[dict], max_tokens: int = MAX_TOKENS) -> str:
+    """Ollama's greedy answer. A batch under 32 tokens keeps the work on llama.cpp's CPU backend
+    (scripts/ollama says why); it changes how the prompt is split into batches, not the model or the prompt."""
+    options = {"temperature": 0, "num_predict": max_tokens, "num_batch": 16}
+    body = {"model": model, "messages": messages, "stream": False, "options": options}
+    answer = httpx.post(f"{url}/api/chat", json=body, timeout=600)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["message"]["content"]
+
+
+def rendered_prompts(log: Path) -> list[str]:
+    """The prompts Ollama rendered for its chats, in order (its debug log quotes them as Go does,
+    with escapes that a Python string literal reads the same)."""
+    quoted = re.findall(r'msg="chat request" .*?prompt=("(?:[^"\\]|\\.)*")', log.read_text())
+    return [ast.literal_eval(prompt) for prompt in quoted]
+
+
+def test_ollama_makes_a_model_of_the_gguf_export_that_answers_as_the_hugging_face_model(
+    ollama, fine_tuned, hf_answers, tmp_path
+):
+    tokenizer, _, hf_greedy, _ = hf_answers
+    export = tmp_path / "gguf"  # what the export runner writes for a download
+    export.mkdir()
+    write_gguf(fine_tuned, export / "ft-f16.gguf", "f16", "ft:smollm2-135m-instruct:test")
+    (export / "Modelfile").write_text(modelfile(tokenizer, "ft-f16.gguf", fine_tuned))
+    chats = [[{"role": "user", "content": question}] for question in HELD_OUT]
+    more = [  # the TEMPLATE over other shapes: a system message of the user's, and a turn of the assistant's
+        [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": HELD_OUT[1]}],
+        [*chats[0], {"role": "assistant", "content": "Far."}, {"role": "user", "content": "How far exactly?"}],
+    ]
+    log = tmp_path / "ollama.log"
+    with ollama_serving(ollama, tmp_path / "models", log) as (url, environment):
+        # the command docs/deploy-elsewhere.md gives
+        subprocess.run([str(ollama), "create", "ft", "-f", "Modelfile"], cwd=export, env=environment, check=True)
+        answers = [ollama_chat(url, "ft", chat) for chat in chats]
+        for chat in more:
+            ollama_chat(url, "ft", chat, max_tokens=1)
+    # the Modelfile's TEMPLATE, with its SYSTEM where the chat has none, writes what the model's template does
+    assert rendered_prompts(log) == [render_chat(tokenizer, chat, generation_prompt=True) for chat in chats + more]
+    expected = [tokenizer.decode(answer) for answer in hf_greedy]
+    same = sum(a == b for a, b in zip(answers, expected))
+    print(f"Ollama, f16 and the Modelfile: {same}/{len(HELD_OUT)} greedy answers identical")
+    assert same >= 0.95 * len(HELD_OUT), answers
