@@ -5,6 +5,9 @@
   template, and its greedy answers to held-out prompts are the Hugging Face model's (f16: the same
   tokens on at least 95% of prompts, q8_0: 90%); transformers' own GGUF loader reads the f16 weights
   back to 1e-3 (relative).
+- Served by llama.cpp's own `llama-server --jinja` (built by scripts/llama-server): its Jinja renders
+  the chat template embedded in the f16 file as transformers renders the model's, and its greedy
+  answers are the Hugging Face model's on at least 95% of prompts.
 - Made into an Ollama model from the f16 file and its Modelfile with `ollama create` (IPEX-LLM's
   build of Ollama 0.5.4 on the CPU, installed by scripts/ollama): the Modelfile's template renders
   each chat as the model's own template does, and its greedy answers are the Hugging Face model's on
@@ -168,6 +171,75 @@ def test_llama_cpp_answers_as_the_hugging_face_model(
     assert len({tuple(a) for a in hf_greedy}) >= 15  # answers of their own, not one memorised line
 
 
+@contextmanager
+def running(command: list[str], environment: dict, log: Path, answering: Callable[[], bool], what: str):
+    """`command` in a session of its own (with the processes it starts) until `answering()`; stopped after."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def ready() -> bool:
+        assert process.poll() is None, log.read_text()[-4000:]
+        return answering()
+
+    try:  # loading and profiling show no sign of life but CPU time
+        wait_while_progressing(ready, bool, progress=lambda _: working(process.pid), what=what)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and its engine or runner processes
+        wait_for_exit(process, f"{what}: the server to stop")
+
+
+def answers_ok(url: str) -> Callable[[], bool]:
+    """Whether a server answers `url` with 200 yet (a probe for `running`)."""
+
+    def probe() -> bool:
+        try:
+            return httpx.get(url).status_code == 200
+        except httpx.ConnectError:
+            return False
+
+    return probe
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Path:
+    """llama.cpp's `llama-server` (scripts/llama-server builds it once and prints its path)."""
+    made = subprocess.run([str(ROOT / "scripts" / "llama-server")], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(made.stdout.split()[-1])
+
+
+def test_llama_server_renders_the_embedded_template_and_answers_as_the_hugging_face_model(
+    llama_server, fine_tuned, hf_answers, tmp_path
+):
+    import openai
+
+    tokenizer, hf_prompts, hf_greedy, _ = hf_answers
+    gguf = tmp_path / "ft-f16.gguf"
+    write_gguf(fine_tuned, gguf, "f16", "ft:smollm2-135m-instruct:test")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # the command docs/deploy-elsewhere.md gives: the chat template comes from the file, read by llama.cpp's Jinja
+    command = [str(llama_server), "-m", str(gguf), "--jinja", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--threads", "2", "--ctx-size", "1024"]
+    chats = [[{"role": "user", "content": question}] for question in HELD_OUT]
+    log = tmp_path / "llama-server.log"
+    with running(command, dict(os.environ), log, answers_ok(f"{url}/health"), "llama-server answering"):
+        rendered = [httpx.post(f"{url}/apply-template", json={"messages": chat}).json()["prompt"] for chat in chats]
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
+        completions = [
+            client.chat.completions.create(model="ft", messages=chat, temperature=0, max_tokens=MAX_TOKENS)
+            for chat in chats
+        ]
+    assert rendered == [render_chat(tokenizer, chat, generation_prompt=True) for chat in chats]
+    assert [c.usage.prompt_tokens for c in completions] == [len(ids) for ids in hf_prompts]  # no BOS added
+    answers = [c.choices[0].message.content for c in completions]
+    same = sum(a == tokenizer.decode(b) for a, b in zip(answers, hf_greedy))
+    print(f"llama-server, f16: {same}/{len(HELD_OUT)} greedy answers identical")
+    assert same >= 0.95 * len(HELD_OUT), answers
+
+
 def test_transformers_reads_the_f16_weights_back(fine_tuned, smollm2, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -192,26 +264,6 @@ def vllm_python() -> Path:
     """The python of vLLM's own environment (scripts/vllm-cpu installs it once and prints its path)."""
     made = subprocess.run([str(ROOT / "scripts" / "vllm-cpu")], check=True, stdout=subprocess.PIPE, text=True)
     return Path(made.stdout.split()[-1]) / "bin" / "python"
-
-
-@contextmanager
-def running(command: list[str], environment: dict, log: Path, answering: Callable[[], bool], what: str):
-    """`command` in a session of its own (with the processes it starts) until `answering()`; stopped after."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def ready() -> bool:
-        assert process.poll() is None, log.read_text()[-4000:]
-        return answering()
-
-    try:  # loading and profiling show no sign of life but CPU time
-        wait_while_progressing(ready, bool, progress=lambda _: working(process.pid), what=what)
-        yield
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server and its engine or runner processes
-        wait_for_exit(process, f"{what}: the server to stop")
 
 
 @contextmanager
@@ -298,14 +350,7 @@ def ollama_serving(ollama: Path, models: Path, log: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     environment = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models), "OLLAMA_DEBUG": "1"}
-
-    def answering() -> bool:
-        try:
-            return httpx.get(url).status_code == 200
-        except httpx.ConnectError:
-            return False
-
-    with running([str(ollama), "serve"], environment, log, answering, "Ollama answering"):
+    with running([str(ollama), "serve"], environment, log, answers_ok(url), "Ollama answering"):
         yield url, environment
 
 
