@@ -380,9 +380,11 @@ def test_ollama_makes_a_model_of_the_gguf_export_that_answers_as_the_hugging_fac
     write_gguf(fine_tuned, export / "ft-f16.gguf", "f16", "ft:smollm2-135m-instruct:test")
     (export / "Modelfile").write_text(modelfile(tokenizer, "ft-f16.gguf", fine_tuned))
     chats = [[{"role": "user", "content": question}] for question in HELD_OUT]
-    more = [  # the TEMPLATE over other shapes: a system message of the user's, and a turn of the assistant's
-        [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": HELD_OUT[1]}],
+    french = {"role": "system", "content": "Answer in French."}
+    more = [  # the TEMPLATE over other shapes: the user's own system message, first or later, and several turns
+        [french, {"role": "user", "content": HELD_OUT[1]}],
         [*chats[0], {"role": "assistant", "content": "Far."}, {"role": "user", "content": "How far exactly?"}],
+        [*chats[0], {"role": "assistant", "content": "Far."}, french, {"role": "user", "content": "How far?"}],
     ]
     log = tmp_path / "ollama.log"
     with ollama_serving(ollama, tmp_path / "models", log) as (url, environment):

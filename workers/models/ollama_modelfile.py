@@ -60,7 +60,10 @@ def go_template(tokenizer, stops: list[str]) -> tuple[str, str | None]:
     if next_open != user_open or pieces[4] != pieces[2]:
         raise TemplateShapeError("its turns are not written alike each time")
     written_open, lead, bos = system_open, "", tokenizer.bos_token or ""
-    if bos and system_open.startswith(bos):  # the template starts the text with BOS, once
+    # the template starts the text with BOS, once; unless that token is what opens every turn, as
+    # SmolLM2's BOS <|im_start|> is: then its system turn opens as its user turn does
+    opens_turns = system_open.replace("system", "user") == user_open
+    if bos and system_open.startswith(bos) and not opens_turns:
         system_open = system_open[len(bos) :]
         lead = "" if adds_bos(tokenizer) else bos  # else Ollama adds it (the GGUF file's add_bos_token)
     template = (

@@ -147,3 +147,12 @@ def test_chatml_s_modelfile_keeps_a_bos_the_tokenizer_does_not_add(tmp_path, tin
     text = modelfile(tokenizer, "model.gguf", tmp_path)
     assert 'TEMPLATE """<s>{{ range .Messages }}{{ if eq .Role "system" }}<|im_start|>system\n{{ .Content }}' in text
     assert text.count("<s>") == 1 and "SYSTEM" not in text and "PARAMETER temperature 1.0" in text
+
+
+def test_a_bos_that_opens_every_turn_stays_in_each_turn(tmp_path, tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.bos_token = "<|im_start|>"  # as SmolLM2's: ChatML's turn opener is its BOS token,
+    tokenizer.chat_template = tokenizer.chat_template.replace("{{ bos_token }}", "")  # not written apart
+    text = modelfile(tokenizer, "model.gguf", tmp_path)
+    # lifted out as a BOS, it would open a chat without a system message twice and a later system turn not at all
+    assert 'TEMPLATE """{{ range .Messages }}{{ if eq .Role "system" }}<|im_start|>system\n{{ .Content }}' in text
