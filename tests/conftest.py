@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,17 @@ def deployment(tmp_path, database_url):
 
     with open_deployment(tmp_path, database_url) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def llama_cpp():
+    """llama-cpp-python: llama.cpp in this process, for checking GGUF exports (not in the lock)."""
+    try:
+        import llama_cpp
+    except ImportError:  # built from source once, then installed from the cached wheel
+        subprocess.run([str(Path(__file__).resolve().parents[1] / "scripts" / "llama-cpp")], check=True)
+        import llama_cpp
+    return llama_cpp
 
 
 @pytest.fixture(scope="session")

@@ -69,16 +69,6 @@ HELD_OUT = [
 
 
 @pytest.fixture(scope="module")
-def llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError:  # built from source once, then installed from the cached wheel
-        subprocess.run([str(ROOT / "scripts" / "llama-cpp")], check=True)
-        import llama_cpp
-    return llama_cpp
-
-
-@pytest.fixture(scope="module")
 def fine_tuned(smollm2, tmp_path_factory) -> Path:
     """SmolLM2 after 4 LoRA steps: its final folder (the merged model)."""
     from workers.training.loop import train

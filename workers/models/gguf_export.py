@@ -72,7 +72,7 @@ def write_gguf(
     arch = _architecture(config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tensors = list(_tensor_plan(model_dir, config, arch, quantization))
-    writer = gguf.GGUFWriter(out_file, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
+    writer = _Writer(out_file, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
     writer.add_name(name)
     writer.add_file_type(QUANTIZATIONS[quantization])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -88,6 +88,17 @@ def write_gguf(
         if on_progress:
             on_progress(done, len(tensors))
     writer.close()
+
+
+class _Writer(gguf.GGUFWriter):
+    """gguf's writer, able to write an empty array: GGUF allows one, and llama.cpp needs the merges key
+    of a BPE vocabulary that has nothing to merge (lmtune's tiny model's bytes), where gguf's own
+    writer refuses an empty array or leaves the key out."""
+
+    def _pack_val(self, val, vtype, add_vtype, sub_type=None) -> bytes:
+        if vtype != gguf.GGUFValueType.ARRAY or len(val) or sub_type is None:
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        return (self._pack("I", vtype) if add_vtype else b"") + self._pack("I", sub_type) + self._pack("Q", 0)
 
 
 def _architecture(config) -> Architecture:
@@ -287,7 +298,9 @@ def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer, model_dir: Path, vocab_s
     special.add_special_token["bos"] = adds_bos(tokenizer)
     special.add_to_gguf(writer, quiet=True)
     if not special.merges:  # llama.cpp refuses a BPE vocabulary without the key, even with nothing to merge
-        writer.add_token_merges([])
+        writer.add_key_value(
+            gguf.Keys.Tokenizer.MERGES, [], gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.STRING
+        )
 
 
 def adds_bos(tokenizer) -> bool:

@@ -1,6 +1,6 @@
 """The GGUF writer on every architecture the catalogue uses (Llama, Qwen2; Llama 3's rope scaling),
-read back by transformers' GGUF loader and by gguf's reader; the Ollama Modelfile's template read off
-ChatML and Llama 3 style chat templates."""
+read back by transformers' GGUF loader and by gguf's reader, and (slow) run in llama.cpp; the Ollama
+Modelfile's template read off ChatML and Llama 3 style chat templates."""
 
 import json
 
@@ -16,6 +16,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from workers.models.generation import render_chat
 from workers.models.gguf_export import ExportError, write_gguf
 from workers.models.ollama_modelfile import modelfile
 from workers.models.tiny_model import build_byte_tokenizer
@@ -87,14 +88,62 @@ def test_the_file_carries_the_vocabulary_the_template_and_llama_cpp_s_layout(tmp
     assert kinds["blk.0.ffn_down.weight"] == gguf.GGMLQuantizationType.Q8_0
 
 
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "rope_theta": 500000.0,
+    "original_max_position_embeddings": 64,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model_class, config_class, extra",
+    [
+        (LlamaForCausalLM, LlamaConfig, {}),
+        (Qwen2ForCausalLM, Qwen2Config, {}),
+        (LlamaForCausalLM, LlamaConfig, {"rope_parameters": LLAMA3_ROPE}),
+    ],
+    ids=["llama", "qwen2", "llama3-rope"],
+)
+def test_llama_cpp_computes_what_transformers_does_on_each_architecture(
+    llama_cpp, tmp_path, model_class, config_class, extra
+):
+    """The f16 file in llama.cpp itself, not only read back: the byte vocabulary loads and tokenises
+    a chat as transformers does, and the logits over 120 positions (past Llama 3's original context
+    of 64) are the model's, so the layout (Q/K permutation, biases, rope factors) is llama.cpp's."""
+    small_model(tmp_path, model_class, config_class, **extra)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    if model_class is Qwen2ForCausalLM:  # Qwen 2's Q, K and V biases, which start at zero
+        with torch.no_grad():
+            for name, weights in model.named_parameters():
+                if name.endswith(".bias"):
+                    weights.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+        model.save_pretrained(tmp_path)
+    write_gguf(tmp_path, tmp_path / "model.gguf", "f16", "a model")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    text = render_chat(tokenizer, [{"role": "user", "content": "Héllo, wörld! 12 345\n\n\tà 🚀"}], True)
+    ids = torch.randint(3, len(tokenizer), (120,), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(ids[None]).logits[0].numpy()
+    runtime = llama_cpp.Llama(str(tmp_path / "model.gguf"), n_ctx=256, logits_all=True, n_threads=2, verbose=False)
+    try:
+        assert (
+            runtime.tokenize(text.encode(), add_bos=False, special=True)
+            == tokenizer(text, add_special_tokens=False)["input_ids"]
+        )
+        runtime.eval(ids.tolist())
+        got = runtime.scores[: len(ids)]
+    finally:
+        runtime.close()
+    # f16 weights: 3e-4 measured, against logits spread over 0.15 (their standard deviation)
+    assert abs(got - expected).max() < 0.02 * expected.std(), abs(got - expected).max()
+
+
 def test_llama_3_rope_scaling_becomes_llama_cpp_s_rope_factors(tmp_path):
-    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
-    small_model(
-        tmp_path / "model",
-        LlamaForCausalLM,
-        LlamaConfig,
-        rope_parameters={**rope, "rope_theta": 500000.0, "original_max_position_embeddings": 64},
-    )
+    small_model(tmp_path / "model", LlamaForCausalLM, LlamaConfig, rope_parameters=LLAMA3_ROPE)
     write_gguf(tmp_path / "model", tmp_path / "model.gguf", "f16", "llama 3 style")
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     (factors,) = [t for t in reader.tensors if t.name == "rope_freqs.weight"]
