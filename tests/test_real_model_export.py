@@ -3,8 +3,9 @@
 - Exported as GGUF, in llama.cpp (the llama-cpp-python package, built from source by
   scripts/llama-cpp): it reads the prompts to the same tokens with the embedded vocabulary and chat
   template, and its greedy answers to held-out prompts are the Hugging Face model's (f16: the same
-  tokens on at least 95% of prompts, q8_0: 90%); transformers' own GGUF loader reads the f16 weights
-  back to 1e-3 (relative).
+  tokens on at least 95% of prompts, q8_0: 90%, a known shortfall); token by token, given that model's
+  own answer so far, llama.cpp's next token is its (f16: 99% of tokens, q8_0: 95%); transformers' own
+  GGUF loader reads the f16 weights back to 1e-3 (relative).
 - Served by llama.cpp's own `llama-server --jinja` (built by scripts/llama-server): its Jinja renders
   the chat template embedded in the f16 file as transformers renders the model's, and its greedy
   answers are the Hugging Face model's on at least 95% of prompts.
@@ -159,6 +160,38 @@ def test_llama_cpp_answers_as_the_hugging_face_model(
     print(f"{quantization}: {same}/{len(HELD_OUT)} greedy answers identical ({gguf.stat().st_size:,} bytes)")
     assert same >= at_least * len(HELD_OUT), [tokenizer.decode(a) for a in answers]
     assert len({tuple(a) for a in hf_greedy}) >= 15  # answers of their own, not one memorised line
+
+
+def next_token_agreement(llama_cpp, gguf: Path, prompts: list[list[int]], answers: list[list[int]]) -> float:
+    """The share of answer tokens that llama.cpp, given the Hugging Face model's own prompt and answer
+    so far, also finds most likely: a near-tie flips one token here, where it parts a whole answer."""
+    model = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=2, logits_all=True, verbose=False, seed=0)
+    agreeing = 0
+    try:
+        for prompt, answer in zip(prompts, answers):
+            model.reset()
+            model.eval(prompt + answer)
+            predicted = model.scores[len(prompt) - 1 : len(prompt) - 1 + len(answer)].argmax(axis=-1)
+            agreeing += int((predicted == answer).sum())
+    finally:
+        model.close()
+    return agreeing / sum(len(answer) for answer in answers)
+
+
+# measured 2026-12-07: f16 99.7% and q8_0 97.0% of 328 tokens (Q8_0 weights alone, in transformers:
+# 98.5%); each token q8_0 changed was one where transformers' top two logits were within 0.46
+@pytest.mark.parametrize("quantization, at_least", [("f16", 0.99), ("q8_0", 0.95)])
+def test_llama_cpp_finds_the_hugging_face_model_s_next_token(
+    llama_cpp, fine_tuned, hf_answers, quantization, at_least, tmp_path
+):
+    """What the q8_0 file's whole answers cannot show (they part at near-ties, and its test above is
+    a known shortfall): that llama.cpp computes the fine-tuned model from it, token by token."""
+    _, hf_prompts, hf_greedy, _ = hf_answers
+    gguf = tmp_path / f"smollm2-{quantization}.gguf"
+    write_gguf(fine_tuned, gguf, quantization, "ft:smollm2-135m-instruct:test")
+    agreement = next_token_agreement(llama_cpp, gguf, hf_prompts, hf_greedy)
+    print(f"{quantization}: llama.cpp's next token is transformers' on {agreement:.1%} of answer tokens")
+    assert agreement >= at_least
 
 
 @contextmanager
