@@ -361,21 +361,34 @@ def jobs_checkpoints(ctx: Context, job_id: str) -> None:
     "for llama.cpp and Ollama (LoRA merged) with an Ollama Modelfile, exported by a worker first.",
 )
 @click.option(
-    "--quantization", type=click.Choice(["f16", "q8_0"]), default="q8_0", show_default=True, help="For --format gguf."
+    "--quantization", type=click.Choice(["f16", "q8_0"]), help="For --format gguf: f16, or q8_0 (the server's default)."
 )
 @click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
 def jobs_download(
-    ctx: Context, job_id: str, checkpoint_id: str | None, step: int | None, fmt: str, quantization: str, output: Path
+    ctx: Context,
+    job_id: str,
+    checkpoint_id: str | None,
+    step: int | None,
+    fmt: str,
+    quantization: str | None,
+    output: Path,
 ) -> None:
     """Download the final model (or a checkpoint) file by file. Interrupted, the same command
     continues where it stopped; every file is checked against its sha256. With --format gguf the
     server exports it first (once: a later download reuses the export)."""
     if checkpoint_id and step:
         raise click.UsageError("give --checkpoint or --step, not both")
+    if quantization and fmt != "gguf":
+        raise click.UsageError("--quantization is for --format gguf; the hf download is the model as trained")
+    try:  # before any export is waited for
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.ClickException(f"cannot make the output folder {output}: {error.strerror}") from None
     if fmt == "gguf":
         if checkpoint_id:
             raise click.UsageError("--format gguf takes --step, not --checkpoint")
-        folder = _finished_export(ctx, job_id, {"format": fmt, "quantization": quantization, "step": step})
+        body = {"format": fmt, "step": step} | ({"quantization": quantization} if quantization else {})
+        folder = _finished_export(ctx, job_id, body)
     else:
         if step:
             checkpoint_id = _checkpoint_at(ctx, job_id, step)
@@ -413,7 +426,7 @@ def _finished_export(ctx: Context, job_id: str, body: dict) -> str:
     """The files URL of the export `body` asks for, once a worker has written it (a bar meanwhile)."""
     export = ctx.client.export(job_id, body)
     with Progress(console=Console(stderr=True), disable=ctx.as_json) as bar:
-        task = bar.add_task(f"exporting {body['format']} {body['quantization']}", total=1.0)
+        task = bar.add_task(f"exporting {export['format']} {export['quantization']}", total=1.0)
         while export["status"] in ("queued", "running"):
             bar.update(task, completed=export["progress"] or 0.0)
             time.sleep(EXPORT_POLL_SECONDS)

@@ -367,6 +367,17 @@ def test_a_file_changed_on_the_server_is_refused(server, tmp_path):
         download_folder(server.client(), folder_path(job_id, None), tmp_path / "model")
 
 
+def test_a_download_refuses_a_quantization_without_gguf_and_an_output_it_cannot_make(server, tmp_path):
+    # the hf download was made and the flag dropped before
+    wrong = server.lmtune("jobs", "download", "ftjob-x", "--quantization", "f16", "--output", str(tmp_path / "a"))
+    assert wrong.exit_code == 2 and "--quantization is for --format gguf" in wrong.output
+    (tmp_path / "a-file").write_text("")
+    output = tmp_path / "a-file" / "gguf"  # told before an export is waited for, in one line, not a traceback
+    blocked = server.lmtune("jobs", "download", "ftjob-x", "--format", "gguf", "--output", str(output))
+    assert blocked.exit_code == 1 and isinstance(blocked.exception, SystemExit), blocked.exception
+    assert f"cannot make the output folder {output}: Not a directory" in blocked.output
+
+
 def test_a_gguf_download_waits_for_one_export_and_a_second_reuses_it(server, api, tiny_model, tmp_path, monkeypatch):  # noqa: F811
     import gguf
 
