@@ -40,10 +40,15 @@ def start_export(
 ) -> Export:
     """The export of the job's final model (`step` None) or checkpoint, queued unless one is kept."""
     if fmt not in FORMATS:
-        raise RequestError(400, f"format must be one of {', '.join(FORMATS)}, got {fmt!r}", param="format")
+        raise RequestError(
+            400, f"format must be one of {', '.join(FORMATS)}, got {fmt!r}", param="format", code="invalid_value"
+        )
     if quantization not in QUANTIZATIONS:
         raise RequestError(
-            400, f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}", param="quantization"
+            400,
+            f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}",
+            param="quantization",
+            code="invalid_value",
         )
     folder = source_folder(settings, db, job, step)
     _check_architecture(folder)

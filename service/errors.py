@@ -34,6 +34,7 @@ WHAT_EXISTS = (
     "and the dashboard at / in a browser"
 )
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+NOT_A_JSON_OBJECT = "the request's body must be a JSON object, sent with Content-Type: application/json"
 DATABASE_RETRY_SECONDS = 5  # a restart or failover takes seconds; the workers retry on the same scale
 
 
@@ -107,6 +108,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if first["type"] == "json_invalid":  # its `loc` is the character where parsing stopped
             return error_response(400, await _json_problem(request, first), code="invalid_json")
         param = error_location(first) or None
+        if param is None:  # the body itself: none, not an object, or not sent as JSON
+            return error_response(400, NOT_A_JSON_OBJECT, code="invalid_value")
         return error_response(400, describe_errors(error.errors()), param=param, code="invalid_value")
 
     @app.exception_handler(HTTPException)

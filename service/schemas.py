@@ -314,7 +314,10 @@ class ExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str = Field("gguf", description="gguf (llama.cpp, Ollama)")
     quantization: str = Field("q8_0", description="f16 or q8_0")
-    step: int | None = Field(None, ge=1, description="a checkpoint's step; none for the final model")
+    # strict: a step is an integer, not true or "5"; bounded by the database's integers
+    step: int | None = Field(
+        None, ge=1, le=2**63 - 1, strict=True, description="a checkpoint's step; none for the final model"
+    )
 
 
 class ExportError(BaseModel):
@@ -335,7 +338,7 @@ class ExportObject(BaseModel):
     progress: float | None = Field(description="the share of tensors written, while running")
     created_at: int
     finished_at: int | None
-    bytes: int | None
+    bytes: int | None = Field(description="the files' total size, what a download fetches; once succeeded")
     error: ExportError | None
     files_url: str = Field(description="GET lists the files (GGUF, Modelfile) with sizes, sha256 and URLs")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lmtune.errors import RequestError
 from lmtune.exports import FINAL, check_room, export_folder_name
-from lmtune.layout import DataLayout, write_manifest
+from lmtune.layout import DataLayout, read_manifest, write_manifest
 from lmtune.model_refs import ModelNotFound, job_output
 from lmtune.problems import replace_paths
 from lmtune.quotas import folder_bytes
@@ -54,7 +54,7 @@ def run_next_export(ctx: WorkerContext, queue: str) -> None:
                 attempt,
                 export_store.SUCCEEDED,
                 path=DataLayout(ctx.settings.data_dir).relative(folder),
-                bytes=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+                bytes=sum(entry["bytes"] for entry in read_manifest(folder).values()),  # what a download fetches
                 progress=1.0,
             )
             # the export is in the job's run folder: it counts in the key's storage quota with it

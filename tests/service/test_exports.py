@@ -114,6 +114,7 @@ def test_the_final_model_exports_once_and_downloads_as_gguf_with_its_weights(api
     files = {e["path"]: e for e in api.client.get(done["files_url"], headers=api.alice).json()["data"]}
     gguf_name = f"{job}-final-f16.gguf"
     assert set(files) == {gguf_name, "Modelfile"}
+    assert done["bytes"] == sum(e["bytes"] for e in files.values())  # what a download fetches
     modelfile = api.client.get(files["Modelfile"]["url"], headers=api.alice).text
     assert f"FROM ./{gguf_name}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert "<|im_start|>user\n{{ .Content }}<|im_end|>\n" in modelfile
@@ -161,6 +162,18 @@ def test_bad_requests_say_what_to_change(api, job):
     missing = error_of(export(api, job, step=7), 404)
     assert "no checkpoint at step 7" in missing["message"] and "kept: 5" in missing["message"]
     assert error_of(export(api, job, unknown=1), 400)
+    for step in (2**63, True, "5", 5.0):  # past the database's integers (was a 500), or not an integer
+        assert error_of(export(api, job, step=step), 400)["param"] == "step", step
+    for wrong in ({"format": "onnx"}, {"quantization": "Q8_0"}):  # coded as the schema's own refusals
+        assert error_of(export(api, job, **wrong), 400)["code"] == "invalid_value"
+    url = f"/v1/fine_tuning/jobs/{job}/exports"
+    for body in (
+        {"content": b""},
+        {"content": b'{"format": "gguf"}'},
+        {"json": []},
+    ):  # none, not read as JSON, not an object
+        refused = error_of(api.client.post(url, headers=api.alice, **body), 400)["message"]
+        assert refused == "the request's body must be a JSON object, sent with Content-Type: application/json"
     error_of(api.client.post(f"/v1/fine_tuning/jobs/{job}/exports", headers=api.bob, json={}), 404)
     assert api.queue.sent.count(job) == 1 and len(api.queue.sent) == 1  # only the job itself was sent
 

@@ -296,11 +296,12 @@ def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer, model_dir: Path, vocab_s
     special.chat_template = tokenizer.chat_template or CHATML_TEMPLATE
     # llama.cpp adds BOS to a prompt as this says; HF's tokenizer decides by its post-processor
     special.add_special_token["bos"] = adds_bos(tokenizer)
-    special.add_to_gguf(writer, quiet=True)
     if not special.merges:  # llama.cpp refuses a BPE vocabulary without the key, even with nothing to merge
+        special.load_merges = False  # else gguf warns of the missing merges that this writes
         writer.add_key_value(
             gguf.Keys.Tokenizer.MERGES, [], gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.STRING
         )
+    special.add_to_gguf(writer, quiet=True)
 
 
 def adds_bos(tokenizer) -> bool:
