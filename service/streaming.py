@@ -23,8 +23,12 @@ from pathlib import Path
 import anyio
 from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
+from starlette.datastructures import Headers
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from lmtune.errors import RequestError
+from lmtune.problems import quote
+from service.errors import error_response
 
 CHUNK = 4 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -41,6 +45,29 @@ class HeldFileResponse(FileResponse):
     def __init__(self, path: Path, **options):
         self._held = path.open("rb")  # FileNotFoundError here, before any header: the caller's 404
         super().__init__(path, stat_result=os.fstat(self._held.fileno()), **options)
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Starlette's answer, but a Range it cannot parse is ignored (the whole file, 200, as RFC 9110
+        lets a server do) and one past the end is refused in the API's JSON error shape."""
+        asked = Headers(scope=scope).get("range")
+        try:
+            if asked is not None and scope["method"] in ("GET", "HEAD"):
+                size = self.stat_result.st_size
+                try:
+                    self._parse_range_header(asked, size)
+                except MalformedRangeHeader:
+                    scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+                except RangeNotSatisfiable:
+                    refused = error_response(
+                        416,
+                        f"the range {quote(asked)} is outside the file, which has {size:,} bytes",
+                        code="range_not_satisfiable",
+                        headers={"Content-Range": f"bytes */{size}"},
+                    )
+                    return await refused(scope, receive, send)
+            await super().__call__(scope, receive, send)
+        finally:  # a HEAD request or a refused range never opens the body, which closes it
+            self._held.close()
 
     @asynccontextmanager
     async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:

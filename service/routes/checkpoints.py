@@ -51,8 +51,11 @@ def checkpoint_files(job: OwnedJob, checkpoint_id: str, db: DbDep, settings: Set
     return manifest_listing(folder, f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{checkpoint_id}/files")
 
 
-@router.get(
-    "/checkpoints/{checkpoint_id}/files/{path:path}", response_class=FileResponse, responses=documented(404, 416)
+@router.api_route(
+    "/checkpoints/{checkpoint_id}/files/{path:path}",
+    methods=["GET", "HEAD"],
+    response_class=FileResponse,
+    responses=documented(404, 416),
 )
 def checkpoint_file(job: OwnedJob, checkpoint_id: str, path: str, db: DbDep, settings: SettingsDep):
     """One file; supports `Range: bytes=...`; its sha256 is in the `X-Checksum-SHA256` header."""
@@ -72,7 +75,9 @@ def final_files(job: OwnedJob, settings: SettingsDep):
     )
 
 
-@router.get("/final/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
+@router.api_route(
+    "/final/files/{path:path}", methods=["GET", "HEAD"], response_class=FileResponse, responses=documented(404, 416)
+)
 def final_file(job: OwnedJob, path: str, settings: SettingsDep):
     return manifest_file(final_folder(DataLayout(settings.data_dir), job), path)
 

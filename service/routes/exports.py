@@ -49,7 +49,12 @@ def export_files(job: OwnedJob, export_id: str, db: DbDep, settings: SettingsDep
     return manifest_listing(folder, f"/v1/fine_tuning/jobs/{job.id}/exports/{export_id}/files")
 
 
-@router.get("/{export_id}/files/{path:path}", response_class=FileResponse, responses=documented(404, 416))
+@router.api_route(
+    "/{export_id}/files/{path:path}",
+    methods=["GET", "HEAD"],
+    response_class=FileResponse,
+    responses=documented(404, 416),
+)
 def export_file(job: OwnedJob, export_id: str, path: str, db: DbDep, settings: SettingsDep):
     """One file; supports `Range: bytes=...`; its sha256 is in the `X-Checksum-SHA256` header."""
     return manifest_file(_export_folder(db, job, export_id, settings), path)

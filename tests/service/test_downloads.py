@@ -66,6 +66,23 @@ def test_a_checkpoint_downloads_whole_and_in_ranges_matching_its_manifest(api):
     assert hashlib.sha256(b"".join(parts)).hexdigest() == listing["model.safetensors"]["sha256"]
 
 
+def test_a_range_past_the_end_is_a_json_416_one_not_understood_is_ignored_and_head_gives_the_size(api):
+    job_id, checkpoint_id = trained_job(api)
+    url = f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files/model.safetensors"
+    size = len(FILES["model.safetensors"])
+    past = error_of(api.client.get(url, headers={**api.alice, "Range": f"bytes={size}-"}), 416)
+    assert past["code"] == "range_not_satisfiable" and f"{size:,} bytes" in past["message"]
+    assert api.client.get(url, headers={**api.alice, "Range": f"bytes={size}-"}).headers["content-range"] == (
+        f"bytes */{size}"
+    )
+    for unread in ("bytes=10-5", "bytes=abc", "items=0-5"):  # RFC 9110: ignored, the whole file
+        whole = api.client.get(url, headers={**api.alice, "Range": unread})
+        assert whole.status_code == 200 and whole.content == FILES["model.safetensors"], unread
+    head = api.client.head(url, headers=api.alice)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == size and not head.content
+    assert head.headers["accept-ranges"] == "bytes" and "x-checksum-sha256" in head.headers
+
+
 def test_only_manifest_files_are_served_and_only_to_the_owner(api):
     job_id, checkpoint_id = trained_job(api)
     base = f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files"
