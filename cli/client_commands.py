@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -380,10 +381,7 @@ def jobs_download(
         raise click.UsageError("give --checkpoint or --step, not both")
     if quantization and fmt != "gguf":
         raise click.UsageError("--quantization is for --format gguf; the hf download is the model as trained")
-    try:  # before any export is waited for
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise click.ClickException(f"cannot make the output folder {output}: {error.strerror}") from None
+    _check_output(output)  # before any export is waited for
     if fmt == "gguf":
         if checkpoint_id:
             raise click.UsageError("--format gguf takes --step, not --checkpoint")
@@ -401,15 +399,18 @@ def jobs_download(
         TimeRemainingColumn(),
     )
     entries = list_folder(ctx.client, folder)  # nothing to fetch: an error, no bar
-    with Progress(*columns, console=Console(stderr=True), disable=ctx.as_json) as bar:
-        task = bar.add_task(str(output), total=None)
-        results = download_files(
-            ctx.client,
-            entries,
-            output,
-            on_start=lambda total, done: bar.update(task, total=total, completed=done),
-            on_bytes=lambda n: bar.advance(task, n),
-        )
+    try:
+        with Progress(*columns, console=Console(stderr=True), disable=ctx.as_json) as bar:
+            task = bar.add_task(str(output), total=None)
+            results = download_files(
+                ctx.client,
+                entries,
+                output,
+                on_start=lambda total, done: bar.update(task, total=total, completed=done),
+                on_bytes=lambda n: bar.advance(task, n),
+            )
+    except OSError as error:  # the disk full, the folder unwritable after all: what is here resumes later
+        raise click.ClickException(f"cannot write into {output}: {error.strerror}") from None
     summary = [
         {"path": r.path, "bytes": r.bytes, "resumed_from": r.resumed_from, "skipped": r.skipped} for r in results
     ]
@@ -420,6 +421,16 @@ def jobs_download(
     for r in resumed:
         click.echo(f"resumed {r.path} from byte {r.resumed_from:,}", err=True)
     click.echo(f"{len(results)} files ({sum(r.bytes for r in results):,} bytes) verified in {output}")
+
+
+def _check_output(output: Path) -> None:
+    """Refused at once, not after an export is waited for: an output folder that cannot be made
+    (the download makes it, so that nothing is left behind when there is nothing to download)."""
+    existing = next(folder for folder in (output, *output.parents) if folder.exists())
+    if not existing.is_dir():
+        raise click.ClickException(f"cannot make the output folder {output}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.ClickException(f"cannot make the output folder {output}: {existing} is not writable")
 
 
 def _finished_export(ctx: Context, job_id: str, body: dict) -> str:

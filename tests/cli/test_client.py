@@ -375,7 +375,7 @@ def test_a_download_refuses_a_quantization_without_gguf_and_an_output_it_cannot_
     output = tmp_path / "a-file" / "gguf"  # told before an export is waited for, in one line, not a traceback
     blocked = server.lmtune("jobs", "download", "ftjob-x", "--format", "gguf", "--output", str(output))
     assert blocked.exit_code == 1 and isinstance(blocked.exception, SystemExit), blocked.exception
-    assert f"cannot make the output folder {output}: Not a directory" in blocked.output
+    assert f"cannot make the output folder {output}: {tmp_path / 'a-file'} is not a folder" in blocked.output
 
 
 def test_a_gguf_download_waits_for_one_export_and_a_second_reuses_it(server, api, tiny_model, tmp_path, monkeypatch):  # noqa: F811
