@@ -194,6 +194,12 @@ def test_llama_cpp_finds_the_hugging_face_model_s_next_token(
     assert agreement >= at_least
 
 
+def installed(script: str) -> Path:
+    """What scripts/<script> installs (or builds) once, by the path the script prints; later runs only print it."""
+    made = subprocess.run([str(ROOT / "scripts" / script)], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(made.stdout.split()[-1])
+
+
 @contextmanager
 def running(command: list[str], environment: dict, log: Path, answering: Callable[[], bool], what: str):
     """`command` in a session of its own (with the processes it starts) until `answering()`; stopped after."""
@@ -228,9 +234,8 @@ def answers_ok(url: str) -> Callable[[], bool]:
 
 @pytest.fixture(scope="module")
 def llama_server() -> Path:
-    """llama.cpp's `llama-server` (scripts/llama-server builds it once and prints its path)."""
-    made = subprocess.run([str(ROOT / "scripts" / "llama-server")], check=True, stdout=subprocess.PIPE, text=True)
-    return Path(made.stdout.split()[-1])
+    """llama.cpp's `llama-server`."""
+    return installed("llama-server")
 
 
 def test_llama_server_renders_the_embedded_template_and_answers_as_the_hugging_face_model(
@@ -284,9 +289,8 @@ def test_transformers_reads_the_f16_weights_back(fine_tuned, smollm2, tmp_path):
 
 @pytest.fixture(scope="module")
 def vllm_python() -> Path:
-    """The python of vLLM's own environment (scripts/vllm-cpu installs it once and prints its path)."""
-    made = subprocess.run([str(ROOT / "scripts" / "vllm-cpu")], check=True, stdout=subprocess.PIPE, text=True)
-    return Path(made.stdout.split()[-1]) / "bin" / "python"
+    """The python of vLLM's own environment."""
+    return installed("vllm-cpu") / "bin" / "python"
 
 
 @contextmanager
@@ -361,9 +365,8 @@ def test_vllm_serves_the_lora_adapter_on_its_base_as_the_hugging_face_model(
 
 @pytest.fixture(scope="module")
 def ollama() -> Path:
-    """The `ollama` command (scripts/ollama installs it once and prints its path)."""
-    made = subprocess.run([str(ROOT / "scripts" / "ollama")], check=True, stdout=subprocess.PIPE, text=True)
-    return Path(made.stdout.split()[-1])
+    """The `ollama` command."""
+    return installed("ollama")
 
 
 @contextmanager
